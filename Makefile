@@ -1,0 +1,46 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: install run test test-fast lint constraints clean
+
+install: $(PY_STAMP) $(NODE_STAMP)
+
+# PIP_CONSTRAINT pins the build backend too (pip applies it to the isolated build environment).
+$(PY_STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+# Azurite, pinned in package.json and package-lock.json, installed into node_modules/.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: install
+	$(BIN)/python -m devtools.demo
+
+test: install
+	$(BIN)/python -m pytest
+
+# Everything but the slow (memory, large-transfer) tests.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+constraints: $(PY_STAMP)
+	{ echo "# Exact versions installed by 'make install' (pip install -c constraints.txt -e '.[test]')."; \
+	  echo "# Regenerate after changing pyproject.toml: make constraints"; \
+	  $(BIN)/pip freeze --exclude-editable | grep -vi '^imgproxy'; \
+	  grep '^setuptools==' constraints.txt; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache

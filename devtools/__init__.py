@@ -1,0 +1,1 @@
+"""Development helpers: the pinned Azurite emulator, demo seeding and `make run`."""

@@ -1,0 +1,92 @@
+"""`create_app(config)`: resources, routes and the one place that maps errors to HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from .config import Config
+from .errors import BadPath, BlobNotFound, ImgproxyError, OriginError, OriginTimeout
+from .fetcher import Fetcher
+from .handlers import admin, images, ops
+from .keys import CONFIG, FETCHER, METRICS, READINESS
+from .metrics import Metrics
+from .origin import open_origin
+from .readiness import Readiness
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first row whose type matches decides status and reason.
+ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
+    (BadPath, 400, "bad path"),
+    (BlobNotFound, 404, "blob not found"),
+    (OriginTimeout, 504, "origin timed out"),
+    (OriginError, 502, "origin failed"),
+)
+
+
+def error_response(exc: ImgproxyError) -> web.Response:
+    """The HTTP answer for a project error (one row of `ERROR_STATUS`)."""
+    for error_type, status, reason in ERROR_STATUS:
+        if isinstance(exc, error_type):
+            if isinstance(exc, BadPath):
+                reason = f"{reason}: {exc.reason}"
+            elif isinstance(exc, OriginError):
+                log.warning("origin error: %s: %s", type(exc).__name__, exc)
+            return web.Response(status=status, text=reason + "\n", headers={"Cache-Control": "no-store"})
+    raise exc  # pragma: no cover - every ImgproxyError subclass has a row
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn project errors into statuses and count every response by status."""
+    requests = request.app[METRICS].requests
+    try:
+        response = await handler(request)
+    except ImgproxyError as exc:
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        requests.labels(str(exc.status)).inc()
+        raise
+    requests.labels(str(response.status)).inc()
+    return response
+
+
+async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
+        fetcher = Fetcher(origin, config.cache, app[METRICS])
+        readiness = Readiness(origin, config.origin.ready_check_interval_s, app[METRICS].counters)
+        app[FETCHER] = fetcher
+        app[READINESS] = readiness
+        try:
+            yield
+        finally:
+            await readiness.close()
+            await fetcher.close()
+
+
+def create_app(config: Config) -> web.Application:
+    """The whole service as an aiohttp application (the same factory for tests and production)."""
+    app = web.Application(middlewares=[error_middleware])
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.append(_origin_ctx)
+
+    router = app.router
+    # [\s\S]: the router matches the decoded path, and a bad path (even one holding a
+    # newline) must reach the handler to be refused with a 400, not fall through to a 404.
+    router.add_get(images.PREFIX + r"{path:[\s\S]*}", images.get_image)
+    router.add_get("/healthz", ops.healthz)
+    router.add_get("/readyz", ops.readyz)
+    router.add_get("/metrics", ops.metrics)
+    if config.admin.token:
+        router.add_get("/admin/cache", admin.cache_stats)
+        router.add_delete("/admin/cache", admin.purge_all)
+        router.add_delete(admin.PURGE_PREFIX + r"{path:[\s\S]*}", admin.purge_one)
+    return app

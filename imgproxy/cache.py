@@ -1,0 +1,150 @@
+"""In-memory LRU bounded by entry count and total bytes, behind an asyncio lock.
+
+`LRU` is plain bookkeeping with no locking and no I/O, so it can be tested alone. `MemoryCache`
+is the async façade the service uses: every operation takes the lock, none awaits anything else
+while holding it. It also hands out *fill tickets*: a download takes a ticket before it starts and
+presents it when storing its result; a purge of that key (or of everything) in between voids the
+ticket, so a download that began before a purge cannot put the old bytes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """A consistent snapshot of the cache's size and limits."""
+
+    items: int
+    bytes: int
+    max_items: int
+    max_bytes: int
+    evictions: int
+
+
+class LRU(Generic[V]):
+    """Least-recently-used map bounded by count and by the summed `sizeof` of its values."""
+
+    def __init__(self, max_items: int, max_bytes: int, sizeof: Callable[[V], int]) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._sizeof = sizeof
+        self._data: OrderedDict[str, tuple[V, int]] = OrderedDict()
+        self.bytes = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: str) -> V | None:
+        """Return the value and mark it most recently used, or None."""
+        item = self._data.get(key)
+        if item is None:
+            return None
+        self._data.move_to_end(key)
+        return item[0]
+
+    def put(self, key: str, value: V) -> bool:
+        """Insert or replace; evict LRU entries until both bounds hold. False if it can never fit."""
+        size = self._sizeof(value)
+        if size > self.max_bytes:
+            self.pop(key)
+            return False
+        self.pop(key)
+        self._data[key] = (value, size)
+        self.bytes += size
+        while len(self._data) > self.max_items or self.bytes > self.max_bytes:
+            _, (_, evicted_size) = self._data.popitem(last=False)
+            self.bytes -= evicted_size
+            self.evictions += 1
+        return True
+
+    def pop(self, key: str) -> V | None:
+        """Remove a key; return its value or None."""
+        item = self._data.pop(key, None)
+        if item is None:
+            return None
+        self.bytes -= item[1]
+        return item[0]
+
+    def clear(self) -> int:
+        """Remove everything; return how many entries there were."""
+        count = len(self._data)
+        self._data.clear()
+        self.bytes = 0
+        return count
+
+
+class FillTicket:
+    """Permission to store the result of one download, void once its key is purged."""
+
+    __slots__ = ("key", "valid")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.valid = True
+
+
+class MemoryCache(Generic[V]):
+    """The async, lock-guarded LRU the request path uses."""
+
+    def __init__(self, max_items: int, max_bytes: int, sizeof: Callable[[V], int]) -> None:
+        self._lru: LRU[V] = LRU(max_items, max_bytes, sizeof)
+        self._lock = asyncio.Lock()
+        self._tickets: dict[str, set[FillTicket]] = {}
+
+    async def get(self, key: str) -> V | None:
+        async with self._lock:
+            return self._lru.get(key)
+
+    def begin_fill(self, key: str) -> FillTicket:
+        """Take a ticket before downloading `key`. Synchronous: no await between check and use."""
+        ticket = FillTicket(key)
+        self._tickets.setdefault(key, set()).add(ticket)
+        return ticket
+
+    async def finish_fill(self, ticket: FillTicket, value: V | None) -> bool:
+        """Store `value` if the ticket is still valid (None just returns the ticket)."""
+        async with self._lock:
+            self._release(ticket)
+            if value is None or not ticket.valid:
+                return False
+            return self._lru.put(ticket.key, value)
+
+    async def pop(self, key: str) -> bool:
+        """Purge one key, voiding downloads of it already under way. True if it was cached."""
+        async with self._lock:
+            for ticket in self._tickets.pop(key, ()):
+                ticket.valid = False
+            return self._lru.pop(key) is not None
+
+    async def clear(self) -> int:
+        """Purge everything, voiding every download under way. Returns the entries removed."""
+        async with self._lock:
+            for tickets in self._tickets.values():
+                for ticket in tickets:
+                    ticket.valid = False
+            self._tickets.clear()
+            return self._lru.clear()
+
+    def stats(self) -> CacheStats:
+        """Snapshot of sizes and limits (synchronous: reads plain integers)."""
+        lru = self._lru
+        return CacheStats(len(lru), lru.bytes, lru.max_items, lru.max_bytes, lru.evictions)
+
+    def _release(self, ticket: FillTicket) -> None:
+        tickets = self._tickets.get(ticket.key)
+        if tickets is not None:
+            tickets.discard(ticket)
+            if not tickets:
+                del self._tickets[ticket.key]

@@ -1,0 +1,210 @@
+"""Configuration: read `config.toml`, apply `IMGPROXY_<SECTION>_<KEY>` overrides, validate.
+
+Every setting lives in a frozen dataclass with its default. `load_config` raises `ConfigError`
+naming the offending key; it never lets a bad value reach the running server. The environment is
+passed in (not read globally) so tests can build many configurations in one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+MIB: Final = 1024 * 1024
+CONNECTION_STRING_ENV: Final = "AZURE_STORAGE_CONNECTION_STRING"
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class OriginConfig:
+    connection_string: str = ""
+    account_url: str = ""
+    container: str = "images"
+    timeout_s: float = 10.0
+    connect_timeout_s: float = 3.0
+    retries: int = 2
+    retry_backoff_s: float = 0.2
+    download_chunk_bytes: int = 1 * MIB
+    ready_check_interval_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    max_items: int = 100
+    max_bytes: int = 100 * MIB
+    max_item_bytes: int = 5 * MIB
+    ttl_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    cache_control: str = "public, max-age=86400"
+    stream_chunk_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    origin: OriginConfig = field(default_factory=OriginConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+
+
+# Inclusive lower bound per key; keys absent here only need the right type.
+_MINIMUM: Final[dict[str, float]] = {
+    "server.port": 0,
+    "origin.timeout_s": 0.01,
+    "origin.connect_timeout_s": 0.01,
+    "origin.retries": 0,
+    "origin.retry_backoff_s": 0,
+    "origin.download_chunk_bytes": 1024,
+    "origin.ready_check_interval_s": 0,
+    "cache.max_items": 1,
+    "cache.max_bytes": 1,
+    "cache.max_item_bytes": 0,
+    "cache.ttl_s": 0,
+    "http.stream_chunk_bytes": 1024,
+}
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build a validated `Config` from a TOML file (optional) and an environment mapping."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+
+    sections: dict[str, Any] = {}
+    for section in dataclasses.fields(Config):
+        section_cls = _section_type(section.name)
+        table = raw.pop(section.name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section.name}] must be a table")
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(section_cls):
+            key = f"{section.name}.{f.name}"
+            env_name = f"IMGPROXY_{section.name.upper()}_{f.name.upper()}"
+            in_file = f.name in table
+            from_file = table.pop(f.name, None)
+            if env_name in env:
+                values[f.name] = _coerce_env(key, env[env_name], f.type)
+            elif in_file:
+                values[f.name] = _check_type(key, from_file, f.type)
+            else:
+                continue
+            _check_minimum(key, values[f.name])
+        if table:
+            raise ConfigError(f"unknown setting {section.name}.{sorted(table)[0]}")
+        sections[section.name] = section_cls(**values)
+    if raw:
+        raise ConfigError(f"unknown section [{sorted(raw)[0]}]")
+
+    config = Config(**sections)
+    if not config.origin.connection_string and env.get(CONNECTION_STRING_ENV):
+        config = dataclasses.replace(
+            config,
+            origin=dataclasses.replace(config.origin, connection_string=env[CONNECTION_STRING_ENV]),
+        )
+    _check_consistency(config)
+    return config
+
+
+def _section_type(name: str) -> type[Any]:
+    hints = typing.get_type_hints(Config)
+    section_type: type[Any] = hints[name]
+    return section_type
+
+
+def _field_type(annotation: object) -> type[Any]:
+    # With `from __future__ import annotations` dataclass field types are strings.
+    mapping: dict[object, type[Any]] = {"int": int, "float": float, "str": str, "bool": bool}
+    resolved = mapping.get(annotation, annotation)
+    if isinstance(resolved, types.UnionType):  # pragma: no cover - no optional keys yet
+        raise TypeError(resolved)
+    assert isinstance(resolved, type)
+    return resolved
+
+
+def _check_type(key: str, value: object, annotation: object) -> object:
+    expected = _field_type(annotation)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{key}: expected {expected.__name__}, got {value!r}")
+    return value
+
+
+def _coerce_env(key: str, text: str, annotation: object) -> object:
+    expected = _field_type(annotation)
+    try:
+        if expected is int:
+            return int(text.strip())
+        if expected is float:
+            return float(text.strip())
+        if expected is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+    except ValueError:
+        raise ConfigError(f"{key}: expected {expected.__name__}, got {text!r}") from None
+    return text
+
+
+def _check_minimum(key: str, value: object) -> None:
+    minimum = _MINIMUM.get(key)
+    if minimum is not None and isinstance(value, int | float) and value < minimum:
+        raise ConfigError(f"{key}: must be at least {minimum:g}, got {value!r}")
+    if key == "server.port" and isinstance(value, int) and value > 65535:
+        raise ConfigError(f"{key}: must be at most 65535, got {value}")
+
+
+def _check_consistency(config: Config) -> None:
+    origin, cache = config.origin, config.cache
+    if not origin.container:
+        raise ConfigError("origin.container: must not be empty")
+    if bool(origin.connection_string) == bool(origin.account_url):
+        raise ConfigError(
+            "origin.connection_string / origin.account_url: set exactly one "
+            f"(or the {CONNECTION_STRING_ENV} environment variable)"
+        )
+    if cache.max_item_bytes > cache.max_bytes:
+        raise ConfigError(
+            f"cache.max_item_bytes: must not exceed cache.max_bytes ({cache.max_bytes}), "
+            f"got {cache.max_item_bytes}"
+        )
+    if config.http.cache_control != config.http.cache_control.strip() or any(
+        ord(ch) < 0x20 for ch in config.http.cache_control
+    ):
+        raise ConfigError("http.cache_control: must be a single header value")

@@ -1,0 +1,53 @@
+"""The project's exceptions. Each carries data; `app.py` maps them to HTTP statuses in one table.
+
+ImgproxyError
+├── BadPath(reason)              -> 400
+├── BlobNotFound(path)           -> 404
+└── OriginError                  -> 502
+    ├── OriginUnavailable        -> 502  (5xx, refused connection, auth failure, ...)
+    ├── OriginTimeout            -> 504  (no answer within origin.timeout_s)
+    ├── BlobChanged              -> 502  (overwritten while we were reading it)
+    └── IncompleteBody           -> 502  (fewer bytes than announced)
+"""
+
+from __future__ import annotations
+
+
+class ImgproxyError(Exception):
+    """Base of every error this service raises on purpose."""
+
+
+class BadPath(ImgproxyError):
+    """The requested blob path is not acceptable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BlobNotFound(ImgproxyError):
+    """The container has no blob at this path."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+class OriginError(ImgproxyError):
+    """Azure did not give us the blob."""
+
+
+class OriginUnavailable(OriginError):
+    """Azure answered with an error or could not be reached."""
+
+
+class OriginTimeout(OriginError):
+    """Azure did not answer within the configured time."""
+
+
+class BlobChanged(OriginError):
+    """The blob was overwritten while it was being read (its ETag changed)."""
+
+
+class IncompleteBody(OriginError):
+    """The origin delivered fewer or more bytes than it announced."""

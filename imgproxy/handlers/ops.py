@@ -1,0 +1,26 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..keys import METRICS, READINESS
+from ..metrics import CONTENT_TYPE
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Never touches the origin."""
+    return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 if the origin passed a check recently, else 503."""
+    if await request.app[READINESS].is_ready():
+        return web.Response(text="ready\n", headers={"Cache-Control": "no-store"})
+    return web.Response(status=503, text="origin not ready\n", headers={"Cache-Control": "no-store"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of every metric."""
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

@@ -1,0 +1,15 @@
+"""Every typed `web.AppKey` of the application, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .config import Config
+from .fetcher import Fetcher
+from .metrics import Metrics
+from .readiness import Readiness
+
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+FETCHER = web.AppKey("fetcher", Fetcher)
+READINESS = web.AppKey("readiness", Readiness)

@@ -1,0 +1,94 @@
+"""Counters of the service and their Prometheus text rendering.
+
+Each app owns one `Metrics` with its own `CollectorRegistry` (tests build many apps in one
+process). Plain integer counters in `FetchCounters` are the single source for both `/metrics`
+and the admin JSON; a collector reads them, and the cache's size, at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .cache import CacheStats
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class FetchCounters:
+    """Monotonic counts kept by the fetcher (one increment per request or per origin call)."""
+
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    origin_fetches: int = 0
+    origin_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_COUNTER_HELP: Final = {
+    "hits": "Requests answered from the cache.",
+    "misses": "Requests not answered from the cache.",
+    "coalesced": "Requests that joined a download already in flight instead of starting one.",
+    "origin_fetches": "Requests sent to Azure (whole reads, ranges and readiness checks).",
+    "origin_errors": "Requests to Azure that failed.",
+}
+
+
+class _StatsCollector(Collector):
+    def __init__(self, counters: FetchCounters, cache_stats: Callable[[], CacheStats]) -> None:
+        self._counters = counters
+        self._cache_stats = cache_stats
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in self._counters.as_dict().items():
+            yield CounterMetricFamily(f"imgproxy_cache_{name}", _COUNTER_HELP[name], value=value)
+        stats = self._cache_stats()
+        yield GaugeMetricFamily("imgproxy_cache_items", "Entries in the memory cache.", stats.items)
+        yield GaugeMetricFamily("imgproxy_cache_bytes", "Bytes held by the memory cache.", stats.bytes)
+        yield GaugeMetricFamily(
+            "imgproxy_cache_max_items", "Entry limit of the memory cache.", stats.max_items
+        )
+        yield GaugeMetricFamily(
+            "imgproxy_cache_max_bytes", "Byte limit of the memory cache.", stats.max_bytes
+        )
+        yield CounterMetricFamily(
+            "imgproxy_cache_evictions", "Entries evicted by the LRU.", value=stats.evictions
+        )
+
+
+class Metrics:
+    """Every metric of one app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.counters = FetchCounters()
+        self.requests = Counter(
+            "imgproxy_http_requests", "HTTP responses by status code.", ["status"], registry=self.registry
+        )
+        self.bytes_served = Counter(
+            "imgproxy_http_sent_bytes", "Body bytes sent to clients.", registry=self.registry
+        )
+        self.origin_seconds = Histogram(
+            "imgproxy_origin_request_seconds",
+            "Latency of requests to Azure, by kind (whole, range, check).",
+            ["kind"],
+            buckets=ORIGIN_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def watch_cache(self, cache_stats: Callable[[], CacheStats]) -> None:
+        """Report the counters and the cache's size at every scrape."""
+        self.registry.register(_StatsCollector(self.counters, cache_stats))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

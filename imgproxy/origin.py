@@ -1,0 +1,240 @@
+"""The origin: Azure Blob Storage through the async SDK. The only module that imports `azure.*`.
+
+One `BlobServiceClient` is opened for the life of the app (`open_origin`). Every call is bounded
+by `origin.timeout_s` (the SDK's retries included) and every Azure or transport exception is
+translated into a project error by `_translate`, on the first request and on every chunk.
+
+Memory: a whole-blob read (`fetch`) is one GET of at most `cache.max_item_bytes` (the client's
+`max_single_get_size`); a blob larger than that comes back as `TooLarge` with its metadata only.
+Large blobs are read by `iter_range` as a series of ranged GETs of `origin.download_chunk_bytes`,
+each pinned to the ETag the response headers announced, with one chunk fetched ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    DecodeError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestTimeoutError,
+    ServiceResponseTimeoutError,
+)
+from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry, StorageStreamDownloader
+
+from .config import OriginConfig
+from .errors import (
+    BlobChanged,
+    BlobNotFound,
+    IncompleteBody,
+    OriginTimeout,
+    OriginUnavailable,
+)
+
+DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class BlobMeta:
+    """What we know of a blob version: enough to answer headers and validate bytes."""
+
+    size: int
+    etag: str
+    last_modified: datetime
+    content_type: str
+    content_md5: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A whole blob read into memory."""
+
+    meta: BlobMeta
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TooLarge:
+    """The blob exceeds the whole-read limit; only its metadata was kept."""
+
+    meta: BlobMeta
+
+
+class Origin:
+    """Reads blobs of one container."""
+
+    def __init__(self, container: ContainerClient, config: OriginConfig) -> None:
+        self._container = container
+        self._config = config
+
+    @property
+    def container_name(self) -> str:
+        return self._config.container
+
+    async def fetch(self, path: str, limit: int) -> Blob | TooLarge:
+        """Read a blob whole if it has at most `limit` bytes (one GET), else return `TooLarge`."""
+        blob = self._container.get_blob_client(path)
+        async with self._call(path):
+            downloader = await blob.download_blob(max_concurrency=1)
+            meta = _meta_from(downloader)
+            if meta.size > limit:
+                return TooLarge(meta)
+            body = await downloader.readall()
+        _verify(path, meta, body)
+        return Blob(meta, body)
+
+    async def iter_range(
+        self, path: str, meta: BlobMeta, start: int, end: int
+    ) -> AsyncGenerator[bytes, None]:
+        """Yield bytes `start..end` (inclusive) of the blob version `meta` describes.
+
+        Raises `BlobChanged` if the blob was overwritten since `meta` was read. Close the iterator
+        (`contextlib.aclosing`) to cancel the chunk fetched ahead.
+        """
+        chunk_bytes = self._config.download_chunk_bytes
+        blob = self._container.get_blob_client(path)
+
+        async def get(offset: int) -> bytes:
+            length = min(chunk_bytes, end + 1 - offset)
+            async with self._call(path):
+                downloader = await blob.download_blob(
+                    offset=offset,
+                    length=length,
+                    etag=meta.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                    max_concurrency=1,
+                )
+                data = await downloader.readall()
+            if len(data) != length:
+                raise IncompleteBody(f"{path}: asked for {length} bytes at {offset}, got {len(data)}")
+            return data
+
+        offset = start
+        ahead: asyncio.Task[bytes] | None = asyncio.create_task(get(offset)) if start <= end else None
+        try:
+            while ahead is not None:
+                data = await ahead
+                offset += len(data)
+                ahead = asyncio.create_task(get(offset)) if offset <= end else None
+                yield data
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
+
+    async def check(self) -> None:
+        """A cheap request proving the container is reachable (readiness)."""
+        async with self._call(""):
+            await self._container.get_container_properties()
+
+    @asynccontextmanager
+    async def _call(self, path: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._config.timeout_s):
+                with _translate(path):
+                    yield
+        except TimeoutError:
+            raise OriginTimeout(f"no answer within {self._config.timeout_s:g} s") from None
+
+
+@contextlib.contextmanager
+def _translate(path: str) -> Iterator[None]:
+    """Map Azure and transport exceptions to project errors, most specific first."""
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        if getattr(exc, "error_code", None) == "ContainerNotFound":
+            raise OriginUnavailable("container not found") from exc
+        raise BlobNotFound(path) from exc
+    except ResourceModifiedError as exc:
+        raise BlobChanged(path) from exc
+    except (ServiceRequestTimeoutError, ServiceResponseTimeoutError) as exc:
+        raise OriginTimeout(str(exc) or "transport timeout") from exc
+    except DecodeError as exc:
+        raise IncompleteBody(f"{path}: {exc}") from exc
+    except ClientAuthenticationError as exc:
+        raise OriginUnavailable(f"authentication failed ({exc.status_code})") from exc
+    except HttpResponseError as exc:
+        raise OriginUnavailable(f"origin answered {exc.status_code}") from exc
+    except AzureError as exc:
+        raise OriginUnavailable(type(exc).__name__) from exc
+    except OSError as exc:  # a transport error the SDK let through
+        raise OriginUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _meta_from(downloader: StorageStreamDownloader[bytes]) -> BlobMeta:
+    props = downloader.properties
+    # content_range reads "bytes a-b/total": total is the size of the whole blob.
+    total = int(str(props.content_range).rsplit("/", 1)[-1]) if props.content_range else downloader.size
+    settings = props.content_settings
+    md5: Any = settings.content_md5
+    if isinstance(md5, str):
+        md5 = base64.b64decode(md5)
+    modified = props.last_modified or datetime.fromtimestamp(0, UTC)
+    return BlobMeta(
+        size=total,
+        etag=_quoted(str(props.etag)),
+        last_modified=modified,
+        content_type=settings.content_type or DEFAULT_CONTENT_TYPE,
+        content_md5=bytes(md5) if md5 else None,
+    )
+
+
+def _quoted(etag: str) -> str:
+    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
+
+
+def _verify(path: str, meta: BlobMeta, body: bytes) -> None:
+    """Refuse a body whose length or stored MD5 does not match what Azure announced."""
+    if len(body) != meta.size:
+        raise IncompleteBody(f"{path}: expected {meta.size} bytes, got {len(body)}")
+    if meta.content_md5 is not None and hashlib.md5(body).digest() != meta.content_md5:
+        raise IncompleteBody(f"{path}: body does not match its Content-MD5")
+
+
+def _retry_policy(config: OriginConfig) -> LinearRetry:
+    # The SDK default waits ~15 s, 18 s, 24 s between tries: far too slow for a request path.
+    # The overall bound is origin.timeout_s, enforced around every call by Origin._call.
+    backoff = config.retry_backoff_s
+    return LinearRetry(
+        backoff=backoff,  # type: ignore[arg-type]  # the SDK annotates int but uses floats fine
+        retry_total=config.retries,
+        random_jitter_range=backoff / 2,  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def open_origin(config: OriginConfig, max_whole_bytes: int) -> AsyncIterator[Origin]:
+    """Open the one `BlobServiceClient` of the app and close it (and its credential) on exit."""
+    options: dict[str, Any] = {
+        "retry_policy": _retry_policy(config),
+        "connection_timeout": config.connect_timeout_s,
+        "read_timeout": config.timeout_s,
+        # One GET reads any blob we may cache whole; larger ones are streamed in ranges.
+        "max_single_get_size": max(max_whole_bytes, 1),
+        "max_chunk_get_size": config.download_chunk_bytes,
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        if config.connection_string:
+            client = BlobServiceClient.from_connection_string(config.connection_string, **options)
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = await stack.enter_async_context(DefaultAzureCredential())
+            client = BlobServiceClient(config.account_url, credential=credential, **options)
+        await stack.enter_async_context(client)
+        yield Origin(client.get_container_client(config.container), config)

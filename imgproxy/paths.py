@@ -1,0 +1,40 @@
+"""Validate and normalise the blob path of a request.
+
+The path is taken from the raw (still percent-encoded) URL so that encoded traversal such as
+`%2e%2e` or `%2F..` is judged after decoding, exactly as Azure would see it. The SDK's HTTP layer
+collapses `.` and `..` segments, so any such segment could read outside the configured container:
+they are refused here, before anything reaches the origin.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+from urllib.parse import unquote_to_bytes
+
+from .errors import BadPath
+
+MAX_PATH_CHARS: Final = 1024
+
+
+def parse_blob_path(raw: str) -> str:
+    """Decode a percent-encoded blob path and return it, or raise `BadPath` with a reason."""
+    if not raw:
+        raise BadPath("empty blob path")
+    if len(raw) > 3 * MAX_PATH_CHARS:  # cheap guard before decoding huge input
+        raise BadPath(f"blob path longer than {MAX_PATH_CHARS} characters")
+    try:
+        path = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadPath("blob path is not valid UTF-8") from None
+    if len(path) > MAX_PATH_CHARS:
+        raise BadPath(f"blob path longer than {MAX_PATH_CHARS} characters")
+    if "\\" in path:
+        raise BadPath("backslash in blob path")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in path):
+        raise BadPath("control character in blob path")
+    for segment in path.split("/"):
+        if segment in (".", ".."):
+            raise BadPath("'.' or '..' segment in blob path")
+        if not segment:
+            raise BadPath("empty segment in blob path")
+    return path

@@ -1,0 +1,154 @@
+"""A small HTTP proxy between imgproxy and Azurite that counts and can misbehave on command.
+
+The connection string's `BlobEndpoint` points here; requests are forwarded unchanged (SharedKey
+signatures do not cover the Host header, so they still verify). Every request is recorded with
+the blob it named, its Range header and how many body bytes went back. A test can install a
+`hook` that runs before forwarding: it may wait on events, or return its own response (a fault).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+from devtools.azurite import ACCOUNT
+
+Hook = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+# Hop-by-hop and framing headers are the proxy's own business, never forwarded.
+_SKIP_HEADERS = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length"})
+
+
+@dataclass(slots=True)
+class Recorded:
+    method: str
+    container: str
+    blob: str
+    range: str | None
+    status: int = 0
+    body_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Held:
+    """Requests matching a predicate wait here until `release` is set."""
+
+    predicate: Callable[[web.Request], bool]
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    count: int = 0
+
+
+class OriginProxy:
+    """Forward to `upstream`, recording every request."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.requests: list[Recorded] = []
+        self.hook: Hook | None = None
+        self._session: ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self.endpoint = ""
+
+    async def start(self, host: str = "127.0.0.1") -> None:
+        self._session = ClientSession(auto_decompress=False, timeout=ClientTimeout(total=None))
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, 0)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        port = server.sockets[0].getsockname()[1]
+        self.endpoint = f"http://{host}:{port}"
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    # --- what the tests read -------------------------------------------------------------
+    def blob_requests(self, blob: str, method: str = "GET") -> list[Recorded]:
+        """Requests for one blob (any container) with this method."""
+        return [r for r in self.requests if r.blob == blob and r.method == method]
+
+    def count(self, blob: str, method: str = "GET") -> int:
+        return len(self.blob_requests(blob, method))
+
+    def body_bytes(self, blob: str) -> int:
+        return sum(r.body_bytes for r in self.requests if r.blob == blob)
+
+    # --- what the tests command ----------------------------------------------------------
+    def fail_with(self, status: int) -> None:
+        """Answer every request with `status` until `heal()`."""
+
+        async def hook(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=status, text="injected fault")
+
+        self.hook = hook
+
+    def heal(self) -> None:
+        self.hook = None
+
+    def hold(self, predicate: Callable[[web.Request], bool]) -> Held:
+        """Make matching requests wait until `held.release` is set (others pass)."""
+        held = Held(predicate)
+
+        async def hook(request: web.Request) -> None:
+            if held.predicate(request):
+                held.count += 1
+                held.arrived.set()
+                await held.release.wait()
+
+        self.hook = hook
+        return held
+
+    # --- forwarding ----------------------------------------------------------------------
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        container, blob = _split(request.rel_url.raw_path)
+        record = Recorded(request.method, container, blob, request.headers.get("Range"))
+        self.requests.append(record)
+        if self.hook is not None:
+            injected = await self.hook(request)
+            if injected is not None:
+                record.status = injected.status
+                return injected
+        assert self._session is not None
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_HEADERS}
+        async with self._session.request(
+            request.method,
+            self.upstream + request.rel_url.raw_path_qs,
+            headers=headers,
+            data=io.BytesIO(body) if body else None,
+            allow_redirects=False,
+        ) as upstream:
+            record.status = upstream.status
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                if name.lower() not in _SKIP_HEADERS:
+                    response.headers.add(name, value)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(256 * 1024):
+                await response.write(chunk)
+                record.body_bytes += len(chunk)
+            await response.write_eof()
+            return response
+
+
+def _split(raw_path: str) -> tuple[str, str]:
+    """'/devstoreaccount1/container/a/b.png' -> ('container', 'a/b.png')."""
+    parts = unquote(raw_path).lstrip("/").split("/", 2)
+    if parts and parts[0] == ACCOUNT:
+        parts = parts[1:]
+    container = parts[0] if parts else ""
+    blob = parts[1] if len(parts) > 1 else ""
+    return container, blob
