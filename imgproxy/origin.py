@@ -174,6 +174,8 @@ def _translate(path: str) -> Iterator[None]:
         raise OriginUnavailable(type(exc).__name__) from exc
     except OSError as exc:  # a transport error the SDK let through
         raise OriginUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except ValueError as exc:  # the SDK's word for a malformed response (e.g. no Content-Range)
+        raise OriginUnavailable(f"malformed origin response: {exc}") from exc
 
 
 def _meta_from(downloader: StorageStreamDownloader[bytes]) -> BlobMeta:

@@ -29,6 +29,7 @@ class Recorded:
     container: str
     blob: str
     range: str | None
+    pinned: bool  # carried If-Match (a read pinned to one blob version)
     status: int = 0
     body_bytes: int = 0
 
@@ -112,7 +113,9 @@ class OriginProxy:
     # --- forwarding ----------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         container, blob = _split(request.rel_url.raw_path)
-        record = Recorded(request.method, container, blob, request.headers.get("Range"))
+        # The SDK sends ranges as x-ms-range; other clients use Range.
+        byte_range = request.headers.get("x-ms-range") or request.headers.get("Range")
+        record = Recorded(request.method, container, blob, byte_range, "If-Match" in request.headers)
         self.requests.append(record)
         if self.hook is not None:
             injected = await self.hook(request)

@@ -1,0 +1,138 @@
+"""The real process: `python -m imgproxy --config PATH`, its start-up errors and its memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+import pytest
+from azure.storage.blob.aio import ContainerClient
+
+from devtools.azurite import ROOT, AzuriteServer, free_port
+from tests.conftest import payload
+
+MIB: Final = 1024 * 1024
+CONFIG: Final = ROOT / "config.toml"
+
+
+def _env(azurite: AzuriteServer, container: str, port: int, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "IMGPROXY_ORIGIN_CONNECTION_STRING": azurite.connection_string,
+        "IMGPROXY_ORIGIN_CONTAINER": container,
+        "IMGPROXY_SERVER_PORT": str(port),
+        **extra,
+    }
+
+
+@pytest.fixture
+def server(azurite: AzuriteServer, container: ContainerClient) -> Iterator[tuple[str, int]]:
+    """The proxy as a separate process on a free port; yields (base URL, pid)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgproxy", "--config", str(CONFIG)],
+        env=_env(azurite, container.container_name, port),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = threading.Event()
+
+    def watch() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "serving on" in line:
+                started.set()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(30), "imgproxy did not start"
+        yield f"http://127.0.0.1:{port}", proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's high-water mark of resident memory (VmHWM), from the kernel."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_bad_config_value_fails_with_the_key_named(azurite: AzuriteServer) -> None:
+    """A bad setting stops start-up with a message naming the key, not a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "imgproxy", "--config", str(CONFIG)],
+        env=_env(azurite, "x", 0, IMGPROXY_CACHE_MAX_ITEMS="many"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "cache.max_items" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_console_script_is_installed() -> None:
+    """`imgproxy --help` works from the virtualenv's bin directory."""
+    script = Path(sys.executable).parent / "imgproxy"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "--config" in result.stdout
+
+
+async def test_process_serves_an_image(server: tuple[str, int], container: ContainerClient) -> None:
+    """The CLI-started server answers images, health and readiness."""
+    data = payload(5000)
+    await container.upload_blob("p.png", data)
+    base, _ = server
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/images/p.png") as response:
+            assert response.status == 200
+            assert await response.read() == data
+        for path in ("/healthz", "/readyz"):
+            async with session.get(base + path) as response:
+                assert response.status == 200
+
+
+@pytest.mark.slow
+async def test_twenty_streams_of_200_mib_keep_peak_rss_under_300_mib(
+    server: tuple[str, int], container: ContainerClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """20 concurrent clients of a 200 MiB blob: byte-exact, and the server's peak RSS < 300 MiB."""
+    size = 200 * MIB
+    data = payload(size, seed=200)
+    expected = hashlib.sha256(data).hexdigest()
+    await container.upload_blob("huge.bin", io.BytesIO(data), length=size, max_concurrency=4)
+    del data
+    base, pid = server
+
+    async def stream(session: aiohttp.ClientSession) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        async with session.get(f"{base}/images/huge.bin") as response:
+            async for chunk in response.content.iter_chunked(MIB):
+                digest.update(chunk)
+            return response.status, digest.hexdigest()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        results = await asyncio.gather(*(stream(session) for _ in range(20)))
+
+    peak = peak_rss_bytes(pid)
+    with capsys.disabled():
+        print(f"\n[memory] 20 x 200 MiB streams: server peak RSS {peak / MIB:.1f} MiB")
+    assert results == [(200, expected)] * 20
+    assert peak < 300 * MIB
