@@ -127,8 +127,10 @@ async def test_purge_rejects_bad_path(client: Client) -> None:
     "headers",
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": ADMIN_TOKEN}, {"Authorization": "Basic x"}],
 )
-@pytest.mark.parametrize(("method", "path"), [("GET", "/admin/cache"), ("DELETE", "/admin/cache"),
-                                              ("DELETE", "/admin/cache/a.png")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/admin/cache"), ("DELETE", "/admin/cache"), ("DELETE", "/admin/cache/a.png")],
+)
 async def test_admin_needs_the_bearer_token(
     client: Client, headers: dict[str, str], method: str, path: str
 ) -> None:

@@ -40,9 +40,7 @@ async def test_readyz_reports_unreachable_origin(client: Client, origin: OriginP
     assert (await client.get("/readyz")).status == 503
 
 
-async def test_metrics_expose_requests_cache_and_origin(
-    client: Client, container: ContainerClient
-) -> None:
+async def test_metrics_expose_requests_cache_and_origin(client: Client, container: ContainerClient) -> None:
     """/metrics is Prometheus text with request, cache, origin and byte counters."""
     await upload(container, "m.png", payload(1234))
     await (await client.get("/images/m.png")).read()
@@ -53,9 +51,7 @@ async def test_metrics_expose_requests_cache_and_origin(
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     text = await response.text()
-    samples = dict(
-        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert float(samples['imgproxy_http_requests_total{status="200"}']) == 2
     assert float(samples['imgproxy_http_requests_total{status="404"}']) == 1
     assert float(samples["imgproxy_cache_hits_total"]) == 1

@@ -23,8 +23,8 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 def pinned_read_at(name: str, offset: int) -> Any:
     """Matches the ranged read of `name` that starts at `offset` (a chunk of a stream)."""
-    return lambda r: r.path.endswith("/" + name) and r.headers.get("x-ms-range", "").startswith(
-        f"bytes={offset}-"
+    return lambda r: (
+        r.path.endswith("/" + name) and r.headers.get("x-ms-range", "").startswith(f"bytes={offset}-")
     )
 
 
