@@ -9,7 +9,15 @@ from typing import Final
 from aiohttp import web
 
 from .config import Config
-from .errors import BadPath, BlobNotFound, ImgproxyError, OriginError, OriginTimeout
+from .errors import (
+    BadPath,
+    BlobNotFound,
+    ImgproxyError,
+    OriginError,
+    OriginTimeout,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+)
 from .fetcher import Fetcher
 from .handlers import admin, images, ops
 from .keys import CONFIG, FETCHER, METRICS, READINESS
@@ -23,6 +31,8 @@ log = logging.getLogger(__name__)
 ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (BadPath, 400, "bad path"),
     (BlobNotFound, 404, "blob not found"),
+    (PreconditionFailed, 412, "precondition failed"),
+    (RangeNotSatisfiable, 416, "range not satisfiable"),
     (OriginTimeout, 504, "origin timed out"),
     (OriginError, 502, "origin failed"),
 )
@@ -32,11 +42,14 @@ def error_response(exc: ImgproxyError) -> web.Response:
     """The HTTP answer for a project error (one row of `ERROR_STATUS`)."""
     for error_type, status, reason in ERROR_STATUS:
         if isinstance(exc, error_type):
+            headers = {"Cache-Control": "no-store"}
             if isinstance(exc, BadPath):
                 reason = f"{reason}: {exc.reason}"
+            elif isinstance(exc, RangeNotSatisfiable):
+                headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 section 15.5.17
             elif isinstance(exc, OriginError):
                 log.warning("origin error: %s: %s", type(exc).__name__, exc)
-            return web.Response(status=status, text=reason + "\n", headers={"Cache-Control": "no-store"})
+            return web.Response(status=status, text=reason + "\n", headers=headers)
     raise exc  # pragma: no cover - every ImgproxyError subclass has a row
 
 

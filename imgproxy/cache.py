@@ -113,11 +113,18 @@ class MemoryCache(Generic[V]):
         self._tickets.setdefault(key, set()).add(ticket)
         return ticket
 
-    async def finish_fill(self, ticket: FillTicket, value: V | None) -> bool:
-        """Store `value` if the ticket is still valid (None just returns the ticket)."""
+    async def finish_fill(self, ticket: FillTicket, value: V | None, drop: bool = False) -> bool:
+        """Store `value` if the ticket is still valid; with None, keep the entry, or `drop` it.
+
+        Returns whether the value was stored. A voided ticket changes nothing.
+        """
         async with self._lock:
             self._release(ticket)
-            if value is None or not ticket.valid:
+            if not ticket.valid:
+                return False
+            if value is None:
+                if drop:
+                    self._lru.pop(ticket.key)
                 return False
             return self._lru.put(ticket.key, value)
 

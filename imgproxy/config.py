@@ -50,6 +50,9 @@ class CacheConfig:
     max_bytes: int = 100 * MIB
     max_item_bytes: int = 5 * MIB
     ttl_s: float = 300.0
+    stale_while_revalidate_s: float = 30.0
+    stale_if_error_s: float = 3600.0
+    negative_ttl_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,9 @@ _MINIMUM: Final[dict[str, float]] = {
     "cache.max_bytes": 1,
     "cache.max_item_bytes": 0,
     "cache.ttl_s": 0,
+    "cache.stale_while_revalidate_s": 0,
+    "cache.stale_if_error_s": 0,
+    "cache.negative_ttl_s": 0,
     "http.stream_chunk_bytes": 1024,
 }
 

@@ -26,11 +26,28 @@ class BadPath(ImgproxyError):
 
 
 class BlobNotFound(ImgproxyError):
-    """The container has no blob at this path."""
+    """The container has no blob at this path (`cached`: known from a recent 404)."""
+
+    def __init__(self, path: str, cached: bool = False) -> None:
+        super().__init__(path)
+        self.path = path
+        self.cached = cached
+
+
+class PreconditionFailed(ImgproxyError):
+    """If-Match or If-Unmodified-Since did not hold (RFC 9110 section 13.1)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
         self.path = path
+
+
+class RangeNotSatisfiable(ImgproxyError):
+    """The requested range lies past the end of a representation of `size` bytes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 class OriginError(ImgproxyError):

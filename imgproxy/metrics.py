@@ -28,6 +28,9 @@ class FetchCounters:
     hits: int = 0
     misses: int = 0
     coalesced: int = 0
+    stale: int = 0
+    negative_hits: int = 0
+    revalidations: int = 0
     origin_fetches: int = 0
     origin_errors: int = 0
 
@@ -39,6 +42,9 @@ _COUNTER_HELP: Final = {
     "hits": "Requests answered from the cache.",
     "misses": "Requests not answered from the cache.",
     "coalesced": "Requests that joined a download already in flight instead of starting one.",
+    "stale": "Requests answered with an expired entry (stale-while-revalidate or stale-if-error).",
+    "negative_hits": "Requests answered 404 from the cache of missing blobs.",
+    "revalidations": "Conditional requests sent to Azure to revalidate an expired entry.",
     "origin_fetches": "Requests sent to Azure (whole reads, ranges and readiness checks).",
     "origin_errors": "Requests to Azure that failed.",
 }
@@ -80,7 +86,7 @@ class Metrics:
         )
         self.origin_seconds = Histogram(
             "imgproxy_origin_request_seconds",
-            "Latency of requests to Azure, by kind (whole, range, check).",
+            "Latency of requests to Azure, by kind (whole, range, revalidate).",
             ["kind"],
             buckets=ORIGIN_BUCKETS_S,
             registry=self.registry,

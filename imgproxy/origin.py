@@ -30,6 +30,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ResourceNotModifiedError,
     ServiceRequestTimeoutError,
     ServiceResponseTimeoutError,
 )
@@ -67,6 +68,14 @@ class Blob:
 
 
 @dataclass(frozen=True, slots=True)
+class NotModified:
+    """A revalidation found the blob unchanged."""
+
+
+NOT_MODIFIED: Final = NotModified()
+
+
+@dataclass(frozen=True, slots=True)
 class TooLarge:
     """The blob exceeds the whole-read limit; only its metadata was kept."""
 
@@ -84,17 +93,48 @@ class Origin:
     def container_name(self) -> str:
         return self._config.container
 
-    async def fetch(self, path: str, limit: int) -> Blob | TooLarge:
-        """Read a blob whole if it has at most `limit` bytes (one GET), else return `TooLarge`."""
+    async def fetch(
+        self, path: str, limit: int, if_none_match: str | None = None
+    ) -> Blob | TooLarge | NotModified:
+        """Read a blob whole if it has at most `limit` bytes (one GET), else return `TooLarge`.
+
+        With `if_none_match` (an ETag) this is a revalidation: an unchanged blob answers
+        `NotModified` after one bodiless 304 from Azure.
+        """
         blob = self._container.get_blob_client(path)
+        conditions: dict[str, Any] = {}
+        if if_none_match is not None:
+            conditions = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
         async with self._call(path):
-            downloader = await blob.download_blob(max_concurrency=1)
+            try:
+                downloader = await blob.download_blob(max_concurrency=1, **conditions)
+            except ResourceNotModifiedError:
+                return NOT_MODIFIED
             meta = _meta_from(downloader)
             if meta.size > limit:
                 return TooLarge(meta)
             body = await downloader.readall()
         _verify(path, meta, body)
         return Blob(meta, body)
+
+    async def properties(self, path: str, if_none_match: str) -> BlobMeta | NotModified:
+        """Metadata only (one HEAD): `NotModified` if the blob still has ETag `if_none_match`."""
+        blob = self._container.get_blob_client(path)
+        async with self._call(path):
+            try:
+                props = await blob.get_blob_properties(
+                    etag=if_none_match, match_condition=MatchConditions.IfModified
+                )
+            except ResourceNotModifiedError:
+                return NOT_MODIFIED
+        md5: Any = props.content_settings.content_md5
+        return BlobMeta(
+            size=props.size,
+            etag=_quoted(str(props.etag)),
+            last_modified=props.last_modified or datetime.fromtimestamp(0, UTC),
+            content_type=props.content_settings.content_type or DEFAULT_CONTENT_TYPE,
+            content_md5=_md5_bytes(md5),
+        )
 
     async def iter_range(
         self, path: str, meta: BlobMeta, start: int, end: int
@@ -183,17 +223,23 @@ def _meta_from(downloader: StorageStreamDownloader[bytes]) -> BlobMeta:
     # content_range reads "bytes a-b/total": total is the size of the whole blob.
     total = int(str(props.content_range).rsplit("/", 1)[-1]) if props.content_range else downloader.size
     settings = props.content_settings
-    md5: Any = settings.content_md5
-    if isinstance(md5, str):
-        md5 = base64.b64decode(md5)
     modified = props.last_modified or datetime.fromtimestamp(0, UTC)
     return BlobMeta(
         size=total,
         etag=_quoted(str(props.etag)),
         last_modified=modified,
         content_type=settings.content_type or DEFAULT_CONTENT_TYPE,
-        content_md5=bytes(md5) if md5 else None,
+        content_md5=_md5_bytes(settings.content_md5),
     )
+
+
+def _md5_bytes(md5: Any) -> bytes | None:
+    """The SDK gives the stored MD5 as bytes, bytearray or base64 text depending on the call."""
+    if not md5:
+        return None
+    if isinstance(md5, str):
+        return base64.b64decode(md5)
+    return bytes(md5)
 
 
 def _quoted(etag: str) -> str:

@@ -33,6 +33,7 @@ class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._calls: dict[str, asyncio.Task[T]] = {}
         self._running: set[asyncio.Task[T]] = set()
+        self._waiting: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -42,12 +43,24 @@ class SingleFlight(Generic[T]):
         task = self._calls.get(key)
         shared = task is not None
         if task is None:
-            task = asyncio.create_task(work())
-            self._calls[key] = task
-            self._running.add(task)
-            task.add_done_callback(lambda done: self._finished(key, done))
-        # shield: cancelling this caller must not cancel the shared task.
-        return Outcome(await asyncio.shield(task), shared)
+            task = self._start(key, work)
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            # shield: cancelling this caller must not cancel the shared task.
+            return Outcome(await asyncio.shield(task), shared)
+        finally:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+
+    def waiting(self, key: str) -> int:
+        """Callers currently waiting on `key`."""
+        return self._waiting.get(key, 0)
+
+    def launch(self, key: str, work: Callable[[], Coroutine[Any, Any, T]]) -> None:
+        """Start `work()` for `key` in the background unless a call for it is already running."""
+        if key not in self._calls:
+            self._start(key, work)
 
     def forget(self, key: str) -> None:
         """Let the next caller for `key` start a new task; the running one finishes unobserved."""
@@ -65,6 +78,13 @@ class SingleFlight(Generic[T]):
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+
+    def _start(self, key: str, work: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Task[T]:
+        task = asyncio.create_task(work())
+        self._calls[key] = task
+        self._running.add(task)
+        task.add_done_callback(lambda done: self._finished(key, done))
+        return task
 
     def _finished(self, key: str, task: asyncio.Task[T]) -> None:
         self._running.discard(task)

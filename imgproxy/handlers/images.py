@@ -1,4 +1,4 @@
-"""`GET` and `HEAD /images/{blob path}`."""
+"""`GET` and `HEAD /images/{blob path}`: conditional requests, ranges, cached or streamed bodies."""
 
 from __future__ import annotations
 
@@ -6,9 +6,20 @@ from typing import Final
 
 from aiohttp import web
 
-from ..errors import BadPath
-from ..http_semantics import X_CACHE, blob_headers
+from ..errors import BadPath, PreconditionFailed, RangeNotSatisfiable
+from ..fetcher import Span
+from ..http_semantics import (
+    X_CACHE,
+    Conditions,
+    Decision,
+    Outcome,
+    blob_headers,
+    content_range,
+    decide,
+    not_modified_headers,
+)
 from ..keys import CONFIG, FETCHER, METRICS
+from ..origin import BlobMeta
 from ..paths import parse_blob_path
 from ..streaming import send_stream
 
@@ -24,24 +35,46 @@ def blob_path_after(prefix: str, request: web.Request) -> str:
 
 
 async def get_image(request: web.Request) -> web.StreamResponse:
-    """Answer with the blob's bytes from the cache, or streamed from Azure."""
+    """Answer with the blob's bytes (or a 206/304/412/416) from the cache, or streamed from Azure."""
     path = blob_path_after(PREFIX, request)
     config = request.app[CONFIG]
-    metrics = request.app[METRICS]
+    conditions = Conditions.from_request(request)
     head = request.method == "HEAD"
-    resolved = await request.app[FETCHER].resolve(path, want_body=not head)
-    headers = blob_headers(resolved.meta, config.http.cache_control)
+    decision = Decision(Outcome.FULL)
+
+    def choose(meta: BlobMeta) -> Span | None:
+        nonlocal decision
+        decision = decide(conditions, meta)
+        return (decision.start, decision.end) if decision.has_body and not head else None
+
+    resolved = await request.app[FETCHER].resolve(path, choose)
+    meta = resolved.meta
+    if decision.outcome is Outcome.PRECONDITION_FAILED:
+        raise PreconditionFailed(path)
+    if decision.outcome is Outcome.RANGE_NOT_SATISFIABLE:
+        raise RangeNotSatisfiable(meta.size)
+
+    headers = blob_headers(meta, config.http.cache_control)
     headers[X_CACHE] = resolved.status.value
+    if decision.outcome is Outcome.NOT_MODIFIED:
+        return web.Response(status=304, headers={**not_modified_headers(headers), X_CACHE: headers[X_CACHE]})
+    status = decision.outcome.value
+    if decision.outcome is Outcome.PARTIAL:
+        headers["Content-Range"] = content_range(decision, meta.size)
 
+    metrics = request.app[METRICS]
     if resolved.body is not None:
+        body: bytes | memoryview = resolved.body
+        if decision.outcome is Outcome.PARTIAL:
+            body = memoryview(body)[decision.start : decision.end + 1]
         if not head:
-            metrics.bytes_served.inc(len(resolved.body))
-        return web.Response(body=resolved.body, headers=headers)
+            metrics.bytes_served.inc(len(body))
+        return web.Response(status=status, body=body, headers=headers)
 
-    response = web.StreamResponse(headers=headers)
-    response.content_length = resolved.meta.size
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = decision.length
     await response.prepare(request)
-    if resolved.stream is None:  # HEAD of a large blob: headers only
+    if resolved.stream is None:  # HEAD, or an empty span: headers only
         await response.write_eof()
         return response
     sent = await send_stream(request, response, resolved.stream, config.http.stream_chunk_bytes)

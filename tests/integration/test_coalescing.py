@@ -40,7 +40,7 @@ async def test_hundred_cold_gets_make_one_origin_download(
 
     tasks = [asyncio.create_task(get_body(client, "/images/burst.bin")) for _ in range(100)]
     await held.arrived.wait()
-    await wait_until(lambda: fetcher.counters()["misses"] == 100)
+    await wait_until(lambda: fetcher.waiting("burst.bin") == 100)
     held.release.set()
     results = await asyncio.gather(*tasks)
 
@@ -70,7 +70,7 @@ async def test_failing_origin_fails_every_waiter_and_caches_nothing(
     origin.hook = failing
     tasks = [asyncio.create_task(get_body(client, "/images/flaky.png")) for _ in range(20)]
     await arrived.wait()
-    await wait_until(lambda: fetcher.counters()["misses"] == 20)
+    await wait_until(lambda: fetcher.waiting("flaky.png") == 20)
     release.set()
     results = await asyncio.gather(*tasks)
 
@@ -135,7 +135,7 @@ async def test_disconnecting_waiter_does_not_cancel_shared_download(
     leaver = asyncio.create_task(get_body(client, "/images/shared.png"))
     stayer = asyncio.create_task(get_body(client, "/images/shared.png"))
     await held.arrived.wait()
-    await wait_until(lambda: fetcher.counters()["misses"] == 2)
+    await wait_until(lambda: fetcher.waiting("shared.png") == 2)
     leaver.cancel()
     held.release.set()
 

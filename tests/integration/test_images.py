@@ -43,7 +43,7 @@ async def test_get_round_trips_bytes_by_sha256(
     assert response.headers["Last-Modified"].endswith("GMT")
     assert response.headers["Cache-Control"] == "public, max-age=86400"
     assert response.headers["X-Cache"] == "MISS"
-    assert "Accept-Ranges" not in response.headers
+    assert response.headers["Accept-Ranges"] == "bytes"
 
 
 @pytest.mark.parametrize("size", [10, 6 * MIB])
