@@ -126,12 +126,12 @@ def resolve_range(header: str, size: int) -> Decision | None:
             return Decision(Outcome.RANGE_NOT_SATISFIABLE)
         return Decision(Outcome.PARTIAL, max(size - suffix, 0), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid range-spec: ignore the header
     if start >= size:
         return Decision(Outcome.RANGE_NOT_SATISFIABLE)
-    return Decision(Outcome.PARTIAL, start, min(end, size - 1))
+    end = min(int(last), size - 1) if last else size - 1
+    return Decision(Outcome.PARTIAL, start, end)
 
 
 def blob_headers(meta: BlobMeta, cache_control: str) -> dict[str, str]:

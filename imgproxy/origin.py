@@ -108,7 +108,9 @@ class Origin:
         async with self._call(path):
             try:
                 downloader = await blob.download_blob(max_concurrency=1, **conditions)
-            except ResourceNotModifiedError:
+            except (ResourceNotModifiedError, ResourceModifiedError) as exc:
+                if exc.status_code != 304:
+                    raise
                 return NOT_MODIFIED
             meta = _meta_from(downloader)
             if meta.size > limit:
@@ -125,7 +127,10 @@ class Origin:
                 props = await blob.get_blob_properties(
                     etag=if_none_match, match_condition=MatchConditions.IfModified
                 )
-            except ResourceNotModifiedError:
+            except (ResourceNotModifiedError, ResourceModifiedError) as exc:
+                # The SDK raises ResourceModifiedError for a 304 too (its error code is ConditionNotMet).
+                if exc.status_code != 304:
+                    raise
                 return NOT_MODIFIED
         md5: Any = props.content_settings.content_md5
         return BlobMeta(

@@ -30,6 +30,7 @@ class Recorded:
     blob: str
     range: str | None
     pinned: bool  # carried If-Match (a read pinned to one blob version)
+    conditional: bool  # carried If-None-Match (a revalidation)
     status: int = 0
     body_bytes: int = 0
 
@@ -115,7 +116,14 @@ class OriginProxy:
         container, blob = _split(request.rel_url.raw_path)
         # The SDK sends ranges as x-ms-range; other clients use Range.
         byte_range = request.headers.get("x-ms-range") or request.headers.get("Range")
-        record = Recorded(request.method, container, blob, byte_range, "If-Match" in request.headers)
+        record = Recorded(
+            request.method,
+            container,
+            blob,
+            byte_range,
+            pinned="If-Match" in request.headers,
+            conditional="If-None-Match" in request.headers,
+        )
         self.requests.append(record)
         if self.hook is not None:
             injected = await self.hook(request)
