@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
@@ -14,6 +15,7 @@ from .errors import (
     BlobNotFound,
     ImgproxyError,
     OriginError,
+    OriginShedding,
     OriginTimeout,
     PreconditionFailed,
     RangeNotSatisfiable,
@@ -34,6 +36,7 @@ ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (PreconditionFailed, 412, "precondition failed"),
     (RangeNotSatisfiable, 416, "range not satisfiable"),
     (OriginTimeout, 504, "origin timed out"),
+    (OriginShedding, 503, "origin temporarily refused"),
     (OriginError, 502, "origin failed"),
 )
 
@@ -47,6 +50,8 @@ def error_response(exc: ImgproxyError) -> web.Response:
                 reason = f"{reason}: {exc.reason}"
             elif isinstance(exc, RangeNotSatisfiable):
                 headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 section 15.5.17
+            elif isinstance(exc, OriginShedding):
+                headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
             elif isinstance(exc, OriginError):
                 log.warning("origin error: %s: %s", type(exc).__name__, exc)
             return web.Response(status=status, text=reason + "\n", headers=headers)
@@ -75,6 +80,7 @@ async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
         fetcher = Fetcher(origin, config.cache, app[METRICS])
         readiness = Readiness(origin, config.origin.ready_check_interval_s, app[METRICS].counters)
+        app[METRICS].watch_origin(origin.stats)
         app[FETCHER] = fetcher
         app[READINESS] = readiness
         try:
@@ -82,6 +88,11 @@ async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             await readiness.close()
             await fetcher.close()
+
+
+def begin_drain(app: web.Application) -> None:
+    """From now on /readyz answers 503 (graceful shutdown has begun)."""
+    app[READINESS].draining = True
 
 
 def create_app(config: Config) -> web.Application:

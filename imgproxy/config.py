@@ -29,6 +29,8 @@ class ConfigError(Exception):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
+    drain_s: float = 2.0
+    shutdown_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,10 @@ class OriginConfig:
     retry_backoff_s: float = 0.2
     download_chunk_bytes: int = 1 * MIB
     ready_check_interval_s: float = 5.0
+    max_concurrency: int = 64
+    max_queue: int = 1024
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,12 @@ class Config:
 # Inclusive lower bound per key; keys absent here only need the right type.
 _MINIMUM: Final[dict[str, float]] = {
     "server.port": 0,
+    "server.drain_s": 0,
+    "server.shutdown_timeout_s": 0,
+    "origin.max_concurrency": 1,
+    "origin.max_queue": 0,
+    "origin.breaker_failures": 1,
+    "origin.breaker_cooldown_s": 0,
     "origin.timeout_s": 0.01,
     "origin.connect_timeout_s": 0.01,
     "origin.retries": 0,
@@ -104,7 +116,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
 
     sections: dict[str, Any] = {}

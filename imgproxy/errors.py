@@ -68,3 +68,19 @@ class BlobChanged(OriginError):
 
 class IncompleteBody(OriginError):
     """The origin delivered fewer or more bytes than it announced."""
+
+
+class OriginShedding(OriginError):
+    """We chose not to ask Azure now; the client may retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"retry after {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
+class CircuitOpen(OriginShedding):
+    """The circuit breaker is open: Azure failed repeatedly and is cooling down."""
+
+
+class OriginBusy(OriginShedding):
+    """Every origin connection slot is taken and the queue for them is full (or too slow)."""

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .cache import CacheStats
+from .origin import OriginStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -51,11 +52,15 @@ _COUNTER_HELP: Final = {
 
 
 class _StatsCollector(Collector):
-    def __init__(self, counters: FetchCounters, cache_stats: Callable[[], CacheStats]) -> None:
-        self._counters = counters
+    def __init__(self, metrics: Metrics, cache_stats: Callable[[], CacheStats]) -> None:
+        self._metrics = metrics
+        self._counters = metrics.counters
         self._cache_stats = cache_stats
 
     def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "imgproxy_http_streams", "Responses being streamed from Azure now.", self._metrics.active_streams
+        )
         for name, value in self._counters.as_dict().items():
             yield CounterMetricFamily(f"imgproxy_cache_{name}", _COUNTER_HELP[name], value=value)
         stats = self._cache_stats()
@@ -72,6 +77,27 @@ class _StatsCollector(Collector):
         )
 
 
+class _OriginCollector(Collector):
+    def __init__(self, origin_stats: Callable[[], OriginStats]) -> None:
+        self._origin_stats = origin_stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._origin_stats()
+        yield GaugeMetricFamily("imgproxy_origin_in_flight", "Requests to Azure under way.", stats.in_flight)
+        yield GaugeMetricFamily("imgproxy_origin_queued", "Callers waiting for an origin slot.", stats.queued)
+        yield CounterMetricFamily(
+            "imgproxy_origin_shed", "Origin calls refused (breaker open or queue full).", value=stats.shed
+        )
+        yield GaugeMetricFamily(
+            "imgproxy_origin_breaker_open",
+            "1 while the circuit breaker refuses calls.",
+            int(stats.breaker_open),
+        )
+        yield CounterMetricFamily(
+            "imgproxy_origin_breaker_opened", "Times the circuit breaker opened.", value=stats.breaker_opened
+        )
+
+
 class Metrics:
     """Every metric of one app."""
 
@@ -84,6 +110,7 @@ class Metrics:
         self.bytes_served = Counter(
             "imgproxy_http_sent_bytes", "Body bytes sent to clients.", registry=self.registry
         )
+        self.active_streams = 0  # responses being streamed from Azure right now
         self.origin_seconds = Histogram(
             "imgproxy_origin_request_seconds",
             "Latency of requests to Azure, by kind (whole, range, revalidate).",
@@ -94,7 +121,11 @@ class Metrics:
 
     def watch_cache(self, cache_stats: Callable[[], CacheStats]) -> None:
         """Report the counters and the cache's size at every scrape."""
-        self.registry.register(_StatsCollector(self.counters, cache_stats))
+        self.registry.register(_StatsCollector(self, cache_stats))
+
+    def watch_origin(self, origin_stats: Callable[[], OriginStats]) -> None:
+        """Report the origin's slots, queue and breaker at every scrape."""
+        self.registry.register(_OriginCollector(origin_stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

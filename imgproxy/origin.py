@@ -36,11 +36,15 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry, StorageStreamDownloader
 
+from .breaker import CircuitBreaker
 from .config import OriginConfig
 from .errors import (
     BlobChanged,
     BlobNotFound,
+    CircuitOpen,
     IncompleteBody,
+    OriginBusy,
+    OriginError,
     OriginTimeout,
     OriginUnavailable,
 )
@@ -82,12 +86,28 @@ class TooLarge:
     meta: BlobMeta
 
 
+@dataclass(frozen=True, slots=True)
+class OriginStats:
+    """A snapshot of the origin's admission state."""
+
+    in_flight: int
+    queued: int
+    shed: int
+    breaker_open: bool
+    breaker_opened: int
+
+
 class Origin:
-    """Reads blobs of one container."""
+    """Reads blobs of one container, admitting calls through a breaker and a bounded queue."""
 
     def __init__(self, container: ContainerClient, config: OriginConfig) -> None:
         self._container = container
         self._config = config
+        self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._queued = 0
+        self._in_flight = 0
+        self._shed = 0
 
     @property
     def container_name(self) -> str:
@@ -186,14 +206,70 @@ class Origin:
         async with self._call(""):
             await self._container.get_container_properties()
 
+    def stats(self) -> OriginStats:
+        """Connection slots in use, callers queued for one, and the breaker's state."""
+        return OriginStats(
+            in_flight=self._in_flight,
+            queued=self._queued,
+            shed=self._shed,
+            breaker_open=self._breaker.is_open(),
+            breaker_opened=self._breaker.opened_count,
+        )
+
+    def is_refusing(self) -> bool:
+        """True while the circuit breaker refuses calls."""
+        return self._breaker.is_open()
+
     @asynccontextmanager
     async def _call(self, path: str) -> AsyncIterator[None]:
+        """Admit one origin call: breaker, then a bounded queue for a connection slot, then a timeout."""
+        try:
+            self._breaker.before_call()
+        except CircuitOpen:
+            self._shed += 1
+            raise
+        try:
+            await self._take_slot()
+        except BaseException:
+            self._breaker.abandoned()
+            raise
+        self._in_flight += 1
         try:
             async with asyncio.timeout(self._config.timeout_s):
                 with _translate(path):
                     yield
         except TimeoutError:
+            self._breaker.failed()
             raise OriginTimeout(f"no answer within {self._config.timeout_s:g} s") from None
+        except (BlobNotFound, BlobChanged):
+            self._breaker.succeeded()  # Azure answered; the answer was just unwelcome
+            raise
+        except OriginError:
+            self._breaker.failed()
+            raise
+        except BaseException:
+            self._breaker.abandoned()
+            raise
+        else:
+            self._breaker.succeeded()
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+
+    async def _take_slot(self) -> None:
+        """Wait for one of origin.max_concurrency slots, or shed if origin.max_queue already wait."""
+        if self._slots.locked() and self._queued >= self._config.max_queue:
+            self._shed += 1
+            raise OriginBusy(1.0)
+        self._queued += 1
+        try:
+            async with asyncio.timeout(self._config.timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            self._shed += 1
+            raise OriginBusy(1.0) from None
+        finally:
+            self._queued -= 1
 
 
 @contextlib.contextmanager

@@ -20,7 +20,8 @@ def parse_blob_path(raw: str) -> str:
     """Decode a percent-encoded blob path and return it, or raise `BadPath` with a reason."""
     if not raw:
         raise BadPath("empty blob path")
-    if len(raw) > 3 * MAX_PATH_CHARS:  # cheap guard before decoding huge input
+    # Cheap guard before decoding: a character is at most 4 UTF-8 bytes, each "%XX" when escaped.
+    if len(raw) > 12 * MAX_PATH_CHARS:
         raise BadPath(f"blob path longer than {MAX_PATH_CHARS} characters")
     try:
         path = unquote_to_bytes(raw).decode("utf-8")

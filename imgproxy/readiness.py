@@ -37,7 +37,7 @@ class Readiness:
 
     async def is_ready(self) -> bool:
         """True if the origin passed its check within the interval (checking again if due)."""
-        if self.draining:
+        if self.draining or self._origin.is_refusing():
             return False
         if self._checked_at is not None and self._clock() - self._checked_at < self._interval_s:
             return self._ready

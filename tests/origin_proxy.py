@@ -52,6 +52,9 @@ class OriginProxy:
         self.upstream = upstream.rstrip("/")
         self.requests: list[Recorded] = []
         self.hook: Hook | None = None
+        # Body faults applied while forwarding: cut after N bytes, or flip one byte.
+        self.truncate_after: tuple[Callable[[web.Request], bool], int] | None = None
+        self.corrupt: Callable[[web.Request], bool] | None = None
         self._session: ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self.endpoint = ""
@@ -97,6 +100,20 @@ class OriginProxy:
 
     def heal(self) -> None:
         self.hook = None
+        self.truncate_after = None
+        self.corrupt = None
+
+    def reset(self, predicate: Callable[[web.Request], bool]) -> None:
+        """Drop the connection of matching requests without answering."""
+
+        async def hook(request: web.Request) -> web.StreamResponse | None:
+            if not predicate(request):
+                return None
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=599)  # never sent: the connection is gone
+
+        self.hook = hook
 
     def hold(self, predicate: Callable[[web.Request], bool]) -> Held:
         """Make matching requests wait until `held.release` is set (others pass)."""
@@ -148,7 +165,20 @@ class OriginProxy:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
+            limit = None
+            if self.truncate_after is not None and self.truncate_after[0](request):
+                limit = self.truncate_after[1]
+            flip = self.corrupt is not None and self.corrupt(request)
             async for chunk in upstream.content.iter_chunked(256 * 1024):
+                if flip and chunk:
+                    chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+                    flip = False
+                if limit is not None and record.body_bytes + len(chunk) >= limit:
+                    await response.write(chunk[: limit - record.body_bytes])
+                    record.body_bytes = limit
+                    assert request.transport is not None
+                    request.transport.close()  # fewer bytes than Content-Length announced
+                    return response
                 await response.write(chunk)
                 record.body_bytes += len(chunk)
             await response.write_eof()

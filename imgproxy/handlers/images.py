@@ -77,6 +77,10 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     if resolved.stream is None:  # HEAD, or an empty span: headers only
         await response.write_eof()
         return response
-    sent = await send_stream(request, response, resolved.stream, config.http.stream_chunk_bytes)
+    metrics.active_streams += 1
+    try:
+        sent = await send_stream(request, response, resolved.stream, config.http.stream_chunk_bytes)
+    finally:
+        metrics.active_streams -= 1
     metrics.bytes_served.inc(sent)
     return response
