@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
+from multidict import CIMultiDictProxy
 
 from imgproxy.app import create_app
 from imgproxy.keys import FETCHER, METRICS
@@ -38,7 +39,7 @@ def for_blob(name: str) -> Callable[[web.Request], bool]:
     return lambda request: request.path.endswith("/" + name)
 
 
-async def get(client: Client, path: str, **headers: str) -> tuple[int, aiohttp.typedefs.LooseHeaders, bytes]:
+async def get(client: Client, path: str, **headers: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
     async with client.get(path, headers=headers) as response:
         return response.status, response.headers, await response.read()
 
