@@ -6,10 +6,13 @@ import asyncio
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -34,13 +37,19 @@ def _env(azurite: AzuriteServer, container: str, port: int, **extra: str) -> dic
     }
 
 
-@pytest.fixture
-def server(azurite: AzuriteServer, container: ContainerClient) -> Iterator[tuple[str, int]]:
-    """The proxy as a separate process on a free port; yields (base URL, pid)."""
+@dataclass
+class Server:
+    base: str
+    proc: subprocess.Popen[str]
+
+
+@contextmanager
+def start_server(azurite: AzuriteServer, container: str, **env: str) -> Iterator[Server]:
+    """The proxy as a separate process on a free port, started by the CLI."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "imgproxy", "--config", str(CONFIG)],
-        env=_env(azurite, container.container_name, port),
+        env=_env(azurite, container, port, **env),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -56,13 +65,21 @@ def server(azurite: AzuriteServer, container: ContainerClient) -> Iterator[tuple
     reader.start()
     try:
         assert started.wait(30), "imgproxy did not start"
-        yield f"http://127.0.0.1:{port}", proc.pid
+        yield Server(f"http://127.0.0.1:{port}", proc)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=60)
         reader.join(timeout=10)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+@pytest.fixture
+def server(azurite: AzuriteServer, container: ContainerClient) -> Iterator[tuple[str, int]]:
+    """The proxy as a separate process on a free port; yields (base URL, pid)."""
+    with start_server(azurite, container.container_name, IMGPROXY_SERVER_DRAIN_S="0") as running:
+        yield running.base, running.proc.pid
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -135,4 +152,63 @@ async def test_twenty_streams_of_200_mib_keep_peak_rss_under_300_mib(
     with capsys.disabled():
         print(f"\n[memory] 20 x 200 MiB streams: server peak RSS {peak / MIB:.1f} MiB")
     assert results == [(200, expected)] * 20
+    assert peak < 300 * MIB
+
+
+async def test_sigterm_drains_then_lets_the_stream_finish(
+    azurite: AzuriteServer, container: ContainerClient
+) -> None:
+    """On SIGTERM /readyz turns 503 first, the in-flight stream completes byte-exact, exit status 0."""
+    data = payload(30 * MIB, seed=30)
+    await container.upload_blob("leaving.bin", io.BytesIO(data), length=len(data), max_concurrency=4)
+    with start_server(azurite, container.container_name, IMGPROXY_SERVER_DRAIN_S="2") as running:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{running.base}/images/leaving.bin") as response:
+                assert response.status == 200
+                head = await response.content.readexactly(MIB)
+                running.proc.send_signal(signal.SIGTERM)
+                # The signal is handled in another process: poll readiness, bounded.
+                async with asyncio.timeout(10):
+                    while True:
+                        async with session.get(f"{running.base}/readyz") as ready:
+                            if ready.status == 503:
+                                break
+                rest = await response.read()
+            assert hashlib.sha256(head + rest).hexdigest() == hashlib.sha256(data).hexdigest()
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0
+
+
+@pytest.mark.slow
+async def test_slow_readers_keep_memory_bounded(
+    azurite: AzuriteServer, container: ContainerClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """10 stalled and 10 fast readers of a 100 MiB blob: all byte-exact, peak RSS < 300 MiB."""
+    size = 100 * MIB
+    data = payload(size, seed=100)
+    expected = hashlib.sha256(data).hexdigest()
+    await container.upload_blob("wide.bin", io.BytesIO(data), length=size, max_concurrency=4)
+    del data
+    stalled = asyncio.Event()
+
+    async def read(session: aiohttp.ClientSession, base: str, slow: bool) -> str:
+        digest = hashlib.sha256()
+        async with session.get(f"{base}/images/wide.bin") as response:
+            digest.update(await response.content.readexactly(MIB))
+            if slow:
+                await stalled.wait()  # stop reading until the fast readers are done
+            async for chunk in response.content.iter_chunked(MIB):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    with start_server(azurite, container.container_name, IMGPROXY_SERVER_DRAIN_S="0") as running:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+            slow = [asyncio.create_task(read(session, running.base, True)) for _ in range(10)]
+            fast = await asyncio.gather(*(read(session, running.base, False) for _ in range(10)))
+            stalled.set()
+            slow_digests = await asyncio.gather(*slow)
+        peak = peak_rss_bytes(running.proc.pid)
+    with capsys.disabled():
+        print(f"\n[memory] 10 stalled + 10 fast readers of 100 MiB: server peak RSS {peak / MIB:.1f} MiB")
+    assert fast == [expected] * 10
+    assert slow_digests == [expected] * 10
     assert peak < 300 * MIB
