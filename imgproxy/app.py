@@ -10,6 +10,7 @@ from typing import Final
 from aiohttp import web
 
 from .config import Config
+from .disk_cache import DiskCache
 from .errors import (
     BadPath,
     BlobNotFound,
@@ -77,8 +78,13 @@ async def error_middleware(
 
 async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    disk: DiskCache | None = None
+    if config.disk.enabled:
+        disk = DiskCache(config.disk, config.origin.container)
+        await disk.open()
+        log.info("disk tier at %s: %d entries, %d bytes", disk.root, disk.stats().items, disk.stats().bytes)
     async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
-        fetcher = Fetcher(origin, config.cache, app[METRICS])
+        fetcher = Fetcher(origin, config.cache, app[METRICS], disk)
         readiness = Readiness(origin, config.origin.ready_check_interval_s, app[METRICS].counters)
         app[METRICS].watch_origin(origin.stats)
         app[FETCHER] = fetcher
@@ -88,6 +94,8 @@ async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
         finally:
             await readiness.close()
             await fetcher.close()
+            if disk is not None:
+                await disk.close()
 
 
 def begin_drain(app: web.Application) -> None:

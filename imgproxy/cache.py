@@ -39,6 +39,7 @@ class LRU(Generic[V]):
         self._data: OrderedDict[str, tuple[V, int]] = OrderedDict()
         self.bytes = 0
         self.evictions = 0
+        self.on_evict: Callable[[str, V], None] | None = None
 
     def __len__(self) -> int:
         return len(self._data)
@@ -64,9 +65,11 @@ class LRU(Generic[V]):
         self._data[key] = (value, size)
         self.bytes += size
         while len(self._data) > self.max_items or self.bytes > self.max_bytes:
-            _, (_, evicted_size) = self._data.popitem(last=False)
+            evicted_key, (evicted, evicted_size) = self._data.popitem(last=False)
             self.bytes -= evicted_size
             self.evictions += 1
+            if self.on_evict is not None:
+                self.on_evict(evicted_key, evicted)
         return True
 
     def pop(self, key: str) -> V | None:
@@ -76,6 +79,10 @@ class LRU(Generic[V]):
             return None
         self.bytes -= item[1]
         return item[0]
+
+    def items(self) -> list[tuple[str, V]]:
+        """Every (key, value), least recently used first."""
+        return [(key, value) for key, (value, _) in self._data.items()]
 
     def clear(self) -> int:
         """Remove everything; return how many entries there were."""
@@ -95,13 +102,47 @@ class FillTicket:
         self.valid = True
 
 
+class TicketBook:
+    """The fill tickets outstanding per key (at most one per download under way)."""
+
+    def __init__(self) -> None:
+        self._tickets: dict[str, set[FillTicket]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(tickets) for tickets in self._tickets.values())
+
+    def issue(self, key: str) -> FillTicket:
+        ticket = FillTicket(key)
+        self._tickets.setdefault(key, set()).add(ticket)
+        return ticket
+
+    def release(self, ticket: FillTicket) -> bool:
+        """Forget a ticket (its download ended); return whether it was still valid."""
+        tickets = self._tickets.get(ticket.key)
+        if tickets is not None:
+            tickets.discard(ticket)
+            if not tickets:
+                del self._tickets[ticket.key]
+        return ticket.valid
+
+    def void(self, key: str) -> None:
+        for ticket in self._tickets.pop(key, ()):
+            ticket.valid = False
+
+    def void_all(self) -> None:
+        for tickets in self._tickets.values():
+            for ticket in tickets:
+                ticket.valid = False
+        self._tickets.clear()
+
+
 class MemoryCache(Generic[V]):
     """The async, lock-guarded LRU the request path uses."""
 
     def __init__(self, max_items: int, max_bytes: int, sizeof: Callable[[V], int]) -> None:
         self._lru: LRU[V] = LRU(max_items, max_bytes, sizeof)
         self._lock = asyncio.Lock()
-        self._tickets: dict[str, set[FillTicket]] = {}
+        self._tickets = TicketBook()
 
     async def get(self, key: str) -> V | None:
         async with self._lock:
@@ -109,9 +150,7 @@ class MemoryCache(Generic[V]):
 
     def begin_fill(self, key: str) -> FillTicket:
         """Take a ticket before downloading `key`. Synchronous: no await between check and use."""
-        ticket = FillTicket(key)
-        self._tickets.setdefault(key, set()).add(ticket)
-        return ticket
+        return self._tickets.issue(key)
 
     async def finish_fill(self, ticket: FillTicket, value: V | None, drop: bool = False) -> bool:
         """Store `value` if the ticket is still valid; with None, keep the entry, or `drop` it.
@@ -119,8 +158,7 @@ class MemoryCache(Generic[V]):
         Returns whether the value was stored. A voided ticket changes nothing.
         """
         async with self._lock:
-            self._release(ticket)
-            if not ticket.valid:
+            if not self._tickets.release(ticket):
                 return False
             if value is None:
                 if drop:
@@ -131,27 +169,16 @@ class MemoryCache(Generic[V]):
     async def pop(self, key: str) -> bool:
         """Purge one key, voiding downloads of it already under way. True if it was cached."""
         async with self._lock:
-            for ticket in self._tickets.pop(key, ()):
-                ticket.valid = False
+            self._tickets.void(key)
             return self._lru.pop(key) is not None
 
     async def clear(self) -> int:
         """Purge everything, voiding every download under way. Returns the entries removed."""
         async with self._lock:
-            for tickets in self._tickets.values():
-                for ticket in tickets:
-                    ticket.valid = False
-            self._tickets.clear()
+            self._tickets.void_all()
             return self._lru.clear()
 
     def stats(self) -> CacheStats:
         """Snapshot of sizes and limits (synchronous: reads plain integers)."""
         lru = self._lru
         return CacheStats(len(lru), lru.bytes, lru.max_items, lru.max_bytes, lru.evictions)
-
-    def _release(self, ticket: FillTicket) -> None:
-        tickets = self._tickets.get(ticket.key)
-        if tickets is not None:
-            tickets.discard(ticket)
-            if not tickets:
-                del self._tickets[ticket.key]

@@ -62,6 +62,14 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DiskConfig:
+    enabled: bool = False
+    path: str = ".cache/imgproxy"
+    max_bytes: int = 10 * 1024 * MIB
+    max_item_bytes: int = 1024 * MIB
+
+
+@dataclass(frozen=True, slots=True)
 class HttpConfig:
     cache_control: str = "public, max-age=86400"
     stream_chunk_bytes: int = 64 * 1024
@@ -77,6 +85,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    disk: DiskConfig = field(default_factory=DiskConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
 
@@ -104,6 +113,8 @@ _MINIMUM: Final[dict[str, float]] = {
     "cache.stale_if_error_s": 0,
     "cache.negative_ttl_s": 0,
     "http.stream_chunk_bytes": 1024,
+    "disk.max_bytes": 1,
+    "disk.max_item_bytes": 0,
 }
 
 
@@ -222,6 +233,8 @@ def _check_consistency(config: Config) -> None:
             f"cache.max_item_bytes: must not exceed cache.max_bytes ({cache.max_bytes}), "
             f"got {cache.max_item_bytes}"
         )
+    if config.disk.enabled and not config.disk.path:
+        raise ConfigError("disk.path: must not be empty when disk.enabled is true")
     if config.http.cache_control != config.http.cache_control.strip() or any(
         ord(ch) < 0x20 for ch in config.http.cache_control
     ):

@@ -15,16 +15,19 @@ Purges void downloads already under way (see `cache.FillTicket`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
-from .cache import CacheStats, MemoryCache
+from .cache import CacheStats, FillTicket, MemoryCache
 from .config import CacheConfig
+from .disk_cache import DiskCache, PendingFile
 from .errors import BlobChanged, BlobNotFound, ImgproxyError, OriginError
 from .metrics import Metrics
 from .origin import Blob, BlobMeta, NotModified, Origin, TooLarge
@@ -49,11 +52,12 @@ class CacheStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A value of the memory cache (whole body) or of the large-blob index (body None)."""
+    """A blob version we know: body in memory, or on disk (`file`), or metadata only."""
 
     meta: BlobMeta
     body: bytes | None
-    stored_at: float
+    stored_at: float  # on the fetcher's (monotonic) clock
+    file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,7 @@ class Resolved:
     status: CacheStatus
     body: bytes | None
     stream: AsyncGenerator[bytes, None] | None = None
+    file: Path | None = None  # a complete file of the disk tier: send it with sendfile
 
 
 def _entry_bytes(entry: Entry) -> int:
@@ -78,9 +83,11 @@ class Fetcher:
         origin: Origin,
         config: CacheConfig,
         metrics: Metrics,
+        disk: DiskCache | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._origin = origin
+        self._disk = disk
         self._config = config
         self._metrics = metrics
         self._counters = metrics.counters
@@ -89,7 +96,11 @@ class Fetcher:
         self._large: MemoryCache[Entry] = MemoryCache(INDEX_MAX_ITEMS, 1, _entry_bytes)
         self._missing: MemoryCache[float] = MemoryCache(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._flights: SingleFlight[Entry] = SingleFlight()
+        self._fills: dict[str, PendingFile] = {}  # large blobs being written to disk, by path
+        self._background: set[asyncio.Task[None]] = set()  # fills and disk writes we own
         metrics.watch_cache(self.cache_stats)
+        if disk is not None:
+            metrics.watch_disk(disk.stats)
 
     async def resolve(self, path: str, choose: Callable[[BlobMeta], Span | None]) -> Resolved:
         """Metadata of `path`, and the body span `choose(meta)` asks for (streamed if large)."""
@@ -105,16 +116,25 @@ class Fetcher:
                 self._count(resolved.status)
                 return resolved
             try:
-                streamed = await self._open_stream(path, resolved, span)
+                if resolved.file is not None:
+                    answer = await self._from_disk(path, resolved)
+                elif self._disk is not None and self._disk.fits(resolved.meta.size):
+                    answer = await self._tail_fill(path, resolved, span)
+                else:
+                    answer = await self._open_stream(path, resolved, span)
             except BlobChanged:
                 if attempt == 2:
                     raise
                 # Overwritten since we learnt its metadata: forget it and look again, once.
                 await self._large.pop(path)
                 continue
-            # Bytes from Azure are a miss, even when the metadata came from the index.
-            self._count(CacheStatus.MISS)
-            return streamed
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                await self._forget_disk(path)  # evicted or removed under us: look again
+                continue
+            self._count(answer.status)
+            return answer
         raise AssertionError("unreachable")
 
     def _count(self, status: CacheStatus) -> None:
@@ -128,19 +148,37 @@ class Fetcher:
     async def purge(self, path: str) -> bool:
         """Drop `path` from every index; a download of it under way will not be stored."""
         self._flights.forget(path)
+        self._fills.pop(path, None)  # its readers finish; the file is not kept (ticket voided)
         missing = await self._missing.pop(path)
         large = await self._large.pop(path)
-        return await self._cache.pop(path) or large or missing
+        on_disk = await self._disk.remove(path) if self._disk is not None else False
+        return await self._cache.pop(path) or large or missing or on_disk
 
     async def purge_all(self) -> int:
         """Drop everything; downloads under way will not be stored."""
         self._flights.forget_all()
+        self._fills.clear()
         await self._missing.clear()
         await self._large.clear()
-        return await self._cache.clear()
+        on_disk = await self._disk.clear() if self._disk is not None else 0
+        return max(await self._cache.clear(), on_disk)
 
     def cache_stats(self) -> CacheStats:
         return self._cache.stats()
+
+    def disk_stats(self) -> dict[str, int | bool]:
+        """The disk tier's size and limits for the admin API (`disk_enabled` false without one)."""
+        if self._disk is None:
+            return {"disk_enabled": False}
+        stats = self._disk.stats()
+        return {
+            "disk_enabled": True,
+            "disk_size": stats.items,
+            "disk_bytes": stats.bytes,
+            "disk_bytes_limit": stats.max_bytes,
+            "disk_evictions": stats.evictions,
+            "disk_fills": len(self._fills),
+        }
 
     def counters(self) -> dict[str, int]:
         """Hits, misses, coalesced waiters, origin requests and the like, so far."""
@@ -156,14 +194,20 @@ class Fetcher:
 
     async def close(self) -> None:
         await self._flights.close()
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _lookup(self, path: str) -> Resolved:
         now = self._clock()
-        entry = await self._cache.get(path) or await self._large.get(path)
+        entry = await self._cache.get(path) or self._disk_entry(path, now) or await self._large.get(path)
         if entry is not None:
             overdue = now - entry.stored_at - self._config.ttl_s
             if overdue < 0:
-                return Resolved(entry.meta, CacheStatus.HIT, entry.body)
+                return Resolved(entry.meta, CacheStatus.HIT, entry.body, file=entry.file)
             return await self._revalidate(path, entry, overdue)
         missing_since = await self._missing.get(path)
         if missing_since is not None and now - missing_since < self._config.negative_ttl_s:
@@ -172,19 +216,28 @@ class Fetcher:
         entry = await self._flight(path, None)
         return Resolved(entry.meta, CacheStatus.MISS, entry.body)
 
+    def _disk_entry(self, path: str, now: float) -> Entry | None:
+        found = self._disk.get(path) if self._disk is not None else None
+        if found is None:
+            return None
+        # The disk records wall-clock times (they survive restarts); the fetcher's clock is monotonic.
+        age = max(0.0, time.time() - found.fetched_at)
+        return Entry(found.meta, None, now - age, found.data)
+
     async def _revalidate(self, path: str, stale: Entry, overdue: float) -> Resolved:
         if overdue < self._config.stale_while_revalidate_s:
             self._flights.launch(path, lambda: self._refresh_quietly(path, stale))
-            return Resolved(stale.meta, CacheStatus.STALE, stale.body)
+            return Resolved(stale.meta, CacheStatus.STALE, stale.body, file=stale.file)
         try:
             entry = await self._flight(path, stale)
         except OriginError as exc:
             if overdue < self._config.stale_if_error_s:
                 log.warning("serving stale %s: %s", path, exc)
-                return Resolved(stale.meta, CacheStatus.STALE, stale.body)
+                return Resolved(stale.meta, CacheStatus.STALE, stale.body, file=stale.file)
             raise
         unchanged = entry.meta.etag == stale.meta.etag
-        return Resolved(entry.meta, CacheStatus.HIT if unchanged else CacheStatus.MISS, entry.body)
+        status = CacheStatus.HIT if unchanged else CacheStatus.MISS
+        return Resolved(entry.meta, status, entry.body, file=entry.file)
 
     async def _flight(self, path: str, current: Entry | None) -> Entry:
         outcome = await self._flights.do(path, lambda: self._fetch(path, current))
@@ -204,6 +257,7 @@ class Fetcher:
         # Tickets are taken before the first await, so a purge from here on voids them.
         tickets = (self._cache.begin_fill(path), self._large.begin_fill(path))
         missing_ticket = self._missing.begin_fill(path)
+        disk_ticket = self._disk.begin_fill(path) if self._disk is not None else None
         result: Entry | None = None
         gone = False
         try:
@@ -221,6 +275,25 @@ class Fetcher:
             await self._cache.finish_fill(tickets[0], small, drop=settled)
             await self._large.finish_fill(tickets[1], large, drop=settled)
             await self._missing.finish_fill(missing_ticket, self._clock() if gone else None, drop=settled)
+            if disk_ticket is not None:
+                await self._settle_disk(path, current, result, gone, disk_ticket)
+
+    async def _settle_disk(
+        self, path: str, current: Entry | None, result: Entry | None, gone: bool, ticket: FillTicket
+    ) -> None:
+        """Bring the disk tier in line with a download or revalidation that just ended."""
+        disk = self._disk
+        assert disk is not None
+        unchanged = result is not None and current is not None and result.meta.etag == current.meta.etag
+        if unchanged and current is not None and current.file is not None:
+            disk.release(ticket)
+            await disk.touch(path, time.time())
+        elif result is not None and result.body is not None and not unchanged and disk.fits(result.meta.size):
+            self._own(disk.store(path, result.meta, result.body, ticket))  # write-through, off the path
+        else:
+            disk.release(ticket)
+            if gone or (result is not None and current is not None and current.file is not None):
+                await disk.remove(path)  # deleted, or changed: the file on disk is stale
 
     async def _read(self, path: str, current: Entry | None) -> Entry:
         limit = self._config.max_item_bytes
@@ -228,7 +301,7 @@ class Fetcher:
             with self._timed("revalidate"):
                 meta = await self._origin.properties(path, if_none_match=current.meta.etag)
             if isinstance(meta, NotModified):
-                return Entry(current.meta, None, self._clock())
+                return Entry(current.meta, None, self._clock(), current.file)
             if meta.size > limit:
                 return Entry(meta, None, self._clock())
             current = None  # it shrank enough to cache: read it whole
@@ -238,11 +311,77 @@ class Fetcher:
             outcome = await self._origin.fetch(path, limit, if_none_match=etag)
         if isinstance(outcome, NotModified):
             assert current is not None
-            return Entry(current.meta, current.body, self._clock())
+            return Entry(current.meta, current.body, self._clock(), current.file)
         if isinstance(outcome, Blob):
             return Entry(outcome.meta, outcome.body, self._clock())
         assert isinstance(outcome, TooLarge)
         return Entry(outcome.meta, None, self._clock())
+
+    async def _from_disk(self, path: str, resolved: Resolved) -> Resolved:
+        """A disk hit: promoted to memory when it fits there, else sent with sendfile."""
+        assert self._disk is not None and resolved.file is not None
+        self._counters.disk_hits += 1
+        found = self._disk.get(path)
+        if found is None or found.data != resolved.file:
+            raise FileNotFoundError(resolved.file)
+        if resolved.meta.size > self._config.max_item_bytes:
+            return resolved
+        body = await self._disk.read(found)
+        ticket = self._cache.begin_fill(path)
+        stored_at = self._clock() - max(0.0, time.time() - found.fetched_at)
+        await self._cache.finish_fill(ticket, Entry(found.meta, body, stored_at))
+        return Resolved(resolved.meta, resolved.status, body)
+
+    async def _forget_disk(self, path: str) -> None:
+        if self._disk is not None:
+            await self._disk.remove(path)
+
+    async def _tail_fill(self, path: str, resolved: Resolved, span: Span) -> Resolved:
+        """Stream `span` from the disk file being filled, starting the single fill if needed."""
+        assert self._disk is not None
+        meta = resolved.meta
+        pending = self._fills.get(path)
+        if pending is None or pending.meta.etag != meta.etag or pending.failure is not None:
+            pending = self._disk.pending(path, meta, self._disk.begin_fill(path))
+            self._fills[path] = pending
+            self._own(self._run_fill(pending))
+        else:
+            self._counters.coalesced += 1
+        chunks = pending.tail(span[0], span[1])
+        try:
+            first = await anext(chunks)
+        except BaseException:
+            await chunks.aclose()
+            raise
+        return Resolved(meta, CacheStatus.MISS, None, _chain(first, chunks))
+
+    async def _run_fill(self, pending: PendingFile) -> None:
+        """Download a large blob once into the disk tier while its readers tail the file."""
+        path, meta = pending.path, pending.meta
+        try:
+            await pending.open()
+            with self._timed("fill"):
+                async with contextlib.aclosing(
+                    self._origin.iter_range(path, meta, 0, meta.size - 1)
+                ) as chunks:
+                    async for chunk in chunks:
+                        await pending.append(chunk)
+            await pending.commit()
+        except BaseException as exc:
+            await pending.fail(exc)
+            if isinstance(exc, BlobChanged):
+                await self._large.pop(path)
+            if not isinstance(exc, ImgproxyError | OSError):
+                raise
+            log.warning("disk fill of %s failed: %s", path, exc)
+        finally:
+            if self._fills.get(path) is pending:
+                del self._fills[path]
+
+    def _own(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(_settled(self._background))
 
     async def _open_stream(self, path: str, resolved: Resolved, span: Span) -> Resolved:
         """Fetch the first chunk now (errors still become a status), the rest as it is read."""
@@ -268,6 +407,17 @@ class Fetcher:
             raise
         finally:
             self._metrics.origin_seconds.labels(kind).observe(time.perf_counter() - started)
+
+
+def _settled(owner: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+    """Done-callback of an owned background task: forget it, log a failure nobody awaited."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        owner.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("background task failed: %s: %s", type(exc).__name__, exc)
+
+    return done
 
 
 async def _chain(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:

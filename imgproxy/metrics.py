@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .cache import CacheStats
+from .disk_cache import DiskStats
 from .origin import OriginStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -29,6 +30,7 @@ class FetchCounters:
     hits: int = 0
     misses: int = 0
     coalesced: int = 0
+    disk_hits: int = 0
     stale: int = 0
     negative_hits: int = 0
     revalidations: int = 0
@@ -43,6 +45,7 @@ _COUNTER_HELP: Final = {
     "hits": "Requests answered from the cache.",
     "misses": "Requests not answered from the cache.",
     "coalesced": "Requests that joined a download already in flight instead of starting one.",
+    "disk_hits": "Requests answered from the disk tier (promoted to memory or sent with sendfile).",
     "stale": "Requests answered with an expired entry (stale-while-revalidate or stale-if-error).",
     "negative_hits": "Requests answered 404 from the cache of missing blobs.",
     "revalidations": "Conditional requests sent to Azure to revalidate an expired entry.",
@@ -98,6 +101,20 @@ class _OriginCollector(Collector):
         )
 
 
+class _DiskCollector(Collector):
+    def __init__(self, disk_stats: Callable[[], DiskStats]) -> None:
+        self._disk_stats = disk_stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._disk_stats()
+        yield GaugeMetricFamily("imgproxy_disk_items", "Entries in the disk tier.", stats.items)
+        yield GaugeMetricFamily("imgproxy_disk_bytes", "Bytes held by the disk tier.", stats.bytes)
+        yield GaugeMetricFamily("imgproxy_disk_max_bytes", "Byte limit of the disk tier.", stats.max_bytes)
+        yield CounterMetricFamily(
+            "imgproxy_disk_evictions", "Entries evicted from disk.", value=stats.evictions
+        )
+
+
 class Metrics:
     """Every metric of one app."""
 
@@ -126,6 +143,10 @@ class Metrics:
     def watch_origin(self, origin_stats: Callable[[], OriginStats]) -> None:
         """Report the origin's slots, queue and breaker at every scrape."""
         self.registry.register(_OriginCollector(origin_stats))
+
+    def watch_disk(self, disk_stats: Callable[[], DiskStats]) -> None:
+        """Report the disk tier's size at every scrape."""
+        self.registry.register(_DiskCollector(disk_stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

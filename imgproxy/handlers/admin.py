@@ -39,6 +39,7 @@ async def cache_stats(request: web.Request) -> web.Response:
         "evictions": stats.evictions,
         "in_flight": fetcher.in_flight(),
         **fetcher.counters(),
+        **fetcher.disk_stats(),
     }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 

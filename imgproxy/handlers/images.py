@@ -21,7 +21,7 @@ from ..http_semantics import (
 from ..keys import CONFIG, FETCHER, METRICS
 from ..origin import BlobMeta
 from ..paths import parse_blob_path
-from ..streaming import send_stream
+from ..streaming import send_file, send_stream
 
 PREFIX: Final = "/images/"
 
@@ -73,6 +73,10 @@ async def get_image(request: web.Request) -> web.StreamResponse:
 
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = decision.length
+    if resolved.file is not None and not head:
+        sent = await send_file(request, response, resolved.file, decision.start, decision.length)
+        metrics.bytes_served.inc(sent)
+        return response
     await response.prepare(request)
     if resolved.stream is None:  # HEAD, or an empty span: headers only
         await response.write_eof()

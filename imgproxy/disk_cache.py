@@ -1,0 +1,362 @@
+"""The disk tier: blobs kept on local disk across restarts, bounded by bytes, LRU-evicted.
+
+Layout: `<disk.path>/<k[0:2]>/<k[2:4]>/<k>` holds the bytes and `<k>.meta` (JSON) the metadata,
+where `k` is the SHA-256 of the container and the blob path: no blob name can reach outside the
+directory. Writes go to a temporary file that is renamed into place; the data file is renamed
+first and the `.meta` file last, so an entry exists only once both are complete. On start the
+index is rebuilt from the `.meta` files; temporaries, orphans and entries whose data file has the
+wrong size are deleted.
+
+A `PendingFile` is a download being written: readers can `tail` it while it grows, each at its
+own pace, waking on every appended chunk. A failed or voided download leaves nothing behind.
+Purges void writes under way through the same fill tickets as the memory cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import aiofiles
+import aiofiles.os
+
+from .cache import LRU, FillTicket, TicketBook
+from .config import DiskConfig
+from .errors import IncompleteBody
+from .origin import BlobMeta
+
+log = logging.getLogger(__name__)
+
+META_SUFFIX: Final = ".meta"
+TMP_SUFFIX: Final = ".tmp"
+READ_BYTES: Final = 256 * 1024  # one read of a tailing reader (its memory bound)
+
+
+@dataclass(frozen=True, slots=True)
+class DiskEntry:
+    """A complete entry on disk."""
+
+    path: str
+    meta: BlobMeta
+    fetched_at: float  # wall-clock seconds (time.time), so freshness survives a restart
+    data: Path
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStats:
+    items: int
+    bytes: int
+    max_bytes: int
+    evictions: int
+    discarded_at_start: int
+
+
+class DiskCache:
+    """Index and files of the disk tier for one container."""
+
+    def __init__(self, config: DiskConfig, container: str) -> None:
+        self.root = Path(config.path).resolve()
+        self.max_item_bytes = config.max_item_bytes
+        self._container = container
+        self._index: LRU[DiskEntry] = LRU(2**62, config.max_bytes, lambda e: e.meta.size)
+        self._index.on_evict = self._evicted
+        self._tickets = TicketBook()
+        self._deletions: set[asyncio.Task[None]] = set()
+        self.discarded_at_start = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the directory and rebuild the index from what is on disk."""
+        entries = await asyncio.to_thread(self._scan)
+        for entry in sorted(entries, key=lambda e: e[0]):
+            self._index.put(entry[1].path, entry[1])
+
+    async def close(self) -> None:
+        for task in list(self._deletions):
+            with contextlib.suppress(BaseException):
+                await task
+
+    # --- lookups --------------------------------------------------------------------------
+    def get(self, path: str) -> DiskEntry | None:
+        """The entry for `path` (marked most recently used), or None."""
+        return self._index.get(path)
+
+    def fits(self, size: int) -> bool:
+        return size <= self.max_item_bytes and size <= self._index.max_bytes
+
+    def stats(self) -> DiskStats:
+        return DiskStats(
+            len(self._index),
+            self._index.bytes,
+            self._index.max_bytes,
+            self._index.evictions,
+            self.discarded_at_start,
+        )
+
+    async def read(self, entry: DiskEntry) -> bytes:
+        """The whole body of a (small) entry, for promotion to memory."""
+        async with aiofiles.open(entry.data, "rb") as f:
+            body = await f.read()
+        if len(body) != entry.meta.size:
+            await self.remove(entry.path)
+            raise FileNotFoundError(entry.data)
+        return body
+
+    # --- writes ---------------------------------------------------------------------------
+    def begin_fill(self, path: str) -> FillTicket:
+        """A ticket that a purge of `path` voids (take it before the download starts)."""
+        return self._tickets.issue(path)
+
+    def release(self, ticket: FillTicket) -> None:
+        """Return a ticket that will not be used to write."""
+        self._tickets.release(ticket)
+
+    def pending(self, path: str, meta: BlobMeta, ticket: FillTicket) -> PendingFile:
+        """A write of `meta.size` bytes of `path` (call `open` on it before appending)."""
+        return PendingFile(self, path, meta, self._data_path(self._key(path)), ticket)
+
+    async def store(self, path: str, meta: BlobMeta, body: bytes, ticket: FillTicket) -> bool:
+        """Write a whole body (write-through of a small blob)."""
+        pending = self.pending(path, meta, ticket)
+        try:
+            await pending.open()
+            await pending.append(body)
+            return await pending.commit()
+        except BaseException as exc:
+            await pending.fail(exc)
+            raise
+
+    async def touch(self, path: str, fetched_at: float) -> None:
+        """Record that `path` was revalidated unchanged (rewrites its metadata)."""
+        entry = self._index.get(path)
+        if entry is None:
+            return
+        renewed = DiskEntry(entry.path, entry.meta, fetched_at, entry.data)
+        await self._write_meta(renewed)
+        if self._index.get(path) is entry:
+            self._index.put(path, renewed)
+
+    async def remove(self, path: str) -> bool:
+        """Forget `path` and delete its files; void writes of it under way."""
+        self._tickets.void(path)
+        entry = self._index.pop(path)
+        await _delete(self._data_path(self._key(path)))
+        return entry is not None
+
+    async def clear(self) -> int:
+        """Forget everything and delete every entry's files; void every write under way."""
+        self._tickets.void_all()
+        entries = self._index.items()
+        self._index.clear()
+        for _, entry in entries:
+            await _delete(entry.data)
+        return len(entries)
+
+    # --- internals ------------------------------------------------------------------------
+    def _key(self, path: str) -> str:
+        return hashlib.sha256(f"{self._container}\0{path}".encode()).hexdigest()
+
+    def _data_path(self, key: str) -> Path:
+        return self.root / key[:2] / key[2:4] / key
+
+    def _evicted(self, path: str, entry: DiskEntry) -> None:
+        task = asyncio.get_running_loop().create_task(_delete(entry.data))
+        self._deletions.add(task)
+        task.add_done_callback(self._deletions.discard)
+
+    async def _publish(self, pending: PendingFile) -> bool:
+        """Rename a finished temporary into place and index it, unless its ticket was voided."""
+        if not pending.ticket.valid:
+            return False
+        entry = DiskEntry(pending.path, pending.meta, _wall_clock(), pending.data)
+        await aiofiles.os.replace(pending.tmp, pending.data)
+        await self._write_meta(entry)
+        if not self._tickets.release(pending.ticket):
+            await _delete(pending.data)  # purged while we renamed
+            return False
+        return self._index.put(pending.path, entry)
+
+    async def _write_meta(self, entry: DiskEntry) -> None:
+        meta_path = entry.data.with_name(entry.data.name + META_SUFFIX)
+        tmp = meta_path.with_name(f"{meta_path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        text = json.dumps(_meta_json(self._container, entry))
+        async with aiofiles.open(tmp, "w") as f:
+            await f.write(text)
+        await aiofiles.os.replace(tmp, meta_path)
+
+    def _scan(self) -> list[tuple[float, DiskEntry]]:
+        """Read every entry on disk; delete temporaries, orphans and incomplete entries."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        found: list[tuple[float, DiskEntry]] = []
+        metas: set[Path] = set()
+        for file in self.root.glob("*/*/*"):
+            if file.name.endswith(TMP_SUFFIX):
+                file.unlink(missing_ok=True)
+                self.discarded_at_start += 1
+            elif file.name.endswith(META_SUFFIX):
+                metas.add(file)
+        for meta_path in metas:
+            data = meta_path.with_name(meta_path.name[: -len(META_SUFFIX)])
+            try:
+                raw = json.loads(meta_path.read_text())
+                entry = _entry_from_json(raw, data)
+                valid = (
+                    raw.get("container") == self._container
+                    and self._data_path(self._key(entry.path)) == data
+                    and data.stat().st_size == entry.meta.size
+                )
+                used = data.stat().st_atime
+            except (OSError, ValueError, KeyError, TypeError):
+                valid, used = False, 0.0
+            if valid:
+                found.append((used, entry))
+            else:
+                meta_path.unlink(missing_ok=True)
+                data.unlink(missing_ok=True)
+                self.discarded_at_start += 1
+        for file in self.root.glob("*/*/*"):
+            if not file.name.endswith(META_SUFFIX) and file.with_name(file.name + META_SUFFIX) not in metas:
+                file.unlink(missing_ok=True)  # data without metadata: a crash between the renames
+                self.discarded_at_start += 1
+        return found
+
+
+class PendingFile:
+    """A blob being written to disk; readers may tail it while it grows."""
+
+    def __init__(self, disk: DiskCache, path: str, meta: BlobMeta, data: Path, ticket: FillTicket) -> None:
+        self.disk = disk
+        self.path = path
+        self.meta = meta
+        self.data = data
+        self.ticket = ticket
+        self.tmp = data.with_name(f"{data.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        self.written = 0
+        self.failure: BaseException | None = None
+        self.done = False
+        self._file: Any = None
+        self._progress = asyncio.Event()
+
+    async def open(self) -> None:
+        """Create the temporary file; readers waiting in `tail` may then open it."""
+        await aiofiles.os.makedirs(self.data.parent, exist_ok=True)
+        self._file = await aiofiles.open(self.tmp, "wb")
+        self._notify()
+
+    async def append(self, chunk: bytes) -> None:
+        await self._file.write(chunk)
+        await self._file.flush()  # readers tail the file through their own descriptors
+        self.written += len(chunk)
+        self._notify()
+
+    async def commit(self) -> bool:
+        """Finish: check the length, fsync, rename into place. False if voided meanwhile."""
+        if self.written != self.meta.size:
+            raise IncompleteBody(f"{self.path}: wrote {self.written} of {self.meta.size} bytes")
+        await self._file.flush()
+        await asyncio.to_thread(os.fsync, self._file.fileno())
+        await self._file.close()
+        try:
+            published = await self.disk._publish(self)
+        finally:
+            await _unlink(self.tmp)  # still there only if it was not published
+            self.done = True
+            self._notify()
+        return published
+
+    async def fail(self, exc: BaseException) -> None:
+        """Abort: every reader gets `exc`, the temporary file is deleted."""
+        self.failure = exc
+        self._notify()
+        self.disk.release(self.ticket)
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                await self._file.close()
+        await _unlink(self.tmp)
+
+    async def tail(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        """Bytes `start..end` (inclusive) as they arrive; raises the writer's failure if any."""
+        while self._file is None and self.failure is None and not self.done:
+            await self._progress.wait()  # the writer has not created the file yet
+        if self.failure is not None:
+            raise IncompleteBody(f"{self.path}: download failed") from self.failure
+        try:
+            f = await aiofiles.open(self.tmp, "rb")
+        except FileNotFoundError:
+            if not self.done or self.failure is not None:
+                raise IncompleteBody(f"{self.path}: download aborted") from None
+            f = await aiofiles.open(self.data, "rb")
+        try:
+            position = start
+            while position <= end:
+                while self.written <= position and self.failure is None and not self.done:
+                    await self._progress.wait()
+                if self.failure is not None:
+                    raise IncompleteBody(f"{self.path}: download failed") from self.failure
+                available = min(self.written, end + 1) - position
+                await f.seek(position)
+                chunk = await f.read(min(available, READ_BYTES))
+                if not chunk:
+                    raise IncompleteBody(f"{self.path}: file shorter than written")
+                position += len(chunk)
+                yield chunk
+        finally:
+            await f.close()
+
+    def _notify(self) -> None:
+        # Wake every waiting reader; later waiters wait on a fresh event.
+        event, self._progress = self._progress, asyncio.Event()
+        event.set()
+
+
+async def _delete(data: Path) -> None:
+    """Delete an entry's data and metadata files, if present."""
+    for file in (data, data.with_name(data.name + META_SUFFIX)):
+        await _unlink(file)
+
+
+async def _unlink(file: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        await aiofiles.os.unlink(file)
+
+
+def _wall_clock() -> float:
+    return time.time()
+
+
+def _meta_json(container: str, entry: DiskEntry) -> dict[str, Any]:
+    meta = entry.meta
+    return {
+        "container": container,
+        "path": entry.path,
+        "size": meta.size,
+        "etag": meta.etag,
+        "last_modified": meta.last_modified.isoformat(),
+        "content_type": meta.content_type,
+        "content_md5": base64.b64encode(meta.content_md5).decode() if meta.content_md5 else None,
+        "fetched_at": entry.fetched_at,
+    }
+
+
+def _entry_from_json(raw: dict[str, Any], data: Path) -> DiskEntry:
+    md5 = raw.get("content_md5")
+    meta = BlobMeta(
+        size=int(raw["size"]),
+        etag=str(raw["etag"]),
+        last_modified=datetime.fromisoformat(raw["last_modified"]),
+        content_type=str(raw["content_type"]),
+        content_md5=base64.b64decode(md5) if md5 else None,
+    )
+    return DiskEntry(str(raw["path"]), meta, float(raw["fetched_at"]), data)
