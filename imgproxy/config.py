@@ -8,6 +8,7 @@ passed in (not read globally) so tests can build many configurations in one proc
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -156,7 +157,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError(f"unknown section [{sorted(raw)[0]}]")
 
     config = Config(**sections)
-    if not config.origin.connection_string and env.get(CONNECTION_STRING_ENV):
+    origin = config.origin
+    if not origin.connection_string and not origin.account_url and env.get(CONNECTION_STRING_ENV):
         config = dataclasses.replace(
             config,
             origin=dataclasses.replace(config.origin, connection_string=env[CONNECTION_STRING_ENV]),
@@ -212,6 +214,8 @@ def _coerce_env(key: str, text: str, annotation: object) -> object:
 
 
 def _check_minimum(key: str, value: object) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     minimum = _MINIMUM.get(key)
     if minimum is not None and isinstance(value, int | float) and value < minimum:
         raise ConfigError(f"{key}: must be at least {minimum:g}, got {value!r}")
@@ -236,6 +240,6 @@ def _check_consistency(config: Config) -> None:
     if config.disk.enabled and not config.disk.path:
         raise ConfigError("disk.path: must not be empty when disk.enabled is true")
     if config.http.cache_control != config.http.cache_control.strip() or any(
-        ord(ch) < 0x20 for ch in config.http.cache_control
+        ord(ch) < 0x20 or ord(ch) == 0x7F for ch in config.http.cache_control
     ):
         raise ConfigError("http.cache_control: must be a single header value")

@@ -84,9 +84,9 @@ class DiskCache:
             self._index.put(entry[1].path, entry[1])
 
     async def close(self) -> None:
-        for task in list(self._deletions):
-            with contextlib.suppress(BaseException):
-                await task
+        """Wait for evicted files still being deleted."""
+        if self._deletions:
+            await asyncio.wait(list(self._deletions))
 
     # --- lookups --------------------------------------------------------------------------
     def get(self, path: str) -> DiskEntry | None:
@@ -147,6 +147,10 @@ class DiskCache:
         await self._write_meta(renewed)
         if self._index.get(path) is entry:
             self._index.put(path, renewed)
+
+    def forget(self, path: str) -> None:
+        """Drop `path` from the index only (its file vanished under us); writes under way go on."""
+        self._index.pop(path)
 
     async def remove(self, path: str) -> bool:
         """Forget `path` and delete its files; void writes of it under way."""
@@ -295,9 +299,12 @@ class PendingFile:
         try:
             f = await aiofiles.open(self.tmp, "rb")
         except FileNotFoundError:
-            if not self.done or self.failure is not None:
-                raise IncompleteBody(f"{self.path}: download aborted") from None
-            f = await aiofiles.open(self.data, "rb")
+            # Renamed into place (or deleted) since: wait for the outcome, then read the final file.
+            while self.failure is None and not self.done:
+                await self._progress.wait()
+            if self.failure is not None:
+                raise IncompleteBody(f"{self.path}: download failed") from self.failure
+            f = await aiofiles.open(self.data, "rb")  # FileNotFoundError if purged meanwhile
         try:
             position = start
             while position <= end:

@@ -197,9 +197,8 @@ class Fetcher:
         tasks = list(self._background)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _lookup(self, path: str) -> Resolved:
         now = self._clock()
@@ -334,7 +333,7 @@ class Fetcher:
 
     async def _forget_disk(self, path: str) -> None:
         if self._disk is not None:
-            await self._disk.remove(path)
+            self._disk.forget(path)
 
     async def _tail_fill(self, path: str, resolved: Resolved, span: Span) -> Resolved:
         """Stream `span` from the disk file being filled, starting the single fill if needed."""

@@ -11,7 +11,6 @@ old one is still running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -75,9 +74,9 @@ class SingleFlight(Generic[T]):
         tasks = list(self._running)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            # asyncio.wait, not `await task`: a cancellation of close() itself must propagate.
+            await asyncio.wait(tasks)
 
     def _start(self, key: str, work: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Task[T]:
         task = asyncio.create_task(work())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Final
 
 from aiohttp import web
@@ -77,14 +78,17 @@ async def get_image(request: web.Request) -> web.StreamResponse:
         sent = await send_file(request, response, resolved.file, decision.start, decision.length)
         metrics.bytes_served.inc(sent)
         return response
-    await response.prepare(request)
     if resolved.stream is None:  # HEAD, or an empty span: headers only
+        await response.prepare(request)
         await response.write_eof()
         return response
     metrics.active_streams += 1
-    try:
-        sent = await send_stream(request, response, resolved.stream, config.http.stream_chunk_bytes)
-    finally:
-        metrics.active_streams -= 1
+    # aclosing: the stream holds an origin read-ahead or an open file even if prepare() fails.
+    async with aclosing(resolved.stream) as stream:
+        try:
+            await response.prepare(request)
+            sent = await send_stream(request, response, stream, config.http.stream_chunk_bytes)
+        finally:
+            metrics.active_streams -= 1
     metrics.bytes_served.inc(sent)
     return response

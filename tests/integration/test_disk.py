@@ -1,0 +1,311 @@
+"""The disk tier: restart survival, crash safety, eviction, one origin download for many
+clients of a large blob (tailing the growing file), purges and safe file names."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from azure.storage.blob.aio import ContainerClient
+
+from imgproxy.app import create_app
+from imgproxy.keys import FETCHER
+from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
+from tests.origin_proxy import OriginProxy
+
+Client = TestClient[Any, Any]
+MakeClient = Callable[..., Any]
+MIB = 1024 * 1024
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ITEM_LIMIT = 64 * 1024  # memory cache item limit in these tests: larger blobs are "large"
+
+
+@pytest.fixture
+def disk_dir(tmp_path: Path) -> Path:
+    return tmp_path / "disk"
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient, disk_dir: Path
+) -> MakeClient:
+    """Build an app with the disk tier in `disk_dir` (overrides as section__key=value)."""
+
+    async def make(**overrides: Any) -> Client:
+        settings: dict[str, Any] = {
+            "disk__enabled": True,
+            "disk__path": str(disk_dir),
+            "cache__max_item_bytes": ITEM_LIMIT,
+            "origin__download_chunk_bytes": 256 * 1024,
+        }
+        settings.update(overrides)
+        config = make_test_config(origin.endpoint, container.container_name, **settings)
+        client: Client = await aiohttp_client(create_app(config))
+        return client
+
+    return make
+
+
+async def stats(client: Client) -> dict[str, Any]:
+    body: dict[str, Any] = await (await client.get("/admin/cache", headers=AUTH)).json()
+    return body
+
+
+async def settled(client: Client, entries: int) -> None:
+    """Wait until `entries` are on disk and no fill or write is under way."""
+    fetcher = client.app[FETCHER]
+    await wait_until(
+        lambda: fetcher.disk_stats()["disk_size"] == entries and not fetcher.disk_stats()["disk_fills"]
+    )
+
+
+async def get(client: Client, name: str, **headers: str) -> tuple[int, str, bytes]:
+    async with client.get(f"/images/{name}", headers=headers) as response:
+        return response.status, response.headers.get("X-Cache", ""), await response.read()
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+async def test_restart_serves_from_disk_without_origin_requests(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """Small and large blobs cached before a restart are served after it with no origin request."""
+    small, large = payload(10_000, seed=1), payload(3 * MIB, seed=2)
+    await upload(container, "small.png", small)
+    await upload(container, "large.bin", large)
+    first = await make_client()
+    assert (await get(first, "small.png"))[2] == small
+    assert (await get(first, "large.bin"))[2] == large
+    await settled(first, 2)
+    await first.close()
+    asked = len(origin.requests)
+
+    second = await make_client()  # a new app: index rebuilt from the directory
+    for name, data in (("small.png", small), ("large.bin", large)):
+        status, cache, body = await get(second, name)
+        assert (status, cache, sha256(body)) == (200, "HIT", sha256(data))
+    status, _, body = await get(second, "large.bin", Range="bytes=100-199")
+    assert (status, body) == (206, large[100:200])
+    assert len(origin.requests) == asked
+    counters = await stats(second)
+    assert counters["disk_hits"] == 3
+    # The small blob was promoted to memory: its next hit does not touch the disk.
+    await get(second, "small.png")
+    assert (await stats(second))["disk_hits"] == 3
+
+
+async def test_incomplete_entries_are_discarded_at_start(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+) -> None:
+    """A truncated data file, a leftover temporary and an orphan are discarded, never served."""
+    data = payload(200_000, seed=3)
+    await upload(container, "cut.bin", data)
+    first = await make_client()
+    await get(first, "cut.bin")
+    await settled(first, 1)
+    await first.close()
+
+    (data_file,) = [p for p in files_under(disk_dir) if not p.name.endswith(".meta")]
+    with data_file.open("r+b") as f:
+        f.truncate(1000)  # as if the process died mid-write with the metadata already there
+    (data_file.parent / f"{data_file.name}.dead.tmp").write_bytes(b"partial")
+    orphan = data_file.parent / ("0" * 64)
+    orphan.write_bytes(b"no metadata")
+    asked = origin.count("cut.bin")
+
+    second = await make_client()
+    assert files_under(disk_dir) == []
+    status, cache, body = await get(second, "cut.bin")
+    assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
+    assert origin.count("cut.bin") > asked
+
+
+async def test_eviction_keeps_the_directory_under_max_bytes(
+    make_client: MakeClient, container: ContainerClient, disk_dir: Path
+) -> None:
+    """Writing more than disk.max_bytes evicts least-recently-used entries, files included."""
+    client = await make_client(disk__max_bytes=250_000)
+    for i in range(5):
+        await upload(container, f"e{i}.bin", payload(100_000, seed=i))
+        await get(client, f"e{i}.bin")
+        await settled(client, min(i + 1, 2))
+        body = await stats(client)
+        assert body["disk_bytes"] <= 250_000
+    body = await stats(client)
+    assert (body["disk_size"], body["disk_bytes"]) == (2, 200_000)
+    assert body["disk_evictions"] == 3
+    await wait_until(lambda: len(files_under(disk_dir)) == 4)  # 2 entries x (data + meta)
+    assert sum(p.stat().st_size for p in files_under(disk_dir) if not p.name.endswith(".meta")) == 200_000
+
+
+async def test_ten_clients_of_a_large_blob_make_one_origin_download(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """10 concurrent clients of an uncached 100 MiB blob: one download, every client byte-exact."""
+    size = 100 * MIB
+    data = payload(size, seed=100)
+    expected = hashlib.sha256(data).hexdigest()
+    await upload(container, "big.bin", data)
+    del data
+    client = await make_client()
+
+    async def read() -> str:
+        digest = hashlib.sha256()
+        async with client.get("/images/big.bin") as response:
+            assert response.status == 200
+            async for chunk in response.content.iter_chunked(MIB):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    digests = await asyncio.gather(*(read() for _ in range(10)))
+    assert digests == [expected] * 10
+    moved = origin.body_bytes("big.bin")
+    assert size <= moved <= size + ITEM_LIMIT  # the blob once, plus the first (probe) read
+    await settled(client, 1)
+
+
+async def test_slow_client_does_not_slow_the_others_and_late_joiner_starts_at_zero(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """A stalled reader does not hold back fast ones; a client joining late gets every byte."""
+    data = payload(30 * MIB, seed=5)
+    await upload(container, "shared.bin", data)
+    client = await make_client()
+    fetcher = client.app[FETCHER]
+    fast_done = asyncio.Event()
+
+    async def read(stall: bool) -> bytes:
+        async with client.get("/images/shared.bin") as response:
+            head: bytes = await response.content.readexactly(MIB)
+            if stall:
+                await fast_done.wait()
+            rest: bytes = await response.read()
+            return head + rest
+
+    slow = asyncio.create_task(read(stall=True))
+    await wait_until(lambda: fetcher.disk_stats()["disk_fills"] == 1)
+    fast = await asyncio.gather(*(read(stall=False) for _ in range(3)))
+    fast_done.set()
+    late = await read(stall=False)  # the fill may be done by now: then it is a disk hit
+    assert {sha256(b) for b in [*fast, await slow, late]} == {sha256(data)}
+    assert origin.body_bytes("shared.bin") <= len(data) + ITEM_LIMIT
+
+
+async def test_late_joiner_tails_a_fill_in_progress(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """A client arriving mid-download reads the same file from byte 0, with no second download."""
+    data = payload(8 * MIB, seed=6)
+    await upload(container, "tail.bin", data)
+    client = await make_client()
+    held = origin.hold(lambda r: r.headers.get("x-ms-range", "").startswith(f"bytes={4 * MIB}-"))
+    first = asyncio.create_task(get(client, "tail.bin"))
+    await held.arrived.wait()  # the fill is half way
+    second = asyncio.create_task(get(client, "tail.bin"))
+    await wait_until(lambda: client.app[FETCHER].counters()["coalesced"] == 1)
+    held.release.set()
+    for task in (first, second):
+        status, cache, body = await task
+        assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
+    assert origin.body_bytes("tail.bin") <= len(data) + ITEM_LIMIT
+
+
+async def test_failed_fill_aborts_followers_and_leaves_nothing(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+) -> None:
+    """When the download fails mid-way every follower is cut short and no file remains."""
+    data = payload(4 * MIB, seed=7)
+    await upload(container, "fail.bin", data)
+    client = await make_client(origin__retries=0)
+    origin.truncate_after = (lambda r: r.headers.get("x-ms-range", "").startswith(f"bytes={2 * MIB}-"), 10)
+
+    async def read() -> int:
+        async with client.get("/images/fail.bin") as response:
+            assert response.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+            status: int = response.status
+            return status
+
+    await asyncio.gather(*(read() for _ in range(3)))
+    await wait_until(lambda: client.app[FETCHER].disk_stats()["disk_fills"] == 0)
+    assert (await stats(client))["disk_size"] == 0
+    assert files_under(disk_dir) == []
+    origin.heal()
+    status, _, body = await get(client, "fail.bin")
+    assert (status, sha256(body)) == (200, sha256(data))
+
+
+async def test_purge_removes_disk_entries(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+) -> None:
+    """A purge by path, or of everything, deletes the files; the next GET goes to Azure."""
+    for name in ("p1.bin", "p2.bin"):
+        await upload(container, name, payload(300_000, seed=len(name)))
+    client = await make_client()
+    await get(client, "p1.bin")
+    await get(client, "p2.bin")
+    await settled(client, 2)
+    purge = await client.delete("/admin/cache/p1.bin", headers=AUTH)
+    assert (await purge.json())["purged"] is True
+    assert len(files_under(disk_dir)) == 2
+    before = origin.count("p1.bin")
+    assert (await get(client, "p1.bin"))[1] == "MISS"
+    assert origin.count("p1.bin") > before
+    await settled(client, 2)
+    await client.delete("/admin/cache", headers=AUTH)
+    assert files_under(disk_dir) == []
+
+
+async def test_disk_entry_revalidates_and_is_replaced_when_changed(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """An expired disk entry is revalidated: unchanged keeps the file, changed serves new bytes."""
+    old, new = payload(300_000, seed=8), payload(310_000, seed=9)
+    await upload(container, "rv.bin", old)
+    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0)
+    await get(client, "rv.bin")
+    await settled(client, 1)
+    status, cache, body = await get(client, "rv.bin")
+    assert (status, cache, body) == (200, "HIT", old)
+    assert [r.status for r in origin.requests if r.blob == "rv.bin" and r.conditional] == [304]
+    await upload(container, "rv.bin", new)
+    status, _, body = await get(client, "rv.bin")
+    assert (status, sha256(body)) == (200, sha256(new))
+
+
+NAMES = ["....png", "..hidden", "a../b..", "deep/er/path/x.png", "日本/画像.png", "sp ace.png", "%25.png"]
+
+
+async def test_file_names_stay_inside_the_cache_directory(
+    make_client: MakeClient, container: ContainerClient, disk_dir: Path
+) -> None:
+    """Dotted, nested and non-ASCII blob names all land as hashed files inside disk.path."""
+    client = await make_client()
+    from urllib.parse import quote
+
+    for i, name in enumerate(NAMES):
+        data = payload(1000 + i, seed=i)
+        await upload(container, name, data)
+        response = await client.get(f"/images/{quote(name)}")
+        assert response.status == 200, name
+        assert await response.read() == data
+    await settled(client, len(NAMES))
+    root = await asyncio.to_thread(disk_dir.resolve)
+    files = files_under(root)
+    assert len(files) == 2 * len(NAMES)
+    for file in files:
+        assert file.resolve().is_relative_to(root)
+        stem = file.name.removesuffix(".meta")
+        assert len(stem) == 64 and all(c in "0123456789abcdef" for c in stem)
+        assert file.parent.parent.parent == root
+    assert not any(os.sep + ".." in str(f) for f in files)

@@ -1,0 +1,319 @@
+"""Unit tests for `imgproxy.config.load_config`: TOML file, environment overrides, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from imgproxy.config import CONNECTION_STRING_ENV, Config, ConfigError, load_config
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
+CONN = {CONNECTION_STRING_ENV: "x"}
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    """Write `text` to a TOML file under `tmp_path` and return its path."""
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def expect_error(path: Path | None, environ: dict[str, str], *fragments: str) -> str:
+    """Assert that `load_config` raises ConfigError whose message contains every fragment."""
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, environ)
+    message = str(excinfo.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_repository_config_file_equals_dataclass_defaults() -> None:
+    """The shipped config.toml loads and matches the `Config()` defaults (bar the connection string)."""
+    config = load_config(REPO_CONFIG, {CONNECTION_STRING_ENV: "x"})
+    defaults = Config()
+    assert config.origin.connection_string == "x"
+    assert dataclasses.replace(config.origin, connection_string="") == defaults.origin
+    for section in ("server", "cache", "http", "admin"):
+        assert getattr(config, section) == getattr(defaults, section), section
+    assert config == dataclasses.replace(
+        defaults, origin=dataclasses.replace(defaults.origin, connection_string="x")
+    )
+
+
+def test_no_file_gives_defaults() -> None:
+    """`path=None` yields the defaults, with the connection string taken from the environment."""
+    config = load_config(None, {CONNECTION_STRING_ENV: "conn"})
+    defaults = Config()
+    assert config == dataclasses.replace(
+        defaults, origin=dataclasses.replace(defaults.origin, connection_string="conn")
+    )
+
+
+def test_env_override_wins_over_file() -> None:
+    """IMGPROXY_SERVER_PORT overrides the port set in the file."""
+    config = load_config(REPO_CONFIG, {**CONN, "IMGPROXY_SERVER_PORT": "9000"})
+    assert config.server.port == 9000
+    assert isinstance(config.server.port, int)
+
+
+def test_env_override_wins_over_explicit_file_value(tmp_path: Path) -> None:
+    """The environment beats a non-default value written in the file."""
+    path = write_config(tmp_path, "[server]\nport = 7000\n")
+    assert load_config(path, CONN).server.port == 7000
+    assert load_config(path, {**CONN, "IMGPROXY_SERVER_PORT": " 9000 "}).server.port == 9000
+
+
+def test_env_override_of_float_and_str() -> None:
+    """Float and string settings are read from the environment with the right type."""
+    config = load_config(
+        None,
+        {
+            **CONN,
+            "IMGPROXY_CACHE_TTL_S": "12.5",
+            "IMGPROXY_HTTP_CACHE_CONTROL": "no-store",
+            "IMGPROXY_ORIGIN_CONTAINER": "pictures",
+        },
+    )
+    assert config.cache.ttl_s == 12.5
+    assert isinstance(config.cache.ttl_s, float)
+    assert config.http.cache_control == "no-store"
+    assert config.origin.container == "pictures"
+
+
+def test_env_integer_for_float_setting_becomes_float() -> None:
+    """An integer written for a float setting (env or file) is stored as a float."""
+    assert load_config(None, {**CONN, "IMGPROXY_CACHE_TTL_S": "7"}).cache.ttl_s == 7.0
+
+
+def test_file_integer_for_float_setting_becomes_float(tmp_path: Path) -> None:
+    """A TOML integer for a float setting is accepted and converted."""
+    config = load_config(write_config(tmp_path, "[cache]\nttl_s = 7\n"), CONN)
+    assert config.cache.ttl_s == 7.0
+    assert isinstance(config.cache.ttl_s, float)
+
+
+def test_bad_env_value_names_the_key() -> None:
+    """A non-integer IMGPROXY_CACHE_MAX_ITEMS raises ConfigError naming cache.max_items."""
+    expect_error(None, {**CONN, "IMGPROXY_CACHE_MAX_ITEMS": "abc"}, "cache.max_items", "'abc'")
+
+
+def test_bad_env_float_names_the_key() -> None:
+    """A non-numeric float override raises ConfigError naming its key."""
+    expect_error(None, {**CONN, "IMGPROXY_ORIGIN_TIMEOUT_S": "soon"}, "origin.timeout_s")
+
+
+def test_empty_env_value_for_integer_is_refused() -> None:
+    """An empty override for an integer setting is an error, not a silent default."""
+    expect_error(None, {**CONN, "IMGPROXY_SERVER_PORT": ""}, "server.port")
+
+
+def test_bad_toml_type_names_the_key(tmp_path: Path) -> None:
+    """A string where the port integer belongs raises ConfigError naming server.port."""
+    expect_error(write_config(tmp_path, '[server]\nport = "x"\n'), CONN, "server.port")
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        pytest.param("[server]\nport = true\n", "server.port", id="bool-for-int"),
+        pytest.param("[server]\nport = 80.5\n", "server.port", id="float-for-int"),
+        pytest.param("[cache]\nttl_s = true\n", "cache.ttl_s", id="bool-for-float"),
+        pytest.param('[cache]\nttl_s = "5"\n', "cache.ttl_s", id="str-for-float"),
+        pytest.param("[server]\nhost = 1\n", "server.host", id="int-for-str"),
+    ],
+)
+def test_wrong_toml_types_are_refused(tmp_path: Path, toml: str, key: str) -> None:
+    """A TOML value of the wrong type raises ConfigError naming the key."""
+    expect_error(write_config(tmp_path, toml), CONN, key)
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    """A key a section does not define raises ConfigError naming it."""
+    expect_error(write_config(tmp_path, "[server]\nprot = 1\n"), CONN, "server.prot")
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    """A section the configuration does not define raises ConfigError naming it."""
+    expect_error(write_config(tmp_path, "[serverr]\nport = 1\n"), CONN, "serverr")
+
+
+def test_section_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
+    """A top-level key where a section table belongs is refused naming the section."""
+    expect_error(write_config(tmp_path, "server = 1\n"), CONN, "[server]")
+
+
+@pytest.mark.parametrize(
+    ("env_name", "value", "key"),
+    [
+        ("IMGPROXY_CACHE_MAX_ITEMS", "0", "cache.max_items"),
+        ("IMGPROXY_CACHE_MAX_BYTES", "0", "cache.max_bytes"),
+        ("IMGPROXY_CACHE_TTL_S", "-1", "cache.ttl_s"),
+        ("IMGPROXY_ORIGIN_RETRIES", "-1", "origin.retries"),
+        ("IMGPROXY_ORIGIN_TIMEOUT_S", "0", "origin.timeout_s"),
+        ("IMGPROXY_ORIGIN_DOWNLOAD_CHUNK_BYTES", "1023", "origin.download_chunk_bytes"),
+        ("IMGPROXY_HTTP_STREAM_CHUNK_BYTES", "1023", "http.stream_chunk_bytes"),
+        ("IMGPROXY_SERVER_PORT", "-1", "server.port"),
+    ],
+)
+def test_env_values_below_minimum_are_refused(env_name: str, value: str, key: str) -> None:
+    """An override below a key's minimum raises ConfigError naming the key."""
+    expect_error(None, {**CONN, env_name: value}, key, "at least")
+
+
+def test_zero_max_items_in_file_is_refused(tmp_path: Path) -> None:
+    """`cache.max_items = 0` in the file is below the minimum of 1."""
+    expect_error(write_config(tmp_path, "[cache]\nmax_items = 0\n"), CONN, "cache.max_items", "at least 1")
+
+
+def test_values_at_minimum_are_accepted(tmp_path: Path) -> None:
+    """Values equal to their minimum are valid."""
+    path = write_config(
+        tmp_path,
+        "[cache]\nmax_items = 1\nmax_bytes = 1\nmax_item_bytes = 0\nttl_s = 0\n"
+        "[origin]\nretries = 0\ntimeout_s = 0.01\ndownload_chunk_bytes = 1024\n",
+    )
+    config = load_config(path, CONN)
+    assert config.cache.max_items == 1
+    assert config.cache.max_bytes == 1
+    assert config.origin.timeout_s == 0.01
+
+
+@pytest.mark.parametrize(("port", "accepted"), [(0, True), (65535, True), (65536, False), (70000, False)])
+def test_port_range(tmp_path: Path, port: int, accepted: bool) -> None:
+    """Ports 0..65535 are accepted; anything above is refused naming server.port."""
+    path = write_config(tmp_path, f"[server]\nport = {port}\n")
+    if accepted:
+        assert load_config(path, CONN).server.port == port
+    else:
+        expect_error(path, CONN, "server.port", "65535")
+
+
+def test_max_item_bytes_above_max_bytes_is_refused(tmp_path: Path) -> None:
+    """A single item may not be allowed to exceed the whole cache's byte budget."""
+    path = write_config(tmp_path, "[cache]\nmax_bytes = 1000\nmax_item_bytes = 1001\n")
+    expect_error(path, CONN, "cache.max_item_bytes")
+
+
+def test_max_item_bytes_equal_to_max_bytes_is_accepted(tmp_path: Path) -> None:
+    """`max_item_bytes == max_bytes` is the largest consistent value."""
+    path = write_config(tmp_path, "[cache]\nmax_bytes = 1000\nmax_item_bytes = 1000\n")
+    assert load_config(path, CONN).cache.max_item_bytes == 1000
+
+
+def test_neither_connection_string_nor_account_url_is_refused() -> None:
+    """Without a connection string or an account URL the origin is unusable."""
+    expect_error(None, {}, "origin.connection_string", "origin.account_url")
+
+
+def test_empty_connection_string_env_counts_as_unset() -> None:
+    """An empty AZURE_STORAGE_CONNECTION_STRING does not satisfy the origin requirement."""
+    expect_error(None, {CONNECTION_STRING_ENV: ""}, "origin.connection_string")
+
+
+def test_both_connection_string_and_account_url_are_refused(tmp_path: Path) -> None:
+    """Setting both origin credentials is ambiguous and refused."""
+    path = write_config(
+        tmp_path,
+        '[origin]\nconnection_string = "cs"\naccount_url = "https://acct.blob.core.windows.net"\n',
+    )
+    expect_error(path, {}, "origin.connection_string", "origin.account_url")
+
+
+def test_account_url_alone_is_accepted(tmp_path: Path) -> None:
+    """An account URL without a connection string is a valid origin."""
+    path = write_config(tmp_path, '[origin]\naccount_url = "https://acct.blob.core.windows.net"\n')
+    config = load_config(path, {})
+    assert config.origin.account_url == "https://acct.blob.core.windows.net"
+    assert config.origin.connection_string == ""
+
+
+def test_connection_string_env_fills_empty_file_value() -> None:
+    """AZURE_STORAGE_CONNECTION_STRING supplies the connection string the file leaves empty."""
+    config = load_config(REPO_CONFIG, {CONNECTION_STRING_ENV: "UseDevelopmentStorage=true"})
+    assert config.origin.connection_string == "UseDevelopmentStorage=true"
+
+
+def test_connection_string_in_file_beats_azure_env(tmp_path: Path) -> None:
+    """A connection string set in the file is not replaced by AZURE_STORAGE_CONNECTION_STRING."""
+    path = write_config(tmp_path, '[origin]\nconnection_string = "from-file"\n')
+    assert load_config(path, {CONNECTION_STRING_ENV: "from-env"}).origin.connection_string == "from-file"
+
+
+def test_imgproxy_override_beats_azure_env() -> None:
+    """IMGPROXY_ORIGIN_CONNECTION_STRING takes precedence over AZURE_STORAGE_CONNECTION_STRING."""
+    config = load_config(
+        None, {CONNECTION_STRING_ENV: "azure", "IMGPROXY_ORIGIN_CONNECTION_STRING": "imgproxy"}
+    )
+    assert config.origin.connection_string == "imgproxy"
+
+
+def test_empty_container_is_refused() -> None:
+    """An empty container name is refused naming origin.container."""
+    expect_error(None, {**CONN, "IMGPROXY_ORIGIN_CONTAINER": ""}, "origin.container")
+
+
+@pytest.mark.parametrize("value", [" public", "public ", "public,\nmax-age=1", "a\tb"])
+def test_cache_control_must_be_a_single_header_value(value: str) -> None:
+    """A Cache-Control value with surrounding space or control characters is refused."""
+    expect_error(None, {**CONN, "IMGPROXY_HTTP_CACHE_CONTROL": value}, "http.cache_control")
+
+
+def test_missing_config_file_is_refused(tmp_path: Path) -> None:
+    """A path that does not exist raises ConfigError naming the file."""
+    missing = tmp_path / "nope.toml"
+    expect_error(missing, CONN, "not found", str(missing))
+
+
+def test_malformed_toml_is_refused(tmp_path: Path) -> None:
+    """A file that is not valid TOML raises ConfigError naming the file."""
+    path = write_config(tmp_path, "[server\nport = \n")
+    expect_error(path, CONN, "cannot read config file", str(path))
+
+
+def test_unreadable_path_is_refused(tmp_path: Path) -> None:
+    """A directory given as the config path raises ConfigError rather than an OSError."""
+    expect_error(tmp_path, CONN, "cannot read config file")
+
+
+def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
+    """A config file that is not UTF-8 raises ConfigError, not UnicodeDecodeError."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'[admin]\ntoken = "\xff"\n')
+    expect_error(path, CONN, "cannot read config file")
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    """An empty TOML file is valid and leaves every default in place."""
+    config = load_config(write_config(tmp_path, ""), CONN)
+    assert config.server == Config().server
+    assert config.cache == Config().cache
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        pytest.param({"IMGPROXY_ORIGIN_TIMEOUT_S": "nan"}, id="env"),
+        pytest.param({"IMGPROXY_CACHE_TTL_S": "NaN"}, id="env-ttl"),
+    ],
+)
+def test_nan_float_is_refused(environ: dict[str, str]) -> None:
+    """NaN is not a usable timeout or duration and is refused like any out-of-range value."""
+    expect_error(None, {**CONN, **environ})
+
+
+def test_nan_float_in_file_is_refused(tmp_path: Path) -> None:
+    """A TOML `nan` for a timeout is refused naming the key."""
+    expect_error(write_config(tmp_path, "[origin]\ntimeout_s = nan\n"), CONN, "origin.timeout_s")
+
+
+def test_account_url_in_file_wins_over_connection_string_env(tmp_path: Path) -> None:
+    """A managed-identity config is not broken by a stray AZURE_STORAGE_CONNECTION_STRING."""
+    path = write_config(tmp_path, '[origin]\naccount_url = "https://acct.blob.core.windows.net"\n')
+    config = load_config(path, {"AZURE_STORAGE_CONNECTION_STRING": "x"})
+    assert (config.origin.account_url, config.origin.connection_string) == (
+        "https://acct.blob.core.windows.net",
+        "",
+    )
