@@ -46,6 +46,8 @@ def main() -> int:
             "IMGPROXY_ORIGIN_CONNECTION_STRING": azurite.connection_string,
             "IMGPROXY_ORIGIN_CONTAINER": container,
             "IMGPROXY_ADMIN_TOKEN": os.environ.get("IMGPROXY_ADMIN_TOKEN", DEMO_ADMIN_TOKEN),
+            # The disk tier is on for the demo (off by default in config.toml).
+            "IMGPROXY_DISK_ENABLED": os.environ.get("IMGPROXY_DISK_ENABLED", "true"),
         }
         port = os.environ.get("IMGPROXY_SERVER_PORT", "8080")
         print(f"Azurite on {azurite.endpoint}, container '{container}' seeded with:")

@@ -212,3 +212,32 @@ async def test_slow_readers_keep_memory_bounded(
     assert fast == [expected] * 10
     assert slow_digests == [expected] * 10
     assert peak < 300 * MIB
+
+
+@pytest.mark.slow
+async def test_disk_fill_for_ten_clients_keeps_memory_bounded(
+    azurite: AzuriteServer, container: ContainerClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the disk tier, 10 clients of an uncached 100 MiB blob: byte-exact, peak RSS < 300 MiB."""
+    size = 100 * MIB
+    data = payload(size, seed=101)
+    expected = hashlib.sha256(data).hexdigest()
+    await container.upload_blob("filled.bin", io.BytesIO(data), length=size, max_concurrency=4)
+    del data
+    disk = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")}
+
+    async def read(session: aiohttp.ClientSession, base: str) -> str:
+        digest = hashlib.sha256()
+        async with session.get(f"{base}/images/filled.bin") as response:
+            async for chunk in response.content.iter_chunked(MIB):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    with start_server(azurite, container.container_name, IMGPROXY_SERVER_DRAIN_S="0", **disk) as running:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+            digests = await asyncio.gather(*(read(session, running.base) for _ in range(10)))
+        peak = peak_rss_bytes(running.proc.pid)
+    with capsys.disabled():
+        print(f"\n[memory] disk fill, 10 clients of 100 MiB: server peak RSS {peak / MIB:.1f} MiB")
+    assert digests == [expected] * 10
+    assert peak < 300 * MIB
