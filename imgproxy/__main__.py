@@ -3,16 +3,25 @@
 Shutdown: on SIGTERM the server first reports not-ready on `/readyz` for `server.drain_s` (load
 balancers stop sending traffic), then closes its listener and lets in-flight responses finish
 for up to `server.shutdown_timeout_s`, then exits 0. SIGINT (Ctrl-C) skips the drain.
+
+With `server.workers` > 1 this process supervises that many worker processes bound to the same
+port with SO_REUSEPORT (the kernel spreads connections); it forwards SIGTERM/SIGINT to them and
+exits 0 when they all did. Each worker has its own memory cache, coalescing and (in a
+subdirectory, with an equal share of `disk.max_bytes`) disk tier.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
+import subprocess
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -22,13 +31,17 @@ from .config import Config, ConfigError, load_config
 log = logging.getLogger("imgproxy")
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, reuse_port: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     app = create_app(config)
-    runner = web.AppRunner(app, shutdown_timeout=config.server.shutdown_timeout_s)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=config.server.shutdown_timeout_s,
+        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
+    )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
         await site.start()
         log.info("serving on http://%s:%d", config.server.host, config.server.port)
 
@@ -53,10 +66,51 @@ async def serve(config: Config) -> None:
         await runner.cleanup()
 
 
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop when it is installed (it is a dependency on Linux), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - other platforms
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+def worker_config(config: Config, index: int) -> Config:
+    """Worker `index`'s config: its own disk subdirectory and share of the disk budget."""
+    disk = config.disk
+    if not disk.enabled:
+        return config
+    workers = config.server.workers
+    share = dataclasses.replace(
+        disk, path=str(Path(disk.path) / f"worker-{index}"), max_bytes=max(1, disk.max_bytes // workers)
+    )
+    return dataclasses.replace(config, disk=share)
+
+
+def supervise(argv: list[str], workers: int) -> int:
+    """Start `workers` worker processes, forward stop signals, exit 0 if they all did."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "imgproxy", *argv, "--worker", str(index)])
+        for index in range(workers)
+    ]
+
+    def forward(signum: int, frame: object) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [proc.wait() for proc in procs]
+    return 0 if all(code == 0 for code in codes) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, load the configuration and serve until stopped."""
     parser = argparse.ArgumentParser(prog="imgproxy", description="Serve Azure blobs through a cache.")
     parser.add_argument("--config", type=Path, default=None, help="path to config.toml")
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -66,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The SDK logs every request and response at INFO: far too much for a request path.
     logging.getLogger("azure").setLevel(logging.WARNING)
-    asyncio.run(serve(config))
+    workers = config.server.workers
+    if workers > 1 and args.worker is None:
+        forwarded = ["--config", str(args.config)] if args.config is not None else []
+        return supervise(forwarded, workers)
+    if args.worker is not None:
+        config = worker_config(config, args.worker)
+    run(serve(config, reuse_port=workers > 1))
     log.info("stopped")
     return 0
 

@@ -64,15 +64,15 @@ async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Turn project errors into statuses and count every response by status."""
-    requests = request.app[METRICS].requests
+    metrics = request.app[METRICS]
     try:
         response = await handler(request)
     except ImgproxyError as exc:
         response = error_response(exc)
     except web.HTTPException as exc:
-        requests.labels(str(exc.status)).inc()
+        metrics.count_response(exc.status)
         raise
-    requests.labels(str(response.status)).inc()
+    metrics.count_response(response.status)
     return response
 
 

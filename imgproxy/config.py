@@ -32,6 +32,8 @@ class ServerConfig:
     port: int = 8080
     drain_s: float = 2.0
     shutdown_timeout_s: float = 30.0
+    workers: int = 1
+    access_log: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ _MINIMUM: Final[dict[str, float]] = {
     "server.port": 0,
     "server.drain_s": 0,
     "server.shutdown_timeout_s": 0,
+    "server.workers": 1,
     "origin.max_concurrency": 1,
     "origin.max_queue": 0,
     "origin.breaker_failures": 1,

@@ -9,6 +9,7 @@ table. Header parsing that aiohttp already does (ETag lists, HTTP dates) is take
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,16 +136,22 @@ def resolve_range(header: str, size: int) -> Decision | None:
 
 
 def blob_headers(meta: BlobMeta, cache_control: str) -> dict[str, str]:
-    """Headers of every 200/206 answer for this blob version (built once per version)."""
-    return {
-        "Content-Type": meta.content_type,
-        "ETag": meta.etag,
-        "Last-Modified": format_datetime(meta.last_modified, usegmt=True),
-        "Cache-Control": cache_control,
-        "Accept-Ranges": "bytes",
+    """Headers of every 200/206 answer for this blob version (a fresh dict the caller may extend)."""
+    return dict(_blob_headers(meta, cache_control))
+
+
+@functools.lru_cache(maxsize=8192)
+def _blob_headers(meta: BlobMeta, cache_control: str) -> tuple[tuple[str, str], ...]:
+    # Built once per blob version (formatting the date is the costly part), then copied.
+    return (
+        ("Content-Type", meta.content_type),
+        ("ETag", meta.etag),
+        ("Last-Modified", format_datetime(meta.last_modified, usegmt=True)),
+        ("Cache-Control", cache_control),
+        ("Accept-Ranges", "bytes"),
         # The proxy serves whatever was uploaded: browsers must not sniff it into HTML.
-        "X-Content-Type-Options": "nosniff",
-    }
+        ("X-Content-Type-Options", "nosniff"),
+    )
 
 
 NOT_MODIFIED_HEADERS: Final = ("ETag", "Last-Modified", "Cache-Control")  # RFC 9110 section 15.4.5

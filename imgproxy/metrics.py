@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -61,8 +61,18 @@ class _StatsCollector(Collector):
         self._cache_stats = cache_stats
 
     def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        responses = CounterMetricFamily(
+            "imgproxy_http_requests", "HTTP responses by status code.", labels=["status"]
+        )
+        for status, count in sorted(metrics.responses.items()):
+            responses.add_metric([str(status)], count)
+        yield responses
+        yield CounterMetricFamily(
+            "imgproxy_http_sent_bytes", "Body bytes sent to clients.", value=metrics.bytes_served
+        )
         yield GaugeMetricFamily(
-            "imgproxy_http_streams", "Responses being streamed from Azure now.", self._metrics.active_streams
+            "imgproxy_http_streams", "Responses being streamed from Azure now.", metrics.active_streams
         )
         for name, value in self._counters.as_dict().items():
             yield CounterMetricFamily(f"imgproxy_cache_{name}", _COUNTER_HELP[name], value=value)
@@ -121,13 +131,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.counters = FetchCounters()
-        self.requests = Counter(
-            "imgproxy_http_requests", "HTTP responses by status code.", ["status"], registry=self.registry
-        )
-        self.bytes_served = Counter(
-            "imgproxy_http_sent_bytes", "Body bytes sent to clients.", registry=self.registry
-        )
         self.active_streams = 0  # responses being streamed from Azure right now
+        # Plain integers on the hot path; rendered by the collector at scrape time.
+        self.responses: dict[int, int] = {}
+        self.bytes_served = 0
         self.origin_seconds = Histogram(
             "imgproxy_origin_request_seconds",
             "Latency of requests to Azure, by kind (whole, range, revalidate).",
@@ -139,6 +146,9 @@ class Metrics:
     def watch_cache(self, cache_stats: Callable[[], CacheStats]) -> None:
         """Report the counters and the cache's size at every scrape."""
         self.registry.register(_StatsCollector(self, cache_stats))
+
+    def count_response(self, status: int) -> None:
+        self.responses[status] = self.responses.get(status, 0) + 1
 
     def watch_origin(self, origin_stats: Callable[[], OriginStats]) -> None:
         """Report the origin's slots, queue and breaker at every scrape."""

@@ -69,14 +69,14 @@ async def get_image(request: web.Request) -> web.StreamResponse:
         if decision.outcome is Outcome.PARTIAL:
             body = memoryview(body)[decision.start : decision.end + 1]
         if not head:
-            metrics.bytes_served.inc(len(body))
+            metrics.bytes_served += len(body)
         return web.Response(status=status, body=body, headers=headers)
 
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = decision.length
     if resolved.file is not None and not head:
         sent = await send_file(request, response, resolved.file, decision.start, decision.length)
-        metrics.bytes_served.inc(sent)
+        metrics.bytes_served += sent
         return response
     if resolved.stream is None:  # HEAD, or an empty span: headers only
         await response.prepare(request)
@@ -90,5 +90,5 @@ async def get_image(request: web.Request) -> web.StreamResponse:
             sent = await send_stream(request, response, stream, config.http.stream_chunk_bytes)
         finally:
             metrics.active_streams -= 1
-    metrics.bytes_served.inc(sent)
+    metrics.bytes_served += sent
     return response

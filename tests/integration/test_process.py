@@ -20,17 +20,19 @@ import aiohttp
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from devtools.azurite import ROOT, AzuriteServer, free_port
+from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port
 from tests.conftest import payload
+from tests.origin_proxy import OriginProxy
 
 MIB: Final = 1024 * 1024
 CONFIG: Final = ROOT / "config.toml"
 
 
-def _env(azurite: AzuriteServer, container: str, port: int, **extra: str) -> dict[str, str]:
+def _env(azurite: AzuriteServer | str, container: str, port: int, **extra: str) -> dict[str, str]:
+    connection = azurite if isinstance(azurite, str) else azurite.connection_string
     return {
         **os.environ,
-        "IMGPROXY_ORIGIN_CONNECTION_STRING": azurite.connection_string,
+        "IMGPROXY_ORIGIN_CONNECTION_STRING": connection,
         "IMGPROXY_ORIGIN_CONTAINER": container,
         "IMGPROXY_SERVER_PORT": str(port),
         **extra,
@@ -44,7 +46,7 @@ class Server:
 
 
 @contextmanager
-def start_server(azurite: AzuriteServer, container: str, **env: str) -> Iterator[Server]:
+def start_server(azurite: AzuriteServer | str, container: str, **env: str) -> Iterator[Server]:
     """The proxy as a separate process on a free port, started by the CLI."""
     port = free_port()
     proc = subprocess.Popen(
@@ -53,18 +55,20 @@ def start_server(azurite: AzuriteServer, container: str, **env: str) -> Iterator
         stderr=subprocess.PIPE,
         text=True,
     )
-    started = threading.Event()
+    workers = int(env.get("IMGPROXY_SERVER_WORKERS", "1"))
+    serving = threading.Semaphore(0)
 
     def watch() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             if "serving on" in line:
-                started.set()
+                serving.release()
 
     reader = threading.Thread(target=watch, daemon=True)
     reader.start()
     try:
-        assert started.wait(30), "imgproxy did not start"
+        for _ in range(workers):  # every worker says it serves
+            assert serving.acquire(timeout=30), "imgproxy did not start"
         yield Server(f"http://127.0.0.1:{port}", proc)
     finally:
         if proc.poll() is None:
@@ -241,3 +245,30 @@ async def test_disk_fill_for_ten_clients_keeps_memory_bounded(
         print(f"\n[memory] disk fill, 10 clients of 100 MiB: server peak RSS {peak / MIB:.1f} MiB")
     assert digests == [expected] * 10
     assert peak < 300 * MIB
+
+
+async def test_workers_share_the_port_and_each_coalesces(
+    azurite: AzuriteServer, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """With server.workers = 2 both serve one port; a cold burst costs at most one GET per worker."""
+    data = payload(2 * MIB, seed=22)
+    await container.upload_blob("burst.bin", io.BytesIO(data), length=len(data))
+    with start_server(
+        connection_string(origin.endpoint),
+        container.container_name,
+        IMGPROXY_SERVER_WORKERS="2",
+        IMGPROXY_SERVER_DRAIN_S="0",
+    ) as running:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+
+            async def fetch() -> bytes:
+                async with session.get(f"{running.base}/images/burst.bin") as response:
+                    assert response.status == 200
+                    body: bytes = await response.read()
+                    return body
+
+            bodies = await asyncio.gather(*(fetch() for _ in range(40)))
+        running.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0
+    assert {hashlib.sha256(b).hexdigest() for b in bodies} == {hashlib.sha256(data).hexdigest()}
+    assert 1 <= origin.count("burst.bin") <= 2
