@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import aiofiles
 import aiofiles.os
+import aiofiles.threadpool
 
 from .cache import LRU, FillTicket, TicketBook
 from .config import DiskConfig
@@ -107,8 +108,11 @@ class DiskCache:
 
     async def read(self, entry: DiskEntry) -> bytes:
         """The whole body of a (small) entry, for promotion to memory."""
-        async with aiofiles.open(entry.data, "rb") as f:
-            body = await f.read()
+        f = await _open(entry.data, "rb")
+        try:
+            body: bytes = await f.read()
+        finally:
+            await f.close()
         if len(body) != entry.meta.size:
             await self.remove(entry.path)
             raise FileNotFoundError(entry.data)
@@ -194,11 +198,9 @@ class DiskCache:
 
     async def _write_meta(self, entry: DiskEntry) -> None:
         meta_path = entry.data.with_name(entry.data.name + META_SUFFIX)
-        tmp = meta_path.with_name(f"{meta_path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
         text = json.dumps(_meta_json(self._container, entry))
-        async with aiofiles.open(tmp, "w") as f:
-            await f.write(text)
-        await aiofiles.os.replace(tmp, meta_path)
+        # One thread call writes, fsyncs and renames: a cancellation cannot leave a file open.
+        await asyncio.to_thread(_write_atomically, meta_path, text.encode())
 
     def _scan(self) -> list[tuple[float, DiskEntry]]:
         """Read every entry on disk; delete temporaries, orphans and incomplete entries."""
@@ -256,7 +258,7 @@ class PendingFile:
     async def open(self) -> None:
         """Create the temporary file; readers waiting in `tail` may then open it."""
         await aiofiles.os.makedirs(self.data.parent, exist_ok=True)
-        self._file = await aiofiles.open(self.tmp, "wb")
+        self._file = await _open(self.tmp, "wb")
         self._notify()
 
     async def append(self, chunk: bytes) -> None:
@@ -297,14 +299,14 @@ class PendingFile:
         if self.failure is not None:
             raise IncompleteBody(f"{self.path}: download failed") from self.failure
         try:
-            f = await aiofiles.open(self.tmp, "rb")
+            f = await _open(self.tmp, "rb")
         except FileNotFoundError:
             # Renamed into place (or deleted) since: wait for the outcome, then read the final file.
             while self.failure is None and not self.done:
                 await self._progress.wait()
             if self.failure is not None:
                 raise IncompleteBody(f"{self.path}: download failed") from self.failure
-            f = await aiofiles.open(self.data, "rb")  # FileNotFoundError if purged meanwhile
+            f = await _open(self.data, "rb")  # FileNotFoundError if purged meanwhile
         try:
             position = start
             while position <= end:
@@ -326,6 +328,35 @@ class PendingFile:
         # Wake every waiting reader; later waiters wait on a fresh event.
         event, self._progress = self._progress, asyncio.Event()
         event.set()
+
+
+async def _open(file: Path, mode: str) -> Any:
+    """`aiofiles.open` that cannot leak: if we are cancelled while the thread opens the file,
+    the file is closed as soon as the thread hands it over."""
+    opening = asyncio.ensure_future(asyncio.to_thread(open, file, mode))
+    try:
+        raw = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_orphan)
+        raise
+    return aiofiles.threadpool.wrap(raw)
+
+
+def _close_orphan(opening: asyncio.Future[Any]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    tmp = target.with_name(f"{target.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 async def _delete(data: Path) -> None:

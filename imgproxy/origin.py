@@ -290,6 +290,8 @@ def _translate(path: str) -> Iterator[None]:
     except ClientAuthenticationError as exc:
         raise OriginUnavailable(f"authentication failed ({exc.status_code})") from exc
     except HttpResponseError as exc:
+        if exc.status_code is None:  # e.g. a body cut short: no status to report
+            raise OriginUnavailable(f"{type(exc).__name__}: {exc.message}") from exc
         raise OriginUnavailable(f"origin answered {exc.status_code}") from exc
     except AzureError as exc:
         raise OriginUnavailable(type(exc).__name__) from exc
