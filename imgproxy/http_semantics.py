@@ -122,17 +122,26 @@ def resolve_range(header: str, size: int) -> Decision | None:
     if not first and not last:
         return None
     if not first:  # suffix: the last N bytes (section 14.1.2)
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             return Decision(Outcome.RANGE_NOT_SATISFIABLE)
         return Decision(Outcome.PARTIAL, max(size - suffix, 0), size - 1)
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _position(last) < start:
         return None  # invalid range-spec: ignore the header
     if start >= size:
         return Decision(Outcome.RANGE_NOT_SATISFIABLE)
-    end = min(int(last), size - 1) if last else size - 1
+    end = min(_position(last), size - 1) if last else size - 1
     return Decision(Outcome.PARTIAL, start, end)
+
+
+_BEYOND_ANY_BLOB: Final = 2**63  # larger than any blob: positions past it compare the same
+
+
+def _position(digits: str) -> int:
+    # int() refuses more than 4,300 digits (CVE-2020-10735 guard): clamp long numbers first.
+    digits = digits.lstrip("0") or "0"
+    return _BEYOND_ANY_BLOB if len(digits) > 19 else min(int(digits), _BEYOND_ANY_BLOB)
 
 
 def blob_headers(meta: BlobMeta, cache_control: str) -> dict[str, str]:

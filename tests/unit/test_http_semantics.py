@@ -40,6 +40,11 @@ PARTIAL, FULL = Outcome.PARTIAL, Outcome.FULL
         ("bytes = 1-2", 1000, None),
         ("items=1-2", 1000, None),
         ("", 1000, None),
+        ("bytes=000000000000000000000000000001-2", 1000, Decision(PARTIAL, 1, 2)),
+        ("bytes=" + "9" * 5000 + "-", 1000, Decision(Outcome.RANGE_NOT_SATISFIABLE)),
+        ("bytes=-" + "9" * 5000, 1000, Decision(PARTIAL, 0, 999)),
+        ("bytes=0-" + "9" * 5000, 1000, Decision(PARTIAL, 0, 999)),
+        ("bytes=" + "9" * 5000 + "-1", 1000, None),
     ],
 )
 def test_resolve_range_table(header: str, size: int, expected: Decision | None) -> None:
