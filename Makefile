@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install run test test-fast lint constraints clean
+.PHONY: install run test test-fast lint constraints clean bench
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -44,3 +44,9 @@ constraints: $(PY_STAMP)
 
 clean:
 	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache
+
+# imgproxy against nginx, Varnish and a bare aiohttp handler (all over loopback, in front of Azurite).
+# Writes bench/results/<UTC time>.md (printed) and .json. Knobs: BENCH_DURATION, BENCH_CONNECTIONS,
+# BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS, BENCH_MEMORY, IMGPROXY_BENCH_EXTRA_ENV (see bench/run.py).
+bench: install
+	$(BIN)/python -m bench.run

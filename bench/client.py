@@ -1,0 +1,144 @@
+"""The Python side of the load: warm-up requests, the cold burst and the 200 MiB streams."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import aiohttp
+
+T = TypeVar("T")
+MIB: Final = 1024 * 1024
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when importable (less client-side CPU on a small machine), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+@dataclass(slots=True)
+class WarmResult:
+    requests: int = 0
+    bad: list[str] = field(default_factory=list)  # wrong status or length
+    x_cache_after: Counter[str] = field(default_factory=Counter)  # second pass over checked paths
+
+
+async def warm(
+    base: str, sizes: dict[str, int], check: list[str], passes: int = 1, concurrency: int = 16
+) -> WarmResult:
+    """One GET per blob in `sizes` (status and length checked), then one more of each `check` path.
+
+    `passes` > 1 is for servers whose processes each keep their own cache behind one SO_REUSEPORT
+    port: every request then opens a new connection, so the kernel spreads the passes over them.
+    """
+    result = WarmResult()
+    limit = asyncio.Semaphore(concurrency)
+    timeout = aiohttp.ClientTimeout(total=300)
+    connector = aiohttp.TCPConnector(force_close=passes > 1)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def get(name: str) -> str:
+            async with limit, session.get(f"{base}/images/{name}") as response:
+                body = await response.read()
+                result.requests += 1
+                if response.status != 200 or len(body) != sizes[name]:
+                    result.bad.append(f"{name}: {response.status}, {len(body)} bytes")
+                return response.headers.get("X-Cache", "-")
+
+        for _ in range(passes):
+            await asyncio.gather(*(get(name) for name in sizes))
+        for name in check:  # sequential: the state the load will see
+            result.x_cache_after[await get(name)] += 1
+    return result
+
+
+@dataclass(slots=True)
+class BurstResult:
+    clients: int
+    ok: int
+    first_s: float
+    last_s: float
+    median_s: float
+    statuses: Counter[int]
+    x_cache: Counter[str]
+
+
+async def burst(url: str, clients: int, size: int) -> BurstResult:
+    """`clients` concurrent GETs of one uncached blob; times from the start to each full body."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=0)
+    statuses: Counter[int] = Counter()
+    x_cache: Counter[str] = Counter()
+    times: list[float] = []
+    ok = 0
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        start = time.perf_counter()
+
+        async def one() -> None:
+            nonlocal ok
+            async with session.get(url) as response:
+                body = await response.read()
+                times.append(time.perf_counter() - start)
+                statuses[response.status] += 1
+                x_cache[response.headers.get("X-Cache", "-")] += 1
+                if response.status == 200 and len(body) == size:
+                    ok += 1
+
+        outcomes = await asyncio.gather(*(one() for _ in range(clients)), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                statuses[0] += 1  # 0: the request failed (timeout, reset)
+    times.sort()
+    return BurstResult(
+        clients,
+        ok,
+        first_s=times[0] if times else float("nan"),
+        last_s=times[-1] if times else float("nan"),
+        median_s=times[len(times) // 2] if times else float("nan"),
+        statuses=statuses,
+        x_cache=x_cache,
+    )
+
+
+@dataclass(slots=True)
+class StreamsResult:
+    clients: int
+    complete: int
+    seconds: float
+    bytes_read: int
+
+
+async def streams(url: str, clients: int, size: int, timeout_s: float) -> StreamsResult:
+    """`clients` concurrent full reads of one large blob, discarding the bytes as they arrive."""
+    got: list[int] = []
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_s), connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
+
+        async def one() -> None:
+            total = 0
+            async with session.get(url) as response:
+                async for chunk in response.content.iter_chunked(MIB):
+                    total += len(chunk)
+            got.append(total)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(clients)), return_exceptions=True)
+        seconds = time.perf_counter() - start
+    return StreamsResult(clients, sum(1 for n in got if n == size), seconds, sum(got))
+
+
+async def origin_stats(counter_url: str) -> Counter[str]:
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(counter_url) as response:
+        response.raise_for_status()
+        data: dict[str, int] = await response.json()
+        return Counter(data)

@@ -1,0 +1,317 @@
+"""`make bench` / `python -m bench.run`: run every target through every workload and write a report.
+
+Environment: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (64), BENCH_REPEAT (1; the median is
+reported), BENCH_TARGETS (imgproxy,nginx,varnish,bare), BENCH_WORKLOADS (hit-20k,hit-2m,zipf,burst;
+also hit-200k and stream-20m), BENCH_MEMORY (1; 0 skips the 200 MiB figure),
+IMGPROXY_BENCH_EXTRA_ENV ("KEY=VALUE ..." passed to imgproxy, e.g. IMGPROXY_SERVER_WORKERS=2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from devtools.azurite import ACCOUNT, ROOT, AzuriteServer, connection_string, free_port, run_azurite
+
+from . import client
+from .dataset import BIG_BLOB, BIG_SIZE, BURST_SIZE, CONTAINER, OBJECTS, Dataset, burst_name, seed
+from .origin_counter import STATS_PATH
+from .procs import ManagedProcess, descendants, find_tool, peak_rss_bytes
+from .report import BurstRow, LoadRow, MemoryFigure, Report, environment, render
+from .targets import EXTRA_ENV_VAR, Target, new_workdir, run_bare, run_imgproxy, run_nginx, run_varnish
+from .wrk import fixed_script, mix_script, run_wrk, wrk_binary
+
+RESULTS: Final = Path(__file__).resolve().parent / "results"
+ALL_TARGETS: Final = ("imgproxy", "nginx", "varnish", "bare")
+FIXED_WORKLOADS: Final = {
+    "hit-20k": "obj-20k.bin",
+    "hit-200k": "obj-200k.bin",
+    "hit-2m": "obj-2m.bin",
+    "stream-20m": "obj-20m.bin",
+}
+ALL_WORKLOADS: Final = (*FIXED_WORKLOADS, "zipf", "burst")
+BURST_CLIENTS: Final = 100
+MEMORY_CLIENTS: Final = 20
+APT_PACKAGES: Final = {"nginx": "nginx", "varnish": "varnishd", "wrk": "wrk"}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    duration_s: int
+    connections: int
+    repeat: int
+    targets: list[str]
+    workloads: list[str]
+    memory: bool
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        def listing(name: str, default: str, allowed: tuple[str, ...]) -> list[str]:
+            items = [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
+            unknown = [x for x in items if x not in allowed]
+            if unknown:
+                raise SystemExit(f"{name}: unknown {unknown}; choose from {', '.join(allowed)}")
+            return items
+
+        settings = cls(
+            duration_s=int(os.environ.get("BENCH_DURATION", "10")),
+            connections=int(os.environ.get("BENCH_CONNECTIONS", "64")),
+            repeat=int(os.environ.get("BENCH_REPEAT", "1")),
+            targets=listing("BENCH_TARGETS", ",".join(ALL_TARGETS), ALL_TARGETS),
+            workloads=listing("BENCH_WORKLOADS", "hit-20k,hit-2m,zipf,burst", ALL_WORKLOADS),
+            memory=os.environ.get("BENCH_MEMORY", "1") not in ("0", "false", "no"),
+        )
+        if settings.duration_s < 1 or settings.connections < 1 or settings.repeat < 1:
+            raise SystemExit("BENCH_DURATION, BENCH_CONNECTIONS and BENCH_REPEAT must be >= 1")
+        return settings
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "duration": f"{self.duration_s}s",
+            "connections": str(self.connections),
+            "wrk threads": "1",
+            "repeat": str(self.repeat),
+            "targets": ",".join(self.targets),
+            "workloads": ",".join(self.workloads),
+            EXTRA_ENV_VAR: os.environ.get(EXTRA_ENV_VAR, "") or "(none)",
+        }
+
+
+def ensure_tools(notes: list[str]) -> None:
+    """apt-get install whatever of nginx, varnish and wrk is missing; never fatal."""
+    missing = [package for package, binary in APT_PACKAGES.items() if find_tool(binary) is None]
+    if not missing:
+        return
+    apt = find_tool("apt-get")
+    if apt is None or os.geteuid() != 0:
+        notes.append(f"could not install {', '.join(missing)}: needs apt-get as root")
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "--no-install-recommends", *missing]
+    log(f"installing {' '.join(missing)} with apt-get")
+    for attempt in range(2):
+        try:
+            if attempt == 1:
+                subprocess.run([apt, "update"], env=env, timeout=300, check=False, capture_output=True)
+            done = subprocess.run(install, env=env, timeout=600, check=False, capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            continue
+        if done.returncode == 0:
+            return
+    still = [package for package, binary in APT_PACKAGES.items() if find_tool(binary) is None]
+    if still:
+        notes.append(f"apt-get could not install {', '.join(still)}")
+
+
+@contextlib.contextmanager
+def origin_counter(azurite: AzuriteServer, workdir: Path) -> Iterator[tuple[str, int]]:
+    """The counting proxy in front of Azurite, as its own process; yields (host, port)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.origin_counter", "--upstream", azurite.endpoint, "--port", str(port)]
+    with ManagedProcess("origin-counter", argv, workdir / "origin-counter.log", cwd=ROOT) as proc:
+        proc.wait_for_output("origin counter on", timeout=30)
+        yield "127.0.0.1", port
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """A multi-line error (e.g. with a child's output) as one Markdown-safe line."""
+    return " / ".join(line.strip() for line in message.splitlines() if line.strip())[:limit]
+
+
+def warm_passes(caches: int, blobs: int) -> int:
+    """Warm-up passes so that about one (blob, cache) pair stays cold when requests land at random.
+
+    One pass for one cache (the brief's "one warm-up request per object"); for N caches behind a
+    SO_REUSEPORT port each pass misses a given cache with probability 1 - 1/N. At most 30.
+    """
+    if caches <= 1:
+        return 1
+    return min(30, math.ceil(math.log(caches * blobs) / -math.log(1 - 1 / caches)))
+
+
+class Bench:
+    def __init__(self, settings: Settings, report: Report) -> None:
+        self.settings = settings
+        self.report = report
+        self.dataset = Dataset()
+        self.counter_url = ""
+
+    def origin_total(self) -> int:
+        return sum(client.run(client.origin_stats(self.counter_url)).values())
+
+    def start(
+        self, name: str, azurite: AzuriteServer, counter: tuple[str, int], workdir: Path
+    ) -> AbstractContextManager[Target]:
+        host, port = counter
+        if name == "imgproxy":
+            return run_imgproxy(connection_string(f"http://{host}:{port}"), workdir)
+        if name == "nginx":
+            return run_nginx(host, port, workdir)
+        if name == "varnish":
+            return run_varnish(host, port, workdir)
+        names = [n for n in self.dataset.sizes if n != BIG_BLOB]
+        return run_bare(f"{azurite.endpoint}/{ACCOUNT}/{CONTAINER}", names, workdir)
+
+    def run_target(self, target: Target, workdir: Path) -> None:
+        settings = self.settings
+        self.report.target_notes[target.name] = target.notes
+        warm_names = {name: self.dataset.sizes[name] for name in (*OBJECTS, *self.dataset.images)}
+        check = [FIXED_WORKLOADS[w] for w in settings.workloads if w in FIXED_WORKLOADS]
+        if "zipf" in settings.workloads:
+            check += list(dict.fromkeys(self.dataset.zipf_paths))[:20]
+        passes = warm_passes(target.separate_caches, len(warm_names))
+        log(f"{target.name}: warm-up, {len(warm_names)} blobs x {passes} pass(es)")
+        warm = client.run(client.warm(target.base, warm_names, check, passes))
+        mix = ", ".join(f"{k} {v}" for k, v in sorted(warm.x_cache_after.items()))
+        self.report.warm[target.name] = (
+            f"{passes} pass(es), {warm.requests} requests; then X-Cache of {len(check)} load paths: {mix}"
+        )
+        if warm.bad:
+            self.report.notes.append(f"{target.name}: warm-up answers wrong: {'; '.join(warm.bad[:5])}")
+
+        for workload in settings.workloads:
+            if workload == "burst" or wrk_binary() is None:
+                continue
+            try:
+                self.run_load(target, workload, workdir)
+            except Exception as exc:  # one failed workload must not cost the others
+                self.failed(f"{target.name}: {workload} failed", exc)
+        if "burst" in settings.workloads:
+            for repetition in range(settings.repeat):
+                try:
+                    self.run_burst(target, repetition)
+                except Exception as exc:
+                    self.failed(f"{target.name}: burst #{repetition + 1} failed", exc)
+
+    def failed(self, what: str, exc: Exception) -> None:
+        message = f"{what}: {type(exc).__name__}: {exc}"
+        log(message)
+        self.report.notes.append(one_line(message))
+
+    def run_burst(self, target: Target, repetition: int) -> None:
+        blob = burst_name(target.name, repetition)
+        before = client.run(client.origin_stats(self.counter_url))
+        log(f"{target.name}: cold burst of {BURST_CLIENTS} GETs of {blob}")
+        result = client.run(client.burst(f"{target.base}/images/{blob}", BURST_CLIENTS, BURST_SIZE))
+        after = client.run(client.origin_stats(self.counter_url))
+        delta = after - before
+        gets = delta[f"GET {blob}"]
+        other = sum(v for k, v in delta.items() if k.endswith(f" {blob}")) - gets
+        self.report.bursts.setdefault(target.name, []).append(BurstRow(target.name, result, gets, other))
+
+    def run_load(self, target: Target, workload: str, workdir: Path) -> None:
+        settings = self.settings
+        script_dir = workdir / "lua"
+        script_dir.mkdir(exist_ok=True)
+        if workload == "zipf":
+            script = mix_script(script_dir / "zipf.lua", [f"/images/{p}" for p in self.dataset.zipf_paths])
+            url = target.base + "/"
+            mean = self.dataset.mean_size(self.dataset.zipf_paths)
+        else:
+            script = fixed_script(script_dir / "fixed.lua")
+            url = f"{target.base}/images/{FIXED_WORKLOADS[workload]}"
+            mean = float(self.dataset.sizes[FIXED_WORKLOADS[workload]])
+        row = LoadRow(target.name, workload, mean)
+        for repetition in range(settings.repeat):
+            log(f"{target.name}: {workload} run {repetition + 1}/{settings.repeat} ({settings.duration_s} s)")
+            before = self.origin_total()
+            row.runs.append(run_wrk(url, script, settings.duration_s, settings.connections))
+            row.origin_requests.append(self.origin_total() - before)
+        self.report.loads.append(row)
+
+    def memory_figure(self, azurite: AzuriteServer, workdir: Path) -> None:
+        log(f"memory: {MEMORY_CLIENTS} clients streaming {BIG_BLOB} through a fresh imgproxy")
+        with run_imgproxy(azurite.connection_string, workdir, name="imgproxy-mem") as target:
+            pids = [target.process.pid, *descendants(target.process.pid)]
+            idle = {pid: peak_rss_bytes(pid) for pid in pids}
+            streams = client.run(
+                client.streams(f"{target.base}/images/{BIG_BLOB}", MEMORY_CLIENTS, BIG_SIZE, timeout_s=240)
+            )
+            peak = {pid: peak_rss_bytes(pid) for pid in pids}
+        if len(pids) > 1:  # a supervisor plus workers: the supervisor serves nothing, leave it out
+            idle.pop(pids[0])
+            peak.pop(pids[0])
+        self.report.memory = MemoryFigure(idle, peak, streams, BIG_SIZE)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # stop every child on SIGTERM too (finally blocks)
+    settings = Settings.from_env()
+    began = time.monotonic()
+    now = dt.datetime.now(dt.UTC)
+    report = Report(now.strftime("%Y-%m-%d %H:%M:%S UTC"), settings.describe())
+    ensure_tools(report.notes)
+    report.environment = environment()
+    if wrk_binary() is None:
+        report.notes.append(
+            "wrk is not available: no throughput workloads, only the burst and memory figures"
+        )
+    bench = Bench(settings, report)
+    with new_workdir() as tmp, run_azurite() as azurite:
+        workdir = Path(tmp)
+        log(f"Azurite on {azurite.endpoint}; seeding")
+        started = time.monotonic()
+        bench.dataset = client.run(seed(azurite.connection_string, settings.targets, settings.repeat))
+        log(f"seeded {len(bench.dataset.sizes)} blobs in {time.monotonic() - started:.1f} s")
+        with origin_counter(azurite, workdir) as counter:
+            bench.counter_url = f"http://{counter[0]}:{counter[1]}{STATS_PATH}"
+            for name in settings.targets:
+                target_dir = workdir / name
+                target_dir.mkdir()
+                try:
+                    with bench.start(name, azurite, counter, target_dir) as target:
+                        bench.run_target(target, target_dir)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # an anchor that cannot start is skipped, never fatal
+                    bench.failed(f"{name}: skipped or incomplete", exc)
+        if settings.memory:
+            try:
+                memory_dir = workdir / "memory"
+                memory_dir.mkdir()
+                bench.memory_figure(azurite, memory_dir)
+            except Exception as exc:
+                report.memory_note = one_line(f"not measured: {type(exc).__name__}: {exc}")
+                log(report.memory_note)
+        else:
+            report.memory_note = "skipped (BENCH_MEMORY=0)"
+    report.seconds = time.monotonic() - began
+    text = render(report)
+    write_results(now, text, report)
+    print(text)
+    return 0
+
+
+def write_results(now: dt.datetime, text: str, report: Report) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    stem = now.strftime("%Y-%m-%dT%H-%M-%SZ")
+    for suffix, content in ((".md", text + "\n"), (".json", json.dumps(report.as_dict(), indent=1) + "\n")):
+        final = RESULTS / f"{stem}{suffix}"
+        partial = final.with_name(final.name + ".tmp")
+        partial.write_text(content)
+        partial.replace(final)
+    log(f"wrote {RESULTS / stem}.md (and .json)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
