@@ -71,6 +71,7 @@ def run_azurite(host: str = "127.0.0.1", port: int | None = None) -> Iterator[Az
                 "--inMemoryPersistence",
                 "--loose",
                 "--skipApiVersionCheck",
+                "--disableTelemetry",
                 "--silent",
             ],
             stdout=subprocess.PIPE,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import time
@@ -58,6 +59,9 @@ class Entry:
     body: bytes | None
     stored_at: float  # on the fetcher's (monotonic) clock
     file: Path | None = None
+    # A large blob just read: the bytes its first GET moved. Handed to the requests of that
+    # download only (never stored), so their stream or disk fill starts after them.
+    head: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,7 @@ class Resolved:
     body: bytes | None
     stream: AsyncGenerator[bytes, None] | None = None
     file: Path | None = None  # a complete file of the disk tier: send it with sendfile
+    head: bytes = b""  # see Entry.head
 
 
 def _entry_bytes(entry: Entry) -> int:
@@ -118,7 +123,7 @@ class Fetcher:
             try:
                 if resolved.file is not None:
                     answer = await self._from_disk(path, resolved)
-                elif self._disk is not None and self._disk.fits(resolved.meta.size):
+                elif self._fills_disk(path, resolved.meta, span):
                     answer = await self._tail_fill(path, resolved, span)
                 else:
                     answer = await self._open_stream(path, resolved, span)
@@ -136,6 +141,16 @@ class Fetcher:
             self._count(answer.status)
             return answer
         raise AssertionError("unreachable")
+
+    def _fills_disk(self, path: str, meta: BlobMeta, span: Span) -> bool:
+        """Whether this large-blob request is served by (starting or joining) a disk fill.
+
+        A fill reads the whole blob: a range of a blob that is not being filled goes to Azure
+        as that range alone, so 1 KiB of a 1 GiB blob moves about 1 KiB.
+        """
+        if self._disk is None or not self._disk.fits(meta.size):
+            return False
+        return span == (0, meta.size - 1) or path in self._fills
 
     def _count(self, status: CacheStatus) -> None:
         if status is CacheStatus.HIT:
@@ -213,7 +228,7 @@ class Fetcher:
             self._counters.negative_hits += 1
             raise BlobNotFound(path, cached=True)
         entry = await self._flight(path, None)
-        return Resolved(entry.meta, CacheStatus.MISS, entry.body)
+        return Resolved(entry.meta, CacheStatus.MISS, entry.body, head=entry.head)
 
     def _disk_entry(self, path: str, now: float) -> Entry | None:
         found = self._disk.get(path) if self._disk is not None else None
@@ -236,7 +251,7 @@ class Fetcher:
             raise
         unchanged = entry.meta.etag == stale.meta.etag
         status = CacheStatus.HIT if unchanged else CacheStatus.MISS
-        return Resolved(entry.meta, status, entry.body, file=entry.file)
+        return Resolved(entry.meta, status, entry.body, file=entry.file, head=entry.head)
 
     async def _flight(self, path: str, current: Entry | None) -> Entry:
         outcome = await self._flights.do(path, lambda: self._fetch(path, current))
@@ -270,6 +285,8 @@ class Fetcher:
             # failure keep what there was (a stale entry may still serve), unless the blob is gone.
             small = result if result is not None and result.body is not None else None
             large = result if result is not None and result.body is None else None
+            if large is not None and large.head:
+                large = dataclasses.replace(large, head=b"")  # the index keeps metadata only
             settled = gone or result is not None
             await self._cache.finish_fill(tickets[0], small, drop=settled)
             await self._large.finish_fill(tickets[1], large, drop=settled)
@@ -314,7 +331,7 @@ class Fetcher:
         if isinstance(outcome, Blob):
             return Entry(outcome.meta, outcome.body, self._clock())
         assert isinstance(outcome, TooLarge)
-        return Entry(outcome.meta, None, self._clock())
+        return Entry(outcome.meta, None, self._clock(), head=outcome.head)
 
     async def _from_disk(self, path: str, resolved: Resolved) -> Resolved:
         """A disk hit: promoted to memory when it fits there, else sent with sendfile."""
@@ -343,8 +360,10 @@ class Fetcher:
         if pending is None or pending.meta.etag != meta.etag or pending.failure is not None:
             pending = self._disk.pending(path, meta, self._disk.begin_fill(path))
             self._fills[path] = pending
-            self._own(self._run_fill(pending))
-        else:
+            self._own(self._run_fill(pending, self._from_origin(path, meta, 0, meta.size - 1, resolved.head)))
+        elif resolved.status is CacheStatus.HIT:
+            # Joined a fill from the large index. (Requests that shared the download itself were
+            # counted as coalesced by the single-flight already.)
             self._counters.coalesced += 1
         chunks = pending.tail(span[0], span[1])
         try:
@@ -354,15 +373,13 @@ class Fetcher:
             raise
         return Resolved(meta, CacheStatus.MISS, None, _chain(first, chunks))
 
-    async def _run_fill(self, pending: PendingFile) -> None:
+    async def _run_fill(self, pending: PendingFile, source: AsyncGenerator[bytes, None]) -> None:
         """Download a large blob once into the disk tier while its readers tail the file."""
-        path, meta = pending.path, pending.meta
+        path = pending.path
         try:
             await pending.open()
             with self._timed("fill"):
-                async with contextlib.aclosing(
-                    self._origin.iter_range(path, meta, 0, meta.size - 1)
-                ) as chunks:
+                async with contextlib.aclosing(source) as chunks:
                     async for chunk in chunks:
                         await pending.append(chunk)
             await pending.commit()
@@ -384,7 +401,7 @@ class Fetcher:
 
     async def _open_stream(self, path: str, resolved: Resolved, span: Span) -> Resolved:
         """Fetch the first chunk now (errors still become a status), the rest as it is read."""
-        chunks = self._origin.iter_range(path, resolved.meta, span[0], span[1])
+        chunks = self._from_origin(path, resolved.meta, span[0], span[1], resolved.head)
         try:
             with self._timed("range"):
                 first = await anext(chunks)
@@ -392,6 +409,20 @@ class Fetcher:
             await chunks.aclose()
             raise
         return Resolved(resolved.meta, CacheStatus.MISS, None, _chain(first, chunks))
+
+    async def _from_origin(
+        self, path: str, meta: BlobMeta, start: int, end: int, head: bytes
+    ) -> AsyncGenerator[bytes, None]:
+        """Bytes `start..end` of the blob: those already in `head` first, the rest from Azure."""
+        step = self._origin.chunk_bytes
+        for offset in range(start, min(end + 1, len(head)), step):
+            yield head[offset : min(offset + step, end + 1, len(head))]  # a chunk-sized copy at most
+        if end >= len(head):
+            async with contextlib.aclosing(
+                self._origin.iter_range(path, meta, max(start, len(head)), end)
+            ) as rest:
+                async for chunk in rest:
+                    yield chunk
 
     @contextlib.contextmanager
     def _timed(self, kind: str) -> Iterator[None]:

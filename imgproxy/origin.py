@@ -5,7 +5,8 @@ by `origin.timeout_s` (the SDK's retries included) and every Azure or transport 
 translated into a project error by `_translate`, on the first request and on every chunk.
 
 Memory: a whole-blob read (`fetch`) is one GET of at most `cache.max_item_bytes` (the client's
-`max_single_get_size`); a blob larger than that comes back as `TooLarge` with its metadata only.
+`max_single_get_size`); a blob larger than that comes back as `TooLarge` with its metadata and
+the bytes that first GET already moved (`head`), so that a stream or disk fill can start after them.
 Large blobs are read by `iter_range` as a series of ranged GETs of `origin.download_chunk_bytes`,
 each pinned to the ETag the response headers announced, with one chunk fetched ahead.
 """
@@ -81,9 +82,10 @@ NOT_MODIFIED: Final = NotModified()
 
 @dataclass(frozen=True, slots=True)
 class TooLarge:
-    """The blob exceeds the whole-read limit; only its metadata was kept."""
+    """The blob exceeds the whole-read limit: its metadata and the first bytes already read."""
 
     meta: BlobMeta
+    head: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,11 @@ class Origin:
     def container_name(self) -> str:
         return self._config.container
 
+    @property
+    def chunk_bytes(self) -> int:
+        """The size of each ranged GET (`origin.download_chunk_bytes`)."""
+        return self._config.download_chunk_bytes
+
     async def fetch(
         self, path: str, limit: int, if_none_match: str | None = None
     ) -> Blob | TooLarge | NotModified:
@@ -134,7 +141,11 @@ class Origin:
                 return NOT_MODIFIED
             meta = _meta_from(downloader)
             if meta.size > limit:
-                return TooLarge(meta)
+                # The first GET already moved `limit` bytes: keep them rather than read them again.
+                head = await downloader.read(limit)
+                if len(head) != limit:
+                    raise IncompleteBody(f"{path}: first GET gave {len(head)} of {limit} bytes")
+                return TooLarge(meta, head)
             body = await downloader.readall()
         _verify(path, meta, body)
         return Blob(meta, body)

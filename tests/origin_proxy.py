@@ -23,6 +23,24 @@ Hook = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 _SKIP_HEADERS = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
+def range_start(request: web.Request) -> int | None:
+    """Where a ranged read starts (`x-ms-range` or `Range: bytes=N-...`), None if not ranged."""
+    value = request.headers.get("x-ms-range") or request.headers.get("Range") or ""
+    first = value.removeprefix("bytes=").partition("-")[0]
+    return int(first) if value.startswith("bytes=") and first.isdigit() else None
+
+
+def reads_from(offset: int, name: str | None = None) -> Callable[[web.Request], bool]:
+    """Matches ranged reads (of blob `name`, if given) starting at or after byte `offset`."""
+
+    def matches(request: web.Request) -> bool:
+        start = range_start(request)
+        named = name is None or request.path.endswith("/" + name)
+        return named and start is not None and start >= offset
+
+    return matches
+
+
 @dataclass(slots=True)
 class Recorded:
     method: str

@@ -14,18 +14,11 @@ from azure.storage.blob.aio import ContainerClient
 from imgproxy.app import create_app
 from imgproxy.config import Config
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload
-from tests.origin_proxy import OriginProxy
+from tests.origin_proxy import OriginProxy, reads_from
 
 Client = TestClient[Any, Any]
 MIB = 1024 * 1024
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def pinned_read_at(name: str, offset: int) -> Any:
-    """Matches the ranged read of `name` that starts at `offset` (a chunk of a stream)."""
-    return lambda r: (
-        r.path.endswith("/" + name) and r.headers.get("x-ms-range", "").startswith(f"bytes={offset}-")
-    )
 
 
 @pytest.fixture
@@ -84,7 +77,7 @@ async def test_stall_between_chunks_aborts_the_stream(
     """A stream whose next chunk does not come in time is cut short, never completed wrongly."""
     data = payload(config.cache.max_item_bytes + 3 * MIB, seed=3)
     await upload(container, "stall.bin", data)
-    held = origin.hold(pinned_read_at("stall.bin", 2 * MIB))
+    held = origin.hold(reads_from(config.cache.max_item_bytes + MIB, "stall.bin"))  # after the first chunk
     try:
         async with impatient_client.get("/images/stall.bin") as response:
             assert response.status == 200
@@ -101,7 +94,7 @@ async def test_blob_overwritten_mid_stream_aborts_response(
     old = payload(config.cache.max_item_bytes + 3 * MIB, seed=4)
     new = payload(config.cache.max_item_bytes + 2 * MIB, seed=5)
     await upload(container, "moving.bin", old)
-    held = origin.hold(pinned_read_at("moving.bin", 2 * MIB))
+    held = origin.hold(reads_from(config.cache.max_item_bytes + MIB, "moving.bin"))
     async with client.get("/images/moving.bin") as response:
         assert response.status == 200
         reading = asyncio.create_task(response.read())

@@ -220,9 +220,12 @@ async def test_slow_readers_keep_memory_bounded(
 
 @pytest.mark.slow
 async def test_disk_fill_for_ten_clients_keeps_memory_bounded(
-    azurite: AzuriteServer, container: ContainerClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    container: ContainerClient,
+    origin: OriginProxy,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """With the disk tier, 10 clients of an uncached 100 MiB blob: byte-exact, peak RSS < 300 MiB."""
+    """With the disk tier, 10 clients of an uncached 100 MiB blob: one download, byte-exact, RSS bounded."""
     size = 100 * MIB
     data = payload(size, seed=101)
     expected = hashlib.sha256(data).hexdigest()
@@ -237,14 +240,23 @@ async def test_disk_fill_for_ten_clients_keeps_memory_bounded(
                 digest.update(chunk)
         return digest.hexdigest()
 
-    with start_server(azurite, container.container_name, IMGPROXY_SERVER_DRAIN_S="0", **disk) as running:
+    with start_server(
+        connection_string(origin.endpoint), container.container_name, IMGPROXY_SERVER_DRAIN_S="0", **disk
+    ) as running:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
             digests = await asyncio.gather(*(read(session, running.base) for _ in range(10)))
         peak = peak_rss_bytes(running.proc.pid)
+    moved = origin.body_bytes("filled.bin")
     with capsys.disabled():
-        print(f"\n[memory] disk fill, 10 clients of 100 MiB: server peak RSS {peak / MIB:.1f} MiB")
+        print(
+            f"\n[memory] disk fill, 10 clients of 100 MiB: server peak RSS {peak / MIB:.1f} MiB, "
+            f"origin body bytes {moved} ({moved / size:.3f} x the blob), "
+            f"{origin.count('filled.bin')} requests"
+        )
     assert digests == [expected] * 10
     assert peak < 300 * MIB
+    # One download, and the bytes the first GET moved are kept for the fill, not read twice.
+    assert moved == size
 
 
 async def test_workers_share_the_port_and_each_coalesces(
