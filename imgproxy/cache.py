@@ -148,6 +148,19 @@ class MemoryCache(Generic[V]):
         async with self._lock:
             return self._lru.get(key)
 
+    def get_unlocked(self, key: str) -> V | None:
+        """`get` for the hit path, without awaiting: only call it when `busy` is false.
+
+        Every locked section is synchronous, so between them the LRU is consistent; reading it
+        while the lock is free needs no await (and the hot path saves a coroutine per hit).
+        """
+        return self._lru.get(key)
+
+    @property
+    def busy(self) -> bool:
+        """Whether the lock is held (then use `get`, which waits its turn)."""
+        return self._lock.locked()
+
     def begin_fill(self, key: str) -> FillTicket:
         """Take a ticket before downloading `key`. Synchronous: no await between check and use."""
         return self._tickets.issue(key)

@@ -152,6 +152,17 @@ class Fetcher:
             return False
         return span == (0, meta.size - 1) or path in self._fills
 
+    def fresh_hit(self, path: str) -> Resolved | None:
+        """A fresh in-memory body, found without awaiting (the hot path, counted as a hit), or
+        None: then `resolve` does the full lookup."""
+        if self._cache.busy:
+            return None
+        entry = self._cache.get_unlocked(path)
+        if entry is None or self._clock() - entry.stored_at >= self._config.ttl_s:
+            return None
+        self._counters.hits += 1
+        return Resolved(entry.meta, CacheStatus.HIT, entry.body)
+
     def _count(self, status: CacheStatus) -> None:
         if status is CacheStatus.HIT:
             self._counters.hits += 1

@@ -11,9 +11,11 @@ from __future__ import annotations
 import enum
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
+from types import MappingProxyType
 from typing import Final
 
 from aiohttp import web
@@ -65,10 +67,13 @@ class Conditions:
     if_unmodified_since: datetime | None = None
     if_range: str | None = None
     range: str | None = None
+    plain: bool = False  # no conditional or Range header: the full representation, always
 
     @classmethod
     def from_request(cls, request: web.BaseRequest) -> Conditions:
         headers = request.headers
+        if not any(name in headers for name in _CONDITION_HEADERS):
+            return _PLAIN.get(request.method) or cls(method=request.method)  # the common case
         return cls(
             method=request.method,
             if_match=request.if_match,
@@ -78,6 +83,10 @@ class Conditions:
             if_range=headers.get("If-Range"),
             range=headers.get("Range"),
         )
+
+
+_CONDITION_HEADERS: Final = ("Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
+_PLAIN: Final = {method: Conditions(method=method, plain=True) for method in ("GET", "HEAD")}
 
 
 def decide(conditions: Conditions, meta: BlobMeta) -> Decision:
@@ -142,6 +151,12 @@ def _position(digits: str) -> int:
     # int() refuses more than 4,300 digits (CVE-2020-10735 guard): clamp long numbers first.
     digits = digits.lstrip("0") or "0"
     return _BEYOND_ANY_BLOB if len(digits) > 19 else min(int(digits), _BEYOND_ANY_BLOB)
+
+
+@functools.lru_cache(maxsize=8192)
+def hit_headers(meta: BlobMeta, cache_control: str) -> Mapping[str, str]:
+    """The headers of a plain 200 hit, built once per blob version. Read-only: do not modify."""
+    return MappingProxyType({**dict(_blob_headers(meta, cache_control)), X_CACHE: "HIT"})
 
 
 def blob_headers(meta: BlobMeta, cache_control: str) -> dict[str, str]:

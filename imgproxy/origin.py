@@ -63,6 +63,10 @@ class BlobMeta:
     content_type: str
     content_md5: bytes | None = None
 
+    def __hash__(self) -> int:
+        # Hashed on every hit (header memo): the ETag alone is cheap and nearly unique.
+        return hash(self.etag)
+
 
 @dataclass(frozen=True, slots=True)
 class Blob:

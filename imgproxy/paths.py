@@ -8,12 +8,19 @@ they are refused here, before anything reaches the origin.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from .errors import BadPath
 
 MAX_PATH_CHARS: Final = 1024
+_MEMO_RAW_CHARS: Final = 256  # hot paths are short; memoizing only those bounds the memo's memory
+
+
+def parse_blob_path_cached(raw: str) -> str:
+    """`parse_blob_path`, remembered for the last 4,096 short paths that were valid (hits repeat)."""
+    return _parse_short(raw) if len(raw) <= _MEMO_RAW_CHARS else parse_blob_path(raw)
 
 
 def parse_blob_path(raw: str) -> str:
@@ -39,3 +46,6 @@ def parse_blob_path(raw: str) -> str:
         if not segment:
             raise BadPath("empty segment in blob path")
     return path
+
+
+_parse_short: Final = functools.lru_cache(maxsize=4096)(parse_blob_path)  # errors are not cached

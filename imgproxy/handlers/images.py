@@ -17,11 +17,12 @@ from ..http_semantics import (
     blob_headers,
     content_range,
     decide,
+    hit_headers,
     not_modified_headers,
 )
 from ..keys import CONFIG, FETCHER, METRICS
 from ..origin import BlobMeta
-from ..paths import parse_blob_path
+from ..paths import parse_blob_path_cached
 from ..streaming import send_file, send_stream
 
 PREFIX: Final = "/images/"
@@ -32,7 +33,7 @@ def blob_path_after(prefix: str, request: web.Request) -> str:
     raw = request.rel_url.raw_path
     if not raw.startswith(prefix):  # e.g. "/images%2Fx", which the router decodes
         raise BadPath(f"path must start with {prefix}")
-    return parse_blob_path(raw[len(prefix) :])
+    return parse_blob_path_cached(raw[len(prefix) :])
 
 
 async def get_image(request: web.Request) -> web.StreamResponse:
@@ -48,7 +49,18 @@ async def get_image(request: web.Request) -> web.StreamResponse:
         decision = decide(conditions, meta)
         return (decision.start, decision.end) if decision.has_body and not head else None
 
-    resolved = await request.app[FETCHER].resolve(path, choose)
+    fetcher = request.app[FETCHER]
+    hit = fetcher.fresh_hit(path)
+    if hit is not None and conditions.plain and hit.body is not None:
+        # The hot path: a fresh blob in memory, no conditional or Range header.
+        if not head:
+            request.app[METRICS].bytes_served += len(hit.body)
+        return web.Response(body=hit.body, headers=hit_headers(hit.meta, config.http.cache_control))
+    if hit is not None:
+        resolved = hit
+        decision = decide(conditions, hit.meta)
+    else:
+        resolved = await fetcher.resolve(path, choose)
     meta = resolved.meta
     if decision.outcome is Outcome.PRECONDITION_FAILED:
         raise PreconditionFailed(path)

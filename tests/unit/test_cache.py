@@ -408,3 +408,16 @@ async def test_memory_cache_get_marks_most_recently_used() -> None:
     await cache.finish_fill(cache.begin_fill("c"), b"c")
     assert await cache.get("a") == b"a"
     assert await cache.get("b") is None
+
+
+async def test_unlocked_get_is_the_same_lookup_and_busy_reports_the_lock() -> None:
+    """The hit path's `get_unlocked` sees what `get` sees (recency too); `busy` is the lock's state."""
+    cache = make_cache(max_items=2)
+    await cache.finish_fill(cache.begin_fill("a"), b"a")
+    await cache.finish_fill(cache.begin_fill("b"), b"b")
+    assert not cache.busy
+    assert cache.get_unlocked("a") == b"a"  # now most recent: "b" goes next
+    await cache.finish_fill(cache.begin_fill("c"), b"c")
+    assert cache.get_unlocked("b") is None
+    async with cache._lock:
+        assert cache.busy

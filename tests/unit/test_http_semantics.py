@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aiohttp.helpers import ETag
+from aiohttp.test_utils import make_mocked_request
 
 from imgproxy.http_semantics import Conditions, Decision, Outcome, decide, resolve_range
 from imgproxy.origin import BlobMeta
@@ -112,3 +113,25 @@ def test_not_modified_wins_over_range() -> None:
     """A matching If-None-Match answers 304 even with a Range header."""
     conditions = Conditions(range="bytes=0-9", if_none_match=etags("0xABC"))
     assert decide(conditions, META).outcome is Outcome.NOT_MODIFIED
+
+
+@pytest.mark.parametrize(
+    ("headers", "plain"),
+    [
+        ({}, True),
+        ({"User-Agent": "x", "Accept": "*/*"}, True),
+        ({"If-Range": '"0xABC"'}, True),  # If-Range without Range changes nothing
+        ({"Range": "bytes=0-1"}, False),
+        ({"if-none-match": '"0xABC"'}, False),
+        ({"If-Modified-Since": "Fri, 01 May 2026 12:00:00 GMT"}, False),
+        ({"If-Match": "*"}, False),
+        ({"If-Unmodified-Since": "Fri, 01 May 2026 12:00:00 GMT"}, False),
+    ],
+)
+def test_plain_requests_skip_parsing_and_decide_full(headers: dict[str, str], plain: bool) -> None:
+    """Without conditional or Range headers `from_request` gives the shared plain Conditions."""
+    request = make_mocked_request("GET", "/images/x.png", headers=headers)
+    conditions = Conditions.from_request(request)
+    assert conditions.plain is plain
+    if plain:
+        assert decide(conditions, META) == Decision(FULL, 0, 999)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imgproxy.errors import BadPath
-from imgproxy.paths import MAX_PATH_CHARS, parse_blob_path
+from imgproxy.paths import MAX_PATH_CHARS, parse_blob_path, parse_blob_path_cached
 
 
 @pytest.mark.parametrize(
@@ -102,3 +102,13 @@ def test_one_over_max_length_of_multibyte_characters_is_refused() -> None:
     """1025 percent-encoded multi-byte characters exceed the limit after decoding."""
     with pytest.raises(BadPath, match="longer than"):
         parse_blob_path("%C3%A9" * (MAX_PATH_CHARS + 1))
+
+
+def test_cached_parse_gives_the_same_answers_and_never_remembers_a_refusal() -> None:
+    """The memoized parser returns what the parser returns, and bad paths are refused every time."""
+    assert parse_blob_path_cached("a/b%20c.png") == parse_blob_path("a/b%20c.png") == "a/b c.png"
+    for _ in range(2):
+        with pytest.raises(BadPath):
+            parse_blob_path_cached("a/../b.png")
+    long_raw = "a" * 300  # past the memo's length bound: parsed directly
+    assert parse_blob_path_cached(long_raw) == long_raw
