@@ -6,8 +6,10 @@ for up to `server.shutdown_timeout_s`, then exits 0. SIGINT (Ctrl-C) skips the d
 
 With `server.workers` > 1 this process supervises that many worker processes bound to the same
 port with SO_REUSEPORT (the kernel spreads connections); it forwards SIGTERM/SIGINT to them and
-exits 0 when they all did. Each worker has its own memory cache, coalescing and (in a
-subdirectory, with an equal share of `disk.max_bytes`) disk tier.
+exits 0 when they all did. Each worker has its own memory cache and coalescing; with the disk
+tier they share its directory (cleaned once by the supervisor), each evicting within an equal share
+of `disk.max_bytes`, and coalesce through per-entry lock files, so that N workers still make one
+origin download of a blob.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from aiohttp import web
 
 from .app import begin_drain, create_app
 from .config import Config, ConfigError, load_config
+from .disk_cache import clean_disk
 
 log = logging.getLogger("imgproxy")
 
 
-async def serve(config: Config, reuse_port: bool = False) -> None:
+async def serve(config: Config, reuse_port: bool = False, shared_disk: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    app = create_app(config)
+    app = create_app(config, shared_disk=shared_disk)
     runner = web.AppRunner(
         app,
         shutdown_timeout=config.server.shutdown_timeout_s,
@@ -76,15 +79,12 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def worker_config(config: Config, index: int) -> Config:
-    """Worker `index`'s config: its own disk subdirectory and share of the disk budget."""
+def worker_config(config: Config) -> Config:
+    """A worker's config: its share of the disk budget (the directory is shared)."""
     disk = config.disk
     if not disk.enabled:
         return config
-    workers = config.server.workers
-    share = dataclasses.replace(
-        disk, path=str(Path(disk.path) / f"worker-{index}"), max_bytes=max(1, disk.max_bytes // workers)
-    )
+    share = dataclasses.replace(disk, max_bytes=max(1, disk.max_bytes // config.server.workers))
     return dataclasses.replace(config, disk=share)
 
 
@@ -122,11 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)
     workers = config.server.workers
     if workers > 1 and args.worker is None:
+        if config.disk.enabled:
+            discarded = clean_disk(config.disk, config.origin.container)
+            log.info("disk tier at %s: %d incomplete entries discarded", config.disk.path, discarded)
         forwarded = ["--config", str(args.config)] if args.config is not None else []
         return supervise(forwarded, workers)
     if args.worker is not None:
-        config = worker_config(config, args.worker)
-    run(serve(config, reuse_port=workers > 1))
+        config = worker_config(config)
+    run(serve(config, reuse_port=workers > 1, shared_disk=args.worker is not None))
     log.info("stopped")
     return 0
 

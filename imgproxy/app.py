@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -76,11 +77,11 @@ async def error_middleware(
     return response
 
 
-async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[None]:
     config = app[CONFIG]
     disk: DiskCache | None = None
     if config.disk.enabled:
-        disk = DiskCache(config.disk, config.origin.container)
+        disk = DiskCache(config.disk, config.origin.container, shared=shared_disk)
         await disk.open()
         log.info("disk tier at %s: %d entries, %d bytes", disk.root, disk.stats().items, disk.stats().bytes)
     async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
@@ -103,12 +104,15 @@ def begin_drain(app: web.Application) -> None:
     app[READINESS].draining = True
 
 
-def create_app(config: Config) -> web.Application:
-    """The whole service as an aiohttp application (the same factory for tests and production)."""
+def create_app(config: Config, shared_disk: bool = False) -> web.Application:
+    """The whole service as an aiohttp application (the same factory for tests and production).
+
+    `shared_disk`: sibling processes (workers) use the same disk directory at the same time.
+    """
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG] = config
     app[METRICS] = Metrics()
-    app.cleanup_ctx.append(_origin_ctx)
+    app.cleanup_ctx.append(functools.partial(_origin_ctx, shared_disk=shared_disk))
 
     router = app.router
     # [\s\S]: the router matches the decoded path, and a bad path (even one holding a

@@ -70,6 +70,7 @@ class DiskConfig:
     path: str = ".cache/imgproxy"
     max_bytes: int = 10 * 1024 * MIB
     max_item_bytes: int = 1024 * MIB
+    lock_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +120,7 @@ _MINIMUM: Final[dict[str, float]] = {
     "http.stream_chunk_bytes": 1024,
     "disk.max_bytes": 1,
     "disk.max_item_bytes": 0,
+    "disk.lock_timeout_s": 0,
 }
 
 

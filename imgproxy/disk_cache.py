@@ -10,6 +10,14 @@ wrong size are deleted.
 A `PendingFile` is a download being written: readers can `tail` it while it grows, each at its
 own pace, waking on every appended chunk. A failed or voided download leaves nothing behind.
 Purges void writes under way through the same fill tickets as the memory cache.
+
+Shared between processes (`server.workers` > 1): every worker indexes the same directory. The
+supervisor cleans it once before the workers start (a worker's own scan deletes nothing, since a
+sibling may be mid-write). A download takes `<k>.lock` with `flock`, so a sibling that wants the
+same entry waits for it and then `discover`s the published entry instead of asking Azure again.
+Each worker evicts within its share of `disk.max_bytes`; every file is in its writer's index until
+deleted, so the directory stays under the whole bound. A file a sibling evicted is noticed when
+opening it fails, and looked up again.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -24,6 +33,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +52,9 @@ log = logging.getLogger(__name__)
 
 META_SUFFIX: Final = ".meta"
 TMP_SUFFIX: Final = ".tmp"
+LOCK_SUFFIX: Final = ".lock"
 READ_BYTES: Final = 256 * 1024  # one read of a tailing reader (its memory bound)
+LOCK_WAITERS: Final = 8  # threads that may block in flock at once; more waits queue for them
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +79,12 @@ class DiskStats:
 class DiskCache:
     """Index and files of the disk tier for one container."""
 
-    def __init__(self, config: DiskConfig, container: str) -> None:
+    def __init__(self, config: DiskConfig, container: str, shared: bool = False) -> None:
         self.root = Path(config.path).resolve()
         self.max_item_bytes = config.max_item_bytes
+        self.shared = shared  # sibling processes use the same directory
+        self._lock_timeout_s = config.lock_timeout_s
+        self._lock_waiters: ThreadPoolExecutor | None = None
         self._container = container
         self._index: LRU[DiskEntry] = LRU(2**62, config.max_bytes, lambda e: e.meta.size)
         self._index.on_evict = self._evicted
@@ -80,7 +95,7 @@ class DiskCache:
     # --- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
         """Create the directory and rebuild the index from what is on disk."""
-        entries = await asyncio.to_thread(self._scan)
+        entries = await asyncio.to_thread(self._scan, not self.shared)
         for entry in sorted(entries, key=lambda e: e[0]):
             self._index.put(entry[1].path, entry[1])
 
@@ -88,6 +103,8 @@ class DiskCache:
         """Wait for evicted files still being deleted."""
         if self._deletions:
             await asyncio.wait(list(self._deletions))
+        if self._lock_waiters is not None:
+            self._lock_waiters.shutdown(wait=False, cancel_futures=True)
 
     # --- lookups --------------------------------------------------------------------------
     def get(self, path: str) -> DiskEntry | None:
@@ -105,6 +122,48 @@ class DiskCache:
             self._index.evictions,
             self.discarded_at_start,
         )
+
+    async def discover(self, path: str) -> DiskEntry | None:
+        """An entry of `path` a sibling process published since our index was built (indexed now)."""
+        data = self._data_path(self._key(path))
+        entry = await asyncio.to_thread(self._load, data.with_name(data.name + META_SUFFIX), data)
+        if entry is None or entry.path != path:
+            return None
+        self._index.put(path, entry)
+        return entry
+
+    async def lock(self, path: str) -> EntryLock:
+        """Take `path`'s lock file, waiting up to `disk.lock_timeout_s` for a sibling holding it.
+
+        After the timeout the caller goes on without the lock (at worst a second download).
+        """
+        data = self._data_path(self._key(path))
+        await aiofiles.os.makedirs(data.parent, exist_ok=True)
+        fd = await asyncio.to_thread(os.open, data.with_name(data.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # uncontended: no thread needed
+            return EntryLock(fd, waited=False)
+        except BlockingIOError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._lock_waiters is None:
+            self._lock_waiters = ThreadPoolExecutor(LOCK_WAITERS, thread_name_prefix="disk-lock")
+        loop = asyncio.get_running_loop()
+        waiting = loop.run_in_executor(self._lock_waiters, fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), self._lock_timeout_s)
+        except BaseException as exc:
+            # The thread may still get the lock later: close the file then, which releases it.
+            waiting.add_done_callback(lambda _: os.close(fd))
+            if isinstance(exc, TimeoutError):
+                log.warning(
+                    "disk lock of %s not free after %.1f s: going on without it", path, self._lock_timeout_s
+                )
+                return EntryLock(None, waited=True)
+            raise
+        return EntryLock(fd, waited=True)
 
     async def read(self, entry: DiskEntry) -> bytes:
         """The whole body of a (small) entry, for promotion to memory."""
@@ -202,41 +261,71 @@ class DiskCache:
         # One thread call writes, fsyncs and renames: a cancellation cannot leave a file open.
         await asyncio.to_thread(_write_atomically, meta_path, text.encode())
 
-    def _scan(self) -> list[tuple[float, DiskEntry]]:
-        """Read every entry on disk; delete temporaries, orphans and incomplete entries."""
+    def _scan(self, clean: bool = True) -> list[tuple[float, DiskEntry]]:
+        """Read every entry on disk; unless told not to `clean` (a sibling may be writing),
+        delete temporaries, orphans and incomplete entries."""
         self.root.mkdir(parents=True, exist_ok=True)
         found: list[tuple[float, DiskEntry]] = []
         metas: set[Path] = set()
         for file in self.root.glob("*/*/*"):
-            if file.name.endswith(TMP_SUFFIX):
+            if file.name.endswith(TMP_SUFFIX) and clean:
                 file.unlink(missing_ok=True)
                 self.discarded_at_start += 1
             elif file.name.endswith(META_SUFFIX):
                 metas.add(file)
         for meta_path in metas:
             data = meta_path.with_name(meta_path.name[: -len(META_SUFFIX)])
-            try:
-                raw = json.loads(meta_path.read_text())
-                entry = _entry_from_json(raw, data)
-                valid = (
-                    raw.get("container") == self._container
-                    and self._data_path(self._key(entry.path)) == data
-                    and data.stat().st_size == entry.meta.size
-                )
-                used = data.stat().st_atime
-            except (OSError, ValueError, KeyError, TypeError):
-                valid, used = False, 0.0
-            if valid:
-                found.append((used, entry))
-            else:
+            entry = self._load(meta_path, data)
+            if entry is not None:
+                with contextlib.suppress(OSError):
+                    found.append((data.stat().st_atime, entry))
+            elif clean:
                 meta_path.unlink(missing_ok=True)
                 data.unlink(missing_ok=True)
                 self.discarded_at_start += 1
+        if not clean:
+            return found
         for file in self.root.glob("*/*/*"):
-            if not file.name.endswith(META_SUFFIX) and file.with_name(file.name + META_SUFFIX) not in metas:
+            if file.name.endswith((META_SUFFIX, LOCK_SUFFIX)):
+                continue
+            if file.with_name(file.name + META_SUFFIX) not in metas:
                 file.unlink(missing_ok=True)  # data without metadata: a crash between the renames
                 self.discarded_at_start += 1
         return found
+
+    def _load(self, meta_path: Path, data: Path) -> DiskEntry | None:
+        """The complete entry described by `meta_path`, or None if missing, foreign or incomplete."""
+        try:
+            raw = json.loads(meta_path.read_text())
+            entry = _entry_from_json(raw, data)
+            valid = (
+                raw.get("container") == self._container
+                and self._data_path(self._key(entry.path)) == data
+                and data.stat().st_size == entry.meta.size
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return entry if valid else None
+
+
+def clean_disk(config: DiskConfig, container: str) -> int:
+    """Delete temporaries, orphans and incomplete entries before workers share the directory."""
+    disk = DiskCache(config, container)
+    disk._scan(clean=True)
+    return disk.discarded_at_start
+
+
+class EntryLock:
+    """An entry's lock file, held (`fd`) or not got in time (None). `release` is idempotent."""
+
+    def __init__(self, fd: int | None, waited: bool) -> None:
+        self._fd = fd
+        self.waited = waited  # a sibling held it: look for its entry before downloading
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
 
 
 class PendingFile:
@@ -281,6 +370,13 @@ class PendingFile:
             self.done = True
             self._notify()
         return published
+
+    def adopt(self, entry: DiskEntry) -> None:
+        """A sibling process published this entry: readers read its file instead of ours."""
+        self.disk.release(self.ticket)
+        self.written = entry.meta.size
+        self.done = True
+        self._notify()
 
     async def fail(self, exc: BaseException) -> None:
         """Abort: every reader gets `exc`, the temporary file is deleted."""

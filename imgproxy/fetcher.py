@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from .cache import CacheStats, FillTicket, MemoryCache
 from .config import CacheConfig
-from .disk_cache import DiskCache, PendingFile
+from .disk_cache import DiskCache, EntryLock, PendingFile
 from .errors import BlobChanged, BlobNotFound, ImgproxyError, OriginError
 from .metrics import Metrics
 from .origin import Blob, BlobMeta, NotModified, Origin, TooLarge
@@ -239,7 +239,7 @@ class Fetcher:
             self._counters.negative_hits += 1
             raise BlobNotFound(path, cached=True)
         entry = await self._flight(path, None)
-        return Resolved(entry.meta, CacheStatus.MISS, entry.body, head=entry.head)
+        return Resolved(entry.meta, CacheStatus.MISS, entry.body, file=entry.file, head=entry.head)
 
     def _disk_entry(self, path: str, now: float) -> Entry | None:
         found = self._disk.get(path) if self._disk is not None else None
@@ -285,7 +285,14 @@ class Fetcher:
         disk_ticket = self._disk.begin_fill(path) if self._disk is not None else None
         result: Entry | None = None
         gone = False
+        lock: EntryLock | None = None
         try:
+            if current is None and self._disk is not None and self._disk.shared:
+                # Sibling processes share the disk: one of us downloads, the others wait and adopt.
+                lock = await self._disk.lock(path)
+                result = await self._adopt(path)
+                if result is not None:
+                    return result
             result = await self._read(path, current)
             return result
         except BlobNotFound:
@@ -303,24 +310,72 @@ class Fetcher:
             await self._large.finish_fill(tickets[1], large, drop=settled)
             await self._missing.finish_fill(missing_ticket, self._clock() if gone else None, drop=settled)
             if disk_ticket is not None:
-                await self._settle_disk(path, current, result, gone, disk_ticket)
+                await self._settle_disk(path, current, result, gone, disk_ticket, lock)
 
     async def _settle_disk(
-        self, path: str, current: Entry | None, result: Entry | None, gone: bool, ticket: FillTicket
+        self,
+        path: str,
+        current: Entry | None,
+        result: Entry | None,
+        gone: bool,
+        ticket: FillTicket,
+        lock: EntryLock | None,
     ) -> None:
-        """Bring the disk tier in line with a download or revalidation that just ended."""
+        """Bring the disk tier in line with a download or revalidation that just ended.
+
+        The entry's lock (shared disk only) is released once the entry is published, so a sibling
+        waiting for it finds the entry; at once when nothing will be written.
+        """
         disk = self._disk
         assert disk is not None
         unchanged = result is not None and current is not None and result.meta.etag == current.meta.etag
+        fresh_body = result is not None and result.body is not None and result.file is None
         if unchanged and current is not None and current.file is not None:
+            _release(lock)
             disk.release(ticket)
             await disk.touch(path, time.time())
-        elif result is not None and result.body is not None and not unchanged and disk.fits(result.meta.size):
-            self._own(disk.store(path, result.meta, result.body, ticket))  # write-through, off the path
+        elif (
+            fresh_body
+            and result is not None
+            and result.body is not None
+            and not unchanged
+            and disk.fits(result.meta.size)
+        ):
+            self._own(
+                self._store(path, result.meta, result.body, ticket, lock)
+            )  # write-through, off the path
         else:
+            _release(lock)
             disk.release(ticket)
             if gone or (result is not None and current is not None and current.file is not None):
                 await disk.remove(path)  # deleted, or changed: the file on disk is stale
+
+    async def _store(
+        self, path: str, meta: BlobMeta, body: bytes, ticket: FillTicket, lock: EntryLock | None
+    ) -> None:
+        assert self._disk is not None
+        try:
+            await self._disk.store(path, meta, body, ticket)
+        finally:
+            _release(lock)
+
+    async def _adopt(self, path: str) -> Entry | None:
+        """A fresh entry a sibling process published on the shared disk, if there is one."""
+        assert self._disk is not None
+        found = await self._disk.discover(path)
+        if found is None:
+            return None
+        age = max(0.0, time.time() - found.fetched_at)
+        if age >= self._config.ttl_s:
+            return None  # expired: download it again rather than serve it unchecked
+        stored_at = self._clock() - age
+        if found.meta.size > self._config.max_item_bytes:
+            return Entry(found.meta, None, stored_at, found.data)
+        try:
+            body = await self._disk.read(found)
+        except FileNotFoundError:
+            return None  # evicted by a sibling meanwhile
+        return Entry(found.meta, body, stored_at, found.data)
 
     async def _read(self, path: str, current: Entry | None) -> Entry:
         limit = self._config.max_item_bytes
@@ -387,7 +442,17 @@ class Fetcher:
     async def _run_fill(self, pending: PendingFile, source: AsyncGenerator[bytes, None]) -> None:
         """Download a large blob once into the disk tier while its readers tail the file."""
         path = pending.path
+        assert self._disk is not None
+        lock: EntryLock | None = None
         try:
+            if self._disk.shared:
+                # A sibling process may be filling (or have filled) the same entry: wait, adopt.
+                lock = await self._disk.lock(path)
+                found = await self._disk.discover(path)
+                if found is not None and found.meta.etag == pending.meta.etag:
+                    await source.aclose()
+                    pending.adopt(found)
+                    return
             await pending.open()
             with self._timed("fill"):
                 async with contextlib.aclosing(source) as chunks:
@@ -402,6 +467,7 @@ class Fetcher:
                 raise
             log.warning("disk fill of %s failed: %s", path, exc)
         finally:
+            _release(lock)
             if self._fills.get(path) is pending:
                 del self._fills[path]
 
@@ -448,6 +514,11 @@ class Fetcher:
             raise
         finally:
             self._metrics.origin_seconds.labels(kind).observe(time.perf_counter() - started)
+
+
+def _release(lock: EntryLock | None) -> None:
+    if lock is not None:
+        lock.release()
 
 
 def _settled(owner: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:

@@ -38,7 +38,7 @@ def make_client(
 ) -> MakeClient:
     """Build an app with the disk tier in `disk_dir` (overrides as section__key=value)."""
 
-    async def make(**overrides: Any) -> Client:
+    async def make(shared_disk: bool = False, **overrides: Any) -> Client:
         settings: dict[str, Any] = {
             "disk__enabled": True,
             "disk__path": str(disk_dir),
@@ -47,7 +47,7 @@ def make_client(
         }
         settings.update(overrides)
         config = make_test_config(origin.endpoint, container.container_name, **settings)
-        client: Client = await aiohttp_client(create_app(config))
+        client: Client = await aiohttp_client(create_app(config, shared_disk=shared_disk))
         return client
 
     return make
@@ -325,3 +325,54 @@ async def test_file_names_stay_inside_the_cache_directory(
         assert len(stem) == 64 and all(c in "0123456789abcdef" for c in stem)
         assert file.parent.parent.parent == root
     assert not any(os.sep + ".." in str(f) for f in files)
+
+
+async def test_processes_sharing_the_disk_make_one_download_of_a_small_blob(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """Two workers on one directory, a cold burst on both: one origin GET; the other adopts the entry."""
+    data = payload(ITEM_LIMIT // 2, seed=31)
+    await upload(container, "both.png", data)
+    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    held = origin.hold(lambda r: r.path.endswith("/both.png"))  # keep the download in flight
+    burst = [asyncio.create_task(get(c, "both.png")) for c in (first, second) for _ in range(10)]
+    await held.arrived.wait()
+    # Every request waits: in one worker on its download, in the other on the lock file.
+    await wait_until(lambda: all(c.app[FETCHER].waiting("both.png") == 10 for c in (first, second)))
+    held.release.set()
+    answers = await asyncio.gather(*burst)
+    assert {(status, sha256(body)) for status, _, body in answers} == {(200, sha256(data))}
+    assert origin.count("both.png") == 1
+    # Each worker now serves it from its own memory, without the origin.
+    for client in (first, second):
+        assert (await get(client, "both.png"))[1] == "HIT"
+    assert origin.count("both.png") == 1
+
+
+async def test_processes_sharing_the_disk_download_a_large_blob_once(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """A large blob asked of two workers at once is filled once; the other worker reads that file."""
+    data = payload(3 * MIB, seed=32)
+    await upload(container, "wide.bin", data)
+    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    answers = await asyncio.gather(*(get(c, "wide.bin") for c in (first, second) for _ in range(3)))
+    assert {(status, sha256(body)) for status, _, body in answers} == {(200, sha256(data))}
+    # The blob's bytes once, plus at most the other worker's first GET (it learns the size).
+    assert len(data) <= origin.body_bytes("wide.bin") <= len(data) + ITEM_LIMIT
+    fills = [(await stats(c))["origin_fetches"] for c in (first, second)]
+    assert sum(fills) <= 3  # two first GETs and one fill
+
+
+async def test_a_worker_adopts_an_entry_a_sibling_wrote_after_it_started(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """An entry published by one worker is found by the other on its next miss: no origin request."""
+    data = payload(ITEM_LIMIT * 2, seed=33)
+    await upload(container, "later.bin", data)
+    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    assert (await get(first, "later.bin"))[0] == 200
+    await settled(first, 1)
+    status, _, body = await get(second, "later.bin")
+    assert (status, sha256(body)) == (200, sha256(data))
+    assert origin.body_bytes("later.bin") == len(data)
