@@ -10,31 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import sys
 from collections import Counter
 from typing import Final
-from urllib.parse import unquote
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
-from yarl import URL
 
-from devtools.azurite import ACCOUNT
+from devtools.forwarding import send_upstream, split_blob_path, start_reply
 
 STATS_PATH: Final = "/__bench/stats"
-# Hop-by-hop and framing headers belong to each connection, never forwarded.
-_SKIP: Final = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length"})
 _COUNTS: Final = web.AppKey[Counter[str]]("counts")
 _SESSION: Final = web.AppKey("session", ClientSession)
 _UPSTREAM: Final = web.AppKey("upstream", str)
-
-
-def blob_of(raw_path: str) -> str:
-    """'/devstoreaccount1/container/a/b.png' -> 'a/b.png'."""
-    parts = unquote(raw_path).lstrip("/").split("/", 2)
-    if parts and parts[0] == ACCOUNT:
-        parts = parts[1:]
-    return parts[1] if len(parts) > 1 else ""
 
 
 async def _stats(request: web.Request) -> web.Response:
@@ -43,24 +30,10 @@ async def _stats(request: web.Request) -> web.Response:
 
 
 async def _forward(request: web.Request) -> web.StreamResponse:
-    request.app[_COUNTS][f"{request.method} {blob_of(request.rel_url.raw_path)}"] += 1
-    body = await request.read()
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP}
-    url = URL(request.app[_UPSTREAM] + request.rel_url.raw_path_qs, encoded=True)
-    async with request.app[_SESSION].request(
-        request.method,
-        url,
-        headers=headers,
-        data=io.BytesIO(body) if body else None,
-        allow_redirects=False,
-    ) as upstream:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in upstream.headers.items():
-            if name.lower() not in _SKIP:
-                response.headers.add(name, value)
-        if upstream.content_length is not None:
-            response.content_length = upstream.content_length
-        await response.prepare(request)
+    _, blob = split_blob_path(request.rel_url.raw_path)
+    request.app[_COUNTS][f"{request.method} {blob}"] += 1
+    async with send_upstream(request.app[_SESSION], request.app[_UPSTREAM], request) as upstream:
+        response = await start_reply(request, upstream)
         async for chunk in upstream.content.iter_chunked(256 * 1024):
             await response.write(chunk)
         await response.write_eof()

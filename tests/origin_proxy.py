@@ -9,18 +9,14 @@ the blob it named, its Range header and how many body bytes went back. A test ca
 from __future__ import annotations
 
 import asyncio
-import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from devtools.azurite import ACCOUNT
+from devtools.forwarding import send_upstream, split_blob_path, start_reply
 
 Hook = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
-# Hop-by-hop and framing headers are the proxy's own business, never forwarded.
-_SKIP_HEADERS = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
 def range_start(request: web.Request) -> int | None:
@@ -148,7 +144,7 @@ class OriginProxy:
 
     # --- forwarding ----------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        container, blob = _split(request.rel_url.raw_path)
+        container, blob = split_blob_path(request.rel_url.raw_path)
         # The SDK sends ranges as x-ms-range; other clients use Range.
         byte_range = request.headers.get("x-ms-range") or request.headers.get("Range")
         record = Recorded(
@@ -166,23 +162,9 @@ class OriginProxy:
                 record.status = injected.status
                 return injected
         assert self._session is not None
-        body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _SKIP_HEADERS}
-        async with self._session.request(
-            request.method,
-            self.upstream + request.rel_url.raw_path_qs,
-            headers=headers,
-            data=io.BytesIO(body) if body else None,
-            allow_redirects=False,
-        ) as upstream:
+        async with send_upstream(self._session, self.upstream, request) as upstream:
             record.status = upstream.status
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in upstream.headers.items():
-                if name.lower() not in _SKIP_HEADERS:
-                    response.headers.add(name, value)
-            if upstream.content_length is not None:
-                response.content_length = upstream.content_length
-            await response.prepare(request)
+            response = await start_reply(request, upstream)
             limit = None
             if self.truncate_after is not None and self.truncate_after[0](request):
                 limit = self.truncate_after[1]
@@ -201,13 +183,3 @@ class OriginProxy:
                 record.body_bytes += len(chunk)
             await response.write_eof()
             return response
-
-
-def _split(raw_path: str) -> tuple[str, str]:
-    """'/devstoreaccount1/container/a/b.png' -> ('container', 'a/b.png')."""
-    parts = unquote(raw_path).lstrip("/").split("/", 2)
-    if parts and parts[0] == ACCOUNT:
-        parts = parts[1:]
-    container = parts[0] if parts else ""
-    blob = parts[1] if len(parts) > 1 else ""
-    return container, blob
