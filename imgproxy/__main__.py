@@ -30,6 +30,7 @@ from aiohttp import web
 from .app import begin_drain, create_app
 from .config import Config, ConfigError, load_config
 from .disk_cache import clean_disk
+from .hot_path import install_hot_path
 
 log = logging.getLogger("imgproxy")
 
@@ -43,6 +44,7 @@ async def serve(config: Config, reuse_port: bool = False, shared_disk: bool = Fa
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
     )
     await runner.setup()
+    install_hot_path(runner)
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
         await site.start()

@@ -8,7 +8,7 @@ from typing import Final
 from aiohttp import web
 
 from ..errors import BadPath, PreconditionFailed, RangeNotSatisfiable
-from ..fetcher import Span
+from ..fetcher import Resolved, Span
 from ..http_semantics import (
     X_CACHE,
     Conditions,
@@ -36,6 +36,14 @@ def blob_path_after(prefix: str, request: web.Request) -> str:
     return parse_blob_path_cached(raw[len(prefix) :])
 
 
+def plain_hit_response(app: web.Application, hit: Resolved, head: bool) -> web.Response:
+    """The 200 for a fresh in-memory blob asked for without conditional or Range headers."""
+    assert hit.body is not None  # fresh hits come from the memory cache, which holds bodies
+    if not head:
+        app[METRICS].bytes_served += len(hit.body)
+    return web.Response(body=hit.body, headers=hit_headers(hit.meta, app[CONFIG].http.cache_control))
+
+
 async def get_image(request: web.Request) -> web.StreamResponse:
     """Answer with the blob's bytes (or a 206/304/412/416) from the cache, or streamed from Azure."""
     path = blob_path_after(PREFIX, request)
@@ -51,11 +59,8 @@ async def get_image(request: web.Request) -> web.StreamResponse:
 
     fetcher = request.app[FETCHER]
     hit = fetcher.fresh_hit(path)
-    if hit is not None and conditions.plain and hit.body is not None:
-        # The hot path: a fresh blob in memory, no conditional or Range header.
-        if not head:
-            request.app[METRICS].bytes_served += len(hit.body)
-        return web.Response(body=hit.body, headers=hit_headers(hit.meta, config.http.cache_control))
+    if hit is not None and conditions.plain:
+        return plain_hit_response(request.app, hit, head)
     if hit is not None:
         resolved = hit
         decision = decide(conditions, hit.meta)
