@@ -16,8 +16,9 @@ from aiohttp import web
 from .errors import BadPath
 from .handlers.images import PREFIX, plain_hit_response
 from .http_semantics import Conditions
-from .keys import FETCHER, METRICS
+from .keys import CONFIG, FETCHER, METRICS
 from .paths import parse_blob_path_cached
+from .prebuilt import SENT, write_plain_hit
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -33,6 +34,7 @@ def install_hot_path(runner: web.AppRunner) -> None:
 def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
     """`full`, preceded by an answer from memory for the requests that can have one at once."""
     fetcher, metrics = app[FETCHER], app[METRICS]
+    cache_control = app[CONFIG].http.cache_control
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw = request.rel_url.raw_path
@@ -44,6 +46,9 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
             hit = fetcher.fresh_hit(path)
             if hit is not None:
                 metrics.count_response(200)
+                if hit.body is not None and write_plain_hit(request, hit.meta, hit.body, cache_control):
+                    metrics.bytes_served += len(hit.body)
+                    return SENT
                 return plain_hit_response(app, hit, head=False)
         return await full(request)
 

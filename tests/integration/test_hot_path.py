@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import pytest
@@ -12,9 +13,11 @@ from azure.storage.blob.aio import ContainerClient
 from yarl import URL
 
 from devtools.azurite import free_port
+from imgproxy import hot_path, prebuilt
 from imgproxy.app import create_app
 from imgproxy.hot_path import install_hot_path
-from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload
+from imgproxy.prebuilt import MAX_BODY
+from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
 from tests.origin_proxy import OriginProxy
 
 AUTH: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -28,9 +31,32 @@ def to_app() -> list[str]:
 
 
 @pytest.fixture
-async def base_url(origin: OriginProxy, container: ContainerClient, to_app: list[str]) -> AsyncIterator[str]:
+def runners() -> list[web.AppRunner]:
+    """The runner `base_url` serves with (to look at its connections)."""
+    return []
+
+
+@pytest.fixture
+def prebuilt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each call of `write_plain_hit` on the hot path returned (True: written pre-serialized)."""
+    calls: list[bool] = []
+    real = prebuilt.write_plain_hit
+
+    def recorded(*args: Any) -> bool:
+        calls.append(real(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(hot_path, "write_plain_hit", recorded)
+    return calls
+
+
+@pytest.fixture
+async def base_url(
+    origin: OriginProxy, container: ContainerClient, to_app: list[str], runners: list[web.AppRunner]
+) -> AsyncIterator[str]:
     """A served app with the hot path installed, on a free loopback port."""
     runner = web.AppRunner(create_app(make_test_config(origin.endpoint, container.container_name)))
+    runners.append(runner)
     await runner.setup()
     assert runner.server is not None
     application = runner.server.request_handler
@@ -120,3 +146,117 @@ async def test_ranges_and_conditionals_on_a_hit_are_not_taken_by_the_hot_path(
     assert (partial[0], partial[2]) == (206, data[10:20])
     assert (unchanged[0], unchanged[2]) == (304, b"")
     assert origin.count("parts.png") == 1
+
+
+Answer = tuple[str, dict[str, str], bytes]
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
+    """One HTTP/1.x answer with a Content-Length: status line, headers (lower-case, none twice), body."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    status, *lines = head.removesuffix("\r\n\r\n").split("\r\n")
+    fields = [line.split(": ", 1) for line in lines]
+    headers = {name.lower(): value for name, value in fields}
+    assert len(headers) == len(fields), f"a header twice in {head!r}"
+    return status, headers, await reader.readexactly(int(headers["content-length"]))
+
+
+def request_bytes(path: str, version: str = "1.1", **headers: str) -> bytes:
+    lines = [f"GET {path} HTTP/{version}", "Host: 127.0.0.1", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def open_raw(base_url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    url = URL(base_url)
+    assert url.host is not None and url.port is not None
+    return await asyncio.open_connection(url.host, url.port)
+
+
+async def test_pipelined_hits_come_back_whole_and_in_order(
+    base_url: str, container: ContainerClient, to_app: list[str], prebuilt_calls: list[bool]
+) -> None:
+    """Pipelined GETs on one connection, pre-serialized or not, each get their own exact answer; a
+    pre-serialized answer carries exactly the headers the application gives (Date aside)."""
+    small, big = payload(20_000, seed=43), payload(MAX_BODY + 50_000, seed=44)
+    await upload(container, "small.png", small)
+    await upload(container, "big.png", big)
+    async with aiohttp.ClientSession() as session:  # both into the memory cache
+        for name in ("small.png", "big.png"):
+            assert (await fetch(session, f"{base_url}/images/{name}"))[0] == 200
+    to_app.clear()
+    reader, writer = await open_raw(base_url)
+    order = ["small.png", "big.png", "small.png", "small.png", "small.png"]
+    conditional = 3  # answered by the application: an If-None-Match that does not match
+    writer.write(
+        b"".join(
+            request_bytes(f"/images/{name}", **({"If-None-Match": '"other"'} if i == conditional else {}))
+            for i, name in enumerate(order)
+        )
+    )
+    answers = [await read_answer(reader) for _ in order]
+    writer.close()
+
+    expected = {"small.png": sha256(small), "big.png": sha256(big)}
+    assert [(status, sha256(body)) for status, _, body in answers] == [
+        ("HTTP/1.1 200 OK", expected[name]) for name in order
+    ]
+    assert prebuilt_calls[:2] == [True, False]  # the small hit pre-serialized; the big one above MAX_BODY
+    assert len(prebuilt_calls) == 4  # every plain GET hit went through it; the conditional one did not
+    assert to_app == ["GET /images/small.png"]
+    application = answers[conditional][1]
+    for _, headers, _ in (answers[0], answers[2], answers[4]):
+        assert {k: v for k, v in headers.items() if k != "date"} == {
+            k: v for k, v in application.items() if k != "date"
+        }
+        assert headers["date"]
+
+
+@pytest.mark.parametrize(
+    ("version", "headers", "status_line"),
+    [("1.0", {}, "HTTP/1.0 200 OK"), ("1.1", {"Connection": "close"}, "HTTP/1.1 200 OK")],
+)
+async def test_connections_that_end_after_the_answer_get_aiohttps_answer(
+    version: str,
+    headers: dict[str, str],
+    status_line: str,
+    base_url: str,
+    container: ContainerClient,
+    prebuilt_calls: list[bool],
+) -> None:
+    """HTTP/1.0 and `Connection: close` are left to aiohttp, which closes the connection after the body."""
+    data = payload(10_000, seed=45)
+    await upload(container, "closing.png", data)
+    async with aiohttp.ClientSession() as session:
+        await fetch(session, f"{base_url}/images/closing.png")
+    reader, writer = await open_raw(base_url)
+    writer.write(request_bytes("/images/closing.png", version, **headers))
+    status, _, body = await read_answer(reader)
+    assert (status, sha256(body)) == (status_line, sha256(data))
+    assert await reader.read() == b""  # the server closed the connection
+    writer.close()
+    assert prebuilt_calls == [False]
+
+
+async def test_a_client_that_does_not_read_holds_at_most_two_answers_in_the_server(
+    base_url: str, container: ContainerClient, runners: list[web.AppRunner], prebuilt_calls: list[bool]
+) -> None:
+    """Pipelined hits the client never reads: once bytes queue up, pre-serializing stops and aiohttp
+    waits for the client, so the server buffers at most one answer of each kind (then all arrive)."""
+    data = payload(200_000, seed=46)
+    count = 200  # 40 MB of answers: far more than the kernel's socket buffers hold
+    await upload(container, "unread.png", data)
+    async with aiohttp.ClientSession() as session:
+        await fetch(session, f"{base_url}/images/unread.png")
+    reader, writer = await open_raw(base_url)
+    writer.write(request_bytes("/images/unread.png") * count)
+    await wait_until(lambda: False in prebuilt_calls)  # the first decline: bytes were queued
+    server = runners[0].server
+    assert server is not None
+    # (The warm-up's connection may still be closing: take the fullest buffer.)
+    queued = max(c.transport.get_write_buffer_size() for c in server.connections if c.transport)
+    assert len(prebuilt_calls) < count
+    assert 0 < queued <= 2 * len(data) + 64 * 1024
+    bodies = [(await read_answer(reader))[2] for _ in range(count)]
+    writer.close()
+    assert {sha256(body) for body in bodies} == {sha256(data)}
+    assert len(prebuilt_calls) == count

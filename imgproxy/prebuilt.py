@@ -1,0 +1,89 @@
+"""Plain hits written as pre-serialized bytes: the status line and headers built once per blob version.
+
+aiohttp builds a `Response`, a header multidict and its serialization for every request; for a
+fresh 200 hit all of that is the same each time but the `Date`. `write_plain_hit` writes the
+stored head, a `Date` line shared for the second and the body to the transport in one `writelines`
+and hands the server `SENT`, a response with nothing left to do. It declines (returns False) where
+the ordinary path must answer: not HTTP/1.1 keep-alive, a closing transport, a body above
+`MAX_BODY`, or bytes still queued for the client. The last keeps memory bounded without awaiting a
+drain: a connection holds at most one pre-serialized answer in its buffer, and the next request
+on it takes aiohttp's path, which waits for the client to catch up.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from email.utils import formatdate
+from typing import Final
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+
+from .http_semantics import hit_headers
+from .origin import BlobMeta
+
+MAX_BODY: Final = 256 * 1024  # larger bodies are bound by bandwidth, not by per-request work
+_STATUS_LINE: Final = b"HTTP/1.1 200 OK\r\n"
+
+
+@functools.lru_cache(maxsize=8192)
+def serialized_head(meta: BlobMeta, cache_control: str) -> bytes | None:
+    """Status line and headers of the plain hit (without `Date` and the blank line), or None if a
+    value cannot be sent as is (a CR or LF in it: the ordinary path refuses those)."""
+    lines = [_STATUS_LINE]
+    extra = (("Content-Length", str(meta.size)), ("Server", SERVER_SOFTWARE))
+    for name, value in (*hit_headers(meta, cache_control).items(), *extra):
+        if "\r" in value or "\n" in value:
+            return None
+        lines.append(f"{name}: {value}\r\n".encode("latin-1", "strict"))
+    return b"".join(lines)
+
+
+_date: list[int | bytes] = [0, b""]  # [second, b"Date: ...\r\n\r\n"]
+
+
+def _date_tail() -> bytes:
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0], _date[1] = now, f"Date: {formatdate(now, usegmt=True)}\r\n\r\n".encode("ascii")
+    tail = _date[1]
+    assert isinstance(tail, bytes)
+    return tail
+
+
+class _Sent(web.StreamResponse):
+    """The response of a request whose answer is already on the transport: nothing to prepare."""
+
+    @property
+    def keep_alive(self) -> bool:
+        return True
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+SENT: Final = _Sent(status=200)
+
+
+def write_plain_hit(request: web.BaseRequest, meta: BlobMeta, body: bytes, cache_control: str) -> bool:
+    """Write the plain 200 hit of `meta` with `body` straight to the transport; False if declined."""
+    transport = request.transport
+    if (
+        transport is None
+        or transport.is_closing()
+        or len(body) > MAX_BODY
+        or transport.get_write_buffer_size()
+        or request.version != HttpVersion11
+        or not request.keep_alive
+    ):
+        return False
+    head = serialized_head(meta, cache_control)
+    if head is None or len(body) != meta.size:
+        return False
+    transport.writelines((head, _date_tail(), body))
+    return True
