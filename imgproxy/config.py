@@ -45,7 +45,7 @@ class OriginConfig:
     connect_timeout_s: float = 3.0
     retries: int = 2
     retry_backoff_s: float = 0.2
-    download_chunk_bytes: int = 1 * MIB
+    download_chunk_bytes: int = 512 * 1024
     ready_check_interval_s: float = 5.0
     max_concurrency: int = 64
     max_queue: int = 1024
