@@ -139,7 +139,14 @@ class DiskCache:
         """
         data = self._data_path(self._key(path))
         await aiofiles.os.makedirs(data.parent, exist_ok=True)
-        fd = await asyncio.to_thread(os.open, data.with_name(data.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT)
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(os.open, data.with_name(data.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT)
+        )
+        try:
+            fd = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)  # the thread may still open it: close it then
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # uncontended: no thread needed
             return EntryLock(fd, waited=False)
@@ -313,6 +320,11 @@ def clean_disk(config: DiskConfig, container: str) -> int:
     disk = DiskCache(config, container)
     disk._scan(clean=True)
     return disk.discarded_at_start
+
+
+def _close_opened(opening: asyncio.Future[int]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result())
 
 
 class EntryLock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
 from imgproxy.app import create_app
+from imgproxy.config import DiskConfig
+from imgproxy.disk_cache import DiskCache
 from imgproxy.keys import FETCHER
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
 from tests.origin_proxy import OriginProxy, reads_from
@@ -376,3 +379,43 @@ async def test_a_worker_adopts_an_entry_a_sibling_wrote_after_it_started(
     status, _, body = await get(second, "later.bin")
     assert (status, sha256(body)) == (200, sha256(data))
     assert origin.body_bytes("later.bin") == len(data)
+
+
+async def test_a_lock_cancelled_while_its_file_opens_leaves_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while the thread opening the lock file is still in `open`: the file is closed later."""
+    disk = DiskCache(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
+    entered, gate = threading.Event(), threading.Event()
+    opened: list[int] = []
+    real_open = os.open
+
+    def slow_open(path: Any, flags: int, *args: Any) -> int:
+        entered.set()
+        gate.wait(10)
+        opened.append(real_open(path, flags, *args))
+        return opened[-1]
+
+    monkeypatch.setattr(os, "open", slow_open)
+    taking = asyncio.create_task(disk.lock("a.png"))
+    assert await asyncio.to_thread(entered.wait, 10)
+    taking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    gate.set()
+
+    def closed() -> bool:
+        if not opened:
+            return False
+        try:
+            os.fstat(opened[0])
+        except OSError:
+            return True
+        return False
+
+    await wait_until(closed)
+    # And the entry can be locked again at once (no stale flock held by a leaked descriptor).
+    monkeypatch.setattr(os, "open", real_open)
+    again = await disk.lock("a.png")
+    assert not again.waited
+    again.release()
