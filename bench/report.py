@@ -266,28 +266,27 @@ def render(report: Report) -> str:
     ]
 
     by_key = {(row.target, row.workload): row for row in report.loads}
+    # MB/s ratios equal req/s ratios (same objects for every target), so they are not repeated.
+    anchors = ("nginx", "varnish", "bare")
     ratio_rows = []
     for row in report.loads:
         if row.target != "imgproxy":
             continue
-        nginx = by_key.get(("nginx", row.workload))
-        bare = by_key.get(("bare", row.workload))
         cells = [row.workload]
-        for metric in ("rps", "mb_s", "p50", "p99"):
+        for metric in ("rps", "p50", "p99"):
             value = float(getattr(row, metric))
-            for anchor in (nginx, bare):
+            for name in anchors:
+                anchor = by_key.get((name, row.workload))
                 cells.append(_ratio(value, float(getattr(anchor, metric)) if anchor else None))
         ratio_rows.append(cells)
-    if ratio_rows and any(t in {"nginx", "bare"} for t, _ in by_key):
+    if ratio_rows and any(t in anchors for t, _ in by_key):
         lines += ["## imgproxy relative to the anchors (same run)", ""]
-        header = ["workload"] + [
-            f"{m} / {a}" for m in ("req/s", "MB/s", "p50", "p99") for a in ("nginx", "bare")
-        ]
+        header = ["workload"] + [f"{m} / {a}" for m in ("req/s", "p50", "p99") for a in anchors]
         lines += _table(header, ratio_rows)
         lines += [
             "",
-            "Ratios are imgproxy's figure divided by the anchor's: above 1 is better for req/s and MB/s, "
-            "worse for latency.",
+            "Ratios are imgproxy's figure divided by the anchor's: above 1 is better for req/s (and MB/s, "
+            "whose ratios are the same), worse for latency.",
             "",
         ]
 
@@ -327,6 +326,18 @@ def render(report: Report) -> str:
             "each full body.",
             "",
         ]
+        last = {t: statistics.median(b.result.last_s for b in bursts) for t, bursts in report.bursts.items()}
+        if "imgproxy" in last and len(last) > 1:
+            lines += [
+                "Last response, median over the bursts: "
+                + ", ".join(f"{t} {_num(v * 1000, 0)} ms" for t, v in last.items())
+                + "; imgproxy / "
+                + ", imgproxy / ".join(
+                    f"{t} {_ratio(last['imgproxy'], v)}" for t, v in last.items() if t != "imgproxy"
+                )
+                + ".",
+                "",
+            ]
 
     lines += ["## Memory: imgproxy while 20 clients stream the 200 MiB blob", ""]
     if report.memory is not None:
