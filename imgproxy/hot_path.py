@@ -4,7 +4,8 @@
 aiohttp API) after `runner.setup()`. A request it cannot answer outright (another method or route,
 a conditional or Range header, a bad path, anything not fresh in memory) goes on to the
 application unchanged, which gives every other answer, so behaviour is the same either way; only
-the cost of a hit changes (routing and the middleware chain are a third of it).
+the cost of a hit changes (routing and the middleware chain are a third of it). Application
+signals such as `on_response_prepare` do not run for these answers: add none that must see hits.
 """
 
 from __future__ import annotations
