@@ -36,6 +36,9 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
     """`full`, preceded by an answer from memory for the requests that can have one at once."""
     fetcher, metrics = app[FETCHER], app[METRICS]
     cache_control = app[CONFIG].http.cache_control
+    # aiohttp's access log reads the size from the response object, which a pre-serialized answer
+    # leaves empty: with the log on, hits take aiohttp's Response so each line is true.
+    pre_serialize = not app[CONFIG].server.access_log
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw = request.rel_url.raw_path
@@ -47,7 +50,11 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
             hit = fetcher.fresh_hit(path)
             if hit is not None:
                 metrics.count_response(200)
-                if hit.body is not None and write_plain_hit(request, hit.meta, hit.body, cache_control):
+                if (
+                    pre_serialize
+                    and hit.body is not None
+                    and write_plain_hit(request, hit.meta, hit.body, cache_control)
+                ):
                     metrics.bytes_served += len(hit.body)
                     return SENT
                 return plain_hit_response(app, hit, head=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -260,3 +261,34 @@ async def test_a_client_that_does_not_read_holds_at_most_two_answers_in_the_serv
     writer.close()
     assert {sha256(body) for body in bodies} == {sha256(data)}
     assert len(prebuilt_calls) == count
+
+
+async def test_with_the_access_log_on_hits_are_logged_with_their_size(
+    origin: OriginProxy,
+    container: ContainerClient,
+    caplog: pytest.LogCaptureFixture,
+    prebuilt_calls: list[bool],
+) -> None:
+    """`server.access_log`: hot hits take aiohttp's response, so the log line carries the body size."""
+    config = make_test_config(origin.endpoint, container.container_name, server__access_log=True)
+    runner = web.AppRunner(create_app(config), access_log=logging.getLogger("aiohttp.access"))
+    await runner.setup()
+    install_hot_path(runner)
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    data = payload(12_345, seed=47)
+    await upload(container, "logged.png", data)
+    try:
+        with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+            async with aiohttp.ClientSession() as session:
+                for expected in ("MISS", "HIT"):
+                    status, headers, body = await fetch(session, f"http://127.0.0.1:{port}/images/logged.png")
+                    assert (status, headers["x-cache"], body) == (200, expected, data)
+    finally:
+        await runner.cleanup()
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 2
+    # aiohttp logs the bytes it wrote (`%b`): headers and body.
+    sizes = [int(line.split('"GET /images/logged.png HTTP/1.1" 200 ')[1].split()[0]) for line in lines]
+    assert all(len(data) < size < len(data) + 1024 for size in sizes), lines
+    assert prebuilt_calls == []  # the hit was not pre-serialized
