@@ -31,9 +31,9 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import AsyncGenerator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -84,7 +84,7 @@ class DiskCache:
         self.max_item_bytes = config.max_item_bytes
         self.shared = shared  # sibling processes use the same directory
         self._lock_timeout_s = config.lock_timeout_s
-        self._lock_waiters: ThreadPoolExecutor | None = None
+        self._waiter_slots = asyncio.Semaphore(LOCK_WAITERS)
         self._container = container
         self._index: LRU[DiskEntry] = LRU(2**62, config.max_bytes, lambda e: e.meta.size)
         self._index.on_evict = self._evicted
@@ -103,8 +103,6 @@ class DiskCache:
         """Wait for evicted files still being deleted."""
         if self._deletions:
             await asyncio.wait(list(self._deletions))
-        if self._lock_waiters is not None:
-            self._lock_waiters.shutdown(wait=False, cancel_futures=True)
 
     # --- lookups --------------------------------------------------------------------------
     def get(self, path: str) -> DiskEntry | None:
@@ -155,15 +153,18 @@ class DiskCache:
         except BaseException:
             os.close(fd)
             raise
-        if self._lock_waiters is None:
-            self._lock_waiters = ThreadPoolExecutor(LOCK_WAITERS, thread_name_prefix="disk-lock")
-        loop = asyncio.get_running_loop()
-        waiting = loop.run_in_executor(self._lock_waiters, fcntl.flock, fd, fcntl.LOCK_EX)
+        waiting: asyncio.Future[None] | None = None
         try:
-            await asyncio.wait_for(asyncio.shield(waiting), self._lock_timeout_s)
+            async with asyncio.timeout(self._lock_timeout_s):
+                await self._waiter_slots.acquire()
+                waiting = _flock_in_thread(fd)
+                waiting.add_done_callback(lambda _: self._waiter_slots.release())
+                await asyncio.shield(waiting)
         except BaseException as exc:
-            # The thread may still get the lock later: close the file then, which releases it.
-            waiting.add_done_callback(lambda _: os.close(fd))
+            if waiting is None:
+                os.close(fd)
+            else:  # the thread may still get the lock later: close the file then, which releases it
+                waiting.add_done_callback(lambda _: os.close(fd))
             if isinstance(exc, TimeoutError):
                 log.warning(
                     "disk lock of %s not free after %.1f s: going on without it", path, self._lock_timeout_s
@@ -322,6 +323,38 @@ def clean_disk(config: DiskConfig, container: str) -> int:
     return disk.discarded_at_start
 
 
+def _flock_in_thread(fd: int) -> asyncio.Future[None]:
+    """`flock(fd, LOCK_EX)` in a daemon thread, settled on the running loop.
+
+    Not an executor: its threads are joined at exit, so one blocked behind a sibling's long fill
+    would hold up a stopping worker for as long as that fill lasts.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def wait() -> None:
+        error: BaseException | None = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException as exc:
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, error)
+        except RuntimeError:  # the loop is closed: nobody will take the lock, let it go
+            os.close(fd)
+
+    threading.Thread(target=wait, name="disk-lock", daemon=True).start()
+    return done
+
+
 def _close_opened(opening: asyncio.Future[int]) -> None:
     if not opening.cancelled() and opening.exception() is None:
         os.close(opening.result())
@@ -333,6 +366,10 @@ class EntryLock:
     def __init__(self, fd: int | None, waited: bool) -> None:
         self._fd = fd
         self.waited = waited  # a sibling held it: look for its entry before downloading
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -419,3 +420,39 @@ async def test_a_lock_cancelled_while_its_file_opens_leaves_no_descriptor(
     again = await disk.lock("a.png")
     assert not again.waited
     again.release()
+
+
+WAITER_SCRIPT = """
+import asyncio, sys
+from imgproxy.config import DiskConfig
+from imgproxy.disk_cache import DiskCache
+
+async def main() -> None:
+    disk = DiskCache(DiskConfig(enabled=True, path=sys.argv[1], lock_timeout_s=0.2), "c", shared=True)
+    lock = await disk.lock("a.png")
+    print("held" if lock.held else "gave up", flush=True)
+    await disk.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_worker_waiting_for_a_siblings_lock_still_exits(tmp_path: Path) -> None:
+    """A process whose thread still waits in flock for a lock a sibling holds (a long fill) exits at
+    once when it is done: the waiting thread does not hold up the interpreter's exit."""
+    sibling = DiskCache(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
+    held = await sibling.lock("a.png")
+    try:
+        waiter = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WAITER_SCRIPT, str(tmp_path), stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            out, _ = await asyncio.wait_for(waiter.communicate(), 15)
+        finally:
+            if waiter.returncode is None:
+                waiter.kill()
+                await waiter.wait()
+        assert (waiter.returncode, out) == (0, b"gave up\n")
+    finally:
+        held.release()
+        await sibling.close()
