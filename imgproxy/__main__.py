@@ -9,7 +9,8 @@ port with SO_REUSEPORT (the kernel spreads connections); it forwards SIGTERM/SIG
 exits 0 when they all did. Each worker has its own memory cache and coalescing; with the disk
 tier they share its directory (cleaned once by the supervisor), each evicting within an equal share
 of `disk.max_bytes`, and coalesce through per-entry lock files, so that N workers still make one
-origin download of a blob.
+origin download of a blob. Each worker also listens on a Unix socket in a private directory the
+supervisor makes, so that an admin purge received by one worker reaches the others (`peers`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -31,13 +34,16 @@ from .app import begin_drain, create_app
 from .config import Config, ConfigError, load_config
 from .disk_cache import clean_disk
 from .hot_path import install_hot_path
+from .peers import Peers
 
 log = logging.getLogger("imgproxy")
 
 
-async def serve(config: Config, reuse_port: bool = False, shared_disk: bool = False) -> None:
+async def serve(
+    config: Config, reuse_port: bool = False, shared_disk: bool = False, peers: Peers | None = None
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    app = create_app(config, shared_disk=shared_disk)
+    app = create_app(config, shared_disk=shared_disk, peers=peers)
     runner = web.AppRunner(
         app,
         shutdown_timeout=config.server.shutdown_timeout_s,
@@ -48,6 +54,8 @@ async def serve(config: Config, reuse_port: bool = False, shared_disk: bool = Fa
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
         await site.start()
+        if peers is not None:  # where sibling workers relay purges
+            await web.UnixSite(runner, str(peers.socket(peers.index))).start()
         log.info("serving on http://%s:%d", config.server.host, config.server.port)
 
         loop = asyncio.get_running_loop()
@@ -92,10 +100,16 @@ def worker_config(config: Config) -> Config:
 
 def supervise(argv: list[str], workers: int) -> int:
     """Start `workers` worker processes, forward stop signals, exit 0 if they all did."""
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "imgproxy", *argv, "--worker", str(index)])
-        for index in range(workers)
-    ]
+    sockets = tempfile.mkdtemp(prefix="imgproxy-workers-")  # mode 0700: the workers' relay sockets
+    try:
+        return _supervise(argv, workers, sockets)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _supervise(argv: list[str], workers: int, sockets: str) -> int:
+    worker_argv = [sys.executable, "-m", "imgproxy", *argv, "--peers", sockets, "--worker"]
+    procs = [subprocess.Popen([*worker_argv, str(index)]) for index in range(workers)]
 
     def forward(signum: int, frame: object) -> None:
         for proc in procs:
@@ -113,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgproxy", description="Serve Azure blobs through a cache.")
     parser.add_argument("--config", type=Path, default=None, help="path to config.toml")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--peers", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -129,9 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             log.info("disk tier at %s: %d incomplete entries discarded", config.disk.path, discarded)
         forwarded = ["--config", str(args.config)] if args.config is not None else []
         return supervise(forwarded, workers)
+    peers: Peers | None = None
     if args.worker is not None:
         config = worker_config(config)
-    run(serve(config, reuse_port=workers > 1, shared_disk=args.worker is not None))
+        if args.peers is not None:
+            peers = Peers(args.peers, args.worker, workers)
+    run(serve(config, reuse_port=workers > 1, shared_disk=args.worker is not None, peers=peers))
     log.info("stopped")
     return 0
 

@@ -24,9 +24,10 @@ from .errors import (
 )
 from .fetcher import Fetcher
 from .handlers import admin, images, ops
-from .keys import CONFIG, FETCHER, METRICS, READINESS
+from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS
 from .metrics import Metrics
 from .origin import open_origin
+from .peers import Peers
 from .readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -104,13 +105,16 @@ def begin_drain(app: web.Application) -> None:
     app[READINESS].draining = True
 
 
-def create_app(config: Config, shared_disk: bool = False) -> web.Application:
+def create_app(config: Config, shared_disk: bool = False, peers: Peers | None = None) -> web.Application:
     """The whole service as an aiohttp application (the same factory for tests and production).
 
     `shared_disk`: sibling processes (workers) use the same disk directory at the same time.
+    `peers`: this process is one of several workers; purges are relayed to the others.
     """
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG] = config
+    if peers is not None:
+        app[PEERS] = peers
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(functools.partial(_origin_ctx, shared_disk=shared_disk))
 

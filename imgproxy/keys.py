@@ -7,9 +7,11 @@ from aiohttp import web
 from .config import Config
 from .fetcher import Fetcher
 from .metrics import Metrics
+from .peers import Peers
 from .readiness import Readiness
 
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 FETCHER = web.AppKey("fetcher", Fetcher)
 READINESS = web.AppKey("readiness", Readiness)
+PEERS = web.AppKey("peers", Peers)  # set only when running as one of several workers

@@ -1,16 +1,20 @@
 """Admin API (registered only when `admin.token` is set): cache statistics and purges.
 
-Every call needs `Authorization: Bearer <admin.token>`, compared in constant time.
+Every call needs `Authorization: Bearer <admin.token>`, compared in constant time. With several
+workers a purge is relayed to the siblings (`peers`): the answer says how many workers there are
+and which did not confirm (then it is a 502: the purge is idempotent, send it again).
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from aiohttp import web
 
-from ..keys import CONFIG, FETCHER
+from ..keys import CONFIG, FETCHER, PEERS
+from ..peers import RELAYED_HEADER, relay
 from .images import blob_path_after
 
 PURGE_PREFIX: Final = "/admin/cache/"
@@ -45,15 +49,36 @@ async def cache_stats(request: web.Request) -> web.Response:
 
 
 async def purge_one(request: web.Request) -> web.Response:
-    """`DELETE /admin/cache/{blob path}`: forget one blob."""
+    """`DELETE /admin/cache/{blob path}`: forget one blob (in every worker)."""
     _require_token(request)
     path = blob_path_after(PURGE_PREFIX, request)
     purged = await request.app[FETCHER].purge(path)
-    return web.json_response({"path": path, "purged": purged})
+    return await _everywhere(
+        request, {"path": path, "purged": purged}, lambda answers: purged or any(a["purged"] for a in answers)
+    )
 
 
 async def purge_all(request: web.Request) -> web.Response:
-    """`DELETE /admin/cache`: forget every blob."""
+    """`DELETE /admin/cache`: forget every blob (in every worker; `purged` counts them all)."""
     _require_token(request)
     purged = await request.app[FETCHER].purge_all()
-    return web.json_response({"purged": purged})
+    return await _everywhere(
+        request, {"purged": purged}, lambda answers: purged + sum(a["purged"] for a in answers)
+    )
+
+
+async def _everywhere(
+    request: web.Request, local: dict[str, Any], combine: Callable[[list[dict[str, Any]]], Any]
+) -> web.Response:
+    """Answer with `local`, after relaying the call to the sibling workers if there are any."""
+    peers = request.app.get(PEERS)
+    if peers is None or RELAYED_HEADER in request.headers:
+        return web.json_response(local)
+    relayed = await relay(peers, request.method, request.rel_url.raw_path, request.headers["Authorization"])
+    body = {
+        **local,
+        "purged": combine(relayed.answers),
+        "workers": peers.count,
+        "workers_unreached": relayed.failures,
+    }
+    return web.json_response(body, status=502 if relayed.failures else 200)

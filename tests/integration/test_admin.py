@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
+from devtools.azurite import free_port
 from imgproxy.app import create_app
 from imgproxy.config import Config
+from imgproxy.peers import RELAYED_HEADER, Peers
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, upload
 from tests.origin_proxy import OriginProxy
 
@@ -149,3 +156,54 @@ async def test_admin_is_404_without_a_configured_token(aiohttp_client: AiohttpCl
     for method, path in (("GET", "/admin/cache"), ("DELETE", "/admin/cache"), ("DELETE", "/admin/cache/x")):
         response = await client.request(method, path, headers=AUTH)
         assert response.status == 404
+
+
+async def test_purges_are_relayed_to_sibling_workers_and_a_missing_one_is_reported(
+    origin: OriginProxy, container: ContainerClient
+) -> None:
+    """Workers 0 and 1 of 3 run (in this process), worker 2 does not: a purge sent to worker 0
+    empties both caches, counts both, and answers 502 naming worker 2."""
+    await upload(container, "relayed.png", payload(900, seed=31))
+    config = make_test_config(origin.endpoint, container.container_name)
+    sockets = Path(tempfile.mkdtemp(prefix="imgproxy-test-"))  # short: Unix socket paths are limited
+    runners = []
+    try:
+        for index in range(2):
+            runner = web.AppRunner(create_app(config, peers=Peers(sockets, index, 3)))
+            await runner.setup()
+            await web.UnixSite(runner, str(sockets / f"{index}.sock")).start()
+            runners.append(runner)
+        port = free_port()
+        await web.TCPSite(runners[0], "127.0.0.1", port).start()
+
+        async def on_worker(index: int, method: str, path: str, **headers: str) -> tuple[int, Any, str]:
+            connector = aiohttp.UnixConnector(path=str(sockets / f"{index}.sock"))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.request(method, f"http://worker{path}", headers=headers) as response,
+            ):
+                body = await response.json() if method == "DELETE" else await response.read()
+                return response.status, body, response.headers.get("X-Cache", "")
+
+        for index in range(2):
+            assert (await on_worker(index, "GET", "/images/relayed.png"))[2] == "MISS"
+            assert (await on_worker(index, "GET", "/images/relayed.png"))[2] == "HIT"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.delete(f"http://127.0.0.1:{port}/admin/cache", headers=AUTH) as response,
+        ):
+            status, answer = response.status, await response.json()
+        assert status == 502
+        assert (answer["purged"], answer["workers"]) == (2, 3)
+        [missing] = answer["workers_unreached"]
+        assert missing.startswith("worker 2: ")
+        for index in range(2):  # both caches were emptied
+            assert (await on_worker(index, "GET", "/images/relayed.png"))[2] == "MISS"
+        # A relayed call is answered by its worker alone.
+        relayed = await on_worker(1, "DELETE", "/admin/cache/relayed.png", **AUTH, **{RELAYED_HEADER: "1"})
+        assert relayed[:2] == (200, {"path": "relayed.png", "purged": True})
+        assert (await on_worker(0, "GET", "/images/relayed.png"))[2] == "HIT"
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        shutil.rmtree(sockets, ignore_errors=True)

@@ -288,3 +288,47 @@ async def test_workers_share_the_port_and_coalesce(
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
     assert {hashlib.sha256(b).hexdigest() for b in bodies} == {hashlib.sha256(data).hexdigest()}
     assert origin.count("burst.bin") == 1 if disk else 1 <= origin.count("burst.bin") <= 2
+
+
+async def test_a_purge_on_one_worker_reaches_every_worker(
+    container: ContainerClient, origin: OriginProxy
+) -> None:
+    """Two workers both cache a blob; it is overwritten; one purge, which the kernel hands to one
+    worker, is relayed to the other: every later request gets the new bytes."""
+    old, new = payload(30_000, seed=23), payload(30_000, seed=24)
+    await container.upload_blob("purged.png", io.BytesIO(old), length=len(old))
+    token = "process-admin-token"
+    auth = {"Authorization": f"Bearer {token}"}
+    with start_server(
+        connection_string(origin.endpoint),
+        container.container_name,
+        IMGPROXY_SERVER_WORKERS="2",
+        IMGPROXY_SERVER_DRAIN_S="0",
+        IMGPROXY_ADMIN_TOKEN=token,
+    ) as running:
+        # A new connection per request, so the kernel spreads them over both workers.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+
+            async def get() -> bytes:
+                async with session.get(f"{running.base}/images/purged.png") as response:
+                    assert response.status == 200
+                    body: bytes = await response.read()
+                    return body
+
+            for _ in range(200):  # until both workers hold it (one origin GET each)
+                assert await get() == old
+                if origin.count("purged.png") == 2:
+                    break
+            assert origin.count("purged.png") == 2
+            await container.upload_blob("purged.png", io.BytesIO(new), length=len(new), overwrite=True)
+            async with session.delete(f"{running.base}/admin/cache/purged.png", headers=auth) as response:
+                status, answer = response.status, await response.json()
+            after = [await get() for _ in range(30)]
+        running.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0
+    assert [hashlib.sha256(body).hexdigest() for body in after] == [hashlib.sha256(new).hexdigest()] * 30
+    assert (status, answer) == (
+        200,
+        {"path": "purged.png", "purged": True, "workers": 2, "workers_unreached": []},
+    )
+    assert origin.count("purged.png") == 4  # each worker downloaded the new version once
