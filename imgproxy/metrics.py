@@ -7,12 +7,13 @@ and the admin JSON; a collector reads them, and the cache's size, at scrape time
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from .cache import CacheStats
@@ -160,3 +161,31 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def merge_workers(expositions: Mapping[int, bytes], unreached: int) -> bytes:
+    """One exposition of several workers' metrics: each family once, each sample labelled with
+    its `worker`, so that series stay continuous whichever worker a scrape lands on."""
+    families: dict[str, Metric] = {}
+    for index, text in sorted(expositions.items()):
+        for family in text_string_to_metric_families(text.decode()):
+            merged = families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type, family.unit)
+            )
+            for sample in family.samples:
+                labels = {**sample.labels, "worker": str(index)}
+                merged.add_sample(sample.name, labels, sample.value, sample.timestamp, sample.exemplar)
+    unreached_gauge = GaugeMetricFamily(
+        "imgproxy_workers_unreached", "Workers whose figures this scrape could not get.", unreached
+    )
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Families([*families.values(), unreached_gauge]))
+    return generate_latest(registry)

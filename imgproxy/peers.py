@@ -1,20 +1,21 @@
-"""Sibling workers: an admin purge that lands on one worker is relayed to the others.
+"""Sibling workers: a purge or a scrape that lands on one worker is relayed to the others.
 
 With `server.workers` > 1 the kernel (`SO_REUSEPORT`) hands each connection to one worker, and
 each worker has its own memory cache, so a purge would otherwise reach one of them. The supervisor
 makes a private directory (mode 0700) and every worker also serves the application on
 `<dir>/<index>.sock`. A worker that receives a purge applies it, then sends the same call, with
 the caller's `Authorization` and `RELAYED_HEADER`, to every sibling socket; a relayed call is not
-relayed again. Each relay is bounded by `RELAY_TIMEOUT_S`.
+relayed again. `/metrics` and `/admin/cache` gather the siblings' figures the same way. Each relay
+is bounded by `RELAY_TIMEOUT_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 from yarl import URL
@@ -40,19 +41,26 @@ class Peers:
 
 @dataclass(frozen=True, slots=True)
 class Relayed:
-    """The siblings' JSON answers, and a short reason for each sibling that did not answer 200."""
+    """The siblings' 200 bodies by worker index, and a short reason for each sibling without one."""
 
-    answers: list[dict[str, Any]]
+    answers: dict[int, bytes]
     failures: list[str]
 
 
-async def relay(peers: Peers, method: str, raw_path: str, authorization: str) -> Relayed:
+def is_relayed(headers: Mapping[str, str]) -> bool:
+    """True for a call a sibling relayed (answer it alone; never relay it again)."""
+    return RELAYED_HEADER in headers
+
+
+async def relay(peers: Peers, method: str, raw_path: str, authorization: str | None = None) -> Relayed:
     """Send `method raw_path` to every sibling at once."""
 
-    async def one(index: int) -> dict[str, Any] | str:
+    async def one(index: int) -> bytes | str:
         connector = aiohttp.UnixConnector(path=str(peers.socket(index)))
         timeout = aiohttp.ClientTimeout(total=RELAY_TIMEOUT_S)
-        headers = {"Authorization": authorization, RELAYED_HEADER: "1"}
+        headers = {RELAYED_HEADER: "1"}
+        if authorization is not None:
+            headers["Authorization"] = authorization
         url = URL("http://worker" + raw_path, encoded=True)  # the path as the caller sent it
         try:
             async with (
@@ -61,13 +69,13 @@ async def relay(peers: Peers, method: str, raw_path: str, authorization: str) ->
             ):
                 if response.status != 200:
                     return f"worker {index}: HTTP {response.status}"
-                answer: dict[str, Any] = await response.json()
-                return answer
-        except (aiohttp.ClientError, OSError, TimeoutError, json.JSONDecodeError) as exc:
+                return await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return f"worker {index}: {type(exc).__name__}"
 
-    results = await asyncio.gather(*(one(index) for index in peers.siblings()))
+    siblings = peers.siblings()
+    results = await asyncio.gather(*(one(index) for index in siblings))
     return Relayed(
-        answers=[r for r in results if isinstance(r, dict)],
+        answers={i: r for i, r in zip(siblings, results, strict=True) if isinstance(r, bytes)},
         failures=[r for r in results if isinstance(r, str)],
     )

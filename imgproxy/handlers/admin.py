@@ -8,13 +8,14 @@ and which did not confirm (then it is a 502: the purge is idempotent, send it ag
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 
 from ..keys import CONFIG, FETCHER, PEERS
-from ..peers import RELAYED_HEADER, relay
+from ..peers import is_relayed, relay
 from .images import blob_path_after
 
 PURGE_PREFIX: Final = "/admin/cache/"
@@ -31,11 +32,11 @@ def _require_token(request: web.Request) -> None:
 
 
 async def cache_stats(request: web.Request) -> web.Response:
-    """`GET /admin/cache`: sizes, limits and counters as JSON."""
+    """`GET /admin/cache`: sizes, limits and counters as JSON (summed over the workers, if several)."""
     _require_token(request)
     fetcher = request.app[FETCHER]
     stats = fetcher.cache_stats()
-    body = {
+    body: dict[str, Any] = {
         "cache_size": stats.items,
         "cache_bytes": stats.bytes,
         "cache_limit": stats.max_items,
@@ -45,6 +46,18 @@ async def cache_stats(request: web.Request) -> web.Response:
         **fetcher.counters(),
         **fetcher.disk_stats(),
     }
+    peers = request.app.get(PEERS)
+    if peers is not None and not is_relayed(request.headers):
+        relayed = await relay(peers, "GET", request.rel_url.raw_path, request.headers["Authorization"])
+        per_worker = {peers.index: body, **{i: json.loads(b) for i, b in relayed.answers.items()}}
+        body = {
+            # Sums over the workers (each has its own memory cache, limits and counters).
+            **{k: sum(w[k] for w in per_worker.values()) for k, v in body.items() if type(v) is int},
+            **{k: v for k, v in body.items() if type(v) is not int},
+            "workers": peers.count,
+            "workers_unreached": relayed.failures,
+            "per_worker": {str(i): per_worker[i] for i in sorted(per_worker)},
+        }
     return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
@@ -72,12 +85,13 @@ async def _everywhere(
 ) -> web.Response:
     """Answer with `local`, after relaying the call to the sibling workers if there are any."""
     peers = request.app.get(PEERS)
-    if peers is None or RELAYED_HEADER in request.headers:
+    if peers is None or is_relayed(request.headers):
         return web.json_response(local)
     relayed = await relay(peers, request.method, request.rel_url.raw_path, request.headers["Authorization"])
+    answers = [json.loads(body) for body in relayed.answers.values()]
     body = {
         **local,
-        "purged": combine(relayed.answers),
+        "purged": combine(answers),
         "workers": peers.count,
         "workers_unreached": relayed.failures,
     }

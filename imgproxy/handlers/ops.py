@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..keys import METRICS, READINESS
-from ..metrics import CONTENT_TYPE
+from ..keys import METRICS, PEERS, READINESS
+from ..metrics import CONTENT_TYPE, merge_workers
+from ..peers import is_relayed, relay
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -21,6 +22,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition of every metric."""
+    """Prometheus text exposition of every metric (of every worker, labelled `worker`, if several)."""
     body = request.app[METRICS].render()
+    peers = request.app.get(PEERS)
+    if peers is not None and not is_relayed(request.headers):
+        relayed = await relay(peers, "GET", request.rel_url.raw_path)
+        body = merge_workers({peers.index: body, **relayed.answers}, len(relayed.failures))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

@@ -19,6 +19,7 @@ from typing import Final
 import aiohttp
 import pytest
 from azure.storage.blob.aio import ContainerClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port
 from tests.conftest import payload
@@ -332,3 +333,56 @@ async def test_a_purge_on_one_worker_reaches_every_worker(
         {"path": "purged.png", "purged": True, "workers": 2, "workers_unreached": []},
     )
     assert origin.count("purged.png") == 4  # each worker downloaded the new version once
+
+
+async def test_metrics_and_stats_cover_every_worker(container: ContainerClient, origin: OriginProxy) -> None:
+    """With two workers one scrape shows both (samples labelled `worker`, each family once) and
+    /admin/cache sums them: the counts add up to the requests made, whichever worker answered."""
+    data = payload(10_000, seed=25)
+    await container.upload_blob("counted.png", io.BytesIO(data), length=len(data))
+    token = "process-admin-token"
+    with start_server(
+        connection_string(origin.endpoint),
+        container.container_name,
+        IMGPROXY_SERVER_WORKERS="2",
+        IMGPROXY_SERVER_DRAIN_S="0",
+        IMGPROXY_ADMIN_TOKEN=token,
+    ) as running:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            requests = 0
+            while origin.count("counted.png") < 2 or requests < 40:  # both workers, one at a time
+                async with session.get(f"{running.base}/images/counted.png") as response:
+                    assert (response.status, await response.read()) == (200, data)
+                requests += 1
+                assert requests < 300
+            async with session.get(f"{running.base}/metrics") as response:
+                exposition = await response.text()
+            auth = {"Authorization": f"Bearer {token}"}
+            async with session.get(f"{running.base}/admin/cache", headers=auth) as response:
+                stats = await response.json()
+        running.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0
+
+    types = [line for line in exposition.splitlines() if line.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), "a metric family twice"
+    samples = {
+        (s.name, s.labels.get("worker")): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name
+        in ("imgproxy_cache_hits_total", "imgproxy_cache_misses_total", "imgproxy_workers_unreached")
+    }
+    assert samples[("imgproxy_workers_unreached", None)] == 0
+    for name in ("imgproxy_cache_hits_total", "imgproxy_cache_misses_total"):
+        assert {worker for n, worker in samples if n == name} == {"0", "1"}
+    hits = sum(v for (n, _), v in samples.items() if n == "imgproxy_cache_hits_total")
+    misses = sum(v for (n, _), v in samples.items() if n == "imgproxy_cache_misses_total")
+    assert (hits, misses) == (requests - 2, 2)
+    assert (stats["hits"], stats["misses"], stats["workers"], stats["workers_unreached"]) == (
+        requests - 2,
+        2,
+        2,
+        [],
+    )
+    assert sorted(stats["per_worker"]) == ["0", "1"]
+    assert sum(w["hits"] for w in stats["per_worker"].values()) == stats["hits"]
