@@ -19,6 +19,7 @@ from ..peers import is_relayed, relay
 from .images import blob_path_after
 
 PURGE_PREFIX: Final = "/admin/cache/"
+_SHARED: Final = frozenset({"disk_size", "disk_bytes"})  # figures of the directory the workers share
 
 
 def _require_token(request: web.Request) -> None:
@@ -51,8 +52,14 @@ async def cache_stats(request: web.Request) -> web.Response:
         relayed = await relay(peers, "GET", request.rel_url.raw_path, request.headers["Authorization"])
         per_worker = {peers.index: body, **{i: json.loads(b) for i, b in relayed.answers.items()}}
         body = {
-            # Sums over the workers (each has its own memory cache, limits and counters).
-            **{k: sum(w[k] for w in per_worker.values()) for k, v in body.items() if type(v) is int},
+            # Sums over the workers (each has its own memory cache, limits and counters), but for
+            # the shared disk directory's contents: an entry adopted from a sibling is in both
+            # indexes, so the largest index is the figure that does not count a file twice.
+            **{
+                k: (max if k in _SHARED else sum)(w[k] for w in per_worker.values())
+                for k, v in body.items()
+                if type(v) is int
+            },
             **{k: v for k, v in body.items() if type(v) is not int},
             "workers": peers.count,
             "workers_unreached": relayed.failures,

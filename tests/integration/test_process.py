@@ -335,26 +335,30 @@ async def test_a_purge_on_one_worker_reaches_every_worker(
     assert origin.count("purged.png") == 4  # each worker downloaded the new version once
 
 
-async def test_metrics_and_stats_cover_every_worker(container: ContainerClient, origin: OriginProxy) -> None:
+@pytest.mark.parametrize("disk", [False, True], ids=["memory-only", "shared-disk"])
+async def test_metrics_and_stats_cover_every_worker(
+    disk: bool, container: ContainerClient, origin: OriginProxy, tmp_path: Path
+) -> None:
     """With two workers one scrape shows both (samples labelled `worker`, each family once) and
-    /admin/cache sums them: the counts add up to the requests made, whichever worker answered."""
+    /admin/cache sums them: the counts add up to the requests made, whichever worker answered; the
+    shared disk directory's one file is counted once."""
     data = payload(10_000, seed=25)
     await container.upload_blob("counted.png", io.BytesIO(data), length=len(data))
     token = "process-admin-token"
+    disk_env = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")} if disk else {}
+    requests = 60  # on new connections: both workers get some (all on one: odds 2 in 2**60)
     with start_server(
         connection_string(origin.endpoint),
         container.container_name,
         IMGPROXY_SERVER_WORKERS="2",
         IMGPROXY_SERVER_DRAIN_S="0",
         IMGPROXY_ADMIN_TOKEN=token,
+        **disk_env,
     ) as running:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-            requests = 0
-            while origin.count("counted.png") < 2 or requests < 40:  # both workers, one at a time
+            for _ in range(requests):  # one at a time: each worker's first is its only miss
                 async with session.get(f"{running.base}/images/counted.png") as response:
                     assert (response.status, await response.read()) == (200, data)
-                requests += 1
-                assert requests < 300
             async with session.get(f"{running.base}/metrics") as response:
                 exposition = await response.text()
             auth = {"Authorization": f"Bearer {token}"}
@@ -365,19 +369,18 @@ async def test_metrics_and_stats_cover_every_worker(container: ContainerClient, 
 
     types = [line for line in exposition.splitlines() if line.startswith("# TYPE ")]
     assert len(types) == len(set(types)), "a metric family twice"
+    wanted = {"imgproxy_cache_hits_total", "imgproxy_cache_misses_total", "imgproxy_workers_unreached"}
     samples = {
         (s.name, s.labels.get("worker")): s.value
         for family in text_string_to_metric_families(exposition)
         for s in family.samples
-        if s.name
-        in ("imgproxy_cache_hits_total", "imgproxy_cache_misses_total", "imgproxy_workers_unreached")
+        if s.name in wanted
     }
     assert samples[("imgproxy_workers_unreached", None)] == 0
-    for name in ("imgproxy_cache_hits_total", "imgproxy_cache_misses_total"):
-        assert {worker for n, worker in samples if n == name} == {"0", "1"}
+    assert {w for n, w in samples if n == "imgproxy_cache_misses_total"} == {"0", "1"}
+    assert {v for (n, _), v in samples.items() if n == "imgproxy_cache_misses_total"} == {1}
     hits = sum(v for (n, _), v in samples.items() if n == "imgproxy_cache_hits_total")
-    misses = sum(v for (n, _), v in samples.items() if n == "imgproxy_cache_misses_total")
-    assert (hits, misses) == (requests - 2, 2)
+    assert hits == requests - 2
     assert (stats["hits"], stats["misses"], stats["workers"], stats["workers_unreached"]) == (
         requests - 2,
         2,
@@ -386,3 +389,7 @@ async def test_metrics_and_stats_cover_every_worker(container: ContainerClient, 
     )
     assert sorted(stats["per_worker"]) == ["0", "1"]
     assert sum(w["hits"] for w in stats["per_worker"].values()) == stats["hits"]
+    # Memory-only, each worker downloads once; with the shared disk, one download and one file.
+    assert origin.count("counted.png") == (1 if disk else 2)
+    if disk:
+        assert (stats["disk_size"], stats["disk_bytes"]) == (1, len(data))
