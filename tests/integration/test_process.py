@@ -80,6 +80,31 @@ def start_server(azurite: AzuriteServer | str, container: str, **env: str) -> It
         proc.stderr.close()
 
 
+WORKER_TOKEN: Final = "process-admin-token"
+
+
+@contextmanager
+def two_workers(origin: OriginProxy, container: ContainerClient, **env: str) -> Iterator[Server]:
+    """`server.workers = 2` (memory only unless `env` turns the disk tier on), admin API on, no drain."""
+    with start_server(
+        connection_string(origin.endpoint),
+        container.container_name,
+        IMGPROXY_SERVER_WORKERS="2",
+        IMGPROXY_SERVER_DRAIN_S="0",
+        IMGPROXY_ADMIN_TOKEN=WORKER_TOKEN,
+        **env,
+    ) as running:
+        yield running
+
+
+async def get_ok(session: aiohttp.ClientSession, url: str) -> bytes:
+    """The body of a 200 answer to GET `url`."""
+    async with session.get(url) as response:
+        assert response.status == 200
+        body: bytes = await response.read()
+        return body
+
+
 @pytest.fixture
 def server(azurite: AzuriteServer, container: ContainerClient) -> Iterator[tuple[str, int]]:
     """The proxy as a separate process on a free port; yields (base URL, pid)."""
@@ -269,22 +294,10 @@ async def test_workers_share_the_port_and_coalesce(
     data = payload(2 * MIB, seed=22)
     await container.upload_blob("burst.bin", io.BytesIO(data), length=len(data))
     disk_env = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")} if disk else {}
-    with start_server(
-        connection_string(origin.endpoint),
-        container.container_name,
-        IMGPROXY_SERVER_WORKERS="2",
-        IMGPROXY_SERVER_DRAIN_S="0",
-        **disk_env,
-    ) as running:
+    with two_workers(origin, container, **disk_env) as running:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-
-            async def fetch() -> bytes:
-                async with session.get(f"{running.base}/images/burst.bin") as response:
-                    assert response.status == 200
-                    body: bytes = await response.read()
-                    return body
-
-            bodies = await asyncio.gather(*(fetch() for _ in range(40)))
+            url = f"{running.base}/images/burst.bin"
+            bodies = await asyncio.gather(*(get_ok(session, url) for _ in range(40)))
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
     assert {hashlib.sha256(b).hexdigest() for b in bodies} == {hashlib.sha256(data).hexdigest()}
@@ -298,33 +311,21 @@ async def test_a_purge_on_one_worker_reaches_every_worker(
     worker, is relayed to the other: every later request gets the new bytes."""
     old, new = payload(30_000, seed=23), payload(30_000, seed=24)
     await container.upload_blob("purged.png", io.BytesIO(old), length=len(old))
-    token = "process-admin-token"
-    auth = {"Authorization": f"Bearer {token}"}
-    with start_server(
-        connection_string(origin.endpoint),
-        container.container_name,
-        IMGPROXY_SERVER_WORKERS="2",
-        IMGPROXY_SERVER_DRAIN_S="0",
-        IMGPROXY_ADMIN_TOKEN=token,
-    ) as running:
+    auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+    with two_workers(origin, container) as running:
         # A new connection per request, so the kernel spreads them over both workers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-
-            async def get() -> bytes:
-                async with session.get(f"{running.base}/images/purged.png") as response:
-                    assert response.status == 200
-                    body: bytes = await response.read()
-                    return body
+            url = f"{running.base}/images/purged.png"
 
             for _ in range(200):  # until both workers hold it (one origin GET each)
-                assert await get() == old
+                assert await get_ok(session, url) == old
                 if origin.count("purged.png") == 2:
                     break
             assert origin.count("purged.png") == 2
             await container.upload_blob("purged.png", io.BytesIO(new), length=len(new), overwrite=True)
             async with session.delete(f"{running.base}/admin/cache/purged.png", headers=auth) as response:
                 status, answer = response.status, await response.json()
-            after = [await get() for _ in range(30)]
+            after = [await get_ok(session, url) for _ in range(30)]
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
     assert [hashlib.sha256(body).hexdigest() for body in after] == [hashlib.sha256(new).hexdigest()] * 30
@@ -344,24 +345,16 @@ async def test_metrics_and_stats_cover_every_worker(
     shared disk directory's one file is counted once."""
     data = payload(10_000, seed=25)
     await container.upload_blob("counted.png", io.BytesIO(data), length=len(data))
-    token = "process-admin-token"
     disk_env = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")} if disk else {}
     requests = 60  # on new connections: both workers get some (all on one: odds 2 in 2**60)
-    with start_server(
-        connection_string(origin.endpoint),
-        container.container_name,
-        IMGPROXY_SERVER_WORKERS="2",
-        IMGPROXY_SERVER_DRAIN_S="0",
-        IMGPROXY_ADMIN_TOKEN=token,
-        **disk_env,
-    ) as running:
+    with two_workers(origin, container, **disk_env) as running:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             for _ in range(requests):  # one at a time: each worker's first is its only miss
                 async with session.get(f"{running.base}/images/counted.png") as response:
                     assert (response.status, await response.read()) == (200, data)
             async with session.get(f"{running.base}/metrics") as response:
                 exposition = await response.text()
-            auth = {"Authorization": f"Bearer {token}"}
+            auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
             async with session.get(f"{running.base}/admin/cache", headers=auth) as response:
                 stats = await response.json()
         running.proc.send_signal(signal.SIGTERM)
