@@ -281,7 +281,7 @@ def render(report: Report) -> str:
         ratio_rows.append(cells)
     if ratio_rows and any(t in anchors for t, _ in by_key):
         lines += ["## imgproxy relative to the anchors (same run)", ""]
-        header = ["workload"] + [f"{m} / {a}" for m in ("req/s", "p50", "p99") for a in anchors]
+        header = ["workload"] + [f"{m} / {a}" for m in ("req/s = MB/s", "p50", "p99") for a in anchors]
         lines += _table(header, ratio_rows)
         lines += [
             "",
