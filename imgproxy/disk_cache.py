@@ -33,7 +33,8 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,7 @@ META_SUFFIX: Final = ".meta"
 TMP_SUFFIX: Final = ".tmp"
 LOCK_SUFFIX: Final = ".lock"
 READ_BYTES: Final = 256 * 1024  # one read of a tailing reader (its memory bound)
+FOLLOW_POLL_S: Final = 0.01  # how often a sibling's growing fill file is looked at
 LOCK_WAITERS: Final = 8  # threads that may block in flock at once; more waits queue for them
 
 
@@ -85,6 +87,7 @@ class DiskCache:
         self.shared = shared  # sibling processes use the same directory
         self._lock_timeout_s = config.lock_timeout_s
         self._waiter_slots = asyncio.Semaphore(LOCK_WAITERS)
+        self._held: Counter[str] = Counter()  # entry locks this process holds, by path
         self._container = container
         self._index: LRU[DiskEntry] = LRU(2**62, config.max_bytes, lambda e: e.meta.size)
         self._index.on_evict = self._evicted
@@ -135,19 +138,10 @@ class DiskCache:
 
         After the timeout the caller goes on without the lock (at worst a second download).
         """
-        data = self._data_path(self._key(path))
-        await aiofiles.os.makedirs(data.parent, exist_ok=True)
-        opening = asyncio.ensure_future(
-            asyncio.to_thread(os.open, data.with_name(data.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT)
-        )
-        try:
-            fd = await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            opening.add_done_callback(_close_opened)  # the thread may still open it: close it then
-            raise
+        fd = await self._open_lock_file(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # uncontended: no thread needed
-            return EntryLock(fd, waited=False)
+            return self._held_lock(path, fd, waited=False)
         except BlockingIOError:
             pass
         except BaseException:
@@ -171,7 +165,107 @@ class DiskCache:
                 )
                 return EntryLock(None, waited=True)
             raise
-        return EntryLock(fd, waited=True)
+        return self._held_lock(path, fd, waited=True)
+
+    async def try_lock(self, path: str) -> EntryLock | None:
+        """`path`'s lock if it is free now, else None (no waiting)."""
+        fd = await self._open_lock_file(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._held_lock(path, fd, waited=False)
+
+    async def sibling_filling(self, path: str) -> bool:
+        """True if a fill file of `path` exists (a process holding its lock is writing a large blob)."""
+        data = self._data_path(self._key(path))
+        pattern = f"{data.name}.*.fill{TMP_SUFFIX}"
+        return await asyncio.to_thread(lambda: any(data.parent.glob(pattern)))
+
+    def holds(self, path: str) -> bool:
+        """True while this process holds `path`'s lock (an earlier fill here, not a sibling's)."""
+        return self._held[path] > 0
+
+    async def follow(self, pending: PendingFile) -> EntryLock | None:
+        """A sibling process holds the entry's lock: let `pending`'s readers read the sibling's fill
+        file as it grows (its name carries the ETag, so only the same blob version is followed).
+
+        Returns None once the sibling published the entry (adopted: readers finish from it). Returns
+        the lock, now held, if the sibling let go before any byte of its file was served (the caller
+        downloads), or an empty lock after `disk.lock_timeout_s` without progress (the caller
+        downloads without it). Raises `IncompleteBody` if the sibling let go, or stalled, after some
+        bytes were served. Polls every FOLLOW_POLL_S: a file growing in another process has no event
+        to wait on (inotify is not in the standard library).
+        """
+        loop = asyncio.get_running_loop()
+        lock_fd: int | None = await self._open_lock_file(pending.path)
+        fill_fd: int | None = None
+        progressed = loop.time()
+        try:
+            while True:
+                assert lock_fd is not None
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass
+                else:  # the sibling is done, one way or the other
+                    lock, lock_fd = self._held_lock(pending.path, lock_fd, waited=True), None
+                    found = await self.discover(pending.path)
+                    if found is not None and found.meta.etag == pending.meta.etag:
+                        lock.release()
+                        pending.adopt(found)
+                        return None
+                    if pending.following:
+                        lock.release()
+                        raise IncompleteBody(f"{pending.path}: the sibling process's download failed")
+                    return lock
+                # Checked only while the lock is held, so the file is a live sibling's, not a leftover.
+                if fill_fd is None:
+                    with contextlib.suppress(FileNotFoundError):
+                        fill_fd = os.open(pending.shared_tmp, os.O_RDONLY)
+                if fill_fd is not None:
+                    size = min(os.fstat(fill_fd).st_size, pending.meta.size)
+                    if size > pending.written:
+                        pending.follow(size)
+                        progressed = loop.time()
+                if loop.time() - progressed > self._lock_timeout_s:
+                    if pending.following:
+                        raise IncompleteBody(f"{pending.path}: the sibling process's download stalled")
+                    log.warning(
+                        "disk fill of %s by a sibling made no progress: going on without it", pending.path
+                    )
+                    return EntryLock(None, waited=True)
+                await asyncio.sleep(FOLLOW_POLL_S)
+        finally:
+            for fd in (lock_fd, fill_fd):
+                if fd is not None:
+                    os.close(fd)
+
+    async def _open_lock_file(self, path: str) -> int:
+        data = self._data_path(self._key(path))
+        await aiofiles.os.makedirs(data.parent, exist_ok=True)
+        opening = asyncio.ensure_future(
+            asyncio.to_thread(os.open, data.with_name(data.name + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT)
+        )
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_close_opened)  # the thread may still open it: close it then
+            raise
+
+    def _held_lock(self, path: str, fd: int, waited: bool) -> EntryLock:
+        self._held[path] += 1
+
+        def released() -> None:
+            self._held[path] -= 1
+            if self._held[path] <= 0:
+                del self._held[path]
+
+        return EntryLock(fd, waited, released)
 
     async def read(self, entry: DiskEntry) -> bytes:
         """The whole body of a (small) entry, for promotion to memory."""
@@ -363,9 +457,10 @@ def _close_opened(opening: asyncio.Future[int]) -> None:
 class EntryLock:
     """An entry's lock file, held (`fd`) or not got in time (None). `release` is idempotent."""
 
-    def __init__(self, fd: int | None, waited: bool) -> None:
+    def __init__(self, fd: int | None, waited: bool, on_release: Callable[[], None] | None = None) -> None:
         self._fd = fd
         self.waited = waited  # a sibling held it: look for its entry before downloading
+        self._on_release = on_release
 
     @property
     def held(self) -> bool:
@@ -375,6 +470,8 @@ class EntryLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the flock
+            if self._on_release is not None:
+                self._on_release()
 
 
 class PendingFile:
@@ -387,16 +484,33 @@ class PendingFile:
         self.data = data
         self.ticket = ticket
         self.tmp = data.with_name(f"{data.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        # Where a process holding the entry's lock writes, so that siblings can follow it.
+        version = hashlib.sha256(meta.etag.encode()).hexdigest()[:16]
+        self.shared_tmp = data.with_name(f"{data.name}.{version}.fill{TMP_SUFFIX}")
         self.written = 0
         self.failure: BaseException | None = None
         self.done = False
+        self.readable = False  # the file readers open exists
+        self.following = False  # the file is a sibling process's: never ours to delete
         self._file: Any = None
         self._progress = asyncio.Event()
 
-    async def open(self) -> None:
-        """Create the temporary file; readers waiting in `tail` may then open it."""
+    async def open(self, shared_name: bool = False) -> None:
+        """Create the temporary file (under `shared_tmp` if we hold the entry's lock); readers
+        waiting in `tail` may then open it."""
         await aiofiles.os.makedirs(self.data.parent, exist_ok=True)
+        if shared_name:
+            self.tmp = self.shared_tmp
+            await _unlink(self.tmp)  # a crashed writer's leftover: a new inode, never truncate one
         self._file = await _open(self.tmp, "wb")
+        self.readable = True
+        self._notify()
+
+    def follow(self, size: int) -> None:
+        """A sibling process's fill file now holds `size` bytes: readers read it."""
+        self.tmp = self.shared_tmp
+        self.following = self.readable = True
+        self.written = size
         self._notify()
 
     async def append(self, chunk: bytes) -> None:
@@ -435,11 +549,12 @@ class PendingFile:
         if self._file is not None:
             with contextlib.suppress(Exception):
                 await self._file.close()
-        await _unlink(self.tmp)
+        if not self.following:
+            await _unlink(self.tmp)
 
     async def tail(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes `start..end` (inclusive) as they arrive; raises the writer's failure if any."""
-        while self._file is None and self.failure is None and not self.done:
+        while not self.readable and self.failure is None and not self.done:
             await self._progress.wait()  # the writer has not created the file yet
         if self.failure is not None:
             raise IncompleteBody(f"{self.path}: download failed") from self.failure

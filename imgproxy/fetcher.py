@@ -288,11 +288,16 @@ class Fetcher:
         lock: EntryLock | None = None
         try:
             if current is None and self._disk is not None and self._disk.shared:
-                # Sibling processes share the disk: one of us downloads, the others wait and adopt.
-                lock = await self._disk.lock(path)
-                result = await self._adopt(path)
-                if result is not None:
-                    return result
+                # Sibling processes share the disk: one of us downloads, the others wait and adopt;
+                # but a sibling filling a large blob is not waited for: our first GET learns the
+                # size, then our readers follow its file (`_run_fill`).
+                lock = await self._disk.try_lock(path)
+                if lock is None and not await self._disk.sibling_filling(path):
+                    lock = await self._disk.lock(path)
+                if lock is not None:
+                    result = await self._adopt(path)
+                    if result is not None:
+                        return result
             result = await self._read(path, current)
             return result
         except BlobNotFound:
@@ -446,14 +451,22 @@ class Fetcher:
         lock: EntryLock | None = None
         try:
             if self._disk.shared:
-                # A sibling process may be filling (or have filled) the same entry: wait, adopt.
-                lock = await self._disk.lock(path)
+                # A sibling process may be filling (or have filled) the same entry: follow its
+                # file while it grows, or adopt what it published.
+                lock = await self._disk.try_lock(path)
+                if lock is None and self._disk.holds(path):
+                    lock = await self._disk.lock(path)  # an earlier fill of this process: wait
+                elif lock is None:
+                    lock = await self._disk.follow(pending)
+                    if lock is None:  # published by the sibling; our readers finish from it
+                        await source.aclose()
+                        return
                 found = await self._disk.discover(path)
                 if found is not None and found.meta.etag == pending.meta.etag:
                     await source.aclose()
                     pending.adopt(found)
                     return
-            await pending.open()
+            await pending.open(shared_name=lock is not None and lock.held)
             with self._timed("fill"):
                 async with contextlib.aclosing(source) as chunks:
                     async for chunk in chunks:

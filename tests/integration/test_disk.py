@@ -368,6 +368,53 @@ async def test_processes_sharing_the_disk_download_a_large_blob_once(
     assert sum(fills) <= 3  # two first GETs and one fill
 
 
+async def test_a_worker_streams_a_siblings_fill_while_it_is_written(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """A large blob a sibling is filling: the other worker's client gets the bytes already on disk
+    before that download ends (it follows the sibling's file), and Azure sends the blob once."""
+    data = payload(4 * MIB, seed=34)
+    await upload(container, "followed.bin", data)
+    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    held = origin.hold(reads_from(2 * MIB, "followed.bin"))  # the sibling's fill stops half-way
+    filling = asyncio.create_task(get(first, "followed.bin"))
+    await held.arrived.wait()
+    async with second.get("/images/followed.bin") as response:
+        assert response.status == 200
+        early = await asyncio.wait_for(response.content.readexactly(MIB), 10)
+        held.release.set()
+        rest = await response.content.read()
+    status, _, body = await filling
+    assert (status, sha256(body)) == (200, sha256(data))
+    assert sha256(early + rest) == sha256(data)
+    assert len(data) <= origin.body_bytes("followed.bin") <= len(data) + ITEM_LIMIT
+
+
+async def test_a_siblings_failed_fill_aborts_its_followers_and_leaves_no_entry(
+    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+) -> None:
+    """The sibling's download breaks half-way: the follower's client gets a cut body, not a
+    complete-looking one, and nothing is published; the next request downloads it whole."""
+    data = payload(4 * MIB, seed=35)
+    await upload(container, "broken.bin", data)
+    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    held = origin.hold(reads_from(2 * MIB, "broken.bin"))
+    filling = asyncio.create_task(get(first, "broken.bin"))
+    await held.arrived.wait()
+    async with second.get("/images/broken.bin") as response:
+        assert response.status == 200
+        assert await asyncio.wait_for(response.content.readexactly(MIB), 10) == data[:MIB]
+        origin.truncate_after = (reads_from(2 * MIB, "broken.bin"), 1000)  # the held read, and retries
+        held.release.set()
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.content.read()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await filling
+    origin.truncate_after = None
+    status, _, body = await get(second, "broken.bin")
+    assert (status, sha256(body)) == (200, sha256(data))
+
+
 async def test_a_worker_adopts_an_entry_a_sibling_wrote_after_it_started(
     make_client: MakeClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
