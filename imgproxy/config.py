@@ -146,13 +146,11 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         for f in dataclasses.fields(section_cls):
             key = f"{section.name}.{f.name}"
             env_name = f"IMGPROXY_{section.name.upper()}_{f.name.upper()}"
-            in_file = f.name in table
-            from_file = table.pop(f.name, None)
+            if f.name in table:  # checked even when overridden: a broken file is an error either way
+                values[f.name] = _check_type(key, table.pop(f.name), f.type)
             if env_name in env:
                 values[f.name] = _coerce_env(key, env[env_name], f.type)
-            elif in_file:
-                values[f.name] = _check_type(key, from_file, f.type)
-            else:
+            elif f.name not in values:
                 continue
             _check_minimum(key, values[f.name])
         if table:

@@ -130,6 +130,15 @@ def test_wrong_toml_types_are_refused(tmp_path: Path, toml: str, key: str) -> No
     expect_error(write_config(tmp_path, toml), CONN, key)
 
 
+def test_wrong_toml_type_is_refused_even_when_the_environment_overrides_it(tmp_path: Path) -> None:
+    """A broken file is an error whatever the environment says (it would break once the variable goes)."""
+    expect_error(
+        write_config(tmp_path, '[server]\nport = "x"\n'),
+        {**CONN, "IMGPROXY_SERVER_PORT": "9000"},
+        "server.port",
+    )
+
+
 def test_unknown_key_is_refused(tmp_path: Path) -> None:
     """A key a section does not define raises ConfigError naming it."""
     expect_error(write_config(tmp_path, "[server]\nprot = 1\n"), CONN, "server.prot")
