@@ -117,13 +117,15 @@ class TicketBook:
         return ticket
 
     def release(self, ticket: FillTicket) -> bool:
-        """Forget a ticket (its download ended); return whether it was still valid."""
+        """Forget a ticket (its download ended); return whether it was still valid. A ticket is
+        good for one release: used again, it is void (a second store would bypass purges)."""
         tickets = self._tickets.get(ticket.key)
         if tickets is not None:
             tickets.discard(ticket)
             if not tickets:
                 del self._tickets[ticket.key]
-        return ticket.valid
+        valid, ticket.valid = ticket.valid, False
+        return valid
 
     def void(self, key: str) -> None:
         for ticket in self._tickets.pop(key, ()):

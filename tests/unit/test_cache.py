@@ -268,6 +268,17 @@ async def test_finish_fill_stores_value_when_ticket_valid() -> None:
     assert len(cache._tickets) == 0
 
 
+async def test_a_ticket_stores_once() -> None:
+    """Finishing with a ticket a second time stores nothing: after a purge in between, the old
+    download must not come back through a reused ticket."""
+    cache = make_cache()
+    ticket = cache.begin_fill("a")
+    assert await cache.finish_fill(ticket, b"first") is True
+    await cache.pop("a")
+    assert await cache.finish_fill(ticket, b"again") is False
+    assert await cache.get("a") is None
+
+
 async def test_finish_fill_reports_refusal_of_oversized_value() -> None:
     """`finish_fill` returns False when the LRU refuses a value larger than `max_bytes`."""
     cache = make_cache(max_bytes=4)
