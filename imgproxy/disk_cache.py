@@ -15,6 +15,8 @@ Shared between processes (`server.workers` > 1): every worker indexes the same d
 supervisor cleans it once before the workers start (a worker's own scan deletes nothing, since a
 sibling may be mid-write). A download takes `<k>.lock` with `flock`, so a sibling that wants the
 same entry waits for it and then `discover`s the published entry instead of asking Azure again.
+A large blob is written under `<k>.<etag digest>.fill.tmp` by the lock holder, and a sibling that
+wants the same version does not wait: it `follow`s that file as it grows, then adopts the entry.
 Each worker evicts within its share of `disk.max_bytes`; every file is in its writer's index until
 deleted, so the directory stays under the whole bound. A file a sibling evicted is noticed when
 opening it fails, and looked up again.
