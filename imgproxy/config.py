@@ -150,9 +150,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
                 values[f.name] = _check_type(key, table.pop(f.name), f.type)
             if env_name in env:
                 values[f.name] = _coerce_env(key, env[env_name], f.type)
-            elif f.name not in values:
-                continue
-            _check_minimum(key, values[f.name])
+            if f.name in values:
+                _check_minimum(key, values[f.name])
         if table:
             raise ConfigError(f"unknown setting {section.name}.{sorted(table)[0]}")
         sections[section.name] = section_cls(**values)

@@ -142,10 +142,8 @@ class DiskCache:
         """
         fd = await self._open_lock_file(path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # uncontended: no thread needed
-            return self._held_lock(path, fd, waited=False)
-        except BlockingIOError:
-            pass
+            if _flock_now(fd):  # uncontended: no thread needed
+                return self._held_lock(path, fd, waited=False)
         except BaseException:
             os.close(fd)
             raise
@@ -173,14 +171,13 @@ class DiskCache:
         """`path`'s lock if it is free now, else None (no waiting)."""
         fd = await self._open_lock_file(path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
+            if _flock_now(fd):
+                return self._held_lock(path, fd, waited=False)
         except BaseException:
             os.close(fd)
             raise
-        return self._held_lock(path, fd, waited=False)
+        os.close(fd)
+        return None
 
     async def sibling_filling(self, path: str) -> bool:
         """True if a fill file of `path` exists (a process holding its lock is writing a large blob)."""
@@ -192,40 +189,22 @@ class DiskCache:
         """True while this process holds `path`'s lock (an earlier fill here, not a sibling's)."""
         return self._held[path] > 0
 
-    async def follow(self, pending: PendingFile) -> EntryLock | None:
-        """A sibling process holds the entry's lock: let `pending`'s readers read the sibling's fill
-        file as it grows (its name carries the ETag, so only the same blob version is followed).
-
-        Returns None once the sibling published the entry (adopted: readers finish from it). Returns
-        the lock, now held, if the sibling let go before any byte of its file was served (the caller
-        downloads), or an empty lock after `disk.lock_timeout_s` without progress (the caller
-        downloads without it). Raises `IncompleteBody` if the sibling let go, or stalled, after some
+    async def follow(self, pending: PendingFile) -> EntryLock:
+        """A sibling process holds the entry's lock: until it lets go, let `pending`'s readers read
+        the sibling's fill file as it grows (its name carries the ETag, so only the same blob
+        version is followed). Returns the lock, held, once the sibling let go (the caller adopts what
+        it published, or fails, or downloads); an empty lock after `disk.lock_timeout_s` without
+        progress if nothing was served yet; raises `IncompleteBody` if the sibling stalled after
         bytes were served. Polls every FOLLOW_POLL_S: a file growing in another process has no event
         to wait on (inotify is not in the standard library).
         """
         loop = asyncio.get_running_loop()
-        lock_fd: int | None = await self._open_lock_file(pending.path)
+        lock_fd = await self._open_lock_file(pending.path)
         fill_fd: int | None = None
         progressed = loop.time()
         try:
-            while True:
-                assert lock_fd is not None
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    pass
-                else:  # the sibling is done, one way or the other
-                    lock, lock_fd = self._held_lock(pending.path, lock_fd, waited=True), None
-                    found = await self.discover(pending.path)
-                    if found is not None and found.meta.etag == pending.meta.etag:
-                        lock.release()
-                        pending.adopt(found)
-                        return None
-                    if pending.following:
-                        lock.release()
-                        raise IncompleteBody(f"{pending.path}: the sibling process's download failed")
-                    return lock
-                # Checked only while the lock is held, so the file is a live sibling's, not a leftover.
+            while not _flock_now(lock_fd):
+                # Looked at only while the lock is held, so the file is a live sibling's, not a leftover.
                 if fill_fd is None:
                     with contextlib.suppress(FileNotFoundError):
                         fill_fd = os.open(pending.shared_tmp, os.O_RDONLY)
@@ -240,12 +219,16 @@ class DiskCache:
                     log.warning(
                         "disk fill of %s by a sibling made no progress: going on without it", pending.path
                     )
+                    os.close(lock_fd)
                     return EntryLock(None, waited=True)
                 await asyncio.sleep(FOLLOW_POLL_S)
+        except BaseException:
+            os.close(lock_fd)
+            raise
         finally:
-            for fd in (lock_fd, fill_fd):
-                if fd is not None:
-                    os.close(fd)
+            if fill_fd is not None:
+                os.close(fill_fd)
+        return self._held_lock(pending.path, lock_fd, waited=True)
 
     async def _open_lock_file(self, path: str) -> int:
         data = self._data_path(self._key(path))
@@ -451,6 +434,15 @@ def _flock_in_thread(fd: int) -> asyncio.Future[None]:
     return done
 
 
+def _flock_now(fd: int) -> bool:
+    """Take the exclusive flock on `fd` if it is free; False if another descriptor holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _close_opened(opening: asyncio.Future[int]) -> None:
     if not opening.cancelled() and opening.exception() is None:
         os.close(opening.result())
@@ -492,7 +484,6 @@ class PendingFile:
         self.written = 0
         self.failure: BaseException | None = None
         self.done = False
-        self.readable = False  # the file readers open exists
         self.following = False  # the file is a sibling process's: never ours to delete
         self._file: Any = None
         self._progress = asyncio.Event()
@@ -505,15 +496,19 @@ class PendingFile:
             self.tmp = self.shared_tmp
             await _unlink(self.tmp)  # a crashed writer's leftover: a new inode, never truncate one
         self._file = await _open(self.tmp, "wb")
-        self.readable = True
         self._notify()
 
     def follow(self, size: int) -> None:
         """A sibling process's fill file now holds `size` bytes: readers read it."""
         self.tmp = self.shared_tmp
-        self.following = self.readable = True
+        self.following = True
         self.written = size
         self._notify()
+
+    @property
+    def readable(self) -> bool:
+        """The file readers open exists: ours once created, or the sibling's we follow."""
+        return self._file is not None or self.following
 
     async def append(self, chunk: bytes) -> None:
         await self._file.write(chunk)

@@ -29,7 +29,7 @@ from typing import Any, Final
 from .cache import CacheStats, FillTicket, MemoryCache
 from .config import CacheConfig
 from .disk_cache import DiskCache, EntryLock, PendingFile
-from .errors import BlobChanged, BlobNotFound, ImgproxyError, OriginError
+from .errors import BlobChanged, BlobNotFound, ImgproxyError, IncompleteBody, OriginError
 from .metrics import Metrics
 from .origin import Blob, BlobMeta, NotModified, Origin, TooLarge
 from .singleflight import SingleFlight
@@ -454,18 +454,16 @@ class Fetcher:
                 # A sibling process may be filling (or have filled) the same entry: follow its
                 # file while it grows, or adopt what it published.
                 lock = await self._disk.try_lock(path)
-                if lock is None and self._disk.holds(path):
-                    lock = await self._disk.lock(path)  # an earlier fill of this process: wait
-                elif lock is None:
-                    lock = await self._disk.follow(pending)
-                    if lock is None:  # published by the sibling; our readers finish from it
-                        await source.aclose()
-                        return
+                if lock is None:  # an earlier fill of this process: wait; a sibling's: follow it
+                    disk = self._disk
+                    lock = await (disk.lock(path) if disk.holds(path) else disk.follow(pending))
                 found = await self._disk.discover(path)
                 if found is not None and found.meta.etag == pending.meta.etag:
                     await source.aclose()
-                    pending.adopt(found)
+                    pending.adopt(found)  # readers finish from the published file
                     return
+                if pending.following:  # served part of a sibling's file that was not published
+                    raise IncompleteBody(f"{path}: the sibling process's download failed")
             await pending.open(shared_name=lock is not None and lock.held)
             with self._timed("fill"):
                 async with contextlib.aclosing(source) as chunks:

@@ -12,12 +12,12 @@ is bounded by `RELAY_TIMEOUT_S`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import aiohttp
+from aiohttp import web
 from yarl import URL
 
 RELAYED_HEADER: Final = "X-Imgproxy-Relayed"
@@ -47,9 +47,12 @@ class Relayed:
     failures: list[str]
 
 
-def is_relayed(headers: Mapping[str, str]) -> bool:
-    """True for a call a sibling relayed (answer it alone; never relay it again)."""
-    return RELAYED_HEADER in headers
+async def relay_to_siblings(request: web.BaseRequest, peers: Peers | None) -> Relayed | None:
+    """Send `request` (method, raw path, `Authorization`) to every sibling at once; None when there
+    are no siblings, or when the request is itself a relayed one (answered alone, never relayed again)."""
+    if peers is None or RELAYED_HEADER in request.headers:
+        return None
+    return await relay(peers, request.method, request.rel_url.raw_path, request.headers.get("Authorization"))
 
 
 async def relay(peers: Peers, method: str, raw_path: str, authorization: str | None = None) -> Relayed:

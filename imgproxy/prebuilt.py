@@ -41,16 +41,10 @@ def serialized_head(meta: BlobMeta, cache_control: str) -> bytes | None:
     return b"".join(lines)
 
 
-_date: list[int | bytes] = [0, b""]  # [second, b"Date: ...\r\n\r\n"]
-
-
-def _date_tail() -> bytes:
-    now = int(time.time())
-    if now != _date[0]:
-        _date[0], _date[1] = now, f"Date: {formatdate(now, usegmt=True)}\r\n\r\n".encode("ascii")
-    tail = _date[1]
-    assert isinstance(tail, bytes)
-    return tail
+@functools.lru_cache(maxsize=1)
+def _date_tail(second: int) -> bytes:
+    """The `Date` line and the blank line ending the head, built once per second."""
+    return f"Date: {formatdate(second, usegmt=True)}\r\n\r\n".encode("ascii")
 
 
 class _Sent(web.StreamResponse):
@@ -85,5 +79,5 @@ def write_plain_hit(request: web.BaseRequest, meta: BlobMeta, body: bytes, cache
     head = serialized_head(meta, cache_control)
     if head is None or len(body) != meta.size:
         return False
-    transport.writelines((head, _date_tail(), body))
+    transport.writelines((head, _date_tail(int(time.time())), body))
     return True

@@ -15,7 +15,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from ..keys import CONFIG, FETCHER, PEERS
-from ..peers import is_relayed, relay
+from ..peers import relay_to_siblings
 from .images import blob_path_after
 
 PURGE_PREFIX: Final = "/admin/cache/"
@@ -48,8 +48,8 @@ async def cache_stats(request: web.Request) -> web.Response:
         **fetcher.disk_stats(),
     }
     peers = request.app.get(PEERS)
-    if peers is not None and not is_relayed(request.headers):
-        relayed = await relay(peers, "GET", request.rel_url.raw_path, request.headers["Authorization"])
+    relayed = await relay_to_siblings(request, peers)
+    if peers is not None and relayed is not None:
         per_worker = {peers.index: body, **{i: json.loads(b) for i, b in relayed.answers.items()}}
         body = {
             # Sums over the workers (each has its own memory cache, limits and counters), but for
@@ -92,9 +92,9 @@ async def _everywhere(
 ) -> web.Response:
     """Answer with `local`, after relaying the call to the sibling workers if there are any."""
     peers = request.app.get(PEERS)
-    if peers is None or is_relayed(request.headers):
+    relayed = await relay_to_siblings(request, peers)
+    if peers is None or relayed is None:
         return web.json_response(local)
-    relayed = await relay(peers, request.method, request.rel_url.raw_path, request.headers["Authorization"])
     answers = [json.loads(body) for body in relayed.answers.values()]
     body = {
         **local,

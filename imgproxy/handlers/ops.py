@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..keys import METRICS, PEERS, READINESS
 from ..metrics import CONTENT_TYPE, merge_workers
-from ..peers import is_relayed, relay
+from ..peers import relay_to_siblings
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -25,7 +25,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of every metric (of every worker, labelled `worker`, if several)."""
     body = request.app[METRICS].render()
     peers = request.app.get(PEERS)
-    if peers is not None and not is_relayed(request.headers):
-        relayed = await relay(peers, "GET", request.rel_url.raw_path)
+    relayed = await relay_to_siblings(request, peers)
+    if peers is not None and relayed is not None:
         body = merge_workers({peers.index: body, **relayed.answers}, len(relayed.failures))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
