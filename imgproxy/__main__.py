@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import begin_drain, create_app
+from .app import begin_drain, create_app, install_passthrough
 from .config import Config, ConfigError, load_config
 from .disk_cache import clean_disk
 from .hot_path import install_hot_path
@@ -50,6 +50,7 @@ async def serve(
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
     )
     await runner.setup()
+    install_passthrough(runner)  # inside the hot path: a hit is looked for first
     install_hot_path(runner)
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)

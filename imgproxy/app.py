@@ -15,20 +15,24 @@ from .disk_cache import DiskCache
 from .errors import (
     BadPath,
     BlobNotFound,
+    BodyTooLarge,
     ImgproxyError,
     OriginError,
     OriginShedding,
     OriginTimeout,
     PreconditionFailed,
     RangeNotSatisfiable,
+    UpstreamError,
+    UpstreamTimeout,
 )
 from .fetcher import Fetcher
-from .handlers import admin, images, ops
-from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS
+from .handlers import admin, images, ops, passthrough
+from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS, UPSTREAM
 from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
 from .readiness import Readiness
+from .upstream import open_upstream
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,9 @@ ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (OriginTimeout, 504, "origin timed out"),
     (OriginShedding, 503, "origin temporarily refused"),
     (OriginError, 502, "origin failed"),
+    (BodyTooLarge, 413, "request body too large"),
+    (UpstreamTimeout, 504, "application timed out"),
+    (UpstreamError, 502, "application unavailable"),
 )
 
 
@@ -57,6 +64,8 @@ def error_response(exc: ImgproxyError) -> web.Response:
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
             elif isinstance(exc, OriginError):
                 log.warning("origin error: %s: %s", type(exc).__name__, exc)
+            elif isinstance(exc, UpstreamError):
+                log.warning("application error: %s: %s", type(exc).__name__, exc)
             return web.Response(status=status, text=reason + "\n", headers=headers)
     raise exc  # pragma: no cover - every ImgproxyError subclass has a row
 
@@ -100,6 +109,23 @@ async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[
                 await disk.close()
 
 
+async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with open_upstream(app[CONFIG].upstream) as upstream:
+        app[UPSTREAM] = upstream
+        app[METRICS].watch_upstream(upstream.stats)
+        yield
+
+
+def install_passthrough(runner: web.AppRunner) -> None:
+    """Forward what is not ours on `runner`'s server, before routing (after `setup()`; a no-op when
+    `upstream.url` is empty). Install it before `hot_path`, so that hits are looked at first."""
+    server = runner.server
+    if server is None:
+        raise RuntimeError("install_passthrough needs runner.setup() first")
+    if UPSTREAM in runner.app:
+        server.request_handler = passthrough.lane(runner.app, server.request_handler, error_response)
+
+
 def begin_drain(app: web.Application) -> None:
     """From now on /readyz answers 503 (graceful shutdown has begun)."""
     app[READINESS].draining = True
@@ -111,22 +137,28 @@ def create_app(config: Config, shared_disk: bool = False, peers: Peers | None = 
     `shared_disk`: sibling processes (workers) use the same disk directory at the same time.
     `peers`: this process is one of several workers; purges are relayed to the others.
     """
-    app = web.Application(middlewares=[error_middleware])
+    middlewares = [error_middleware]
+    if config.upstream.url:  # what the router does not know goes to the main application
+        middlewares.append(passthrough.middleware)
+    app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
     if peers is not None:
         app[PEERS] = peers
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(functools.partial(_origin_ctx, shared_disk=shared_disk))
+    if config.upstream.url:
+        app.cleanup_ctx.append(_upstream_ctx)
 
     router = app.router
     # [\s\S]: the router matches the decoded path, and a bad path (even one holding a
     # newline) must reach the handler to be refused with a 400, not fall through to a 404.
     router.add_get(images.PREFIX + r"{path:[\s\S]*}", images.get_image)
-    router.add_get("/healthz", ops.healthz)
-    router.add_get("/readyz", ops.readyz)
-    router.add_get("/metrics", ops.metrics)
+    ops_prefix = config.server.ops_prefix  # moves the operations routes if the app has its own
+    router.add_get(ops_prefix + "/healthz", ops.healthz)
+    router.add_get(ops_prefix + "/readyz", ops.readyz)
+    router.add_get(ops_prefix + "/metrics", ops.metrics)
     if config.admin.token:
-        router.add_get("/admin/cache", admin.cache_stats)
-        router.add_delete("/admin/cache", admin.purge_all)
-        router.add_delete(admin.PURGE_PREFIX + r"{path:[\s\S]*}", admin.purge_one)
+        router.add_get(ops_prefix + "/admin/cache", admin.cache_stats)
+        router.add_delete(ops_prefix + "/admin/cache", admin.purge_all)
+        router.add_delete(ops_prefix + admin.PURGE_PREFIX + r"{path:[\s\S]*}", admin.purge_one)
     return app

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 MIB: Final = 1024 * 1024
 CONNECTION_STRING_ENV: Final = "AZURE_STORAGE_CONNECTION_STRING"
@@ -34,6 +35,7 @@ class ServerConfig:
     shutdown_timeout_s: float = 30.0
     workers: int = 1
     access_log: bool = False
+    ops_prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,18 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    url: str = ""
+    connect_timeout_s: float = 3.0
+    timeout_s: float = 60.0
+    idle_timeout_s: float = 60.0
+    max_body_bytes: int = 100 * MIB
+    max_connections: int = 100
+    preserve_host: bool = True
+    trust_forwarded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
@@ -92,6 +106,7 @@ class Config:
     disk: DiskConfig = field(default_factory=DiskConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
 
 
 # Inclusive lower bound per key; keys absent here only need the right type.
@@ -121,6 +136,11 @@ _MINIMUM: Final[dict[str, float]] = {
     "disk.max_bytes": 1,
     "disk.max_item_bytes": 0,
     "disk.lock_timeout_s": 0,
+    "upstream.connect_timeout_s": 0.01,
+    "upstream.timeout_s": 0.01,
+    "upstream.idle_timeout_s": 0.01,
+    "upstream.max_body_bytes": 0,
+    "upstream.max_connections": 1,
 }
 
 
@@ -245,3 +265,42 @@ def _check_consistency(config: Config) -> None:
         ord(ch) < 0x20 or ord(ch) == 0x7F for ch in config.http.cache_control
     ):
         raise ConfigError("http.cache_control: must be a single header value")
+    _check_ops_prefix(config.server.ops_prefix)
+    if config.upstream.url:
+        upstream_address(config.upstream.url)
+
+
+def _check_ops_prefix(prefix: str) -> None:
+    if prefix and (
+        not prefix.startswith("/")
+        or prefix.endswith("/")
+        or "//" in prefix
+        or any(ch in prefix for ch in "?#%\\")
+        or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in prefix)
+        or prefix == "/images"
+        or prefix.startswith("/images/")
+    ):
+        raise ConfigError(
+            "server.ops_prefix: empty, or a path such as /_imgproxy (a leading slash, no trailing "
+            f"slash, no query, not under /images/), got {prefix!r}"
+        )
+
+
+def upstream_address(url: str) -> tuple[str, int]:
+    """(host, port) of `upstream.url`, which must be `http://host[:port]` (no path, query or user)."""
+    parsed = urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if (
+        parsed.scheme != "http"
+        or not parsed.hostname
+        or parsed.path not in ("", "/")
+        or parsed.query
+        or parsed.fragment
+        or parsed.username is not None
+        or port == -1
+    ):
+        raise ConfigError(f"upstream.url: expected http://host[:port] (no path), got {url!r}")
+    return parsed.hostname, port if port is not None else 80

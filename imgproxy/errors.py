@@ -8,6 +8,10 @@ ImgproxyError
     ├── OriginTimeout            -> 504  (no answer within origin.timeout_s)
     ├── BlobChanged              -> 502  (overwritten while we were reading it)
     └── IncompleteBody           -> 502  (fewer bytes than announced)
+BodyTooLarge(limit)              -> 413  (a request body for the app over upstream.max_body_bytes)
+UpstreamError                    -> 502  (the main application behind us; never Azure's breaker)
+├── UpstreamUnavailable          -> 502  (refused or reset connection, malformed answer)
+└── UpstreamTimeout              -> 504  (no response headers within upstream.timeout_s)
 """
 
 from __future__ import annotations
@@ -84,3 +88,27 @@ class CircuitOpen(OriginShedding):
 
 class OriginBusy(OriginShedding):
     """Every origin connection slot is taken and the queue for them is full (or too slow)."""
+
+
+class BodyTooLarge(ImgproxyError):
+    """A request body for the main application is larger than `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+class UpstreamError(ImgproxyError):
+    """The main application (`upstream.url`) did not answer as it should."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind  # the `kind` label of imgproxy_upstream_errors_total
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The application refused or dropped the connection, or sent something that is not HTTP."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The application sent no response headers within `upstream.timeout_s`, or stalled a body."""

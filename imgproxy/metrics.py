@@ -12,13 +12,14 @@ from dataclasses import dataclass, fields
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from .cache import CacheStats
 from .disk_cache import DiskStats
 from .origin import OriginStats
+from .upstream import LATENCY_BUCKETS_S, UpstreamStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -126,6 +127,55 @@ class _DiskCollector(Collector):
         )
 
 
+class _UpstreamCollector(Collector):
+    def __init__(self, stats: UpstreamStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        requests = CounterMetricFamily(
+            "imgproxy_upstream_requests",
+            "Answers of the main application, by status class.",
+            labels=["class"],
+        )
+        for status_class, count in sorted(stats.requests.items()):
+            requests.add_metric([status_class], count)
+        yield requests
+        errors = CounterMetricFamily(
+            "imgproxy_upstream_errors",
+            "Pass-through failures by kind (refused, connect, timeout, idle, reset, protocol, pool, "
+            "body_too_large, client_gone, client_idle, client_error).",
+            labels=["kind"],
+        )
+        for kind, count in sorted(stats.errors.items()):
+            errors.add_metric([kind], count)
+        yield errors
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), stats.latency_counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "imgproxy_upstream_request_seconds",
+            "Time from a request's arrival to the application's response headers.",
+            buckets=buckets,
+            sum_value=stats.latency_sum_s,
+        )
+        yield GaugeMetricFamily(
+            "imgproxy_upstream_websockets", "Websocket tunnels open now.", stats.websockets
+        )
+        yield GaugeMetricFamily(
+            "imgproxy_upstream_connections",
+            "Connections to the application (in use or idle).",
+            stats.connections,
+        )
+        yield GaugeMetricFamily(
+            "imgproxy_upstream_idle_connections",
+            "Idle kept-alive connections to the application.",
+            stats.idle,
+        )
+
+
 class Metrics:
     """Every metric of one app."""
 
@@ -158,6 +208,10 @@ class Metrics:
     def watch_disk(self, disk_stats: Callable[[], DiskStats]) -> None:
         """Report the disk tier's size at every scrape."""
         self.registry.register(_DiskCollector(disk_stats))
+
+    def watch_upstream(self, stats: UpstreamStats) -> None:
+        """Report the pass-through to the main application at every scrape."""
+        self.registry.register(_UpstreamCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

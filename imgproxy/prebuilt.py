@@ -47,12 +47,19 @@ def _date_tail(second: int) -> bytes:
     return f"Date: {formatdate(second, usegmt=True)}\r\n\r\n".encode("ascii")
 
 
-class _Sent(web.StreamResponse):
-    """The response of a request whose answer is already on the transport: nothing to prepare."""
+class Sent(web.StreamResponse):
+    """The response of a request whose answer is already on the transport: nothing to prepare.
+
+    `keep_alive` False makes aiohttp close the connection after it (also a pass-through's choice).
+    """
+
+    def __init__(self, status: int = 200, keep_alive: bool = True) -> None:
+        super().__init__(status=status)
+        self._sent_keep_alive = keep_alive
 
     @property
     def keep_alive(self) -> bool:
-        return True
+        return self._sent_keep_alive
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         return None
@@ -61,7 +68,7 @@ class _Sent(web.StreamResponse):
         return None
 
 
-SENT: Final = _Sent(status=200)
+SENT: Final = Sent(status=200)
 
 
 def write_plain_hit(request: web.BaseRequest, meta: BlobMeta, body: bytes, cache_control: str) -> bool:

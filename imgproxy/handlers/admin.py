@@ -71,7 +71,7 @@ async def cache_stats(request: web.Request) -> web.Response:
 async def purge_one(request: web.Request) -> web.Response:
     """`DELETE /admin/cache/{blob path}`: forget one blob (in every worker)."""
     _require_token(request)
-    path = blob_path_after(PURGE_PREFIX, request)
+    path = blob_path_after(request.app[CONFIG].server.ops_prefix + PURGE_PREFIX, request)
     purged = await request.app[FETCHER].purge(path)
     return await _everywhere(
         request, {"path": path, "purged": purged}, lambda answers: purged or any(a["purged"] for a in answers)
