@@ -320,11 +320,11 @@ class Upstream:
         """
         started = self._loop.time()
         for attempt in (0, 1):
-            conn = await self.acquire()
             try:
+                conn = await self.acquire()
                 exchange = await self._send(conn, head, body, chunked, head_only)
             except UpstreamUnavailable as exc:
-                retry = attempt == 0 and conn.reused and body is None and exc.kind == "reset"
+                retry = attempt == 0 and exc.kind == "reset" and body is None and conn.reused
                 if not retry:
                     self.stats.count_error(exc.kind)
                     raise
@@ -425,8 +425,8 @@ class Upstream:
     async def upgrade(self, head: bytes) -> Exchange:
         """Send a websocket handshake on a connection of its own; the answer is a 101 or anything else."""
         started = self._loop.time()
-        conn = await self.acquire()
         try:
+            conn = await self.acquire()
             exchange = await self._send(conn, head, None, False, False, upgrade=True)
         except UpstreamError as exc:
             self.stats.count_error(exc.kind)

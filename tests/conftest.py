@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import io
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -18,7 +22,7 @@ from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from yarl import URL
 
-from devtools.azurite import AzuriteServer, connection_string, run_azurite
+from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port, run_azurite
 from imgproxy.app import create_app
 from imgproxy.config import Config, load_config
 from tests.origin_proxy import OriginProxy
@@ -129,3 +133,40 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> 
     async with asyncio.timeout(timeout_s):
         while not condition():  # noqa: ASYNC110 - see docstring
             await asyncio.sleep(0.001)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamApp:
+    """The small real application behind the proxy (`tests/upstream_app.py`), in its own process."""
+
+    url: str
+    proc: subprocess.Popen[str]
+
+
+@contextlib.contextmanager
+def run_upstream_app() -> Iterator[UpstreamApp]:
+    """Start `python -m tests.upstream_app` on a free loopback port; stop it on exit."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.upstream_app", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once it listens
+        assert line.startswith("upstream app on"), line
+        yield UpstreamApp(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def upstream_app() -> Iterator[UpstreamApp]:
+    """One upstream application for the whole run (its stateful routes take a per-test token)."""
+    with run_upstream_app() as app:
+        yield app

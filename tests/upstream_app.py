@@ -7,6 +7,8 @@ at once) and tells the tests what it saw over its own HTTP endpoints, so no test
 - `GET /big/{n}`: n deterministic bytes (`tests.conftest.payload(n, seed=7)`), 1 MiB writes, with a length.
 - `GET /stream/{token}`: a chunked event stream: `one`, then `two` once `POST /release/{token}`.
 - `GET /cookies`, `/gzip`, `/status/{code}`, `/redirect`, `/head-length`: fixed answers.
+- `GET /hop-response`: an answer carrying hop-by-hop fields. `POST /slow-upload/{token}`: reads the
+  body (`GET /receiving/{token}` waits for its first bytes), then says `released` as `/hold` does.
 - `GET /hold/{token}`: headers and 5 bytes, then nothing until the connection goes; then
   `GET /released/{token}` (which waits for it) answers. `GET /hang`: no answer at all.
 - `GET /cut`: announces 1000 bytes, sends 100, then drops the connection.
@@ -51,6 +53,7 @@ async def echo(request: web.Request) -> web.Response:
         "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
         "body_bytes": size,
         "body_sha256": digest.hexdigest(),
+        "peer_port": request.transport.get_extra_info("peername")[1] if request.transport else None,
     }
     return web.json_response(body)
 
@@ -108,6 +111,33 @@ async def redirect(request: web.Request) -> web.Response:
 
 async def head_length(request: web.Request) -> web.Response:
     return web.Response(body=b"x" * 1234)
+
+
+async def hop_response(request: web.Request) -> web.Response:
+    headers = {
+        "Connection": "X-App-Hop",
+        "X-App-Hop": "1",
+        "Keep-Alive": "timeout=5",
+        "Proxy-Authenticate": "Basic",
+        "X-End": "kept",
+    }
+    return web.Response(text="hop\n", headers=headers)
+
+
+async def slow_upload(request: web.Request) -> web.Response:
+    """Reads the body until it ends; tells `/released/{token}` when its connection went away."""
+    token = request.match_info["token"]
+    try:
+        async for _ in request.content.iter_any():
+            request.app[STATE].events[f"receiving:{token}"].set()
+    finally:
+        request.app[STATE].events[f"released:{token}"].set()
+    return web.Response(text="done\n")
+
+
+async def receiving(request: web.Request) -> web.Response:
+    await request.app[STATE].events[f"receiving:{request.match_info['token']}"].wait()
+    return web.Response(text="receiving\n")
 
 
 async def hold(request: web.Request) -> web.StreamResponse:
@@ -181,6 +211,9 @@ def build() -> web.Application:
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/head-length", head_length)
+    app.router.add_get("/hop-response", hop_response)
+    app.router.add_post("/slow-upload/{token}", slow_upload)
+    app.router.add_get("/receiving/{token}", receiving)
     app.router.add_get("/hold/{token}", hold)
     app.router.add_get("/released/{token}", released)
     app.router.add_get("/hang", hang)

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from azure.storage.blob.aio import ContainerClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port
-from tests.conftest import payload
+from tests.conftest import UpstreamApp, payload
 from tests.origin_proxy import OriginProxy
 
 MIB: Final = 1024 * 1024
@@ -386,3 +386,46 @@ async def test_metrics_and_stats_cover_every_worker(
     assert origin.count("counted.png") == (1 if disk else 2)
     if disk:
         assert (stats["disk_size"], stats["disk_bytes"]) == (1, len(data))
+
+
+@pytest.mark.slow
+async def test_a_100_mib_upload_and_download_through_the_app_keep_rss_bounded(
+    azurite: AzuriteServer,
+    container: ContainerClient,
+    upstream_app: UpstreamApp,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In front of the app: a 100 MiB upload and a 100 MiB download pass byte-exact while the
+    proxy's peak RSS grows by well under the transfer's size (neither sits in its memory)."""
+    size = 100 * MIB
+    data = payload(size, seed=7)  # what the app's /big/{n} sends
+    expected = hashlib.sha256(data).hexdigest()
+
+    async def body() -> AsyncIterator[bytes]:
+        view = memoryview(data)
+        for start in range(0, size, MIB):
+            yield bytes(view[start : start + MIB])
+
+    with start_server(
+        azurite, container.container_name, IMGPROXY_SERVER_DRAIN_S="0", IMGPROXY_UPSTREAM_URL=upstream_app.url
+    ) as running:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            async with session.get(f"{running.base}/echo/warm") as response:
+                assert response.status == 200
+            before = peak_rss_bytes(running.proc.pid)
+            async with session.put(f"{running.base}/echo/upload", data=body()) as response:
+                echoed = await response.json()
+            digest = hashlib.sha256()
+            async with session.get(f"{running.base}/big/{size}") as response:
+                assert response.headers["Content-Length"] == str(size)
+                async for chunk in response.content.iter_chunked(MIB):
+                    digest.update(chunk)
+        peak = peak_rss_bytes(running.proc.pid)
+    with capsys.disabled():
+        print(
+            f"\n[memory] 100 MiB up + 100 MiB down via the app: "
+            f"peak RSS {before / MIB:.1f} -> {peak / MIB:.1f} MiB"
+        )
+    assert (echoed["body_bytes"], echoed["body_sha256"]) == (size, expected)
+    assert digest.hexdigest() == expected
+    assert peak - before < 32 * MIB
