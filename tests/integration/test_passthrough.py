@@ -459,6 +459,28 @@ async def test_no_headers_within_timeout_gives_504(
     assert proxy.app[UPSTREAM].stats.errors == {"timeout": 1}
 
 
+async def test_the_pool_is_bounded_by_max_connections(
+    start_proxy: ProxyFactory, session: aiohttp.ClientSession, upstream_app: UpstreamApp
+) -> None:
+    """max_connections = 1 with that connection busy: the next request waits timeout_s, then 504
+    (`pool`); once the first is done the connection serves the next request."""
+    proxy = await start_proxy(upstream__max_connections=1, upstream__timeout_s=0.3)
+    name = token()
+    async with asyncio.timeout(10):
+        async with aiohttp.ClientSession() as holder:
+            held = await holder.get(proxy.url(f"/hold/{name}"))
+            assert await held.content.readexactly(5) == b"held!"
+            async with session.get(proxy.url("/echo/waits")) as response:
+                assert response.status == 504
+            held.close()
+        async with session.get(f"{upstream_app.url}/released/{name}") as released:
+            assert released.status == 200
+        assert (await echo(session, proxy.url("/echo/after")))["target"] == "/echo/after"
+    stats = proxy.app[UPSTREAM].stats
+    assert stats.errors == {"pool": 1, "client_gone": 1}
+    assert stats.connections == 1
+
+
 @pytest.mark.parametrize("lane", [True, False])
 async def test_a_body_over_the_limit_gives_413_before_it_is_sent(
     start_proxy: ProxyFactory, session: aiohttp.ClientSession, lane: bool

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgproxy.config import CONNECTION_STRING_ENV, Config, ConfigError, load_config
+from imgproxy.config import CONNECTION_STRING_ENV, Config, ConfigError, load_config, upstream_address
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 CONN = {CONNECTION_STRING_ENV: "x"}
@@ -36,7 +36,7 @@ def test_repository_config_file_equals_dataclass_defaults() -> None:
     defaults = Config()
     assert config.origin.connection_string == "x"
     assert dataclasses.replace(config.origin, connection_string="") == defaults.origin
-    for section in ("server", "cache", "http", "admin"):
+    for section in ("server", "cache", "http", "admin", "upstream"):
         assert getattr(config, section) == getattr(defaults, section), section
     assert config == dataclasses.replace(
         defaults, origin=dataclasses.replace(defaults.origin, connection_string="x")
@@ -326,3 +326,60 @@ def test_account_url_in_file_wins_over_connection_string_env(tmp_path: Path) -> 
         "https://acct.blob.core.windows.net",
         "",
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app:8443",
+        "http://app:8000/prefix",
+        "http://app:8000?x=1",
+        "http://user@app:8000",
+        "http://:8000",
+        "http://app:99999",
+        "app:8000",
+    ],
+)
+def test_upstream_url_must_be_plain_http_host_and_port(url: str) -> None:
+    """upstream.url is http://host[:port]: no TLS, path, query or user (the message names the key)."""
+    expect_error(None, {**CONN, "IMGPROXY_UPSTREAM_URL": url}, "upstream.url")
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [("http://127.0.0.1:8000", ("127.0.0.1", 8000)), ("http://app/", ("app", 80)), ("", None)],
+)
+def test_upstream_url_is_accepted(url: str, address: tuple[str, int] | None) -> None:
+    """A plain http URL (port 80 by default) is accepted; empty leaves the pass-through off."""
+    config = load_config(None, {**CONN, "IMGPROXY_UPSTREAM_URL": url})
+    assert config.upstream.url == url
+    if address is not None:
+        assert upstream_address(url) == address
+
+
+@pytest.mark.parametrize(
+    ("env_name", "value"),
+    [
+        ("IMGPROXY_UPSTREAM_TIMEOUT_S", "0"),
+        ("IMGPROXY_UPSTREAM_IDLE_TIMEOUT_S", "0"),
+        ("IMGPROXY_UPSTREAM_CONNECT_TIMEOUT_S", "-1"),
+        ("IMGPROXY_UPSTREAM_MAX_CONNECTIONS", "0"),
+        ("IMGPROXY_UPSTREAM_MAX_BODY_BYTES", "-1"),
+    ],
+)
+def test_upstream_bounds_are_enforced(env_name: str, value: str) -> None:
+    """Timeouts must be positive, the pool at least one connection, the body limit not negative."""
+    key = "upstream." + env_name.removeprefix("IMGPROXY_UPSTREAM_").lower()
+    expect_error(None, {**CONN, env_name: value}, key, "at least")
+
+
+@pytest.mark.parametrize("prefix", ["ops", "/ops/", "/a//b", "/ops?x", "/o ps", "/images", "/images/ops"])
+def test_ops_prefix_must_be_a_plain_path(prefix: str) -> None:
+    """server.ops_prefix is empty or /like/this (no trailing slash, query, space, or /images)."""
+    expect_error(None, {**CONN, "IMGPROXY_SERVER_OPS_PREFIX": prefix}, "server.ops_prefix")
+
+
+@pytest.mark.parametrize("prefix", ["", "/_imgproxy", "/ops/v1"])
+def test_ops_prefix_is_accepted(prefix: str) -> None:
+    """A plain path prefix (or none) is accepted."""
+    assert load_config(None, {**CONN, "IMGPROXY_SERVER_OPS_PREFIX": prefix}).server.ops_prefix == prefix
