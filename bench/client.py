@@ -142,3 +142,11 @@ async def origin_stats(counter_url: str) -> Counter[str]:
         response.raise_for_status()
         data: dict[str, int] = await response.json()
         return Counter(data)
+
+
+async def fetch_body(url: str) -> bytes:
+    """The body of a 200 answer to GET `url` (a check before a load run)."""
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+        response.raise_for_status()
+        return await response.read()

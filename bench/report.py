@@ -119,6 +119,7 @@ class Report:
     target_notes: dict[str, list[str]] = field(default_factory=dict)
     warm: dict[str, str] = field(default_factory=dict)
     loads: list[LoadRow] = field(default_factory=list)
+    single: list[LoadRow] = field(default_factory=list)  # one connection (pass-through latency)
     bursts: dict[str, list[BurstRow]] = field(default_factory=dict)
     memory: MemoryFigure | None = None
     memory_note: str = ""
@@ -134,6 +135,7 @@ class Report:
             "target_notes": self.target_notes,
             "warm": self.warm,
             "loads": [row.as_dict() for row in self.loads],
+            "single_connection": [row.as_dict() for row in self.single],
             "bursts": {t: [b.as_dict() for b in rows] for t, rows in self.bursts.items()},
             "memory": self.memory.as_dict() if self.memory else None,
             "memory_note": self.memory_note,
@@ -235,9 +237,10 @@ def render(report: Report) -> str:
     if report.notes:
         lines += ["Notes:", ""] + [f"- {note}" for note in report.notes] + [""]
 
+    cache_loads = [row for row in report.loads if not row.workload.startswith("pass-")]
     lines += ["## Throughput and latency (wrk, all hits after one warm-up request per object)", ""]
     rows = []
-    for row in report.loads:
+    for row in cache_loads:
         rows.append(
             [
                 row.workload,
@@ -265,11 +268,11 @@ def render(report: Report) -> str:
         "",
     ]
 
-    by_key = {(row.target, row.workload): row for row in report.loads}
+    by_key = {(row.target, row.workload): row for row in cache_loads}
     # MB/s ratios equal req/s ratios (same objects for every target), so they are not repeated.
     anchors = ("nginx", "varnish", "bare")
     ratio_rows = []
-    for row in report.loads:
+    for row in cache_loads:
         if row.target != "imgproxy":
             continue
         cells = [row.workload]
@@ -339,6 +342,7 @@ def render(report: Report) -> str:
                 "",
             ]
 
+    lines += _passthrough_section(report)
     lines += ["## Memory: imgproxy while 20 clients stream the 200 MiB blob", ""]
     if report.memory is not None:
         m = report.memory
@@ -372,3 +376,62 @@ def render(report: Report) -> str:
     else:
         lines += [report.memory_note or "not measured", ""]
     return "\n".join(lines)
+
+
+def _passthrough_section(report: Report) -> list[str]:
+    """Pass-through rows: throughput at N connections, latency one request at a time, ratios."""
+    loads = [row for row in report.loads if row.workload.startswith("pass-")]
+    if not loads:
+        return []
+    single = {(row.target, row.workload): row for row in report.single}
+    by_key = {(row.target, row.workload): row for row in loads}
+    rows = []
+    for row in loads:
+        one = single.get((row.target, row.workload))
+        direct = single.get(("direct", row.workload))
+        nginx = by_key.get(("nginx", row.workload))
+        added = (
+            _num(one.median(lambda r: r.mean_ms) - direct.median(lambda r: r.mean_ms), 3)
+            if one is not None and direct is not None
+            else "n/a"
+        )
+        rows.append(
+            [
+                row.workload,
+                row.target,
+                _num(row.rps),
+                _num(row.mb_s, 1),
+                _num(row.p50, 2),
+                _num(row.p99, 2),
+                str(row.errors),
+                _num(one.p50, 3) if one else "n/a",
+                _num(one.median(lambda r: r.mean_ms), 3) if one else "n/a",
+                added,
+                _ratio(row.rps, nginx.rps if nginx else None),
+            ]
+        )
+    header = [
+        "workload",
+        "target",
+        "req/s",
+        "MB/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "1 conn p50 ms",
+        "1 conn mean ms",
+        "added ms (mean)",
+        "req/s / nginx",
+    ]
+    connections = report.settings.get("connections", "?")
+    lines = ["## Pass-through: in front of an app (nginx serving static files)", ""]
+    lines += _table(header, rows)
+    lines += [
+        "",
+        f"req/s, MB/s, p50 and p99 at {connections} connections; `1 conn`: wrk with one connection "
+        "(one request at a time); `added`: the mean latency at one connection minus `direct`'s (the app "
+        "alone). `nginx` is `proxy_pass` with a keep-alive pool; `session` a plain aiohttp route with "
+        "`ClientSession` (bench/session_pass.py); imgproxy and session run `server.workers` = cores.",
+        "",
+    ]
+    return lines

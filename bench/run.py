@@ -1,9 +1,10 @@
 """`make bench` / `python -m bench.run`: run every target through every workload and write a report.
 
 Environment: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (64), BENCH_REPEAT (1; the median is
-reported), BENCH_TARGETS (imgproxy,nginx,varnish,bare), BENCH_WORKLOADS (hit-20k,hit-2m,zipf,burst;
-also hit-200k and stream-20m), BENCH_MEMORY (1; 0 skips the 200 MiB figure),
-IMGPROXY_BENCH_EXTRA_ENV ("KEY=VALUE ..." passed to imgproxy, e.g. IMGPROXY_SERVER_WORKERS=2).
+reported), BENCH_TARGETS (imgproxy,nginx,varnish,bare), BENCH_WORKLOADS (hit-20k,hit-2m,zipf,burst,
+pass-1k,pass-1m; also hit-200k and stream-20m), BENCH_PASS_TARGETS (imgproxy,nginx,session,direct:
+the pass-through workloads' targets, see `bench.passthrough`), BENCH_MEMORY (1; 0 skips the 200 MiB
+figure), IMGPROXY_BENCH_EXTRA_ENV ("KEY=VALUE ..." passed to imgproxy, e.g. IMGPROXY_SERVER_WORKERS=2).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ from devtools.azurite import ACCOUNT, ROOT, AzuriteServer, connection_string, fr
 from . import client
 from .dataset import BIG_BLOB, BIG_SIZE, BURST_SIZE, CONTAINER, OBJECTS, Dataset, burst_name, seed
 from .origin_counter import STATS_PATH
+from .passthrough import (
+    PASS_FILES,
+    PASS_TARGETS,
+    run_imgproxy_pass,
+    run_nginx_proxy,
+    run_session_pass,
+    run_static,
+)
 from .procs import ManagedProcess, descendants, find_tool, peak_rss_bytes
 from .report import BurstRow, LoadRow, MemoryFigure, Report, environment, render
 from .targets import EXTRA_ENV_VAR, Target, new_workdir, run_bare, run_imgproxy, run_nginx, run_varnish
@@ -41,7 +50,7 @@ FIXED_WORKLOADS: Final = {
     "hit-2m": "obj-2m.bin",
     "stream-20m": "obj-20m.bin",
 }
-ALL_WORKLOADS: Final = (*FIXED_WORKLOADS, "zipf", "burst")
+ALL_WORKLOADS: Final = (*FIXED_WORKLOADS, "zipf", "burst", *PASS_FILES)
 BURST_CLIENTS: Final = 100
 MEMORY_CLIENTS: Final = 20
 APT_PACKAGES: Final = {"nginx": "nginx", "varnish": "varnishd", "wrk": "wrk"}
@@ -59,6 +68,7 @@ class Settings:
     targets: list[str]
     workloads: list[str]
     memory: bool
+    pass_targets: list[str]
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -74,8 +84,9 @@ class Settings:
             connections=int(os.environ.get("BENCH_CONNECTIONS", "64")),
             repeat=int(os.environ.get("BENCH_REPEAT", "1")),
             targets=listing("BENCH_TARGETS", ",".join(ALL_TARGETS), ALL_TARGETS),
-            workloads=listing("BENCH_WORKLOADS", "hit-20k,hit-2m,zipf,burst", ALL_WORKLOADS),
+            workloads=listing("BENCH_WORKLOADS", "hit-20k,hit-2m,zipf,burst,pass-1k,pass-1m", ALL_WORKLOADS),
             memory=os.environ.get("BENCH_MEMORY", "1") not in ("0", "false", "no"),
+            pass_targets=listing("BENCH_PASS_TARGETS", ",".join(PASS_TARGETS), PASS_TARGETS),
         )
         if settings.duration_s < 1 or settings.connections < 1 or settings.repeat < 1:
             raise SystemExit("BENCH_DURATION, BENCH_CONNECTIONS and BENCH_REPEAT must be >= 1")
@@ -89,6 +100,7 @@ class Settings:
             "repeat": str(self.repeat),
             "targets": ",".join(self.targets),
             "workloads": ",".join(self.workloads),
+            "pass targets": ",".join(self.pass_targets),
             EXTRA_ENV_VAR: os.environ.get(EXTRA_ENV_VAR, "") or "(none)",
         }
 
@@ -186,7 +198,7 @@ class Bench:
             self.report.notes.append(f"{target.name}: warm-up answers wrong: {'; '.join(warm.bad[:5])}")
 
         for workload in settings.workloads:
-            if workload == "burst" or wrk_binary() is None:
+            if workload == "burst" or workload in PASS_FILES or wrk_binary() is None:
                 continue
             try:
                 self.run_load(target, workload, workdir)
@@ -234,6 +246,51 @@ class Bench:
             row.runs.append(run_wrk(url, script, settings.duration_s, settings.connections))
             row.origin_requests.append(self.origin_total() - before)
         self.report.loads.append(row)
+
+    def run_passthrough(self, azurite: AzuriteServer, workdir: Path) -> None:
+        """The pass-through workloads: every pass target in front of one static app, in turn."""
+        settings = self.settings
+        workloads = [w for w in settings.workloads if w in PASS_FILES]
+        if not workloads or wrk_binary() is None:
+            return
+        script = fixed_script(workdir / "pass.lua")
+        with run_static(workdir) as app:
+            for name in settings.pass_targets:
+                try:
+                    with self.start_pass(name, azurite, app, workdir) as target:
+                        self.report.target_notes[f"{name} (pass-through)"] = target.notes
+                        for workload in workloads:
+                            self.run_pass_load(target, workload, script)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    self.failed(f"{name} (pass-through): skipped or incomplete", exc)
+
+    def start_pass(
+        self, name: str, azurite: AzuriteServer, app: Target, workdir: Path
+    ) -> AbstractContextManager[Target]:
+        if name == "imgproxy":
+            return run_imgproxy_pass(azurite.connection_string, app, workdir)
+        if name == "nginx":
+            return run_nginx_proxy(app, workdir)
+        if name == "session":
+            return run_session_pass(app, workdir)
+        return contextlib.nullcontext(app)
+
+    def run_pass_load(self, target: Target, workload: str, script: Path) -> None:
+        file_name, size = PASS_FILES[workload]
+        url = f"{target.base}/{file_name}"
+        body = client.run(client.fetch_body(url))
+        if len(body) != size:
+            raise RuntimeError(f"{target.name}: {url} gave {len(body)} bytes, not {size}")
+        row = LoadRow(target.name, workload, float(size))
+        single = LoadRow(target.name, workload, float(size))
+        for repetition in range(self.settings.repeat):
+            log(f"{target.name}: {workload} run {repetition + 1}/{self.settings.repeat}")
+            row.runs.append(run_wrk(url, script, self.settings.duration_s, self.settings.connections))
+            single.runs.append(run_wrk(url, script, self.settings.duration_s, 1))
+        self.report.loads.append(row)
+        self.report.single.append(single)
 
     def memory_figure(self, azurite: AzuriteServer, workdir: Path) -> None:
         log(f"memory: {MEMORY_CLIENTS} clients streaming {BIG_BLOB} through a fresh imgproxy")
@@ -285,6 +342,9 @@ def main() -> int:
                     raise
                 except Exception as exc:  # an anchor that cannot start is skipped, never fatal
                     bench.failed(f"{name}: skipped or incomplete", exc)
+        pass_dir = workdir / "passthrough"
+        pass_dir.mkdir()
+        bench.run_passthrough(azurite, pass_dir)
         if settings.memory:
             try:
                 memory_dir = workdir / "memory"

@@ -10,6 +10,7 @@ aiohttp's parser, which has already refused CR, LF and NUL in names and values.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -21,11 +22,14 @@ RawHeaders = Iterable[tuple[bytes, bytes]]
 HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
-# Replaced by our framing (we may re-chunk), our 100-continue answer, or our forwarding fields.
-_REQUEST_OWN: Final = frozenset(
-    {b"content-length", b"expect", b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
-)
+# Replaced by our forwarding fields; and with our framing (we may re-chunk) and our 100-continue
+# answer, not copied from the client's request.
 _FORWARDED: Final = b"forwarded"
+_REQUEST_OWN: Final = frozenset(
+    {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", _FORWARDED}
+)
+_REQUEST_SKIP: Final = HOP_BY_HOP | _REQUEST_OWN | {b"content-length", b"expect"}
+_RESPONSE_SKIP_CHUNKED: Final = HOP_BY_HOP | {b"content-length"}
 _CRLF: Final = b"\r\n"
 
 
@@ -45,13 +49,36 @@ def connection_options(raw_headers: RawHeaders) -> frozenset[bytes]:
     names: set[bytes] = set()
     for name, value in raw_headers:
         if name.lower() == b"connection":
-            names.update(token.strip().lower() for token in value.split(b","))
-    names.discard(b"")
+            names |= _options(value)
     return frozenset(names)
 
 
-def _is_hop_by_hop(lower: bytes, options: frozenset[bytes]) -> bool:
-    return lower in HOP_BY_HOP or lower.startswith(b"proxy-") or lower in options
+def _options(value: bytes) -> frozenset[bytes]:
+    return frozenset(token.strip().lower() for token in value.split(b",")) - {b""}
+
+
+def _end_to_end(raw_headers: RawHeaders, skip: frozenset[bytes]) -> list[bytes]:
+    """`name: value` lines of every field but hop-by-hop ones and those in `skip` (lower-case).
+
+    One pass in the common case; a `Connection` that names other fields costs a second one.
+    """
+    parts: list[bytes] = []
+    named: frozenset[bytes] = frozenset()
+    for name, value in raw_headers:
+        lower = name.lower()
+        if lower in skip or lower.startswith(b"proxy-"):
+            if lower == b"connection":
+                named |= _options(value) - skip
+            continue
+        parts += (name, b": ", value, _CRLF)
+    if named:
+        return _end_to_end(raw_headers, skip | named)
+    return parts
+
+
+@functools.lru_cache(maxsize=256)
+def _status_line(code: int, reason: str) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (code, reason.encode("utf-8", "surrogateescape"))
 
 
 def _quoted(value: str) -> str:
@@ -82,31 +109,27 @@ def request_head(
     The body is framed by `content_length`, or by `chunked` (we re-chunk what aiohttp de-chunked).
     `upgrade` (a websocket handshake) asks the app to switch to that protocol on this connection.
     """
-    options = connection_options(raw_headers)
     lines = [f"{method} {target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")]
+    lines += _end_to_end(raw_headers, _REQUEST_SKIP)
     host: bytes | None = None
     xff: list[bytes] = []
     proto: bytes | None = None
     xfh: bytes | None = None
     forwarded: list[bytes] = []
-    for name, value in raw_headers:
+    for name, value in raw_headers:  # the fields we replace, as the client sent them
         lower = name.lower()
-        if lower in _REQUEST_OWN:
-            if lower == b"host":
-                host = value if host is None else host
-            elif lower == b"x-forwarded-for":
-                xff.append(value)
-            elif lower == b"x-forwarded-proto":
-                proto = value if proto is None else proto
-            elif lower == b"x-forwarded-host":
-                xfh = value if xfh is None else xfh
+        if lower not in _REQUEST_OWN:
             continue
-        if lower == _FORWARDED:
+        if lower == b"host":
+            host = value if host is None else host
+        elif lower == b"x-forwarded-for":
+            xff.append(value)
+        elif lower == b"x-forwarded-proto":
+            proto = value if proto is None else proto
+        elif lower == b"x-forwarded-host":
+            xfh = value if xfh is None else xfh
+        elif lower == _FORWARDED:
             forwarded.append(value)
-            continue
-        if _is_hop_by_hop(lower, options):
-            continue
-        lines += (name, b": ", value, _CRLF)
 
     trust = forwarding.trust_forwarded
     sent_host = host if forwarding.preserve_host and host else forwarding.upstream_host
@@ -143,13 +166,8 @@ def response_head(
     """The head we send the client for the app's answer: its status and fields, hop-by-hop ones
     dropped, then our framing (`chunked`: we chunk a body of unknown length), `Connection` and,
     for a 101, `upgrade` (the protocol the app switched to)."""
-    options = connection_options(raw_headers)
-    lines = [b"HTTP/1.1 %d %s\r\n" % (code, reason.encode("utf-8", "surrogateescape"))]
-    for name, value in raw_headers:
-        lower = name.lower()
-        if _is_hop_by_hop(lower, options) or (chunked and lower == b"content-length"):
-            continue
-        lines += (name, b": ", value, _CRLF)
+    lines = [_status_line(code, reason)]
+    lines += _end_to_end(raw_headers, _RESPONSE_SKIP_CHUNKED if chunked else HOP_BY_HOP)
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     if connection is not None:

@@ -55,6 +55,7 @@ LATENCY_BUCKETS_S: Final = (
     30.0,
 )
 _MAX_FIELD: Final = 16 * 1024  # longest response header line we accept from the app
+_STATUS_CLASS: Final = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 @dataclass(slots=True)
@@ -73,7 +74,7 @@ class UpstreamStats:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
     def observe(self, status: int, seconds: float) -> None:
-        key = f"{status // 100}xx"
+        key = _STATUS_CLASS[min(status // 100, 5)]
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self.latency_sum_s += seconds
@@ -84,6 +85,12 @@ class AppProtocol(ResponseHandler):
 
     on_pause: Callable[[], None] | None = None
     on_resume: Callable[[], None] | None = None
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        # The payload's StreamReader asks for this after every read, paused or not, and aiohttp
+        # then feeds its parser an empty chunk: a few microseconds per request for nothing.
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -99,13 +106,14 @@ class AppProtocol(ResponseHandler):
 class Connection:
     """One HTTP/1.1 connection to the app."""
 
-    __slots__ = ("idle_since", "proto", "reused", "writer")
+    __slots__ = ("head_only", "idle_since", "proto", "reused", "writer")
 
     def __init__(self, proto: AppProtocol) -> None:
         self.proto = proto
         self.writer = StreamWriter(proto, proto._loop)  # only for drain(): waits while paused
         self.reused = False
         self.idle_since = 0.0
+        self.head_only: bool | None = None  # what the response parser was made for
 
     def write(self, data: bytes | memoryview) -> None:
         transport = self.proto.transport
@@ -347,13 +355,17 @@ class Upstream:
     ) -> Exchange:
         proto = conn.proto
         proto.read_timeout = None
-        proto.set_response_params(
-            skip_payload=head_only,
-            auto_decompress=False,  # Content-Encoding passes untouched
-            read_bufsize=READ_BUFFER,
-            max_line_size=_MAX_FIELD,
-            max_field_size=_MAX_FIELD,
-        )
+        if (
+            conn.head_only is not head_only
+        ):  # else the parser of the last exchange goes on (llhttp keeps alive)
+            conn.head_only = head_only
+            proto.set_response_params(
+                skip_payload=head_only,
+                auto_decompress=False,  # Content-Encoding passes untouched
+                read_bufsize=READ_BUFFER,
+                max_line_size=_MAX_FIELD,
+                max_field_size=_MAX_FIELD,
+            )
         deadline: asyncio.TimerHandle | None = None
         pump: asyncio.Task[None] | None = None
 

@@ -39,7 +39,7 @@ ErrorAnswer = Callable[[ImgproxyError], web.Response]
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK: Final = b"0\r\n\r\n"
-_CLOSED: Final = Sent(status=499, keep_alive=False)  # nothing sent: nginx's "client closed request"
+_CLOSED: Final = Sent(499, keep_alive=False)  # nothing sent: nginx's "client closed request"
 
 
 class _ClientFailure(Exception):
@@ -75,28 +75,30 @@ def _decoded_path(request: web.BaseRequest) -> str:
 
 
 class _ClientTap(asyncio.Protocol):
-    """Stands in for aiohttp's protocol on the client's transport while a request is forwarded.
+    """Stands in for aiohttp's protocol on a client's transport from its first forwarded request on.
 
-    Without `divert`, bytes go on to aiohttp as before (a request body, pipelined requests); with
-    it (a websocket tunnel) they go to the app. Either way a lost connection is reported at once
-    and then passed on, so aiohttp cleans up as usual.
+    Bytes go on to aiohttp as before (a request body, the next requests), unless `divert` is set
+    (a websocket tunnel: they go to the app). A lost connection is reported to `on_lost` at once,
+    then passed on, so aiohttp cleans up as usual. It stays for the connection's life: installing
+    it once costs less than swapping protocols around every request.
     """
 
-    def __init__(self, transport: asyncio.Transport, on_lost: Callable[[], None]) -> None:
-        self.transport = transport
+    def __init__(self, transport: asyncio.Transport) -> None:
         inner = transport.get_protocol()
         assert isinstance(inner, RequestHandler)
         self.inner = inner
-        self.on_lost = on_lost
         self.lost = False
+        self.on_lost: Callable[[], None] | None = None
         self.divert: Callable[[bytes], None] | None = None
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
         transport.set_protocol(self)
 
-    def restore(self) -> None:
-        if not self.lost and self.transport.get_protocol() is self:
-            self.transport.set_protocol(self.inner)
+    @classmethod
+    def on(cls, transport: asyncio.Transport) -> _ClientTap:
+        """The tap of `transport`, installed now if it has none yet."""
+        protocol = transport.get_protocol()
+        return protocol if isinstance(protocol, _ClientTap) else cls(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.divert is not None:
@@ -105,7 +107,7 @@ class _ClientTap(asyncio.Protocol):
             self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        if self.divert is not None:
+        if self.divert is not None and self.on_lost is not None:
             self.on_lost()
             return None
         self.inner.eof_received()
@@ -123,7 +125,8 @@ class _ClientTap(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.on_lost()
+        if self.on_lost is not None:
+            self.on_lost()
         self.inner.connection_lost(exc)
 
 
@@ -134,6 +137,15 @@ class Passthrough:
         self.config = config.upstream
         self.upstream = upstream
         self.own = OwnRoutes.of(config.server.ops_prefix)
+        self._sent: dict[tuple[int, bool], Sent] = {}
+
+    def sent(self, status: int, keep_alive: bool) -> Sent:
+        """A (reused) response telling aiohttp that the answer is on the wire already."""
+        key = (status, keep_alive)
+        sent = self._sent.get(key)
+        if sent is None:
+            sent = self._sent[key] = Sent(status, keep_alive)
+        return sent
 
     def forwards(self, request: web.BaseRequest) -> bool:
         """True if `request` is for the app (its path is none of ours)."""
@@ -149,12 +161,12 @@ class Passthrough:
             return _CLOSED
         task = asyncio.current_task()
         assert task is not None
+        tap = _ClientTap.on(transport)
 
         def cancel() -> None:  # the client went away: stop waiting for the app at once
-            if not task.done():
-                task.cancel()
+            task.cancel()
 
-        tap = _ClientTap(transport, cancel)
+        tap.on_lost = cancel
         try:
             return await self._forward(request, transport, tap, send_continue)
         except asyncio.CancelledError:
@@ -164,7 +176,7 @@ class Passthrough:
             self.upstream.stats.count_error("client_gone")
             return _CLOSED
         finally:
-            tap.restore()
+            tap.on_lost = tap.on_pause = tap.on_resume = tap.divert = None
 
     def _forwarding(self, request: web.BaseRequest) -> Forwarding:
         return Forwarding(
@@ -242,15 +254,15 @@ class Passthrough:
             kind = getattr(exc, "kind", type(exc).__name__)
             self.upstream.stats.count_error(kind)
             transport.abort()
-            return Sent(message.code, keep_alive=False)
+            return self.sent(message.code, False)
         except _ClientFailure as exc:
             self.upstream.stats.count_error(exc.kind)
             transport.abort()
-            return Sent(message.code, keep_alive=False)
+            return self.sent(message.code, False)
         if not request.content.is_eof():  # the app answered before reading the whole body
             request.protocol.force_close()
-            return Sent(message.code, keep_alive=False)
-        return Sent(message.code, keep_alive=keep_alive)
+            return self.sent(message.code, False)
+        return self.sent(message.code, keep_alive)
 
     async def _drain(self, request: web.BaseRequest) -> None:
         """Wait while the client's buffer is full, at most `idle_timeout_s`."""
@@ -328,7 +340,7 @@ class Passthrough:
             app_side.on_pause = app_side.on_resume = None
             self.upstream.release(conn, reusable=False)
             transport.close()
-        return Sent(101, keep_alive=False)
+        return self.sent(101, False)
 
 
 class _ToClient:
