@@ -25,7 +25,7 @@ import collections
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NoReturn
 
 from aiohttp import ServerDisconnectedError
 from aiohttp.client_exceptions import ClientPayloadError, SocketTimeoutError
@@ -142,6 +142,13 @@ def _map_error(exc: BaseException) -> BaseException:
     return exc
 
 
+def _reraise(exc: BaseException) -> NoReturn:
+    mapped = _map_error(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
+
+
 class Exchange:
     """The app's answer to one request: `message` (status, raw headers) now, the body as it comes."""
 
@@ -172,14 +179,14 @@ class Exchange:
         try:
             return self.payload.read_nowait(-1)
         except Exception as exc:
-            raise _map_error(exc) from exc
+            _reraise(exc)
 
     async def read(self) -> bytes:
         """The next chunk of the body as the app wrote it; b"" at the end."""
         try:
             return await self.payload.readany()
         except Exception as exc:
-            raise _map_error(exc) from exc
+            _reraise(exc)
 
     def at_eof(self) -> bool:
         return not self.has_body or self.payload.at_eof()
@@ -209,7 +216,7 @@ class Upstream:
         self.host, self.port = upstream_address(config.url)
         self.host_header = (self.host if self.port == 80 else f"{self.host}:{self.port}").encode("idna")
         self.stats = UpstreamStats()
-        self._loop = asyncio.get_running_loop()
+        self.loop = self._loop = asyncio.get_running_loop()
         self._idle: list[Connection] = []
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
@@ -394,7 +401,7 @@ class Upstream:
             if pump is not None and not pump.done():
                 pump.cancel()
             self.release(conn, reusable=False)
-            raise _map_error(exc) from exc
+            _reraise(exc)
         if deadline is not None:
             deadline.cancel()
         if payload is not EMPTY_PAYLOAD and not payload.is_eof():

@@ -159,7 +159,7 @@ class Passthrough:
         transport = request.transport
         if transport is None or transport.is_closing():
             return _CLOSED
-        task = asyncio.current_task()
+        task = asyncio.current_task(self.upstream.loop)  # with the loop: no getpid() per call
         assert task is not None
         tap = _ClientTap.on(transport)
 
