@@ -57,23 +57,79 @@ def _options(value: bytes) -> frozenset[bytes]:
     return frozenset(token.strip().lower() for token in value.split(b",")) - {b""}
 
 
-def _end_to_end(raw_headers: RawHeaders, skip: frozenset[bytes]) -> list[bytes]:
-    """`name: value` lines of every field but hop-by-hop ones and those in `skip` (lower-case).
+_KEEP: Final = 0
+_DROP: Final = 1
+_CONNECTION: Final = 2
+_CAPTURE: Final = 3  # not copied, but handed to the caller (the fields a request head rewrites)
+_MEMO_NAMES: Final = 4096  # field names remembered per filter; past that, decided each time
 
-    One pass in the common case; a `Connection` that names other fields costs a second one.
+
+class _Filter:
+    """Copies the fields of a head but hop-by-hop ones and those in `skip` (lower-case names).
+
+    The decision per field name (as the peer spells it) is remembered, bounded: a head's fields
+    are copied in one pass of dictionary lookups. A `Connection` naming other fields (rare) costs
+    a second pass that drops those too.
     """
-    parts: list[bytes] = []
-    named: frozenset[bytes] = frozenset()
-    for name, value in raw_headers:
+
+    __slots__ = ("_capture", "_memo", "_named", "_skip")
+
+    def __init__(self, skip: frozenset[bytes], capture: frozenset[bytes] = frozenset()) -> None:
+        self._skip = skip
+        self._capture = capture
+        self._memo: dict[bytes, int] = {}
+        self._named: dict[bytes, frozenset[bytes]] = {}  # Connection value -> other fields it names
+
+    def _learn(self, name: bytes) -> int:
         lower = name.lower()
-        if lower in skip or lower.startswith(b"proxy-"):
-            if lower == b"connection":
-                named |= _options(value) - skip
-            continue
-        parts += (name, b": ", value, _CRLF)
-    if named:
-        return _end_to_end(raw_headers, skip | named)
-    return parts
+        if lower == b"connection":
+            kind = _CONNECTION
+        elif lower in self._capture:
+            kind = _CAPTURE
+        elif lower in self._skip or lower.startswith(b"proxy-"):
+            kind = _DROP
+        else:
+            kind = _KEEP
+        if len(self._memo) < _MEMO_NAMES:
+            self._memo[name] = kind
+        return kind
+
+    def _options(self, value: bytes) -> frozenset[bytes]:
+        named = self._named.get(value)
+        if named is None:
+            named = _options(value) - self._skip
+            if len(self._named) < _MEMO_NAMES:
+                self._named[value] = named
+        return named
+
+    def lines(
+        self, raw_headers: RawHeaders, captured: list[tuple[bytes, bytes]] | None = None
+    ) -> list[bytes]:
+        """`name: value` lines of the fields to copy, in their order; the fields to capture
+        (lower-case name, value) are appended to `captured`."""
+        memo = self._memo
+        parts: list[bytes] = []
+        named: frozenset[bytes] | None = None
+        for name, value in raw_headers:
+            kind = memo.get(name)
+            if kind is None:
+                kind = self._learn(name)
+            if kind == 0:  # _KEEP (literals: this loop runs for every field of every head)
+                parts.append(b"%s: %s\r\n" % (name, value))
+            elif kind == 3 and captured is not None:  # _CAPTURE
+                captured.append((name.lower(), value))
+            elif kind == 2 and (more := self._options(value)):  # _CONNECTION naming other fields
+                named = more if named is None else named | more
+        if named is not None:
+            if captured is not None:
+                captured.clear()
+            return _Filter(self._skip | named, self._capture).lines(raw_headers, captured)
+        return parts
+
+
+_REQUEST_FIELDS: Final = _Filter(_REQUEST_SKIP, _REQUEST_OWN)
+_RESPONSE_FIELDS: Final = _Filter(HOP_BY_HOP)
+_RESPONSE_FIELDS_CHUNKED: Final = _Filter(_RESPONSE_SKIP_CHUNKED)
 
 
 @functools.lru_cache(maxsize=256)
@@ -110,16 +166,14 @@ def request_head(
     `upgrade` (a websocket handshake) asks the app to switch to that protocol on this connection.
     """
     lines = [f"{method} {target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")]
-    lines += _end_to_end(raw_headers, _REQUEST_SKIP)
+    own: list[tuple[bytes, bytes]] = []
+    lines += _REQUEST_FIELDS.lines(raw_headers, own)
     host: bytes | None = None
     xff: list[bytes] = []
     proto: bytes | None = None
     xfh: bytes | None = None
     forwarded: list[bytes] = []
-    for name, value in raw_headers:  # the fields we replace, as the client sent them
-        lower = name.lower()
-        if lower not in _REQUEST_OWN:
-            continue
+    for lower, value in own:  # the fields we replace, as the client sent them
         if lower == b"host":
             host = value if host is None else host
         elif lower == b"x-forwarded-for":
@@ -128,7 +182,7 @@ def request_head(
             proto = value if proto is None else proto
         elif lower == b"x-forwarded-host":
             xfh = value if xfh is None else xfh
-        elif lower == _FORWARDED:
+        else:
             forwarded.append(value)
 
     trust = forwarding.trust_forwarded
@@ -167,7 +221,7 @@ def response_head(
     dropped, then our framing (`chunked`: we chunk a body of unknown length), `Connection` and,
     for a 101, `upgrade` (the protocol the app switched to)."""
     lines = [_status_line(code, reason)]
-    lines += _end_to_end(raw_headers, _RESPONSE_SKIP_CHUNKED if chunked else HOP_BY_HOP)
+    lines += (_RESPONSE_FIELDS_CHUNKED if chunked else _RESPONSE_FIELDS).lines(raw_headers)
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
     if connection is not None:
