@@ -5,11 +5,10 @@ the body streamed) through the `Upstream` pool and writes the app's answer strai
 transport as it arrives: the head, then each chunk (re-chunked when the app gave no length), waiting
 for the client to drain, so memory stays at a few buffers whatever the size. A websocket handshake
 that the app accepts (101) becomes a byte tunnel both ways, so frames, pings and close codes reach
-the other side exactly as sent. Until our head is written, failures are raised as project errors
-(mapped to 502/504/413 by `app.py`); after it, the client's connection is aborted, so a cut body
-never looks complete. While a request is forwarded, `_ClientTap` stands in for aiohttp's protocol on
-the client's transport (`Transport.set_protocol`, as asyncio's sendfile fallback does) to learn the
-moment the client goes away, and the app's connection is released at once.
+the other side exactly as sent (`tunnel`). Until our head is written, failures are raised as project
+errors (mapped to 502/504/413 by `app.py`); after it, the client's connection is aborted, so a cut
+body never looks complete. A `ClientTap` on the client's transport reports the moment the client
+goes away: the wait for the app is cancelled and its connection released at once.
 
 Two entries: `lane` on aiohttp's low-level server before routing (`app.install_passthrough`, the
 way `hot_path` answers hits), and `middleware` for what the router does not know (tests' apps).
@@ -24,15 +23,15 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
-from aiohttp.web_protocol import RequestHandler
 
 from ..config import Config
-from ..errors import BodyTooLarge, ImgproxyError
+from ..errors import BodyTooLarge, ImgproxyError, UpstreamError
 from ..keys import CONFIG, METRICS, UPSTREAM
 from ..prebuilt import Sent
 from ..proxy_headers import Forwarding, request_head, response_head
 from ..upstream import Exchange, Upstream
 from .images import PREFIX as IMAGES_PREFIX
+from .tunnel import ClientTap, Tunnel
 
 RequestHandlerFn = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 ErrorAnswer = Callable[[ImgproxyError], web.Response]
@@ -74,62 +73,6 @@ def _decoded_path(request: web.BaseRequest) -> str:
     return raw
 
 
-class _ClientTap(asyncio.Protocol):
-    """Stands in for aiohttp's protocol on a client's transport from its first forwarded request on.
-
-    Bytes go on to aiohttp as before (a request body, the next requests), unless `divert` is set
-    (a websocket tunnel: they go to the app). A lost connection is reported to `on_lost` at once,
-    then passed on, so aiohttp cleans up as usual. It stays for the connection's life: installing
-    it once costs less than swapping protocols around every request.
-    """
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        inner = transport.get_protocol()
-        assert isinstance(inner, RequestHandler)
-        self.inner = inner
-        self.lost = False
-        self.on_lost: Callable[[], None] | None = None
-        self.divert: Callable[[bytes], None] | None = None
-        self.on_pause: Callable[[], None] | None = None
-        self.on_resume: Callable[[], None] | None = None
-        transport.set_protocol(self)
-
-    @classmethod
-    def on(cls, transport: asyncio.Transport) -> _ClientTap:
-        """The tap of `transport`, installed now if it has none yet."""
-        protocol = transport.get_protocol()
-        return protocol if isinstance(protocol, _ClientTap) else cls(transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.divert is not None:
-            self.divert(data)
-        else:
-            self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        if self.divert is not None and self.on_lost is not None:
-            self.on_lost()
-            return None
-        self.inner.eof_received()
-        return None
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-        if self.on_pause is not None:
-            self.on_pause()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-        if self.on_resume is not None:
-            self.on_resume()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if self.on_lost is not None:
-            self.on_lost()
-        self.inner.connection_lost(exc)
-
-
 class Passthrough:
     """Forwards requests to the app of one worker (`upstream`), per `config.upstream`."""
 
@@ -161,7 +104,7 @@ class Passthrough:
             return _CLOSED
         task = asyncio.current_task(self.upstream.loop)  # with the loop: no getpid() per call
         assert task is not None
-        tap = _ClientTap.on(transport)
+        tap = ClientTap.on(transport)
 
         def cancel() -> None:  # the client went away: stop waiting for the app at once
             task.cancel()
@@ -188,7 +131,7 @@ class Passthrough:
         )
 
     async def _forward(
-        self, request: web.BaseRequest, transport: asyncio.Transport, tap: _ClientTap, send_continue: bool
+        self, request: web.BaseRequest, transport: asyncio.Transport, tap: ClientTap, send_continue: bool
     ) -> web.StreamResponse:
         if _wants_websocket(request):
             return await self._tunnel(request, transport, tap)
@@ -250,9 +193,8 @@ class Passthrough:
                 if transport.is_closing():
                     raise _ClientFailure("client_gone")
                 transport.writelines(_framed(b"", chunk, chunked, done))
-        except ImgproxyError as exc:  # the app failed mid-body: never a complete-looking body
-            kind = getattr(exc, "kind", type(exc).__name__)
-            self.upstream.stats.count_error(kind)
+        except UpstreamError as exc:  # the app failed mid-body: never a complete-looking body
+            self.upstream.stats.count_error(exc.kind)
             transport.abort()
             return self.sent(message.code, False)
         except _ClientFailure as exc:
@@ -274,7 +216,7 @@ class Passthrough:
                 raise _ClientFailure("client_idle") from None
 
     async def _tunnel(
-        self, request: web.BaseRequest, transport: asyncio.Transport, tap: _ClientTap
+        self, request: web.BaseRequest, transport: asyncio.Transport, tap: ClientTap
     ) -> web.StreamResponse:
         """A websocket handshake: the app's 101 opens a byte tunnel; any other answer is relayed."""
         head = request_head(
@@ -292,80 +234,19 @@ class Passthrough:
                 return await self._relay(request, transport, exchange)
             finally:
                 exchange.close()
-        message = exchange.message
-        conn = exchange.conn
-        app_side = conn.proto
         stats = self.upstream.stats
         stats.websockets += 1
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[None] = loop.create_future()
-        idle_s = self.config.idle_timeout_s
-        last = [loop.time()]
-
-        def end() -> None:
-            if not ended.done():
-                ended.set_result(None)
-
-        def to_app(data: bytes) -> None:
-            last[0] = loop.time()
-            if app_side.transport is not None:
-                app_side.transport.write(data)
-
-        def check_idle() -> None:
-            if ended.done():
-                return
-            quiet = loop.time() - last[0]
-            if quiet >= idle_s:
-                stats.count_error("idle")
-                end()
-            else:
-                timers[0] = loop.call_later(idle_s - quiet, check_idle)
-
-        timers = [loop.call_later(idle_s, check_idle)]
-        tap.on_lost = end
-        tap.divert = to_app
-        tap.on_pause = app_side.pause_reading
-        tap.on_resume = app_side.resume_reading
-        app_side.on_pause = transport.pause_reading
-        app_side.on_resume = transport.resume_reading
-        app_side.read_timeout = None
         try:
-            head = response_head(101, message.reason, message.raw_headers, False, b"Upgrade", b"websocket")
-            transport.write(head)
-            app_side.set_parser(_ToClient(transport, last, loop, end), None)
-            await ended
+            head_101 = response_head(
+                101, exchange.message.reason, exchange.message.raw_headers, False, b"Upgrade", b"websocket"
+            )
+            tunnel = Tunnel(tap, transport, exchange.conn.proto, self.config.idle_timeout_s)
+            if await tunnel.run(head_101):
+                stats.count_error("idle")
         finally:
-            timers[0].cancel()
             stats.websockets -= 1
-            app_side.on_pause = app_side.on_resume = None
-            self.upstream.release(conn, reusable=False)
-            transport.close()
+            self.upstream.release(exchange.conn, reusable=False)
         return self.sent(101, False)
-
-
-class _ToClient:
-    """Takes the app's bytes after its 101 (aiohttp's `set_parser` hook) and writes them to the client."""
-
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        last: list[float],
-        loop: asyncio.AbstractEventLoop,
-        end: Callable[[], None],
-    ) -> None:
-        self._transport = transport
-        self._last = last
-        self._loop = loop
-        self._end = end
-
-    def feed_data(self, data: bytes) -> tuple[bool, int]:
-        self._last[0] = self._loop.time()
-        if not self._transport.is_closing():
-            self._transport.write(data)
-        return False, 0
-
-    def feed_eof(self) -> None:
-        self._end()
 
 
 def _framed(head: bytes, chunk: bytes, chunked: bool, last: bool) -> list[bytes]:

@@ -424,6 +424,20 @@ async def test_the_clients_close_code_reaches_the_app(
         assert await response.text() == "4002"
 
 
+async def test_a_quiet_websocket_is_closed_after_idle_timeout(
+    start_proxy: ProxyFactory, session: aiohttp.ClientSession
+) -> None:
+    """No byte either way for upstream.idle_timeout_s: the tunnel is closed and counted as `idle`."""
+    proxy = await start_proxy(upstream__idle_timeout_s=0.3)
+    async with session.ws_connect(proxy.url("/ws")) as ws:
+        await ws.send_str("still here")
+        assert (await ws.receive(timeout=5)).data == "still here"
+        msg = await ws.receive(timeout=10)  # nothing more is sent: the tunnel goes quiet
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR)
+    await wait_until(lambda: proxy.app[UPSTREAM].stats.websockets == 0)
+    assert proxy.app[UPSTREAM].stats.errors == {"idle": 1}
+
+
 async def test_a_refused_websocket_handshake_gets_the_apps_answer(
     proxy: Proxy, session: aiohttp.ClientSession
 ) -> None:
