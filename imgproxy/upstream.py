@@ -2,7 +2,7 @@
 
 One `Upstream` per worker holds at most `upstream.max_connections` connections (in use, idle and
 websocket tunnels together); a caller beyond that waits for one within `upstream.timeout_s`.
-Lean on purpose: a `ClientSession` pass-through measured 0.14-0.19x nginx's requests/s on small
+Lean on purpose: a `ClientSession` pass-through measured 0.14-0.21x nginx's requests/s on small
 answers, most of it in `ClientRequest`/`ClientResponse`, the connector and tracing. Here a
 connection is aiohttp's own client protocol (`ResponseHandler`: its C response parser, the
 payload `StreamReader` with flow control, read timeouts) on a transport of `loop.create_connection`,
@@ -20,11 +20,9 @@ without a body that finds a kept-alive connection closed by the app is sent once
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Final, NoReturn
 
 from aiohttp import ServerDisconnectedError
@@ -35,6 +33,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from .config import UpstreamConfig, upstream_address
 from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .metrics import UpstreamStats
 
 READ_BUFFER: Final = 64 * 1024  # the parser pauses the app's socket at twice this unread
 KEEPALIVE_S: Final = 4.0  # an idle connection older than this is closed, not reused (apps close at ~5 s)
@@ -55,29 +54,6 @@ LATENCY_BUCKETS_S: Final = (
     30.0,
 )
 _MAX_FIELD: Final = 16 * 1024  # longest response header line we accept from the app
-_STATUS_CLASS: Final = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
-
-
-@dataclass(slots=True)
-class UpstreamStats:
-    """Plain counters of the traffic to the app (rendered at scrape time by `metrics`)."""
-
-    requests: dict[str, int] = field(default_factory=dict)  # by status class: "2xx", ...
-    errors: dict[str, int] = field(default_factory=dict)  # by kind: refused, timeout, idle, ...
-    websockets: int = 0  # tunnels open now
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
-    latency_sum_s: float = 0.0
-    connections: int = 0  # open to the app now (in use, idle, tunnels)
-    idle: int = 0
-
-    def count_error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def observe(self, status: int, seconds: float) -> None:
-        key = _STATUS_CLASS[min(status // 100, 5)]
-        self.requests[key] = self.requests.get(key, 0) + 1
-        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self.latency_sum_s += seconds
 
 
 class AppProtocol(ResponseHandler):
@@ -327,17 +303,23 @@ class Upstream:
     # -- one exchange ----------------------------------------------------------------------
 
     async def exchange(
-        self, head: bytes, body: AsyncIterator[bytes] | None, chunked: bool, head_only: bool
+        self,
+        head: bytes,
+        body: AsyncIterator[bytes] | None,
+        chunked: bool,
+        head_only: bool,
+        upgrade: bool = False,
     ) -> Exchange:
         """Send `head` (and `body`) to the app; return its answer once the headers are in.
 
-        Raises `UpstreamUnavailable`, `UpstreamTimeout`, or what `body` raised (the client's side).
+        `upgrade`: a websocket handshake, whose answer may be a 101 (the connection is then the
+        tunnel's). Raises `UpstreamUnavailable`, `UpstreamTimeout`, or what `body` raised.
         """
         started = self._loop.time()
         for attempt in (0, 1):
             try:
                 conn = await self.acquire()
-                exchange = await self._send(conn, head, body, chunked, head_only)
+                exchange = await self._send(conn, head, body, chunked, head_only, upgrade)
             except UpstreamUnavailable as exc:
                 retry = attempt == 0 and exc.kind == "reset" and body is None and conn.reused
                 if not retry:
@@ -362,9 +344,7 @@ class Upstream:
     ) -> Exchange:
         proto = conn.proto
         proto.read_timeout = None
-        if (
-            conn.head_only is not head_only
-        ):  # else the parser of the last exchange goes on (llhttp keeps alive)
+        if conn.head_only is not head_only:  # else the last exchange's parser goes on (llhttp keeps alive)
             conn.head_only = head_only
             proto.set_response_params(
                 skip_payload=head_only,
@@ -438,20 +418,6 @@ class Upstream:
             conn.fail(_map_error(exc))
             return
         done()
-
-    # -- websockets ------------------------------------------------------------------------
-
-    async def upgrade(self, head: bytes) -> Exchange:
-        """Send a websocket handshake on a connection of its own; the answer is a 101 or anything else."""
-        started = self._loop.time()
-        try:
-            conn = await self.acquire()
-            exchange = await self._send(conn, head, None, False, False, upgrade=True)
-        except UpstreamError as exc:
-            self.stats.count_error(exc.kind)
-            raise
-        self.stats.observe(exchange.message.code, self._loop.time() - started)
-        return exchange
 
 
 @contextlib.asynccontextmanager

@@ -228,7 +228,7 @@ class Passthrough:
             False,
             upgrade=b"websocket",
         )
-        exchange = await self.upstream.upgrade(head)
+        exchange = await self.upstream.exchange(head, None, False, head_only=False, upgrade=True)
         if exchange.message.code != 101:
             try:
                 return await self._relay(request, transport, exchange)

@@ -164,6 +164,33 @@ async def test_the_target_reaches_the_app_exactly_as_sent(proxy: Proxy, target: 
     assert json.loads(body)["target"] == target
 
 
+async def test_an_expected_100_continue_lets_the_body_through(
+    proxy: Proxy, session: aiohttp.ClientSession
+) -> None:
+    """Expect: 100-continue within the limit: the client is told to go on, the app gets the body."""
+    body = payload(50_000, seed=100)
+    echoed = await echo(session, proxy.url("/echo/expect"), "PUT", data=body, expect100=True)
+    assert echoed["body_sha256"] == sha256(body)
+    assert header_values(echoed, "Expect") == []
+
+
+async def test_pipelined_requests_are_answered_in_order_ours_and_the_apps(proxy: Proxy) -> None:
+    """Three pipelined requests on one connection, the app's and ours mixed: three answers, in order."""
+    answer = await raw_http(
+        proxy,
+        b"GET /echo/first HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /echo/third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.count(b"HTTP/1.1 200 ") == 3
+    first, ours, third = (
+        answer.index(b"/echo/first"),
+        answer.index(b"\r\n\r\nok\n"),
+        answer.index(b"/echo/third"),
+    )
+    assert first < ours < third
+
+
 async def test_a_chunked_request_body_is_streamed_to_the_app(
     proxy: Proxy, session: aiohttp.ClientSession
 ) -> None:

@@ -62,3 +62,35 @@ def test_ratios_are_of_the_medians_to_each_anchor_of_the_same_run() -> None:
         "Last response, median over the bursts: imgproxy 140 ms, varnish 180 ms; imgproxy / varnish 0.78."
         in text
     )
+
+
+def pass_row(target: str, workload: str, *runs: WrkResult) -> LoadRow:
+    return LoadRow(target, workload, mean_body_bytes=1024, runs=list(runs))
+
+
+def test_pass_through_rows_have_their_own_table_with_added_latency_and_nginx_ratio() -> None:
+    """pass-* rows leave the cache tables; their table shows the one-connection latency, what a hop
+    adds over `direct` (mean latency difference) and the req/s ratio to nginx, all of medians."""
+    report = Report("2026-12-01 00:00:00 UTC", {"repeat": "1", "connections": "64"})
+    report.loads = [
+        row("imgproxy", wrk(30_000, 2.0, 4.0)),
+        pass_row("imgproxy", "pass-1k", wrk(30_000, 2.0, 6.0)),
+        pass_row("nginx", "pass-1k", wrk(50_000, 1.0, 2.0)),
+        pass_row("direct", "pass-1k", wrk(80_000, 0.5, 1.0)),
+    ]
+    report.single = [
+        pass_row("imgproxy", "pass-1k", wrk(6_000, 0.15, 0.3)),
+        pass_row("nginx", "pass-1k", wrk(12_000, 0.08, 0.2)),
+        pass_row("direct", "pass-1k", wrk(30_000, 0.03, 0.1)),
+    ]
+    text = render(report)
+    cache_table = text.split("## Throughput and latency")[1].split("##")[0]
+    assert "pass-1k" not in cache_table
+    section = text.split("## Pass-through")[1].split("## Memory")[0]
+    # wrk() sets mean = p50, so `added` is 0.150 - 0.030 for imgproxy.
+    assert table_row(section, "pass-1k")[1:] == [
+        "imgproxy", "30,000", "30.7", "2.00", "6.00", "0", "0.150", "0.150", "0.120", "0.60",
+    ]  # fmt: skip
+    nginx = next(r for r in section.splitlines() if r.startswith("| pass-1k | nginx |"))
+    assert nginx.split("|")[-2].strip() == "1.00"
+    assert "64 connections" in section
