@@ -248,23 +248,52 @@ class Bench:
         self.report.loads.append(row)
 
     def run_passthrough(self, azurite: AzuriteServer, workdir: Path) -> None:
-        """The pass-through workloads: every pass target in front of one static app, in turn."""
+        """The pass-through workloads: every pass target in front of one static app, all started at
+        once and measured in turn within each repetition (interleaved, so that a machine that gets
+        busier during the run weighs on every target alike; an idle target costs nothing)."""
         settings = self.settings
         workloads = [w for w in settings.workloads if w in PASS_FILES]
         if not workloads or wrk_binary() is None:
             return
         script = fixed_script(workdir / "pass.lua")
-        with run_static(workdir) as app:
+        with run_static(workdir) as app, contextlib.ExitStack() as stack:
+            targets: list[Target] = []
             for name in settings.pass_targets:
                 try:
-                    with self.start_pass(name, azurite, app, workdir) as target:
-                        self.report.target_notes[f"{name} (pass-through)"] = target.notes
-                        for workload in workloads:
-                            self.run_pass_load(target, workload, script)
+                    target = stack.enter_context(self.start_pass(name, azurite, app, workdir))
+                    self.check_pass(target, workloads)
                 except KeyboardInterrupt:
                     raise
-                except Exception as exc:
-                    self.failed(f"{name} (pass-through): skipped or incomplete", exc)
+                except Exception as exc:  # one that cannot start is skipped, never fatal
+                    self.failed(f"{name} (pass-through): skipped", exc)
+                    continue
+                self.report.target_notes[f"{name} (pass-through)"] = target.notes
+                targets.append(target)
+            rows = {
+                (t.name, w): (
+                    LoadRow(t.name, w, float(PASS_FILES[w][1])),
+                    LoadRow(t.name, w, float(PASS_FILES[w][1])),
+                )
+                for w in workloads
+                for t in targets
+            }
+            for repetition in range(settings.repeat):
+                for workload in workloads:
+                    for target in targets:
+                        log(f"{target.name}: {workload} run {repetition + 1}/{settings.repeat}")
+                        url = f"{target.base}/{PASS_FILES[workload][0]}"
+                        loaded, single = rows[(target.name, workload)]
+                        try:
+                            loaded.runs.append(
+                                run_wrk(url, script, settings.duration_s, settings.connections)
+                            )
+                            single.runs.append(run_wrk(url, script, settings.duration_s, 1))
+                        except Exception as exc:
+                            self.failed(f"{target.name}: {workload} failed", exc)
+            for loaded, single in rows.values():
+                if loaded.runs and single.runs:
+                    self.report.loads.append(loaded)
+                    self.report.single.append(single)
 
     def start_pass(
         self, name: str, azurite: AzuriteServer, app: Target, workdir: Path
@@ -277,20 +306,13 @@ class Bench:
             return run_session_pass(app, workdir)
         return contextlib.nullcontext(app)
 
-    def run_pass_load(self, target: Target, workload: str, script: Path) -> None:
-        file_name, size = PASS_FILES[workload]
-        url = f"{target.base}/{file_name}"
-        body = client.run(client.fetch_body(url))
-        if len(body) != size:
-            raise RuntimeError(f"{target.name}: {url} gave {len(body)} bytes, not {size}")
-        row = LoadRow(target.name, workload, float(size))
-        single = LoadRow(target.name, workload, float(size))
-        for repetition in range(self.settings.repeat):
-            log(f"{target.name}: {workload} run {repetition + 1}/{self.settings.repeat}")
-            row.runs.append(run_wrk(url, script, self.settings.duration_s, self.settings.connections))
-            single.runs.append(run_wrk(url, script, self.settings.duration_s, 1))
-        self.report.loads.append(row)
-        self.report.single.append(single)
+    def check_pass(self, target: Target, workloads: list[str]) -> None:
+        """Each file comes through whole before it is measured."""
+        for workload in workloads:
+            file_name, size = PASS_FILES[workload]
+            body = client.run(client.fetch_body(f"{target.base}/{file_name}"))
+            if len(body) != size:
+                raise RuntimeError(f"{target.name}: {file_name} gave {len(body)} bytes, not {size}")
 
     def memory_figure(self, azurite: AzuriteServer, workdir: Path) -> None:
         log(f"memory: {MEMORY_CLIENTS} clients streaming {BIG_BLOB} through a fresh imgproxy")

@@ -70,7 +70,7 @@ def pass_row(target: str, workload: str, *runs: WrkResult) -> LoadRow:
 
 def test_pass_through_rows_have_their_own_table_with_added_latency_and_nginx_ratio() -> None:
     """pass-* rows leave the cache tables; their table shows the one-connection latency, what a hop
-    adds over `direct` (mean latency difference) and the req/s ratio to nginx, all of medians."""
+    adds over `direct` (median latency difference) and the req/s ratio to nginx, all of medians."""
     report = Report("2026-12-01 00:00:00 UTC", {"repeat": "1", "connections": "64"})
     report.loads = [
         row("imgproxy", wrk(30_000, 2.0, 4.0)),
@@ -87,7 +87,7 @@ def test_pass_through_rows_have_their_own_table_with_added_latency_and_nginx_rat
     cache_table = text.split("## Throughput and latency")[1].split("##")[0]
     assert "pass-1k" not in cache_table
     section = text.split("## Pass-through")[1].split("## Memory")[0]
-    # wrk() sets mean = p50, so `added` is 0.150 - 0.030 for imgproxy.
+    # `added` is imgproxy's one-connection p50 minus direct's: 0.150 - 0.030.
     assert table_row(section, "pass-1k")[1:] == [
         "imgproxy", "30,000", "30.7", "2.00", "6.00", "0", "0.150", "0.150", "0.120", "0.60",
     ]  # fmt: skip
