@@ -45,8 +45,10 @@ constraints: $(PY_STAMP)
 clean:
 	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache
 
-# imgproxy against nginx, Varnish and a bare aiohttp handler (all over loopback, in front of Azurite).
+# imgproxy against nginx, Varnish and a bare aiohttp handler (all over loopback, in front of Azurite),
+# and in front of an app (pass-through) against nginx proxy_pass.
 # Writes bench/results/<UTC time>.md (printed) and .json. Knobs: BENCH_DURATION, BENCH_CONNECTIONS,
-# BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS, BENCH_MEMORY, IMGPROXY_BENCH_EXTRA_ENV (see bench/run.py).
+# BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS, BENCH_PASS_TARGETS, BENCH_MEMORY,
+# IMGPROXY_BENCH_EXTRA_ENV (see bench/run.py).
 bench: install
 	$(BIN)/python -m bench.run
