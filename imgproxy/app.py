@@ -15,6 +15,7 @@ from .disk_cache import DiskCache
 from .errors import (
     BadPath,
     BlobNotFound,
+    DiskTierFailed,
     ImgproxyError,
     OriginError,
     OriginShedding,
@@ -38,6 +39,7 @@ ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (BlobNotFound, 404, "blob not found"),
     (PreconditionFailed, 412, "precondition failed"),
     (RangeNotSatisfiable, 416, "range not satisfiable"),
+    (DiskTierFailed, 503, "cache tier failed"),
     (OriginTimeout, 504, "origin timed out"),
     (OriginShedding, 503, "origin temporarily refused"),
     (OriginError, 502, "origin failed"),
@@ -55,6 +57,9 @@ def error_response(exc: ImgproxyError) -> web.Response:
                 headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 section 15.5.17
             elif isinstance(exc, OriginShedding):
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+            elif isinstance(exc, DiskTierFailed):
+                headers["Retry-After"] = "1"
+                log.warning("disk tier failed %s on every attempt", exc.path)
             elif isinstance(exc, OriginError):
                 log.warning("origin error: %s: %s", type(exc).__name__, exc)
             return web.Response(status=status, text=reason + "\n", headers=headers)

@@ -55,6 +55,11 @@ class LRU(Generic[V]):
         self._data.move_to_end(key)
         return item[0]
 
+    def peek(self, key: str) -> V | None:
+        """The value, without marking it used, or None."""
+        item = self._data.get(key)
+        return None if item is None else item[0]
+
     def put(self, key: str, value: V) -> bool:
         """Insert or replace; evict LRU entries until both bounds hold. False if it can never fit."""
         size = self._sizeof(value)

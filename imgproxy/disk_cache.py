@@ -4,8 +4,12 @@ Layout: `<disk.path>/<k[0:2]>/<k[2:4]>/<k>` holds the bytes and `<k>.meta` (JSON
 where `k` is the SHA-256 of the container and the blob path: no blob name can reach outside the
 directory. Writes go to a temporary file that is renamed into place; the data file is renamed
 first and the `.meta` file last, so an entry exists only once both are complete. On start the
-index is rebuilt from the `.meta` files; temporaries, orphans and entries whose data file has the
-wrong size are deleted.
+index is rebuilt from the `.meta` files; temporaries, orphans and entries whose data file is
+missing, unreadable or not the file that was written (size, modification time) are deleted.
+
+The files are untrusted (`integrity`): a hit opens the data file and checks its `fstat` against
+the entry before anything is sent, a read into memory checks the bytes against Content-MD5 or the
+digest recorded at write time, and a mismatch drops the entry (`damaged`) so the caller asks Azure.
 
 A `PendingFile` is a download being written: readers can `tail` it while it grows, each at its
 own pace, waking on every appended chunk. A failed or voided download leaves nothing behind.
@@ -27,12 +31,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections import Counter
@@ -40,7 +46,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import aiofiles
 import aiofiles.os
@@ -49,6 +55,7 @@ import aiofiles.threadpool
 from .cache import LRU, FillTicket, TicketBook
 from .config import DiskConfig
 from .errors import IncompleteBody
+from .integrity import FileIdentity, content_mismatch, identity_mismatch, new_hasher
 from .origin import BlobMeta
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,8 @@ class DiskEntry:
     meta: BlobMeta
     fetched_at: float  # wall-clock seconds (time.time), so freshness survives a restart
     data: Path
+    identity: FileIdentity  # the data file as written: checked against fstat on every hit
+    digest: str | None = None  # BLAKE2b of the bytes, recorded when the blob has no Content-MD5
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,20 @@ class DiskStats:
     max_bytes: int
     evictions: int
     discarded_at_start: int
+    corrupt: int  # entries found damaged while serving and dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """An entry whose data file is not what its metadata describes, and why."""
+
+    entry: DiskEntry
+    reason: str
+    stat: os.stat_result | None  # of the damaged file, when it could be opened
+
+
+class DamagedEntry(Exception):
+    """An entry's file is not what was written; the entry has been dropped (ask Azure instead)."""
 
 
 class DiskCache:
@@ -96,6 +119,7 @@ class DiskCache:
         self._tickets = TicketBook()
         self._deletions: set[asyncio.Task[None]] = set()
         self.discarded_at_start = 0
+        self.corrupt = 0
 
     # --- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -124,12 +148,20 @@ class DiskCache:
             self._index.max_bytes,
             self._index.evictions,
             self.discarded_at_start,
+            self.corrupt,
         )
 
-    async def discover(self, path: str) -> DiskEntry | None:
-        """An entry of `path` a sibling process published since our index was built (indexed now)."""
+    async def discover(self, path: str, locked: bool = False) -> DiskEntry | None:
+        """An entry of `path` a sibling process published since our index was built (indexed now).
+
+        `locked`: the caller holds the entry's lock, so no sibling is half-way through publishing
+        it, and metadata that does not describe its data file means damage (dropped, counted).
+        """
         data = self._data_path(self._key(path))
-        entry = await asyncio.to_thread(self._load, data.with_name(data.name + META_SUFFIX), data)
+        entry, damage = await asyncio.to_thread(self._inspect, data.with_name(data.name + META_SUFFIX), data)
+        if damage is not None and locked and damage.entry.path == path:
+            self._index.pop(path)
+            await self._report_damage(damage)
         if entry is None or entry.path != path:
             return None
         self._index.put(path, entry)
@@ -253,16 +285,74 @@ class DiskCache:
         return EntryLock(fd, waited, released)
 
     async def read(self, entry: DiskEntry) -> bytes:
-        """The whole body of a (small) entry, for promotion to memory."""
-        f = await _open(entry.data, "rb")
+        """The whole body of a (small) entry, for promotion to memory, checked against the entry
+        (identity, then content). Raises `DamagedEntry` (entry dropped) or `FileNotFoundError`."""
+        opened = await self.open_entry(entry)
+        reading = asyncio.ensure_future(asyncio.to_thread(_read_verified, opened.file, entry))
         try:
-            body: bytes = await f.read()
-        finally:
-            await f.close()
-        if len(body) != entry.meta.size:
-            await self.remove(entry.path)
-            raise FileNotFoundError(entry.data)
+            body, damage = await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            reading.add_done_callback(lambda _: opened.close())  # not under the thread's feet
+            raise
+        opened.close()
+        if damage is not None:
+            await opened.damaged(damage)
+            raise DamagedEntry(entry.path)
         return body
+
+    async def open_entry(self, entry: DiskEntry) -> OpenEntry:
+        """The entry's data file, opened and checked against the entry by `fstat` (no byte read).
+
+        A mismatch drops the entry and raises `DamagedEntry`, unless the entry was replaced
+        meanwhile (republished here, or by a sibling process on a shared disk): then the new entry
+        is indexed and `FileNotFoundError` says "look again", as for a file that vanished.
+        """
+        file = await _open_raw(entry.data)
+        try:
+            stat = os.fstat(file.fileno())
+            damage = identity_mismatch(entry.identity, stat)
+            if damage is not None and await self._replaced(entry):
+                raise FileNotFoundError(entry.data)
+        except BaseException:
+            file.close()
+            raise
+        opened = OpenEntry(self, entry, file, stat)
+        if damage is not None:
+            opened.close()
+            await opened.damaged(damage)
+            raise DamagedEntry(entry.path)
+        return opened
+
+    async def _replaced(self, entry: DiskEntry) -> bool:
+        """Whether the index, or (shared) the entry's metadata on disk, now describes another file."""
+        current = self._index.peek(entry.path)
+        if current is not None and current is not entry:
+            return True
+        if not self.shared:
+            return False
+        meta_path = entry.data.with_name(entry.data.name + META_SUFFIX)
+        reloaded = await asyncio.to_thread(self._load, meta_path, entry.data)
+        if reloaded is None or reloaded.path != entry.path or reloaded.identity == entry.identity:
+            return False
+        self._index.put(entry.path, reloaded)
+        return True
+
+    async def damaged(self, entry: DiskEntry, reason: str, stat: os.stat_result | None = None) -> None:
+        """Drop an entry whose file is not what was written: once, logged and counted."""
+        if self._index.peek(entry.path) is not entry:
+            return  # dropped (or replaced) already: reported by whoever did it
+        self._index.pop(entry.path)
+        await self._report_damage(Damage(entry, reason, stat))
+
+    async def _report_damage(self, damage: Damage) -> None:
+        """Count and log `damage`, and delete the entry's files while they are still the damaged
+        ones (`stat` of the descriptor that showed it): a sibling may already have dropped them
+        and published a good copy."""
+        entry = damage.entry
+        self.corrupt += 1
+        log.warning("disk entry of %s is damaged (%s): dropped, %s", entry.path, damage.reason, entry.data)
+        if damage.stat is None or await asyncio.to_thread(_same_file, entry.data, damage.stat):
+            await _delete(entry.data)
 
     # --- writes ---------------------------------------------------------------------------
     def begin_fill(self, path: str) -> FillTicket:
@@ -293,14 +383,16 @@ class DiskCache:
         entry = self._index.get(path)
         if entry is None:
             return
-        renewed = DiskEntry(entry.path, entry.meta, fetched_at, entry.data)
+        renewed = dataclasses.replace(entry, fetched_at=fetched_at)
         await self._write_meta(renewed)
         if self._index.get(path) is entry:
             self._index.put(path, renewed)
 
-    def forget(self, path: str) -> None:
-        """Drop `path` from the index only (its file vanished under us); writes under way go on."""
-        self._index.pop(path)
+    def forget(self, path: str, entry: DiskEntry | None = None) -> None:
+        """Drop `path` (only if it is still `entry`, when given) from the index only: its file
+        vanished under us. Writes under way go on."""
+        if entry is None or self._index.peek(path) is entry:
+            self._index.pop(path)
 
     async def remove(self, path: str) -> bool:
         """Forget `path` and delete its files; void writes of it under way."""
@@ -334,8 +426,11 @@ class DiskCache:
         """Rename a finished temporary into place and index it, unless its ticket was voided."""
         if not pending.ticket.valid:
             return False
-        entry = DiskEntry(pending.path, pending.meta, _wall_clock(), pending.data)
-        await aiofiles.os.replace(pending.tmp, pending.data)
+        assert pending.identity is not None
+        entry = DiskEntry(
+            pending.path, pending.meta, _wall_clock(), pending.data, pending.identity, pending.digest
+        )
+        await aiofiles.os.replace(pending.tmp, pending.data)  # a rename keeps the mtime recorded
         await self._write_meta(entry)
         if not self._tickets.release(pending.ticket):
             await _delete(pending.data)  # purged while we renamed
@@ -356,7 +451,7 @@ class DiskCache:
         metas: set[Path] = set()
         for file in self.root.glob("*/*/*"):
             if file.name.endswith(TMP_SUFFIX) and clean:
-                file.unlink(missing_ok=True)
+                _discard(file)
                 self.discarded_at_start += 1
             elif file.name.endswith(META_SUFFIX):
                 metas.add(file)
@@ -367,8 +462,8 @@ class DiskCache:
                 with contextlib.suppress(OSError):
                     found.append((data.stat().st_atime, entry))
             elif clean:
-                meta_path.unlink(missing_ok=True)
-                data.unlink(missing_ok=True)
+                _discard(meta_path)
+                _discard(data)
                 self.discarded_at_start += 1
         if not clean:
             return found
@@ -376,23 +471,37 @@ class DiskCache:
             if file.name.endswith((META_SUFFIX, LOCK_SUFFIX)):
                 continue
             if file.with_name(file.name + META_SUFFIX) not in metas:
-                file.unlink(missing_ok=True)  # data without metadata: a crash between the renames
+                _discard(file)  # data without metadata: a crash between the renames
                 self.discarded_at_start += 1
         return found
 
     def _load(self, meta_path: Path, data: Path) -> DiskEntry | None:
-        """The complete entry described by `meta_path`, or None if missing, foreign or incomplete."""
+        """The complete entry described by `meta_path`, or None if missing, foreign, incomplete or
+        not the file that was written."""
+        return self._inspect(meta_path, data)[0]
+
+    def _inspect(self, meta_path: Path, data: Path) -> tuple[DiskEntry | None, Damage | None]:
+        """`_load`, and when our metadata describes a data file that is not what it says (short,
+        long, modified since, unreadable), why. A missing data file is not damage: a sibling
+        deleting an entry removes the data first."""
         try:
             raw = json.loads(meta_path.read_text())
             entry = _entry_from_json(raw, data)
-            valid = (
-                raw.get("container") == self._container
-                and self._data_path(self._key(entry.path)) == data
-                and data.stat().st_size == entry.meta.size
-            )
         except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return entry if valid else None
+            return None, None
+        if raw.get("container") != self._container or self._data_path(self._key(entry.path)) != data:
+            return None, None
+        try:
+            with data.open("rb") as file:  # unreadable (a directory, EIO, no permission): not an entry
+                stat = os.fstat(file.fileno())
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, Damage(entry, f"unreadable: {exc.strerror}", None)
+        reason = identity_mismatch(entry.identity, stat)
+        if reason is not None:
+            return None, Damage(entry, reason, stat)
+        return entry, None
 
 
 def clean_disk(config: DiskConfig, container: str) -> int:
@@ -485,6 +594,10 @@ class PendingFile:
         self.failure: BaseException | None = None
         self.done = False
         self.following = False  # the file is a sibling process's: never ours to delete
+        # Recorded for the integrity checks: the digest only when Azure gave no Content-MD5.
+        self._hasher = new_hasher() if meta.content_md5 is None else None
+        self.digest: str | None = None
+        self.identity: FileIdentity | None = None
         self._file: Any = None
         self._progress = asyncio.Event()
 
@@ -513,15 +626,21 @@ class PendingFile:
     async def append(self, chunk: bytes) -> None:
         await self._file.write(chunk)
         await self._file.flush()  # readers tail the file through their own descriptors
+        if self._hasher is not None:
+            await asyncio.to_thread(self._hasher.update, chunk)  # hashlib lets go of the GIL
         self.written += len(chunk)
         self._notify()
 
     async def commit(self) -> bool:
-        """Finish: check the length, fsync, rename into place. False if voided meanwhile."""
+        """Finish: check the length, fsync, record what was written, rename into place. False if
+        voided meanwhile."""
         if self.written != self.meta.size:
             raise IncompleteBody(f"{self.path}: wrote {self.written} of {self.meta.size} bytes")
         await self._file.flush()
         await asyncio.to_thread(os.fsync, self._file.fileno())
+        self.identity = FileIdentity.of(os.fstat(self._file.fileno()))
+        if self._hasher is not None:
+            self.digest = self._hasher.hexdigest()
         await self._file.close()
         try:
             published = await self.disk._publish(self)
@@ -587,6 +706,48 @@ class PendingFile:
         event.set()
 
 
+class OpenEntry:
+    """An entry's data file, open and checked: send it, then `close` it (idempotent)."""
+
+    def __init__(self, disk: DiskCache, entry: DiskEntry, file: BinaryIO, stat: os.stat_result) -> None:
+        self.entry = entry
+        self.file = file
+        self._disk = disk
+        self._stat = stat
+
+    async def damaged(self, reason: str) -> None:
+        """The send came up short, or the bytes were wrong: drop the entry (logged once)."""
+        await self._disk.damaged(self.entry, reason, self._stat)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _read_verified(file: BinaryIO, entry: DiskEntry) -> tuple[bytes, str | None]:
+    """The whole file and, if it is not the entry's content, why not (runs in a thread)."""
+    body = file.read(entry.meta.size + 1)  # one byte more shows a file that grew
+    return body, content_mismatch(body, entry.meta.size, entry.meta.content_md5, entry.digest)
+
+
+def _same_file(path: Path, stat: os.stat_result) -> bool:
+    """Whether `path` is still the file `stat` describes (or is gone): then it may be deleted."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return True
+    return (now.st_dev, now.st_ino) == (stat.st_dev, stat.st_ino)
+
+
+async def _open_raw(file: Path) -> BinaryIO:
+    """`open(file, "rb")` in a thread, closed later if we are cancelled while it opens."""
+    opening = asyncio.ensure_future(asyncio.to_thread(open, file, "rb"))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_orphan)
+        raise
+
+
 async def _open(file: Path, mode: str) -> Any:
     """`aiofiles.open` that cannot leak: if we are cancelled while the thread opens the file,
     the file is closed as soon as the thread hands it over."""
@@ -602,6 +763,17 @@ async def _open(file: Path, mode: str) -> Any:
 def _close_orphan(opening: asyncio.Future[Any]) -> None:
     if not opening.cancelled() and opening.exception() is None:
         opening.result().close()
+
+
+def _discard(file: Path) -> None:
+    """Delete what is at `file` at start-up, whatever it is (a directory there is not ours)."""
+    try:
+        if file.is_dir() and not file.is_symlink():
+            shutil.rmtree(file, ignore_errors=True)
+        else:
+            file.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot delete %s from the disk tier: %s", file, exc)
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
@@ -642,6 +814,8 @@ def _meta_json(container: str, entry: DiskEntry) -> dict[str, Any]:
         "content_type": meta.content_type,
         "content_md5": base64.b64encode(meta.content_md5).decode() if meta.content_md5 else None,
         "fetched_at": entry.fetched_at,
+        "mtime_ns": entry.identity.mtime_ns,
+        "blake2b": entry.digest,
     }
 
 
@@ -654,4 +828,12 @@ def _entry_from_json(raw: dict[str, Any], data: Path) -> DiskEntry:
         content_type=str(raw["content_type"]),
         content_md5=base64.b64decode(md5) if md5 else None,
     )
-    return DiskEntry(str(raw["path"]), meta, float(raw["fetched_at"]), data)
+    digest = raw.get("blake2b")
+    return DiskEntry(
+        str(raw["path"]),
+        meta,
+        float(raw["fetched_at"]),
+        data,
+        FileIdentity(meta.size, int(raw["mtime_ns"])),  # no mtime_ns: written by an older version
+        str(digest) if digest is not None else None,
+    )

@@ -3,6 +3,7 @@
 ImgproxyError
 ├── BadPath(reason)              -> 400
 ├── BlobNotFound(path)           -> 404
+├── DiskTierFailed(path)         -> 503  (the disk tier kept failing this request; retry)
 └── OriginError                  -> 502
     ├── OriginUnavailable        -> 502  (5xx, refused connection, auth failure, ...)
     ├── OriginTimeout            -> 504  (no answer within origin.timeout_s)
@@ -32,6 +33,14 @@ class BlobNotFound(ImgproxyError):
         super().__init__(path)
         self.path = path
         self.cached = cached
+
+
+class DiskTierFailed(ImgproxyError):
+    """The disk tier's file of `path` vanished or was damaged on every attempt of one request."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
 
 
 class PreconditionFailed(ImgproxyError):

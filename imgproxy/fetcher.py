@@ -28,8 +28,8 @@ from typing import Any, Final
 
 from .cache import CacheStats, FillTicket, MemoryCache
 from .config import CacheConfig
-from .disk_cache import DiskCache, EntryLock, PendingFile
-from .errors import BlobChanged, BlobNotFound, ImgproxyError, IncompleteBody, OriginError
+from .disk_cache import DamagedEntry, DiskCache, EntryLock, OpenEntry, PendingFile
+from .errors import BlobChanged, BlobNotFound, DiskTierFailed, ImgproxyError, IncompleteBody, OriginError
 from .metrics import Metrics
 from .origin import Blob, BlobMeta, NotModified, Origin, TooLarge
 from .singleflight import SingleFlight
@@ -38,9 +38,16 @@ log = logging.getLogger(__name__)
 
 # The indexes of large and of missing blobs hold no bodies (a few hundred bytes per entry).
 INDEX_MAX_ITEMS: Final = 10_000
+# Lookups of one request: a disk file that vanished or was damaged, or a blob overwritten since
+# its metadata was read, makes the request look again (and each time that entry is gone).
+ATTEMPTS: Final = 3
 
 # (start, end) inclusive: the bytes a request needs, or None when it needs no body.
 Span = tuple[int, int]
+
+
+class _LookAgain(Exception):
+    """The disk entry a request found was replaced or vanished: look the blob up again."""
 
 
 class CacheStatus(enum.Enum):
@@ -72,8 +79,9 @@ class Resolved:
     status: CacheStatus
     body: bytes | None
     stream: AsyncGenerator[bytes, None] | None = None
-    file: Path | None = None  # a complete file of the disk tier: send it with sendfile
+    file: Path | None = None  # the entry is a complete file of the disk tier (not opened yet)
     head: bytes = b""  # see Entry.head
+    opened: OpenEntry | None = None  # that file, opened and checked: send it, then close it
 
 
 def _entry_bytes(entry: Entry) -> int:
@@ -109,7 +117,7 @@ class Fetcher:
 
     async def resolve(self, path: str, choose: Callable[[BlobMeta], Span | None]) -> Resolved:
         """Metadata of `path`, and the body span `choose(meta)` asks for (streamed if large)."""
-        for attempt in (1, 2):
+        for attempt in range(1, ATTEMPTS + 1):
             try:
                 resolved = await self._lookup(path)
             except ImgproxyError as exc:
@@ -128,15 +136,18 @@ class Fetcher:
                 else:
                     answer = await self._open_stream(path, resolved, span)
             except BlobChanged:
-                if attempt == 2:
+                if attempt == ATTEMPTS:
                     raise
-                # Overwritten since we learnt its metadata: forget it and look again, once.
+                # Overwritten since we learnt its metadata: forget it and look again.
                 await self._large.pop(path)
                 continue
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
-                await self._forget_disk(path)  # evicted or removed under us: look again
+            except (FileNotFoundError, DamagedEntry, _LookAgain) as exc:
+                if attempt == ATTEMPTS:
+                    raise DiskTierFailed(path) from exc
+                # Evicted or removed under us, damaged (the entry is dropped), or replaced by a
+                # newer entry: look again, which asks Azure unless a good copy is there.
+                if isinstance(exc, FileNotFoundError):
+                    await self._forget_disk(path)
                 continue
             self._count(answer.status)
             return answer
@@ -203,6 +214,7 @@ class Fetcher:
             "disk_bytes": stats.bytes,
             "disk_bytes_limit": stats.max_bytes,
             "disk_evictions": stats.evictions,
+            "disk_corrupt": stats.corrupt,
             "disk_fills": len(self._fills),
         }
 
@@ -295,7 +307,7 @@ class Fetcher:
                 if lock is None and not await self._disk.sibling_filling(path):
                     lock = await self._disk.lock(path)
                 if lock is not None:
-                    result = await self._adopt(path)
+                    result = await self._adopt(path, lock.held)
                     if result is not None:
                         return result
             result = await self._read(path, current)
@@ -308,8 +320,9 @@ class Fetcher:
             # failure keep what there was (a stale entry may still serve), unless the blob is gone.
             small = result if result is not None and result.body is not None else None
             large = result if result is not None and result.body is None else None
-            if large is not None and large.head:
-                large = dataclasses.replace(large, head=b"")  # the index keeps metadata only
+            if large is not None and (large.head or large.file is not None):
+                # The index keeps metadata only; whether the blob is on disk is the disk tier's to say.
+                large = dataclasses.replace(large, head=b"", file=None)
             settled = gone or result is not None
             await self._cache.finish_fill(tickets[0], small, drop=settled)
             await self._large.finish_fill(tickets[1], large, drop=settled)
@@ -364,10 +377,10 @@ class Fetcher:
         finally:
             _release(lock)
 
-    async def _adopt(self, path: str) -> Entry | None:
+    async def _adopt(self, path: str, locked: bool) -> Entry | None:
         """A fresh entry a sibling process published on the shared disk, if there is one."""
         assert self._disk is not None
-        found = await self._disk.discover(path)
+        found = await self._disk.discover(path, locked)
         if found is None:
             return None
         age = max(0.0, time.time() - found.fetched_at)
@@ -378,8 +391,8 @@ class Fetcher:
             return Entry(found.meta, None, stored_at, found.data)
         try:
             body = await self._disk.read(found)
-        except FileNotFoundError:
-            return None  # evicted by a sibling meanwhile
+        except (FileNotFoundError, DamagedEntry):
+            return None  # evicted by a sibling meanwhile, or damaged (and dropped): download it
         return Entry(found.meta, body, stored_at, found.data)
 
     async def _read(self, path: str, current: Entry | None) -> Entry:
@@ -405,15 +418,22 @@ class Fetcher:
         return Entry(outcome.meta, None, self._clock(), head=outcome.head)
 
     async def _from_disk(self, path: str, resolved: Resolved) -> Resolved:
-        """A disk hit: promoted to memory when it fits there, else sent with sendfile."""
+        """A disk hit: promoted to memory when it fits there (bytes verified), else opened and
+        checked for sendfile. Raises `DamagedEntry` or `FileNotFoundError` when it is not there."""
         assert self._disk is not None and resolved.file is not None
-        self._counters.disk_hits += 1
         found = self._disk.get(path)
         if found is None or found.data != resolved.file:
             raise FileNotFoundError(resolved.file)
-        if resolved.meta.size > self._config.max_item_bytes:
-            return resolved
-        body = await self._disk.read(found)
+        try:
+            if resolved.meta.size > self._config.max_item_bytes:
+                opened = await self._disk.open_entry(found)
+                self._counters.disk_hits += 1
+                return dataclasses.replace(resolved, file=None, opened=opened)
+            body = await self._disk.read(found)
+        except FileNotFoundError:
+            self._disk.forget(path, found)  # that entry only: a newer one may be indexed now
+            raise _LookAgain(path) from None
+        self._counters.disk_hits += 1
         ticket = self._cache.begin_fill(path)
         stored_at = self._clock() - max(0.0, time.time() - found.fetched_at)
         await self._cache.finish_fill(ticket, Entry(found.meta, body, stored_at))
@@ -457,7 +477,7 @@ class Fetcher:
                 if lock is None:  # an earlier fill of this process: wait; a sibling's: follow it
                     disk = self._disk
                     lock = await (disk.lock(path) if disk.holds(path) else disk.follow(pending))
-                found = await self._disk.discover(path)
+                found = await self._disk.discover(path, lock.held)
                 if found is not None and found.meta.etag == pending.meta.etag:
                     await source.aclose()
                     pending.adopt(found)  # readers finish from the published file

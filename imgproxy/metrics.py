@@ -124,6 +124,11 @@ class _DiskCollector(Collector):
         yield CounterMetricFamily(
             "imgproxy_disk_evictions", "Entries evicted from disk.", value=stats.evictions
         )
+        yield CounterMetricFamily(
+            "imgproxy_disk_corrupt",
+            "Disk entries found damaged (wrong size, modified, short send, bad digest) and dropped.",
+            value=stats.corrupt,
+        )
 
 
 class Metrics:

@@ -91,8 +91,8 @@ async def get_image(request: web.Request) -> web.StreamResponse:
 
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = decision.length
-    if resolved.file is not None and not head:
-        sent = await send_file(request, response, resolved.file, decision.start, decision.length)
+    if resolved.opened is not None:
+        sent = await send_file(request, response, resolved.opened, decision.start, decision.length)
         metrics.bytes_served += sent
         return response
     if resolved.stream is None:  # HEAD, or an empty span: headers only
