@@ -32,9 +32,9 @@ from aiohttp import web
 
 from .app import begin_drain, create_app
 from .config import Config, ConfigError, load_config
-from .disk_cache import clean_disk
 from .hot_path import install_hot_path
 from .peers import Peers
+from .tiers.disk import clean_disk
 
 log = logging.getLogger("imgproxy")
 

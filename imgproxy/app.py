@@ -11,7 +11,6 @@ from typing import Final
 from aiohttp import web
 
 from .config import Config
-from .disk_cache import DiskCache
 from .errors import (
     BadPath,
     BlobNotFound,
@@ -30,6 +29,7 @@ from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
 from .readiness import Readiness
+from .tiers.disk import DiskTier
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,12 @@ async def error_middleware(
 
 async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[None]:
     config = app[CONFIG]
-    disk: DiskCache | None = None
+    disk: DiskTier | None = None
     if config.disk.enabled:
-        disk = DiskCache(config.disk, config.origin.container, shared=shared_disk)
+        disk = DiskTier(config.disk, config.origin.container, shared=shared_disk)
         await disk.open()
-        log.info("disk tier at %s: %d entries, %d bytes", disk.root, disk.stats().items, disk.stats().bytes)
+        stats = disk.disk_stats()
+        log.info("disk tier at %s: %d entries, %d bytes", disk.root, stats.items, stats.bytes)
     async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
         fetcher = Fetcher(origin, config.cache, app[METRICS], disk)
         readiness = Readiness(origin, config.origin.ready_check_interval_s, app[METRICS].counters)

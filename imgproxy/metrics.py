@@ -7,6 +7,8 @@ and the admin JSON; a collector reads them, and the cache's size, at scrape time
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Final
@@ -17,8 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from .cache import CacheStats
-from .disk_cache import DiskStats
+from .errors import OriginError
 from .origin import OriginStats
+from .tiers.disk import DiskStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -148,6 +151,22 @@ class Metrics:
             buckets=ORIGIN_BUCKETS_S,
             registry=self.registry,
         )
+
+    @contextlib.contextmanager
+    def origin_call(self, kind: str) -> Iterator[None]:
+        """Count one request to Azure of `kind` and time it (a failure counts as an origin error)."""
+        counters = self.counters
+        counters.origin_fetches += 1
+        if kind == "revalidate":
+            counters.revalidations += 1
+        started = time.perf_counter()
+        try:
+            yield
+        except OriginError:
+            counters.origin_errors += 1
+            raise
+        finally:
+            self.origin_seconds.labels(kind).observe(time.perf_counter() - started)
 
     def watch_cache(self, cache_stats: Callable[[], CacheStats]) -> None:
         """Report the counters and the cache's size at every scrape."""

@@ -17,8 +17,8 @@ from typing import BinaryIO, Final
 
 from aiohttp import web
 
-from .disk_cache import OpenEntry
 from .errors import OriginError
+from .tiers.disk_files import OpenEntry
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ from typing import Final
 from aiohttp import web
 
 from ..errors import BadPath, PreconditionFailed, RangeNotSatisfiable
-from ..fetcher import Resolved, Span
 from ..http_semantics import (
     X_CACHE,
     Conditions,
@@ -23,6 +22,7 @@ from ..http_semantics import (
 from ..keys import CONFIG, FETCHER, METRICS
 from ..origin import BlobMeta
 from ..paths import parse_blob_path_cached
+from ..resolved import Resolved, Span
 from ..streaming import send_file, send_stream
 
 PREFIX: Final = "/images/"

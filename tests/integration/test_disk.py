@@ -16,8 +16,8 @@ import pytest
 from azure.storage.blob.aio import ContainerClient
 
 from imgproxy.config import DiskConfig
-from imgproxy.disk_cache import DiskCache
 from imgproxy.keys import FETCHER
+from imgproxy.tiers.disk import DiskTier
 from tests.conftest import payload, sha256, upload, wait_until
 from tests.disk_support import AUTH, ITEM_LIMIT, MIB, MakeClient, files_under, get, settled, stats
 from tests.origin_proxy import OriginProxy, reads_from
@@ -377,7 +377,7 @@ async def test_a_lock_cancelled_while_its_file_opens_leaves_no_descriptor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled while the thread opening the lock file is still in `open`: the file is closed later."""
-    disk = DiskCache(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
+    disk = DiskTier(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
     entered, gate = threading.Event(), threading.Event()
     opened: list[int] = []
     real_open = os.open
@@ -416,10 +416,10 @@ async def test_a_lock_cancelled_while_its_file_opens_leaves_no_descriptor(
 WAITER_SCRIPT = """
 import asyncio, sys
 from imgproxy.config import DiskConfig
-from imgproxy.disk_cache import DiskCache
+from imgproxy.tiers.disk import DiskTier
 
 async def main() -> None:
-    disk = DiskCache(DiskConfig(enabled=True, path=sys.argv[1], lock_timeout_s=0.2), "c", shared=True)
+    disk = DiskTier(DiskConfig(enabled=True, path=sys.argv[1], lock_timeout_s=0.2), "c", shared=True)
     lock = await disk.lock("a.png")
     print("held" if lock.held else "gave up", flush=True)
     await disk.close()
@@ -431,7 +431,7 @@ asyncio.run(main())
 async def test_a_worker_waiting_for_a_siblings_lock_still_exits(tmp_path: Path) -> None:
     """A process whose thread still waits in flock for a lock a sibling holds (a long fill) exits at
     once when it is done: the waiting thread does not hold up the interpreter's exit."""
-    sibling = DiskCache(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
+    sibling = DiskTier(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
     held = await sibling.lock("a.png")
     try:
         waiter = await asyncio.create_subprocess_exec(
