@@ -20,22 +20,22 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from .background import Background
-from .cache import FillTicket, MemoryCache
+from .cache import MemoryCache
 from .config import CacheConfig
+from .downloads import Downloads, Outcome, Producer
 from .errors import BlobChanged, BlobNotFound, DiskTierFailed, ImgproxyError, OriginError
 from .large import INDEX_MAX_ITEMS, LargeBlobs
 from .metrics import Metrics
-from .origin import Blob, BlobMeta, NotModified, Origin, TooLarge
+from .origin import BlobMeta, NotModified, Origin
 from .resolved import CacheStatus, Resolved, Span
 from .singleflight import SingleFlight
-from .tiers import Entry, Tier
+from .tiers import Entry, Tier, path_of
 from .tiers.disk import DiskTier
 from .tiers.disk_files import DamagedEntry
-from .tiers.disk_locks import EntryLock, release
 from .tiers.memory import MemoryTier
 
 __all__ = ["CacheStatus", "Fetcher", "Resolved", "Span"]
@@ -66,6 +66,7 @@ class Fetcher:
         self._disk = disk
         self._tiers: tuple[Tier, ...] = (self._memory,) if disk is None else (self._memory, disk)
         self._large = LargeBlobs(origin, disk, metrics, self._background)
+        self._downloads = Downloads(origin, config, metrics, self._tiers, disk, self._background)
         self._missing: MemoryCache[float] = MemoryCache(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._flights: SingleFlight[Entry] = SingleFlight()
         metrics.watch_cache(self._memory.cache_stats)
@@ -74,9 +75,21 @@ class Fetcher:
 
     async def resolve(self, path: str, choose: Callable[[BlobMeta], Span | None]) -> Resolved:
         """Metadata of `path`, and the body span `choose(meta)` asks for (streamed if large)."""
+        return await self._resolve(path, choose, lambda: self._lookup(path))
+
+    async def resolve_variant(
+        self, key: str, choose: Callable[[BlobMeta], Span | None], produce: Producer
+    ) -> Resolved:
+        """The variant entry of `key` from the tiers, or made by `produce` (one per key at a time),
+        revalidated through `produce` once expired: freshness as for originals."""
+        return await self._resolve(key, choose, lambda: self._lookup_variant(key, produce))
+
+    async def _resolve(
+        self, key: str, choose: Callable[[BlobMeta], Span | None], lookup: Callable[[], Awaitable[Resolved]]
+    ) -> Resolved:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                resolved = await self._lookup(path)
+                resolved = await lookup()
             except ImgproxyError as exc:
                 if not (isinstance(exc, BlobNotFound) and exc.cached):
                     self._counters.misses += 1
@@ -87,26 +100,48 @@ class Fetcher:
                 return resolved
             try:
                 if resolved.file is not None:
-                    answer = await self._from_disk(path, resolved)
+                    answer = await self._from_disk(key, resolved)
                 else:
-                    answer = await self._large.serve(path, resolved, span)
+                    answer = await self._large.serve(key, resolved, span)
             except BlobChanged:
                 if attempt == ATTEMPTS:
                     raise
                 # Overwritten since we learnt its metadata: forget it and look again.
-                await self._large.forget(path)
+                await self._large.forget(key)
                 continue
             except (FileNotFoundError, DamagedEntry, _LookAgain) as exc:
                 if attempt == ATTEMPTS:
-                    raise DiskTierFailed(path) from exc
+                    raise DiskTierFailed(path_of(key)) from exc
                 # Evicted or removed under us, damaged (the entry is dropped), or replaced by a
                 # newer entry: look again, which asks Azure unless a good copy is there.
                 if isinstance(exc, FileNotFoundError) and self._disk is not None:
-                    self._disk.forget(path)
+                    self._disk.forget(key)
                 continue
             self._count(answer.status)
             return answer
         raise AssertionError("unreachable")
+
+    async def current_etag(self, path: str, etag: str) -> str | None:
+        """Whether `etag` is still the version of `path` in Azure: `etag` if so, else the current
+        one (None: no such blob). From the tiers when they know it fresh, else asked of Azure."""
+        entry = await self._memory.lookup(path) or self._on_disk(path) or await self._large.lookup(path)
+        if entry is not None:
+            try:
+                return (await self._lookup(path)).meta.etag  # revalidated (once for all) if expired
+            except BlobNotFound:
+                return None
+        try:
+            with self._metrics.origin_call("revalidate"):
+                meta = await self._origin.properties(path, if_none_match=etag)
+        except BlobNotFound:
+            return None
+        return etag if isinstance(meta, NotModified) else meta.etag
+
+    async def drop_variants(self, path: str) -> None:
+        """Forget every variant of `path` (its source changed): in every tier, and those being made."""
+        self._flights.forget_where(lambda key: key != path and path_of(key) == path)
+        for tier in self._tiers:
+            await tier.purge(path, variants_only=True)
 
     def fresh_hit(self, path: str) -> Resolved | None:
         """A fresh in-memory body, found without awaiting (the hot path, counted as a hit), or
@@ -127,7 +162,7 @@ class Fetcher:
 
     async def purge(self, path: str) -> bool:
         """Drop `path` and its variants from every tier; a download of it under way will not be stored."""
-        self._flights.forget(path)
+        self._flights.forget_where(lambda key: path_of(key) == path)
         removed = [await self._large.purge(path), await self._missing.pop(path)]
         removed += [await tier.purge(path) for tier in self._tiers]
         return any(removed)
@@ -186,159 +221,75 @@ class Fetcher:
         entry = await self._flight(path, None)
         return Resolved(entry.meta, CacheStatus.MISS, entry.body, file=entry.file, head=entry.head)
 
-    def _on_disk(self, path: str) -> Entry | None:
-        found = self._disk.get(path) if self._disk is not None else None
+    async def _lookup_variant(self, key: str, produce: Producer) -> Resolved:
+        now = time.time()
+        entry = await self._memory.lookup(key) or self._on_disk(key)
+        if entry is not None:
+            overdue = entry.age(now) - self._config.ttl_s
+            if overdue < 0:
+                return Resolved(entry.meta, CacheStatus.HIT, entry.body, file=entry.file)
+            return await self._revalidate(key, entry, overdue, produce)
+        entry = await self._flight(key, None, produce)
+        return Resolved(entry.meta, CacheStatus.MISS, entry.body, file=entry.file)
+
+    def _on_disk(self, key: str) -> Entry | None:
+        found = self._disk.get(key) if self._disk is not None else None
         return None if found is None else found.as_entry()
 
-    async def _revalidate(self, path: str, stale: Entry, overdue: float) -> Resolved:
+    async def _revalidate(
+        self, key: str, stale: Entry, overdue: float, produce: Producer | None = None
+    ) -> Resolved:
         if overdue < self._config.stale_while_revalidate_s:
-            self._flights.launch(path, lambda: self._refresh_quietly(path, stale))
+            self._flights.launch(key, lambda: self._refresh_quietly(key, stale, produce))
             return Resolved(stale.meta, CacheStatus.STALE, stale.body, file=stale.file)
         try:
-            entry = await self._flight(path, stale)
+            entry = await self._flight(key, stale, produce)
         except OriginError as exc:
             if overdue < self._config.stale_if_error_s:
-                log.warning("serving stale %s: %s", path, exc)
+                log.warning("serving stale %r: %s", key, exc)
                 return Resolved(stale.meta, CacheStatus.STALE, stale.body, file=stale.file)
             raise
         unchanged = entry.meta.etag == stale.meta.etag
         status = CacheStatus.HIT if unchanged else CacheStatus.MISS
         return Resolved(entry.meta, status, entry.body, file=entry.file, head=entry.head)
 
-    async def _flight(self, path: str, current: Entry | None) -> Entry:
-        outcome = await self._flights.do(path, lambda: self._fetch(path, current))
+    async def _flight(self, key: str, current: Entry | None, produce: Producer | None = None) -> Entry:
+        outcome = await self._flights.do(key, lambda: self._fetch(key, current, produce))
         if outcome.shared:
             self._counters.coalesced += 1
         return outcome.value
 
-    async def _refresh_quietly(self, path: str, current: Entry) -> Entry:
+    async def _refresh_quietly(self, key: str, current: Entry, produce: Producer | None) -> Entry:
         try:
-            return await self._fetch(path, current)
+            return await self._fetch(key, current, produce)
         except ImgproxyError as exc:  # a background refresh has no client to tell
-            log.warning("background revalidation of %s failed: %s", path, exc)
+            log.warning("background revalidation of %r failed: %s", key, exc)
             return current
 
-    # --- downloads ------------------------------------------------------------------------
-    async def _fetch(self, path: str, current: Entry | None) -> Entry:
-        """Download `path`, or revalidate `current`; store the outcome in the right tiers."""
+    async def _fetch(self, key: str, current: Entry | None, produce: Producer | None) -> Entry:
+        """Make a variant (`produce`), or download the original `key`, or revalidate `current`;
+        keep the outcome in the tiers and, for an original, in the large and missing indexes."""
+        if produce is not None:
+            return await self._downloads.run(key, current, produce)
+        path = key
         # Tickets are taken before the first await, so a purge from here on voids them.
-        tickets = [tier.begin_fill(path) for tier in self._tiers]
         large_ticket, missing_ticket = self._large.begin_fill(path), self._missing.begin_fill(path)
-        result: Entry | None = None
-        gone = False
-        lock: EntryLock | None = None
+        outcome = Outcome()
         try:
-            if current is None and self._disk is not None and self._disk.shared:
-                # Sibling processes share the disk: one of us downloads, the others wait and adopt;
-                # but a sibling filling a large blob is not waited for: our first GET learns the
-                # size, then our readers follow its file (`large`).
-                lock = await self._disk.try_lock(path)
-                if lock is None and not await self._disk.sibling_filling(path):
-                    lock = await self._disk.lock(path)
-                if lock is not None:
-                    result = await self._adopt(path, lock.held)
-                    if result is not None:
-                        return result
-            result = await self._read(path, current)
-            return result
-        except BlobNotFound:
-            gone = True
-            raise
+            return await self._downloads.run(
+                path, current, lambda current: self._downloads.read_original(path, current), outcome
+            )
         finally:
-            # Store the outcome where it belongs and drop it elsewhere; after a failure keep
-            # what there was (a stale entry may still serve), unless the blob is gone.
-            settled = gone or result is not None
-            body = result if result is not None and result.body is not None else None
-            large = result if result is not None and result.body is None else None
-            for tier, ticket in zip(self._tiers, tickets, strict=True):
-                if tier is self._disk:
-                    await self._settle_disk(path, current, result, gone, ticket, lock)
-                elif settled:
-                    await tier.store(ticket, body if body is not None and tier.fits(body) else None)
-                else:
-                    tier.release(ticket)
-            await self._large.settle(large_ticket, large, drop=settled)
-            await self._missing.finish_fill(missing_ticket, time.time() if gone else None, drop=settled)
-
-    async def _settle_disk(
-        self,
-        path: str,
-        current: Entry | None,
-        result: Entry | None,
-        gone: bool,
-        ticket: FillTicket,
-        lock: EntryLock | None,
-    ) -> None:
-        """Bring the disk tier in line with a download or revalidation that just ended.
-
-        The entry's lock (shared disk only) is released once the entry is published, so a sibling
-        waiting for it finds the entry; at once when nothing will be written.
-        """
-        disk = self._disk
-        assert disk is not None
-        unchanged = result is not None and current is not None and result.meta.etag == current.meta.etag
-        if result is not None and unchanged and current is not None and current.file is not None:
-            release(lock)
-            disk.release(ticket)
-            await disk.renew(path, result.fetched_at)
-        elif result is not None and result.body is not None and result.file is None and not unchanged:
-            if disk.fits(result):
-                self._background.spawn(self._write_through(disk, ticket, result, lock))  # off the path
-            else:
-                release(lock)
-                await disk.store(ticket, None)
-        else:
-            release(lock)
-            disk.release(ticket)
-            if gone or (result is not None and current is not None and current.file is not None):
-                await disk.remove(path)  # deleted, or changed: the file on disk is stale
-
-    async def _write_through(
-        self, tier: Tier, ticket: FillTicket, entry: Entry, lock: EntryLock | None
-    ) -> None:
-        try:
-            await tier.store(ticket, entry)
-        finally:
-            release(lock)
-
-    async def _adopt(self, path: str, locked: bool) -> Entry | None:
-        """A fresh entry a sibling process published on the shared disk, if there is one."""
-        assert self._disk is not None
-        found = await self._disk.discover(path, locked)
-        if found is None:
-            return None
-        if time.time() - found.fetched_at >= self._config.ttl_s:
-            return None  # expired: download it again rather than serve it unchecked
-        entry = found.as_entry()
-        if found.meta.size > self._config.max_item_bytes:
-            return entry
-        try:
-            body = await self._disk.read(found)
-        except (FileNotFoundError, DamagedEntry):
-            return None  # evicted by a sibling meanwhile, or damaged (and dropped): download it
-        return dataclasses.replace(entry, body=body)
-
-    async def _read(self, path: str, current: Entry | None) -> Entry:
-        limit = self._config.max_item_bytes
-        if current is not None and current.body is None:
-            with self._metrics.origin_call("revalidate"):
-                meta = await self._origin.properties(path, if_none_match=current.meta.etag)
-            if isinstance(meta, NotModified):
-                return dataclasses.replace(current, fetched_at=time.time())
-            if meta.size > limit:
-                return Entry(path, meta, time.time())
-            current = None  # it shrank enough to cache: read it whole
-        kind = "whole" if current is None else "revalidate"
-        etag = None if current is None else current.meta.etag
-        with self._metrics.origin_call(kind):
-            outcome = await self._origin.fetch(path, limit, if_none_match=etag)
-        if isinstance(outcome, NotModified):
-            assert current is not None
-            return dataclasses.replace(current, fetched_at=time.time())
-        if isinstance(outcome, Blob):
-            return Entry(path, outcome.meta, time.time(), outcome.body)
-        assert isinstance(outcome, TooLarge)
-        return Entry(path, outcome.meta, time.time(), head=outcome.head)
+            entry = outcome.entry
+            await self._large.settle(
+                large_ticket, entry if entry and entry.body is None else None, outcome.settled
+            )
+            await self._missing.finish_fill(
+                missing_ticket, time.time() if outcome.gone else None, drop=outcome.settled
+            )
+            changed = entry is not None and current is not None and entry.meta.etag != current.meta.etag
+            if outcome.gone or changed:
+                await self.drop_variants(path)  # made from a version that is no more
 
     async def _from_disk(self, path: str, resolved: Resolved) -> Resolved:
         """A disk hit: promoted to memory when it fits there (bytes verified), else opened and
