@@ -70,7 +70,8 @@ _GRAVITY: Final = {
 # 300x225 even, 800x533 progressive 5 % smaller).
 PROGRESSIVE_MIN_PIXELS: Final = 70_000
 PNG_COMPRESSION: Final = 6
-AVIF_EFFORT: Final = 2  # libheif/aom speed against size; 4 (the default) was about 2x slower here
+# libheif/aom effort: at 300x200, 3 took 28 ms and 4 (libvips' default) 121 ms for 1.3 % fewer bytes.
+AVIF_EFFORT: Final = 3
 _NO_METADATA: Final = 0  # ForeignKeep.NONE
 
 
