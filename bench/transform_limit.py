@@ -61,11 +61,24 @@ BIG: Final = 10_000_000  # "no limit" for a free side
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """Images per second (all processes together) by the wall clock, and per CPU second x cores.
+
+    The CPU-time figure is what the cores would give if this benchmark had them to itself: on a
+    machine shared with other work it moves much less than the wall-clock one.
+    """
+
+    wall: float
+    cpu: float
+    parallelism: float = 0.0  # CPU seconds / wall seconds of one process (the pool's threads)
+
+
+@dataclass(frozen=True, slots=True)
 class LimitRow:
-    """Images per second of one case, per library (all processes together), plus the pool's."""
+    """The rates of one case, per library, plus the pool's."""
 
     case: str
-    rates: dict[str, float]  # library -> img/s
+    rates: dict[str, Rate]  # library (or "pool") -> rate
     output_bytes: dict[str, int]  # library -> size of one output
 
 
@@ -146,7 +159,7 @@ def _loop(
     source: bytes,
     seconds: float,
     barrier: Barrier,
-    results: Queue[tuple[float, int]],
+    results: Queue[tuple[float, float, int]],
 ) -> None:
     """One process: warm up, wait for the others, then repeat the operation for `seconds`."""
     import pyvips
@@ -156,15 +169,16 @@ def _loop(
     operation = _operation(library, case, source)
     size = len(operation())
     barrier.wait()
-    count, started = 0, time.perf_counter()
+    count, started, cpu_started = 0, time.perf_counter(), time.process_time()
     deadline = started + seconds
     while time.perf_counter() < deadline:
         operation()
         count += 1
-    results.put((count / (time.perf_counter() - started), size))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    results.put((count / wall, count / cpu, size))
 
 
-def _rate(library: str, case: Case, source: bytes, seconds: float, processes: int) -> tuple[float, int]:
+def _rate(library: str, case: Case, source: bytes, seconds: float, processes: int) -> tuple[Rate, int]:
     context = multiprocessing.get_context("spawn")  # libvips' threads do not survive a fork
     barrier, results = context.Barrier(processes), context.Queue()
     workers = [
@@ -176,10 +190,12 @@ def _rate(library: str, case: Case, source: bytes, seconds: float, processes: in
     outcomes = [results.get(timeout=seconds + 120) for _ in workers]
     for worker in workers:
         worker.join()
-    return sum(rate for rate, _ in outcomes), outcomes[0][1]
+    wall = sum(rate for rate, _, _ in outcomes)
+    cpu = sum(rate for _, rate, _ in outcomes)
+    return Rate(wall, cpu), outcomes[0][2]
 
 
-async def _pool_rate(case: Case, source: bytes, seconds: float, slots: int) -> float:
+async def _pool_rate(case: Case, source: bytes, seconds: float, slots: int) -> Rate:
     from imgproxy.config import TransformConfig
     from imgproxy.transform.negotiate import FormatBucket
     from imgproxy.transform.params import TransformOptions
@@ -197,11 +213,12 @@ async def _pool_rate(case: Case, source: bytes, seconds: float, slots: int) -> f
             await pool.run(source, options, bucket)
             done += 1
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client() for _ in range(slots * 2)))  # every slot busy, some waiting
-    rate = done / (time.perf_counter() - started)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     await pool.close()
-    return rate
+    # Threads waiting for the GIL use no CPU: parallelism above 1 shows libvips released it.
+    return Rate(done / wall, done / cpu * slots, cpu / wall)
 
 
 def _raw_like_engine(case: Case, source: bytes) -> Callable[[], bytes]:
@@ -222,7 +239,7 @@ def _raw_like_engine(case: Case, source: bytes) -> Callable[[], bytes]:
         image = pyvips.Image.new_from_buffer(source, "", access="sequential", fail_on="warning", **options)
         alpha = image.hasalpha()
         if alpha:
-            image = image.premultiply()
+            image = image.premultiply().cast("uchar")
         image = image.resize(width / image.width, vscale=height / image.height, kernel="lanczos3")
         if alpha:
             image = image.unpremultiply().cast("uchar")
@@ -279,7 +296,7 @@ def measure(
     overheads: list[OverheadRow] = []
     for case in cases:
         source = source_bytes(case.source)
-        samples: dict[str, list[float]] = {name: [] for name in (*LIBRARIES, "pool")}
+        samples: dict[str, list[Rate]] = {name: [] for name in (*LIBRARIES, "pool")}
         sizes: dict[str, int] = {}
         for round_index in range(rounds):
             print(f"[transform-limit] {case.name}: round {round_index + 1}", file=sys.stderr, flush=True)
@@ -287,32 +304,44 @@ def measure(
                 rate, sizes[library] = _rate(library, case, source, seconds, processes)
                 samples[library].append(rate)
             samples["pool"].append(asyncio.run(_pool_rate(case, source, seconds, processes)))
-        rates = {name: statistics.median(values) for name, values in samples.items()}
+        rates = {
+            name: Rate(
+                statistics.median(rate.wall for rate in values),
+                statistics.median(rate.cpu for rate in values),
+                statistics.median(rate.parallelism for rate in values),
+            )
+            for name, values in samples.items()
+        }
         rows.append(LimitRow(case.name, rates, sizes))
         overheads.append(asyncio.run(_overhead(case, source, repeats=max(5, int(seconds * 4)))))
     return rows, overheads
 
 
 def render(rows: list[LimitRow], overheads: list[OverheadRow], processes: int) -> str:
-    """Markdown: img/s per library and case, ratios, output sizes; then the overheads."""
+    """Markdown: img/s per library and case (wall clock and CPU-normalised), ratios, sizes; overheads."""
     lines = [
-        f"### In-process limit ({processes} processes, img/s; the pool: 1 process, {processes} threads)",
+        f"### In-process limit: img/s with {processes} processes (the pool: 1 process, {processes} threads)",
         "",
-        "| case | pyvips | Pillow | engine | pool | engine / faster library | pool / engine | "
+        "Each cell: wall clock / per CPU second x cores (what the cores give when nothing else runs).",
+        "",
+        "| case | pyvips | Pillow | engine | pool (CPU/wall) | engine / faster library (CPU) | "
         "bytes pyvips / Pillow / engine |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         r, b = row.rates, row.output_bytes
-        faster = max(r["pyvips"], r["Pillow"])
+        faster = max(r["pyvips"].cpu, r["Pillow"].cpu)
+        pool = r["pool"]
         lines.append(
-            f"| {row.case} | {r['pyvips']:.1f} | {r['Pillow']:.1f} | {r['engine']:.1f} | {r['pool']:.1f} "
-            f"| {r['engine'] / faster:.2f} | {r['pool'] / r['engine']:.2f} "
+            f"| {row.case} | {r['pyvips'].wall:.1f} / {r['pyvips'].cpu:.1f} "
+            f"| {r['Pillow'].wall:.1f} / {r['Pillow'].cpu:.1f} "
+            f"| {r['engine'].wall:.1f} / {r['engine'].cpu:.1f} "
+            f"| {pool.wall:.1f} / {pool.cpu:.1f} ({pool.parallelism:.2f}) | {r['engine'].cpu / faster:.2f} "
             f"| {b['pyvips']:,} / {b['Pillow']:,} / {b['engine']:,} |"
         )
     lines += [
         "",
-        "### Single request, one slot (median ms)",
+        "### Single request, one slot (median ms, interleaved)",
         "",
         "| case | raw pyvips calls | engine.transform | pool.run | engine overhead | pool overhead |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

@@ -310,6 +310,17 @@ def test_max_frames_caps_an_animation() -> None:
     assert images.frame_count(result.body) == 4
 
 
+def test_a_multi_page_tiff_gives_its_first_page_even_in_webp() -> None:
+    """TIFF pages are documents (of any sizes), not frames: the first page is used."""
+    from PIL import Image
+
+    pages = [Image.new("RGB", (40, 30), RED), Image.new("RGB", (64, 64), BLUE)]
+    source = images.encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    result = run(source, FormatBucket.WEBP, width=20)
+    assert (result.frames, images.frame_count(result.body), size(result)) == (1, 1, (20, 15))
+    assert near(pixel(decode(result.body), 0.5, 0.5), RED)
+
+
 def test_animated_cover_crops_every_frame() -> None:
     """`cover` on an animation gives every frame the box."""
     result = run(images.animated_gif(80, 40, 3), FormatBucket.WEBP, width=30, height=30, fit=Fit.COVER)
