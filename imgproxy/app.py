@@ -13,14 +13,21 @@ from aiohttp import web
 from .config import Config
 from .errors import (
     BadPath,
+    BadSignature,
+    BadTransformParameter,
     BlobNotFound,
     DiskTierFailed,
     ImgproxyError,
+    NotAnImage,
     OriginError,
     OriginShedding,
     OriginTimeout,
     PreconditionFailed,
     RangeNotSatisfiable,
+    SourceTooLarge,
+    TransformBusy,
+    TransformError,
+    TransformTimeout,
 )
 from .fetcher import Fetcher
 from .handlers import admin, images, ops
@@ -36,10 +43,16 @@ log = logging.getLogger(__name__)
 # Most specific first: the first row whose type matches decides status and reason.
 ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (BadPath, 400, "bad path"),
+    (BadTransformParameter, 400, "bad transform parameter"),
+    (BadSignature, 403, "bad signature"),
     (BlobNotFound, 404, "blob not found"),
     (PreconditionFailed, 412, "precondition failed"),
     (RangeNotSatisfiable, 416, "range not satisfiable"),
     (DiskTierFailed, 503, "cache tier failed"),
+    (NotAnImage, 422, "not an image"),
+    (SourceTooLarge, 422, "source image too large"),
+    (TransformBusy, 429, "too many transforms waiting"),
+    (TransformTimeout, 503, "transform timed out"),
     (OriginTimeout, 504, "origin timed out"),
     (OriginShedding, 503, "origin temporarily refused"),
     (OriginError, 502, "origin failed"),
@@ -51,17 +64,21 @@ def error_response(exc: ImgproxyError) -> web.Response:
     for error_type, status, reason in ERROR_STATUS:
         if isinstance(exc, error_type):
             headers = {"Cache-Control": "no-store"}
-            if isinstance(exc, BadPath):
+            if isinstance(exc, BadPath | BadSignature | NotAnImage | SourceTooLarge):
                 reason = f"{reason}: {exc.reason}"
+            elif isinstance(exc, BadTransformParameter):
+                reason = f"{reason} {exc.parameter}: {exc.reason}"
             elif isinstance(exc, RangeNotSatisfiable):
                 headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 section 15.5.17
-            elif isinstance(exc, OriginShedding):
+            elif isinstance(exc, OriginShedding | TransformBusy):
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
             elif isinstance(exc, DiskTierFailed):
                 headers["Retry-After"] = "1"
                 log.warning("disk tier failed %s on every attempt", exc.path)
             elif isinstance(exc, OriginError):
                 log.warning("origin error: %s: %s", type(exc).__name__, exc)
+            if isinstance(exc, TransformError):  # each refused or failed transform is a log line
+                log.warning("transform refused: %s: %s", type(exc).__name__, exc)
             return web.Response(status=status, text=reason + "\n", headers=headers)
     raise exc  # pragma: no cover - every ImgproxyError subclass has a row
 

@@ -8,13 +8,14 @@ and the admin JSON; a collector reads them, and the cache's size, at scrape time
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
@@ -22,6 +23,9 @@ from .cache import CacheStats
 from .errors import OriginError
 from .origin import OriginStats
 from .tiers.disk import DiskStats
+
+if TYPE_CHECKING:  # only the type: /metrics must not import the transform pool (nor pyvips)
+    from .transform.pool import TransformStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -134,6 +138,51 @@ class _DiskCollector(Collector):
         )
 
 
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+class _TransformCollector(Collector):
+    def __init__(self, transform_stats: Callable[[], TransformStats]) -> None:
+        self._transform_stats = transform_stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._transform_stats()
+        made = CounterMetricFamily(
+            "imgproxy_transforms", "Transforms made, by output format.", labels=["format"]
+        )
+        for output, count in sorted(stats.transforms.items()):
+            made.add_metric([output], count)
+        yield made
+        seconds = HistogramMetricFamily(
+            "imgproxy_transform_seconds", "Time a transform took in its slot (made ones only)."
+        )
+        seconds.add_metric(
+            [],
+            buckets=[(_le(bound), count) for bound, count in stats.seconds_buckets],
+            sum_value=stats.seconds_sum,
+        )
+        yield seconds
+        yield GaugeMetricFamily("imgproxy_transform_queued", "Transforms waiting for a slot.", stats.queued)
+        yield GaugeMetricFamily(
+            "imgproxy_transform_running",
+            "Transform slots taken (timed-out jobs still ending included).",
+            stats.running,
+        )
+        yield GaugeMetricFamily("imgproxy_transform_slots", "Transforms that may run at once.", stats.slots)
+        rejected = CounterMetricFamily(
+            "imgproxy_transform_rejected", "Transforms refused or failed, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(stats.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield CounterMetricFamily(
+            "imgproxy_transform_killed",
+            "Timed-out or abandoned transforms stopped inside libvips.",
+            value=stats.killed,
+        )
+
+
 class Metrics:
     """Every metric of one app."""
 
@@ -182,6 +231,10 @@ class Metrics:
     def watch_disk(self, disk_stats: Callable[[], DiskStats]) -> None:
         """Report the disk tier's size at every scrape."""
         self.registry.register(_DiskCollector(disk_stats))
+
+    def watch_transforms(self, transform_stats: Callable[[], TransformStats]) -> None:
+        """Report the transform pool's work, queue and rejections at every scrape."""
+        self.registry.register(_TransformCollector(transform_stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
