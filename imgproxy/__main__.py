@@ -1,5 +1,9 @@
 """Command line: `python -m imgproxy --config PATH` (also the `imgproxy` console script).
 
+`python -m imgproxy sign PATH 'w=300&fm=webp'` prints a signed `/images/...` path and query (the
+key from `--key`, else `IMGPROXY_TRANSFORM_SIGNING_KEY`, else `transform.signing_key` in the
+`--config` file); it starts no server.
+
 Shutdown: on SIGTERM the server first reports not-ready on `/readyz` for `server.drain_s` (load
 balancers stop sending traffic), then closes its listener and lets in-flight responses finish
 for up to `server.shutdown_timeout_s`, then exits 0. SIGINT (Ctrl-C) skips the drain.
@@ -27,14 +31,18 @@ import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from .app import begin_drain, create_app, install_passthrough
-from .config import Config, ConfigError, load_config
-from .disk_cache import clean_disk
+from .config import Config, ConfigError, load_config, load_transform_config
+from .errors import BadTransformParameter
 from .hot_path import install_hot_path
 from .peers import Peers
+from .signing import PARAMETERS, SIGNATURE, sign_url, split_query
+from .tiers.disk import clean_disk
+from .transform.params import PRESET, build_options
 
 log = logging.getLogger("imgproxy")
 
@@ -123,13 +131,55 @@ def _supervise(argv: list[str], workers: int, sockets: str) -> int:
     return 0 if all(code == 0 for code in codes) else 1
 
 
+def sign_main(argv: list[str]) -> int:
+    """`imgproxy sign PATH PARAMS`: print the signed path and query; 2 on a missing key or bad value."""
+    parser = argparse.ArgumentParser(prog="imgproxy sign", description="Print a signed transform URL.")
+    parser.add_argument(
+        "path", help="the blob path as stored, e.g. 'photos/my cat.jpg' (percent-encoded here)"
+    )
+    parser.add_argument("params", help="transform parameters as they go in the URL, e.g. 'w=300&fm=webp'")
+    parser.add_argument(
+        "--key", default="", help="signing key (else IMGPROXY_TRANSFORM_SIGNING_KEY, else --config)"
+    )
+    parser.add_argument("--config", type=Path, default=None, help="config.toml holding transform.signing_key")
+    parser.add_argument("--base", default="", help="put before the path, e.g. https://img.example.com")
+    args = parser.parse_args(argv)
+    try:
+        transform = load_transform_config(args.config)
+    except ConfigError as exc:
+        print(f"imgproxy sign: configuration error: {exc}", file=sys.stderr)
+        return 2
+    key = args.key or transform.signing_key
+    if not key:
+        print(
+            "imgproxy sign: no key (--key, IMGPROXY_TRANSFORM_SIGNING_KEY or transform.signing_key)",
+            file=sys.stderr,
+        )
+        return 2
+    values = {
+        name: unquote(value)
+        for name, value in split_query(args.params)
+        if name in PARAMETERS and name not in (SIGNATURE, PRESET)
+    }
+    try:  # refuse to sign what the server would answer with a 400
+        build_options(values, transform.max_width, transform.max_height)
+    except BadTransformParameter as exc:
+        print(f"imgproxy sign: bad parameter {exc}", file=sys.stderr)
+        return 2
+    print(sign_url(args.base, args.path, args.params, key))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, load the configuration and serve until stopped."""
+    """Parse arguments, load the configuration and serve until stopped (or `sign`, see above)."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["sign"]:
+        return sign_main(arguments[1:])
     parser = argparse.ArgumentParser(prog="imgproxy", description="Serve Azure blobs through a cache.")
     parser.add_argument("--config", type=Path, default=None, help="path to config.toml")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--peers", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -11,17 +11,24 @@ from typing import Final
 from aiohttp import web
 
 from .config import Config
-from .disk_cache import DiskCache
 from .errors import (
     BadPath,
+    BadSignature,
+    BadTransformParameter,
     BlobNotFound,
     BodyTooLarge,
+    DiskTierFailed,
     ImgproxyError,
+    NotAnImage,
     OriginError,
     OriginShedding,
     OriginTimeout,
     PreconditionFailed,
     RangeNotSatisfiable,
+    SourceTooLarge,
+    TransformBusy,
+    TransformError,
+    TransformTimeout,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -32,6 +39,7 @@ from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
 from .readiness import Readiness
+from .tiers.disk import DiskTier
 from .upstream import open_upstream
 
 log = logging.getLogger(__name__)
@@ -39,9 +47,16 @@ log = logging.getLogger(__name__)
 # Most specific first: the first row whose type matches decides status and reason.
 ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (BadPath, 400, "bad path"),
+    (BadTransformParameter, 400, "bad transform parameter"),
+    (BadSignature, 403, "bad signature"),
     (BlobNotFound, 404, "blob not found"),
     (PreconditionFailed, 412, "precondition failed"),
     (RangeNotSatisfiable, 416, "range not satisfiable"),
+    (DiskTierFailed, 503, "cache tier failed"),
+    (NotAnImage, 422, "not an image"),
+    (SourceTooLarge, 422, "source image too large"),
+    (TransformBusy, 429, "too many transforms waiting"),
+    (TransformTimeout, 503, "transform timed out"),
     (OriginTimeout, 504, "origin timed out"),
     (OriginShedding, 503, "origin temporarily refused"),
     (OriginError, 502, "origin failed"),
@@ -56,16 +71,23 @@ def error_response(exc: ImgproxyError) -> web.Response:
     for error_type, status, reason in ERROR_STATUS:
         if isinstance(exc, error_type):
             headers = {"Cache-Control": "no-store"}
-            if isinstance(exc, BadPath):
+            if isinstance(exc, BadPath | BadSignature | NotAnImage | SourceTooLarge):
                 reason = f"{reason}: {exc.reason}"
+            elif isinstance(exc, BadTransformParameter):
+                reason = f"{reason} {exc.parameter}: {exc.reason}"
             elif isinstance(exc, RangeNotSatisfiable):
                 headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 section 15.5.17
-            elif isinstance(exc, OriginShedding):
+            elif isinstance(exc, OriginShedding | TransformBusy):
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+            elif isinstance(exc, DiskTierFailed):
+                headers["Retry-After"] = "1"
+                log.warning("disk tier failed %s on every attempt", exc.path)
             elif isinstance(exc, OriginError):
                 log.warning("origin error: %s: %s", type(exc).__name__, exc)
             elif isinstance(exc, UpstreamError):
                 log.warning("application error: %s: %s", type(exc).__name__, exc)
+            if isinstance(exc, TransformError):  # each refused or failed transform is a log line
+                log.warning("transform refused: %s: %s", type(exc).__name__, exc)
             return web.Response(status=status, text=reason + "\n", headers=headers)
     raise exc  # pragma: no cover - every ImgproxyError subclass has a row
 
@@ -89,11 +111,12 @@ async def error_middleware(
 
 async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[None]:
     config = app[CONFIG]
-    disk: DiskCache | None = None
+    disk: DiskTier | None = None
     if config.disk.enabled:
-        disk = DiskCache(config.disk, config.origin.container, shared=shared_disk)
+        disk = DiskTier(config.disk, config.origin.container, shared=shared_disk)
         await disk.open()
-        log.info("disk tier at %s: %d entries, %d bytes", disk.root, disk.stats().items, disk.stats().bytes)
+        stats = disk.disk_stats()
+        log.info("disk tier at %s: %d entries, %d bytes", disk.root, stats.items, stats.bytes)
     async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
         fetcher = Fetcher(origin, config.cache, app[METRICS], disk)
         readiness = Readiness(origin, config.origin.ready_check_interval_s, app[METRICS].counters)

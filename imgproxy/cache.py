@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -54,6 +54,11 @@ class LRU(Generic[V]):
             return None
         self._data.move_to_end(key)
         return item[0]
+
+    def peek(self, key: str) -> V | None:
+        """The value, without marking it used, or None."""
+        item = self._data.get(key)
+        return None if item is None else item[0]
 
     def put(self, key: str, value: V) -> bool:
         """Insert or replace; evict LRU entries until both bounds hold. False if it can never fit."""
@@ -103,9 +108,11 @@ class FillTicket:
 
 
 class TicketBook:
-    """The fill tickets outstanding per key (at most one per download under way)."""
+    """The fill tickets outstanding per key (at most one per download under way), grouped (e.g.
+    by blob path, so that a purge of a path voids the tickets of its variants too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, group: Callable[[str], str] | None = None) -> None:
+        self._group = group if group is not None else _itself
         self._tickets: dict[str, set[FillTicket]] = {}
 
     def __len__(self) -> int:
@@ -113,23 +120,32 @@ class TicketBook:
 
     def issue(self, key: str) -> FillTicket:
         ticket = FillTicket(key)
-        self._tickets.setdefault(key, set()).add(ticket)
+        self._tickets.setdefault(self._group(key), set()).add(ticket)
         return ticket
 
     def release(self, ticket: FillTicket) -> bool:
         """Forget a ticket (its download ended); return whether it was still valid. A ticket is
         good for one release: used again, it is void (a second store would bypass purges)."""
-        tickets = self._tickets.get(ticket.key)
+        group = self._group(ticket.key)
+        tickets = self._tickets.get(group)
         if tickets is not None:
             tickets.discard(ticket)
             if not tickets:
-                del self._tickets[ticket.key]
+                del self._tickets[group]
         valid, ticket.valid = ticket.valid, False
         return valid
 
     def void(self, key: str) -> None:
-        for ticket in self._tickets.pop(key, ()):
-            ticket.valid = False
+        """Void the tickets of exactly `key`."""
+        for ticket in self._tickets.get(self._group(key), ()):
+            if ticket.key == key:
+                ticket.valid = False
+
+    def void_group(self, group: str, only: Callable[[str], bool] | None = None) -> None:
+        """Void the tickets of every key in `group` (those `only` accepts, if given)."""
+        for ticket in self._tickets.get(group, ()):
+            if only is None or only(ticket.key):
+                ticket.valid = False
 
     def void_all(self) -> None:
         for tickets in self._tickets.values():
@@ -138,13 +154,25 @@ class TicketBook:
         self._tickets.clear()
 
 
+def _itself(key: str) -> str:
+    return key
+
+
 class MemoryCache(Generic[V]):
     """The async, lock-guarded LRU the request path uses."""
 
-    def __init__(self, max_items: int, max_bytes: int, sizeof: Callable[[V], int]) -> None:
+    def __init__(
+        self,
+        max_items: int,
+        max_bytes: int,
+        sizeof: Callable[[V], int],
+        group: Callable[[str], str] | None = None,
+        on_evict: Callable[[str, V], None] | None = None,
+    ) -> None:
         self._lru: LRU[V] = LRU(max_items, max_bytes, sizeof)
+        self._lru.on_evict = on_evict
         self._lock = asyncio.Lock()
-        self._tickets = TicketBook()
+        self._tickets = TicketBook(group)
 
     async def get(self, key: str) -> V | None:
         async with self._lock:
@@ -167,6 +195,10 @@ class MemoryCache(Generic[V]):
         """Take a ticket before downloading `key`. Synchronous: no await between check and use."""
         return self._tickets.issue(key)
 
+    def release(self, ticket: FillTicket) -> None:
+        """Return a ticket that will not be used to store anything."""
+        self._tickets.release(ticket)
+
     async def finish_fill(self, ticket: FillTicket, value: V | None, drop: bool = False) -> bool:
         """Store `value` if the ticket is still valid; with None, keep the entry, or `drop` it.
 
@@ -186,6 +218,13 @@ class MemoryCache(Generic[V]):
         async with self._lock:
             self._tickets.void(key)
             return self._lru.pop(key) is not None
+
+    async def purge(self, group: str, keys: Iterable[str], only: Callable[[str], bool] | None = None) -> int:
+        """Void the downloads under way in `group` (those `only` accepts) and drop `keys`.
+        Returns how many of them were cached."""
+        async with self._lock:
+            self._tickets.void_group(group, only)
+            return sum(self._lru.pop(key) is not None for key in keys)
 
     async def clear(self) -> int:
         """Purge everything, voiding every download under way. Returns the entries removed."""

@@ -8,8 +8,10 @@ passed in (not read globally) so tests can build many configurations in one proc
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -86,6 +88,31 @@ class AdminConfig:
     token: str = ""
 
 
+def _no_presets() -> Mapping[str, str]:
+    return types.MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TransformConfig:
+    """Image transforms (`?w=300&fm=webp`); see the README's "Image transforms" section."""
+
+    enabled: bool = False
+    signing_key: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
+    allow_unsigned: bool = False
+    auto_format: bool = False
+    auto_avif: bool = False
+    max_width: int = 8192
+    max_height: int = 8192
+    max_src_pixels: int = 50_000_000
+    max_src_bytes: int = 64 * MIB
+    max_frames: int = 100
+    max_concurrency: int = 0  # 0: the number of cores
+    max_queue: int = 64
+    timeout_s: float = 10.0
+    # name -> query string, e.g. "thumb" -> "w=200&h=200&fit=cover"; read-only once loaded.
+    presets: Mapping[str, str] = field(default_factory=_no_presets)
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     url: str = ""
@@ -107,7 +134,12 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
 
+
+# The one non-scalar kind of setting (`transform.presets`): a TOML table of strings, or in the
+# environment a JSON object of strings. Annotations are strings (`from __future__ import annotations`).
+_STRING_TABLE: Final = "Mapping[str, str]"
 
 # Inclusive lower bound per key; keys absent here only need the right type.
 _MINIMUM: Final[dict[str, float]] = {
@@ -141,40 +173,25 @@ _MINIMUM: Final[dict[str, float]] = {
     "upstream.idle_timeout_s": 0.01,
     "upstream.max_body_bytes": 0,
     "upstream.max_connections": 1,
+    "transform.max_width": 1,
+    "transform.max_height": 1,
+    "transform.max_src_pixels": 1,
+    "transform.max_src_bytes": 1,
+    "transform.max_frames": 1,
+    "transform.max_concurrency": 0,
+    "transform.max_queue": 0,
+    "transform.timeout_s": 0.01,
 }
+PRESET_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """Build a validated `Config` from a TOML file (optional) and an environment mapping."""
     env = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
-
+    raw = _read_file(path)
     sections: dict[str, Any] = {}
     for section in dataclasses.fields(Config):
-        section_cls = _section_type(section.name)
-        table = raw.pop(section.name, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"[{section.name}] must be a table")
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(section_cls):
-            key = f"{section.name}.{f.name}"
-            env_name = f"IMGPROXY_{section.name.upper()}_{f.name.upper()}"
-            if f.name in table:  # checked even when overridden: a broken file is an error either way
-                values[f.name] = _check_type(key, table.pop(f.name), f.type)
-            if env_name in env:
-                values[f.name] = _coerce_env(key, env[env_name], f.type)
-            if f.name in values:
-                _check_minimum(key, values[f.name])
-        if table:
-            raise ConfigError(f"unknown setting {section.name}.{sorted(table)[0]}")
-        sections[section.name] = section_cls(**values)
+        sections[section.name] = _load_section(section.name, raw.pop(section.name, {}), env)
     if raw:
         raise ConfigError(f"unknown section [{sorted(raw)[0]}]")
 
@@ -187,6 +204,44 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
         )
     _check_consistency(config)
     return config
+
+
+def load_transform_config(path: Path | None, environ: Mapping[str, str] | None = None) -> TransformConfig:
+    """Only the validated `[transform]` section (for `python -m imgproxy sign`, which needs no origin)."""
+    env = os.environ if environ is None else environ
+    transform: TransformConfig = _load_section("transform", _read_file(path).get("transform", {}), env)
+    _check_transform(transform)
+    return transform
+
+
+def _read_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+
+
+def _load_section(name: str, table: object, env: Mapping[str, str]) -> Any:
+    section_cls = _section_type(name)
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(section_cls):
+        key = f"{name}.{f.name}"
+        env_name = f"IMGPROXY_{name.upper()}_{f.name.upper()}"
+        if f.name in table:  # checked even when overridden: a broken file is an error either way
+            values[f.name] = _check_type(key, table.pop(f.name), f.type)
+        if env_name in env:
+            values[f.name] = _coerce_env(key, env[env_name], f.type)
+        if f.name in values:
+            _check_minimum(key, values[f.name])
+    if table:
+        raise ConfigError(f"unknown setting {name}.{sorted(table)[0]}")
+    return section_cls(**values)
 
 
 def _section_type(name: str) -> type[Any]:
@@ -206,6 +261,8 @@ def _field_type(annotation: object) -> type[Any]:
 
 
 def _check_type(key: str, value: object, annotation: object) -> object:
+    if annotation == _STRING_TABLE:
+        return _check_string_table(key, value)
     expected = _field_type(annotation)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -217,6 +274,12 @@ def _check_type(key: str, value: object, annotation: object) -> object:
 
 
 def _coerce_env(key: str, text: str, annotation: object) -> object:
+    if annotation == _STRING_TABLE:  # a table in one variable: a JSON object of strings
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a JSON object of strings, got {text!r}") from None
+        return _check_string_table(key, decoded)
     expected = _field_type(annotation)
     try:
         if expected is int:
@@ -233,6 +296,15 @@ def _coerce_env(key: str, text: str, annotation: object) -> object:
     except ValueError:
         raise ConfigError(f"{key}: expected {expected.__name__}, got {text!r}") from None
     return text
+
+
+def _check_string_table(key: str, value: object) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a table of strings, got {value!r}")
+    for name, item in value.items():
+        if not isinstance(item, str):
+            raise ConfigError(f"{key}.{name}: expected str, got {item!r}")
+    return types.MappingProxyType(dict(value))
 
 
 def _check_minimum(key: str, value: object) -> None:
@@ -259,6 +331,7 @@ def _check_consistency(config: Config) -> None:
             f"cache.max_item_bytes: must not exceed cache.max_bytes ({cache.max_bytes}), "
             f"got {cache.max_item_bytes}"
         )
+    _check_transform(config.transform)
     if config.disk.enabled and not config.disk.path:
         raise ConfigError("disk.path: must not be empty when disk.enabled is true")
     if config.http.cache_control != config.http.cache_control.strip() or any(
@@ -304,3 +377,16 @@ def upstream_address(url: str) -> tuple[str, int]:
     ):
         raise ConfigError(f"upstream.url: expected http://host[:port] (no path), got {url!r}")
     return parsed.hostname, port if port is not None else 80
+
+
+def _check_transform(transform: TransformConfig) -> None:
+    # Imported here: params needs this module's TransformConfig, and presets are checked by the
+    # same parser that reads request queries, so a preset that loads is one the server can serve.
+    from .transform.params import check_preset
+
+    for name, query in transform.presets.items():
+        if not PRESET_NAME.fullmatch(name):
+            raise ConfigError(f"transform.presets.{name}: a preset name is 1-64 of A-Z a-z 0-9 _ -")
+        problem = check_preset(query, transform)
+        if problem is not None:
+            raise ConfigError(f"transform.presets.{name}: {problem}")

@@ -2,16 +2,27 @@
 
 ImgproxyError
 ├── BadPath(reason)              -> 400
+├── BadTransformParameter(parameter, reason) -> 400  (names the query parameter)
+├── BadSignature(reason)         -> 403  (missing, wrong, or unsigned parameters not accepted)
 ├── BlobNotFound(path)           -> 404
-└── OriginError                  -> 502
-    ├── OriginUnavailable        -> 502  (5xx, refused connection, auth failure, ...)
-    ├── OriginTimeout            -> 504  (no answer within origin.timeout_s)
-    ├── BlobChanged              -> 502  (overwritten while we were reading it)
-    └── IncompleteBody           -> 502  (fewer bytes than announced)
-BodyTooLarge(limit)              -> 413  (a request body for the app over upstream.max_body_bytes)
-UpstreamError                    -> 502  (the main application behind us; never Azure's breaker)
-├── UpstreamUnavailable          -> 502  (refused or reset connection, malformed answer)
-└── UpstreamTimeout              -> 504  (no response headers within upstream.timeout_s)
+├── DiskTierFailed(path)         -> 503  (the disk tier kept failing this request; retry)
+├── PreconditionFailed(path)     -> 412
+├── RangeNotSatisfiable(size)    -> 416
+├── TransformError
+│   ├── NotAnImage(reason)       -> 422  (not an image, damaged, truncated, unsupported)
+│   ├── SourceTooLarge(reason)   -> 422  (transform.max_src_pixels / max_src_bytes)
+│   ├── TransformBusy            -> 429  (transform.max_queue waiting already; Retry-After)
+│   └── TransformTimeout         -> 503  (ran longer than transform.timeout_s)
+├── OriginError                  -> 502
+│   ├── OriginUnavailable        -> 502  (5xx, refused connection, auth failure, ...)
+│   ├── OriginTimeout            -> 504  (no answer within origin.timeout_s)
+│   ├── BlobChanged              -> 502  (overwritten while we were reading it)
+│   ├── IncompleteBody           -> 502  (fewer bytes than announced)
+│   └── OriginShedding           -> 503  (CircuitOpen, OriginBusy; Retry-After)
+├── BodyTooLarge(limit)          -> 413  (a request body for the app over upstream.max_body_bytes)
+└── UpstreamError(kind)          -> 502  (the main application behind us; never Azure's breaker)
+    ├── UpstreamUnavailable      -> 502  (refused or reset connection, malformed answer)
+    └── UpstreamTimeout          -> 504  (no response headers within upstream.timeout_s)
 """
 
 from __future__ import annotations
@@ -29,6 +40,23 @@ class BadPath(ImgproxyError):
         self.reason = reason
 
 
+class BadTransformParameter(ImgproxyError):
+    """A recognised transform parameter has a value we cannot use (or the output would be too large)."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        super().__init__(f"{parameter}: {reason}")
+        self.parameter = parameter
+        self.reason = reason
+
+
+class BadSignature(ImgproxyError):
+    """The transform's signature is missing or wrong, or unsigned parameters are not accepted."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class BlobNotFound(ImgproxyError):
     """The container has no blob at this path (`cached`: known from a recent 404)."""
 
@@ -36,6 +64,14 @@ class BlobNotFound(ImgproxyError):
         super().__init__(path)
         self.path = path
         self.cached = cached
+
+
+class DiskTierFailed(ImgproxyError):
+    """The disk tier's file of `path` vanished or was damaged on every attempt of one request."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
 
 
 class PreconditionFailed(ImgproxyError):
@@ -52,6 +88,42 @@ class RangeNotSatisfiable(ImgproxyError):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.size = size
+
+
+class TransformError(ImgproxyError):
+    """An image transform could not be made."""
+
+
+class NotAnImage(TransformError):
+    """The source is not an image we can decode: another kind of file, damaged or truncated."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SourceTooLarge(TransformError):
+    """The source's header announces more pixels or frames, or it has more bytes, than allowed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransformBusy(TransformError):
+    """`transform.max_queue` transforms already wait for a slot; retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"retry after {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
+class TransformTimeout(TransformError):
+    """The transform ran longer than `timeout_s`."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"longer than {timeout_s:g} s")
+        self.timeout_s = timeout_s
 
 
 class OriginError(ImgproxyError):

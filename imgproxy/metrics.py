@@ -8,9 +8,12 @@ and the admin JSON; a collector reads them, and the cache's size, at scrape time
 from __future__ import annotations
 
 import bisect
+import contextlib
+import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -18,8 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from .cache import CacheStats
-from .disk_cache import DiskStats
+from .errors import OriginError
 from .origin import OriginStats
+from .tiers.disk import DiskStats
+
+if TYPE_CHECKING:  # only the type: /metrics must not import the transform pool (nor pyvips)
+    from .transform.pool import TransformStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -149,6 +156,56 @@ class _DiskCollector(Collector):
         yield CounterMetricFamily(
             "imgproxy_disk_evictions", "Entries evicted from disk.", value=stats.evictions
         )
+        yield CounterMetricFamily(
+            "imgproxy_disk_corrupt",
+            "Disk entries found damaged (wrong size, modified, short send, bad digest) and dropped.",
+            value=stats.corrupt,
+        )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+class _TransformCollector(Collector):
+    def __init__(self, transform_stats: Callable[[], TransformStats]) -> None:
+        self._transform_stats = transform_stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._transform_stats()
+        made = CounterMetricFamily(
+            "imgproxy_transforms", "Transforms made, by output format.", labels=["format"]
+        )
+        for output, count in sorted(stats.transforms.items()):
+            made.add_metric([output], count)
+        yield made
+        seconds = HistogramMetricFamily(
+            "imgproxy_transform_seconds", "Time a transform took in its slot (made ones only)."
+        )
+        seconds.add_metric(
+            [],
+            buckets=[(_le(bound), count) for bound, count in stats.seconds_buckets],
+            sum_value=stats.seconds_sum,
+        )
+        yield seconds
+        yield GaugeMetricFamily("imgproxy_transform_queued", "Transforms waiting for a slot.", stats.queued)
+        yield GaugeMetricFamily(
+            "imgproxy_transform_running",
+            "Transform slots taken (timed-out jobs still ending included).",
+            stats.running,
+        )
+        yield GaugeMetricFamily("imgproxy_transform_slots", "Transforms that may run at once.", stats.slots)
+        rejected = CounterMetricFamily(
+            "imgproxy_transform_rejected", "Transforms refused or failed, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(stats.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield CounterMetricFamily(
+            "imgproxy_transform_killed",
+            "Timed-out or abandoned transforms stopped inside libvips.",
+            value=stats.killed,
+        )
 
 
 class _UpstreamCollector(Collector):
@@ -218,6 +275,22 @@ class Metrics:
             registry=self.registry,
         )
 
+    @contextlib.contextmanager
+    def origin_call(self, kind: str) -> Iterator[None]:
+        """Count one request to Azure of `kind` and time it (a failure counts as an origin error)."""
+        counters = self.counters
+        counters.origin_fetches += 1
+        if kind == "revalidate":
+            counters.revalidations += 1
+        started = time.perf_counter()
+        try:
+            yield
+        except OriginError:
+            counters.origin_errors += 1
+            raise
+        finally:
+            self.origin_seconds.labels(kind).observe(time.perf_counter() - started)
+
     def watch_cache(self, cache_stats: Callable[[], CacheStats]) -> None:
         """Report the counters and the cache's size at every scrape."""
         self.registry.register(_StatsCollector(self, cache_stats))
@@ -232,6 +305,10 @@ class Metrics:
     def watch_disk(self, disk_stats: Callable[[], DiskStats]) -> None:
         """Report the disk tier's size at every scrape."""
         self.registry.register(_DiskCollector(disk_stats))
+
+    def watch_transforms(self, transform_stats: Callable[[], TransformStats]) -> None:
+        """Report the transform pool's work, queue and rejections at every scrape."""
+        self.registry.register(_TransformCollector(transform_stats))
 
     def watch_upstream(self, stats: UpstreamStats) -> None:
         """Report the pass-through to the main application at every scrape."""

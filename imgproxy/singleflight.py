@@ -65,6 +65,11 @@ class SingleFlight(Generic[T]):
         """Let the next caller for `key` start a new task; the running one finishes unobserved."""
         self._calls.pop(key, None)
 
+    def forget_where(self, matches: Callable[[str], bool]) -> None:
+        """`forget` every key that `matches` accepts."""
+        for key in [key for key in self._calls if matches(key)]:
+            del self._calls[key]
+
     def forget_all(self) -> None:
         """`forget` every key."""
         self._calls.clear()

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from pathlib import Path
+from typing import BinaryIO, Final
 
 from aiohttp import web
 
 from .errors import OriginError
+from .tiers.disk_files import OpenEntry
 
 log = logging.getLogger(__name__)
+
+COPY_BYTES: Final = 256 * 1024  # one read of a disk file sent without sendfile (its memory bound)
 
 
 async def send_stream(
@@ -47,34 +51,63 @@ async def send_stream(
 
 
 async def send_file(
-    request: web.Request, response: web.StreamResponse, file: Path, offset: int, count: int
+    request: web.Request, response: web.StreamResponse, opened: OpenEntry, offset: int, count: int
 ) -> int:
-    """Send `count` bytes of `file` from `offset` with the kernel's sendfile (as `FileResponse`)."""
-    loop = asyncio.get_running_loop()
-    fobj = await loop.run_in_executor(None, open, file, "rb")  # opened before headers: may raise
+    """Send `count` bytes of a checked disk file from `offset`, then close it; return bytes sent.
+
+    With the kernel's sendfile where the loop has it (asyncio's selector loop; asyncio copies
+    for TLS itself), else copied in bounded reads (uvloop has no `loop.sendfile`). A send that
+    comes up short (the file shrank after its check, a read failed) aborts the connection, so the
+    client sees an error rather than waiting for bytes that will not come, and drops the entry.
+    """
     try:
         await response.prepare(request)  # StreamResponse sends its headers at once
         transport = request.transport
-        if count and transport is not None:
-            try:
-                await loop.sendfile(transport, fobj, offset, count)
-            except NotImplementedError:  # e.g. TLS transports: copy through Python, bounded
-                fobj.seek(offset)
-                remaining = count
-                while remaining:
-                    chunk = await loop.run_in_executor(None, fobj.read, min(remaining, 256 * 1024))
-                    if not chunk:
-                        break
-                    await response.write(chunk)
-                    remaining -= len(chunk)
-            except ConnectionError:
-                return 0
+        if transport is None or transport.is_closing():
+            return 0  # the client went away
+        sent = 0
+        try:
+            if count:
+                sent = await _send_body(response, transport, opened.file, offset, count)
+        except ConnectionError:
+            return sent  # the client went away: nothing wrong with the file
+        except OSError as exc:  # reading the file failed (EIO, ...)
+            await _cut_short(request, opened, sent, count, f"read failed: {exc}")
+            return sent
+        if sent != count:
+            await _cut_short(request, opened, sent, count, f"sent {sent} of {count} bytes")
+            return sent
         await response.write_eof()
         return count
     finally:
-        await loop.run_in_executor(None, fobj.close)
+        opened.close()
+
+
+async def _send_body(
+    response: web.StreamResponse, transport: asyncio.Transport, file: BinaryIO, offset: int, count: int
+) -> int:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.sendfile(transport, file, offset, count)  # fewer at an early end of file
+    except NotImplementedError:
+        pass
+    fd = file.fileno()
+    sent = 0
+    while sent < count:  # the copy: one bounded read at a time, back-pressured by the client
+        chunk = await loop.run_in_executor(None, os.pread, fd, min(count - sent, COPY_BYTES), offset + sent)
+        if not chunk:
+            break  # end of file before `count`: the caller aborts
+        await response.write(chunk)
+        sent += len(chunk)
+    return sent
+
+
+async def _cut_short(request: web.Request, opened: OpenEntry, sent: int, count: int, reason: str) -> None:
+    log.warning("aborting %s after %d of %d bytes: disk file %s", request.path, sent, count, reason)
+    _abort(request)
+    await opened.damaged(reason)
 
 
 def _abort(request: web.Request) -> None:
     if request.transport is not None:
-        request.transport.close()
+        request.transport.abort()  # at once: unsent bytes would otherwise still be flushed

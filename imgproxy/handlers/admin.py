@@ -35,18 +35,7 @@ def _require_token(request: web.Request) -> None:
 async def cache_stats(request: web.Request) -> web.Response:
     """`GET /admin/cache`: sizes, limits and counters as JSON (summed over the workers, if several)."""
     _require_token(request)
-    fetcher = request.app[FETCHER]
-    stats = fetcher.cache_stats()
-    body: dict[str, Any] = {
-        "cache_size": stats.items,
-        "cache_bytes": stats.bytes,
-        "cache_limit": stats.max_items,
-        "cache_bytes_limit": stats.max_bytes,
-        "evictions": stats.evictions,
-        "in_flight": fetcher.in_flight(),
-        **fetcher.counters(),
-        **fetcher.disk_stats(),
-    }
+    body: dict[str, Any] = request.app[FETCHER].stats()
     peers = request.app.get(PEERS)
     relayed = await relay_to_siblings(request, peers)
     if peers is not None and relayed is not None:

@@ -8,7 +8,6 @@ from typing import Final
 from aiohttp import web
 
 from ..errors import BadPath, PreconditionFailed, RangeNotSatisfiable
-from ..fetcher import Resolved, Span
 from ..http_semantics import (
     X_CACHE,
     Conditions,
@@ -23,6 +22,7 @@ from ..http_semantics import (
 from ..keys import CONFIG, FETCHER, METRICS
 from ..origin import BlobMeta
 from ..paths import parse_blob_path_cached
+from ..resolved import Resolved, Span
 from ..streaming import send_file, send_stream
 
 PREFIX: Final = "/images/"
@@ -91,8 +91,8 @@ async def get_image(request: web.Request) -> web.StreamResponse:
 
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = decision.length
-    if resolved.file is not None and not head:
-        sent = await send_file(request, response, resolved.file, decision.start, decision.length)
+    if resolved.opened is not None:
+        sent = await send_file(request, response, resolved.opened, decision.start, decision.length)
         metrics.bytes_served += sent
         return response
     if resolved.stream is None:  # HEAD, or an empty span: headers only

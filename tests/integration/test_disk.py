@@ -8,75 +8,19 @@ import hashlib
 import os
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
-from imgproxy.app import create_app
 from imgproxy.config import DiskConfig
-from imgproxy.disk_cache import DiskCache
 from imgproxy.keys import FETCHER
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
+from imgproxy.tiers.disk import DiskTier
+from tests.conftest import payload, sha256, upload, wait_until
+from tests.disk_support import AUTH, ITEM_LIMIT, MIB, MakeClient, files_under, get, settled, stats
 from tests.origin_proxy import OriginProxy, reads_from
-
-Client = TestClient[Any, Any]
-MakeClient = Callable[..., Any]
-MIB = 1024 * 1024
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-ITEM_LIMIT = 64 * 1024  # memory cache item limit in these tests: larger blobs are "large"
-
-
-@pytest.fixture
-def disk_dir(tmp_path: Path) -> Path:
-    return tmp_path / "disk"
-
-
-@pytest.fixture
-def make_client(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient, disk_dir: Path
-) -> MakeClient:
-    """Build an app with the disk tier in `disk_dir` (overrides as section__key=value)."""
-
-    async def make(shared_disk: bool = False, **overrides: Any) -> Client:
-        settings: dict[str, Any] = {
-            "disk__enabled": True,
-            "disk__path": str(disk_dir),
-            "cache__max_item_bytes": ITEM_LIMIT,
-            "origin__download_chunk_bytes": 256 * 1024,
-        }
-        settings.update(overrides)
-        config = make_test_config(origin.endpoint, container.container_name, **settings)
-        client: Client = await aiohttp_client(create_app(config, shared_disk=shared_disk))
-        return client
-
-    return make
-
-
-async def stats(client: Client) -> dict[str, Any]:
-    body: dict[str, Any] = await (await client.get("/admin/cache", headers=AUTH)).json()
-    return body
-
-
-async def settled(client: Client, entries: int) -> None:
-    """Wait until `entries` are on disk and no fill or write is under way."""
-    fetcher = client.app[FETCHER]
-    await wait_until(
-        lambda: fetcher.disk_stats()["disk_size"] == entries and not fetcher.disk_stats()["disk_fills"]
-    )
-
-
-async def get(client: Client, name: str, **headers: str) -> tuple[int, str, bytes]:
-    async with client.get(f"/images/{name}", headers=headers) as response:
-        return response.status, response.headers.get("X-Cache", ""), await response.read()
-
-
-def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
 
 
 async def test_restart_serves_from_disk_without_origin_requests(
@@ -433,7 +377,7 @@ async def test_a_lock_cancelled_while_its_file_opens_leaves_no_descriptor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled while the thread opening the lock file is still in `open`: the file is closed later."""
-    disk = DiskCache(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
+    disk = DiskTier(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
     entered, gate = threading.Event(), threading.Event()
     opened: list[int] = []
     real_open = os.open
@@ -472,10 +416,10 @@ async def test_a_lock_cancelled_while_its_file_opens_leaves_no_descriptor(
 WAITER_SCRIPT = """
 import asyncio, sys
 from imgproxy.config import DiskConfig
-from imgproxy.disk_cache import DiskCache
+from imgproxy.tiers.disk import DiskTier
 
 async def main() -> None:
-    disk = DiskCache(DiskConfig(enabled=True, path=sys.argv[1], lock_timeout_s=0.2), "c", shared=True)
+    disk = DiskTier(DiskConfig(enabled=True, path=sys.argv[1], lock_timeout_s=0.2), "c", shared=True)
     lock = await disk.lock("a.png")
     print("held" if lock.held else "gave up", flush=True)
     await disk.close()
@@ -487,7 +431,7 @@ asyncio.run(main())
 async def test_a_worker_waiting_for_a_siblings_lock_still_exits(tmp_path: Path) -> None:
     """A process whose thread still waits in flock for a lock a sibling holds (a long fill) exits at
     once when it is done: the waiting thread does not hold up the interpreter's exit."""
-    sibling = DiskCache(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
+    sibling = DiskTier(DiskConfig(enabled=True, path=str(tmp_path)), "c", shared=True)
     held = await sibling.lock("a.png")
     try:
         waiter = await asyncio.create_subprocess_exec(

@@ -5,104 +5,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 import aiohttp
 import pytest
 from azure.storage.blob.aio import ContainerClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port
+from devtools.azurite import AzuriteServer, connection_string
 from tests.conftest import UpstreamApp, payload
 from tests.origin_proxy import OriginProxy
-
-MIB: Final = 1024 * 1024
-CONFIG: Final = ROOT / "config.toml"
-
-
-def _env(azurite: AzuriteServer | str, container: str, port: int, **extra: str) -> dict[str, str]:
-    connection = azurite if isinstance(azurite, str) else azurite.connection_string
-    return {
-        **os.environ,
-        "IMGPROXY_ORIGIN_CONNECTION_STRING": connection,
-        "IMGPROXY_ORIGIN_CONTAINER": container,
-        "IMGPROXY_SERVER_PORT": str(port),
-        **extra,
-    }
-
-
-@dataclass
-class Server:
-    base: str
-    proc: subprocess.Popen[str]
-
-
-@contextmanager
-def start_server(azurite: AzuriteServer | str, container: str, **env: str) -> Iterator[Server]:
-    """The proxy as a separate process on a free port, started by the CLI."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "imgproxy", "--config", str(CONFIG)],
-        env=_env(azurite, container, port, **env),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    workers = int(env.get("IMGPROXY_SERVER_WORKERS", "1"))
-    serving = threading.Semaphore(0)
-
-    def watch() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "serving on" in line:
-                serving.release()
-
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
-    try:
-        for _ in range(workers):  # every worker says it serves
-            assert serving.acquire(timeout=30), "imgproxy did not start"
-        yield Server(f"http://127.0.0.1:{port}", proc)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=60)
-        reader.join(timeout=10)
-        assert proc.stderr is not None
-        proc.stderr.close()
-
-
-WORKER_TOKEN: Final = "process-admin-token"
-
-
-@contextmanager
-def two_workers(origin: OriginProxy, container: ContainerClient, **env: str) -> Iterator[Server]:
-    """`server.workers = 2` (memory only unless `env` turns the disk tier on), admin API on, no drain."""
-    with start_server(
-        connection_string(origin.endpoint),
-        container.container_name,
-        IMGPROXY_SERVER_WORKERS="2",
-        IMGPROXY_SERVER_DRAIN_S="0",
-        IMGPROXY_ADMIN_TOKEN=WORKER_TOKEN,
-        **env,
-    ) as running:
-        yield running
-
-
-async def get_ok(session: aiohttp.ClientSession, url: str) -> bytes:
-    """The body of a 200 answer to GET `url`."""
-    async with session.get(url) as response:
-        assert response.status == 200
-        body: bytes = await response.read()
-        return body
+from tests.process_support import (
+    CONFIG,
+    MIB,
+    WORKER_TOKEN,
+    get_ok,
+    peak_rss_bytes,
+    server_env,
+    start_server,
+    two_workers,
+)
 
 
 @pytest.fixture
@@ -112,19 +38,11 @@ def server(azurite: AzuriteServer, container: ContainerClient) -> Iterator[tuple
         yield running.base, running.proc.pid
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """The process's high-water mark of resident memory (VmHWM), from the kernel."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_bad_config_value_fails_with_the_key_named(azurite: AzuriteServer) -> None:
     """A bad setting stops start-up with a message naming the key, not a traceback."""
     result = subprocess.run(
         [sys.executable, "-m", "imgproxy", "--config", str(CONFIG)],
-        env=_env(azurite, "x", 0, IMGPROXY_CACHE_MAX_ITEMS="many"),
+        env=server_env(azurite, "x", 0, IMGPROXY_CACHE_MAX_ITEMS="many"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from imgproxy.config import CONNECTION_STRING_ENV, Config, ConfigError, load_config, upstream_address
+from imgproxy.config import (
+    CONNECTION_STRING_ENV,
+    Config,
+    ConfigError,
+    TransformConfig,
+    load_config,
+    load_transform_config,
+    upstream_address,
+)
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 CONN = {CONNECTION_STRING_ENV: "x"}
@@ -36,7 +44,7 @@ def test_repository_config_file_equals_dataclass_defaults() -> None:
     defaults = Config()
     assert config.origin.connection_string == "x"
     assert dataclasses.replace(config.origin, connection_string="") == defaults.origin
-    for section in ("server", "cache", "http", "admin", "upstream"):
+    for section in ("server", "cache", "http", "admin", "upstream", "transform"):
         assert getattr(config, section) == getattr(defaults, section), section
     assert config == dataclasses.replace(
         defaults, origin=dataclasses.replace(defaults.origin, connection_string="x")
@@ -383,3 +391,111 @@ def test_ops_prefix_must_be_a_plain_path(prefix: str) -> None:
 def test_ops_prefix_is_accepted(prefix: str) -> None:
     """A plain path prefix (or none) is accepted."""
     assert load_config(None, {**CONN, "IMGPROXY_SERVER_OPS_PREFIX": prefix}).server.ops_prefix == prefix
+
+
+# --- [transform] ---------------------------------------------------------------------------------
+
+
+def test_transform_defaults() -> None:
+    """Transforms are off, unsigned parameters refused, and every bound has its documented default."""
+    transform = load_config(None, CONN).transform
+    assert transform == TransformConfig()
+    assert (transform.enabled, transform.allow_unsigned, transform.auto_format, transform.auto_avif) == (
+        False,
+        False,
+        False,
+        False,
+    )
+    assert (transform.max_width, transform.max_height) == (8192, 8192)
+    assert (transform.max_src_pixels, transform.max_src_bytes) == (50_000_000, 64 * 1024 * 1024)
+    assert (transform.max_concurrency, transform.max_queue, transform.timeout_s) == (0, 64, 10.0)
+    assert dict(transform.presets) == {}
+
+
+def test_presets_table_is_read_from_the_file(tmp_path: Path) -> None:
+    """`[transform.presets]` is a table of name = "parameters"."""
+    path = write_config(
+        tmp_path,
+        "[transform]\nenabled = true\n"
+        '[transform.presets]\nthumb = "w=200&h=200&fit=cover"\nhero = "w=1600"\n',
+    )
+    transform = load_config(path, CONN).transform
+    assert transform.enabled
+    assert dict(transform.presets) == {"thumb": "w=200&h=200&fit=cover", "hero": "w=1600"}
+
+
+def test_presets_are_read_only() -> None:
+    """The loaded presets cannot be changed by the code that reads them."""
+    presets = load_config(None, {**CONN, "IMGPROXY_TRANSFORM_PRESETS": '{"a": "w=1"}'}).transform.presets
+    with pytest.raises(TypeError):
+        presets["b"] = "w=2"  # type: ignore[index]
+
+
+def test_presets_env_override_is_a_json_object(tmp_path: Path) -> None:
+    """IMGPROXY_TRANSFORM_PRESETS replaces the file's presets with a JSON object of strings."""
+    path = write_config(tmp_path, '[transform.presets]\nthumb = "w=200"\n')
+    config = load_config(path, {**CONN, "IMGPROXY_TRANSFORM_PRESETS": '{"small": "w=64&fm=webp"}'})
+    assert dict(config.transform.presets) == {"small": "w=64&fm=webp"}
+
+
+@pytest.mark.parametrize("value", ['["w=1"]', '{"a": 1}', "thumb=w=200", '{"a": "w=1"', '"w=1"'], ids=str)
+def test_presets_env_override_must_be_an_object_of_strings(value: str) -> None:
+    """A presets variable that is not a JSON object of strings is refused naming the key."""
+    expect_error(None, {**CONN, "IMGPROXY_TRANSFORM_PRESETS": value}, "transform.presets")
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragments"),
+    [
+        pytest.param('thumb = "w=0"', ("transform.presets.thumb", "w:"), id="bad-value"),
+        pytest.param('thumb = "w=100&x=1"', ("transform.presets.thumb", "x"), id="unknown-parameter"),
+        pytest.param('thumb = "preset=other"', ("transform.presets.thumb", "preset"), id="nested-preset"),
+        pytest.param('thumb = ""', ("transform.presets.thumb", "no parameter"), id="empty"),
+        pytest.param("thumb = 3", ("transform.presets.thumb", "str"), id="not-a-string"),
+        pytest.param('"a b" = "w=1"', ("transform.presets.a b", "name"), id="bad-name"),
+    ],
+)
+def test_a_bad_preset_is_refused_at_load_naming_it(
+    tmp_path: Path, toml: str, fragments: tuple[str, ...]
+) -> None:
+    """Every preset is validated at load; the error names the preset and what is wrong."""
+    path = write_config(tmp_path, f'[transform.presets]\nok = "w=10"\n{toml}\n')
+    expect_error(path, CONN, *fragments)
+
+
+def test_a_preset_beyond_the_configured_maximum_is_refused(tmp_path: Path) -> None:
+    """Presets are checked against this configuration's max_width."""
+    path = write_config(tmp_path, '[transform]\nmax_width = 100\n[transform.presets]\nbig = "w=200"\n')
+    expect_error(path, CONN, "transform.presets.big", "max_width")
+
+
+@pytest.mark.parametrize(
+    ("env_name", "value", "key"),
+    [
+        ("IMGPROXY_TRANSFORM_MAX_WIDTH", "0", "transform.max_width"),
+        ("IMGPROXY_TRANSFORM_MAX_SRC_PIXELS", "0", "transform.max_src_pixels"),
+        ("IMGPROXY_TRANSFORM_MAX_FRAMES", "0", "transform.max_frames"),
+        ("IMGPROXY_TRANSFORM_MAX_CONCURRENCY", "-1", "transform.max_concurrency"),
+        ("IMGPROXY_TRANSFORM_MAX_QUEUE", "-1", "transform.max_queue"),
+        ("IMGPROXY_TRANSFORM_TIMEOUT_S", "0", "transform.timeout_s"),
+    ],
+)
+def test_transform_bounds_below_minimum_are_refused(env_name: str, value: str, key: str) -> None:
+    """Each transform bound has a minimum, refused naming the key."""
+    expect_error(None, {**CONN, env_name: value}, key, "at least")
+
+
+def test_signing_key_stays_out_of_the_repr() -> None:
+    """The signing key is a secret: it does not appear when the config is printed."""
+    config = load_config(None, {**CONN, "IMGPROXY_TRANSFORM_SIGNING_KEY": "sekrit-value"})
+    assert config.transform.signing_key == "sekrit-value"
+    assert "sekrit-value" not in repr(config)
+
+
+def test_load_transform_config_needs_no_origin(tmp_path: Path) -> None:
+    """The [transform] section alone loads without any origin setting (for `imgproxy sign`)."""
+    path = write_config(tmp_path, '[transform]\nsigning_key = "from-file"\n')
+    assert load_transform_config(path, {}).signing_key == "from-file"
+    assert load_transform_config(path, {"IMGPROXY_TRANSFORM_SIGNING_KEY": "env"}).signing_key == "env"
+    with pytest.raises(ConfigError, match=r"transform\.presets\.x"):
+        load_transform_config(write_config(tmp_path, '[transform.presets]\nx = "w=0"\n'), {})

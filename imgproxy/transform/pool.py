@@ -1,0 +1,202 @@
+"""The bounded transform pool: at most `max_concurrency` transforms at once, off the event loop.
+
+Transforms run in threads (libvips releases the GIL while it computes). Admission, on the loop:
+- a free slot: the job starts at once;
+- otherwise it waits, unless `max_queue` jobs already wait: `TransformBusy` (429, Retry-After);
+  a job that waits longer than `timeout_s` for a slot gives up the same way;
+- a job that runs longer than `timeout_s`: its caller gets `TransformTimeout` (503) at once, and
+  the job is cancelled inside libvips (its eval callback sets libvips' kill flag), but its slot
+  stays taken until its thread has really ended, so the CPU bound holds whatever happens.
+A caller that is cancelled (client gone) cancels its job the same way.
+
+`configure` caps libvips' own threads so that the slots times the threads per transform is about
+the number of cores. Stats (`TransformStats`) feed `/metrics`. No pyvips here: the engine is
+imported when a pool is built without a `work` function of its own (tests pass one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from ..config import TransformConfig
+from ..errors import BadTransformParameter, NotAnImage, SourceTooLarge, TransformBusy, TransformTimeout
+from .negotiate import FormatBucket
+from .params import TransformOptions
+from .result import Limits, Source, TransformResult
+
+# The function a slot runs: the engine's `transform` in production.
+Work = Callable[[Source, TransformOptions, FormatBucket, Limits, threading.Event], TransformResult]
+SECONDS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REJECTIONS: Final = ("busy", "timeout", "not_an_image", "too_large", "bad_parameter")
+
+
+@dataclass(frozen=True, slots=True)
+class TransformStats:
+    """A snapshot for `/metrics`: slots, queue, work done by output format, seconds, rejections."""
+
+    slots: int
+    running: int  # slots taken, timed-out jobs whose thread still runs included
+    queued: int
+    max_queue: int
+    transforms: Mapping[str, int]  # completed, by output format
+    seconds_buckets: tuple[tuple[float, int], ...]  # (upper bound, cumulative count), +Inf last
+    seconds_sum: float
+    rejected: Mapping[str, int]  # by reason, every one of REJECTIONS present
+    killed: int  # timed-out or abandoned jobs that libvips stopped before they finished
+
+
+@dataclass(slots=True)
+class _Counters:
+    transforms: dict[str, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(SECONDS_BUCKETS) + 1))
+    seconds_sum: float = 0.0
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECTIONS, 0))
+    killed: int = 0
+
+    def observe(self, seconds: float, output: str) -> None:
+        self.transforms[output] = self.transforms.get(output, 0) + 1
+        self.seconds_sum += seconds
+        for index, bound in enumerate(SECONDS_BUCKETS):
+            if seconds <= bound:
+                self.buckets[index] += 1
+                return
+        self.buckets[-1] += 1
+
+
+def default_slots(config: TransformConfig) -> int:
+    """`max_concurrency`, or the number of cores this process may use when it is 0."""
+    if config.max_concurrency > 0:
+        return config.max_concurrency
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class TransformPool:
+    """Runs transforms in at most `slots` threads; see the module docstring for the bounds."""
+
+    def __init__(self, config: TransformConfig, work: Work | None = None) -> None:
+        self._slots = default_slots(config)
+        if work is None:
+            from . import engine  # the first pyvips import of the process
+
+            cores = default_slots(TransformConfig())
+            engine.configure(threads_per_transform=max(1, cores // self._slots))
+            work = engine.transform
+        self._work: Work = work
+        self._limits = Limits.from_config(config)
+        self._timeout_s = config.timeout_s
+        self._max_queue = config.max_queue
+        self._executor = concurrent.futures.ThreadPoolExecutor(self._slots, thread_name_prefix="transform")
+        self._free = asyncio.Semaphore(self._slots)
+        self._running = 0
+        self._queued = 0
+        self._counters = _Counters()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._cancels: set[threading.Event] = set()  # one per job whose thread has not ended
+
+    async def run(self, source: Source, options: TransformOptions, bucket: FormatBucket) -> TransformResult:
+        """The variant, made in a slot; TransformBusy, TransformTimeout or the engine's errors."""
+        await self._take_slot()
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._executor, self._work, source, options, bucket, self._limits, cancel)
+        job.add_done_callback(lambda finished: self._job_ended(finished, cancel))
+        try:
+            result = await asyncio.wait_for(asyncio.shield(job), self._timeout_s)
+        except TimeoutError:
+            cancel.set()
+            self._counters.rejected["timeout"] += 1
+            raise TransformTimeout(self._timeout_s) from None
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        except (NotAnImage, SourceTooLarge, BadTransformParameter) as exc:
+            self._count_rejection(exc)
+            raise
+        self._counters.observe(time.perf_counter() - started, result.format.value)
+        return result
+
+    async def _take_slot(self) -> None:
+        if self._free.locked() and self._queued >= self._max_queue:
+            self._counters.rejected["busy"] += 1
+            raise TransformBusy(self._retry_after_s())
+        self._queued += 1
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._free.acquire()
+        except TimeoutError:
+            self._counters.rejected["busy"] += 1
+            raise TransformBusy(self._retry_after_s()) from None
+        finally:
+            self._queued -= 1
+        self._running += 1
+        self._idle.clear()
+
+    def _job_ended(self, job: asyncio.Future[TransformResult], cancel: threading.Event) -> None:
+        # The thread has returned: only now is its slot free again.
+        self._cancels.discard(cancel)
+        self._running -= 1
+        self._free.release()
+        if self._running == 0:
+            self._idle.set()
+        if not job.cancelled() and job.exception() is not None and cancel.is_set():
+            self._counters.killed += 1
+
+    def _retry_after_s(self) -> float:
+        # About the time the queue ahead needs, from the mean transform time so far (1 s at least,
+        # `timeout_s` at most: after that a waiting job gives up anyway).
+        done = sum(self._counters.transforms.values())
+        mean_s = self._counters.seconds_sum / done if done else 1.0
+        return min(max(1.0, math.ceil(mean_s * (self._queued + 1) / self._slots)), max(1.0, self._timeout_s))
+
+    def _count_rejection(self, exc: Exception) -> None:
+        reason = (
+            "not_an_image"
+            if isinstance(exc, NotAnImage)
+            else "too_large"
+            if isinstance(exc, SourceTooLarge)
+            else "bad_parameter"
+        )
+        self._counters.rejected[reason] += 1
+
+    async def wait_idle(self) -> None:
+        """Return once no slot is taken (every thread, timed-out ones included, has ended)."""
+        await self._idle.wait()
+
+    def stats(self) -> TransformStats:
+        counters = self._counters
+        cumulative, total = [], 0
+        for bound, count in zip((*SECONDS_BUCKETS, math.inf), counters.buckets, strict=True):
+            total += count
+            cumulative.append((bound, total))
+        return TransformStats(
+            slots=self._slots,
+            running=self._running,
+            queued=self._queued,
+            max_queue=self._max_queue,
+            transforms=dict(counters.transforms),
+            seconds_buckets=tuple(cumulative),
+            seconds_sum=counters.seconds_sum,
+            rejected=dict(counters.rejected),
+            killed=counters.killed,
+        )
+
+    async def close(self) -> None:
+        """Cancel what runs, wait for the threads, and shut the executor down."""
+        for cancel in list(self._cancels):
+            cancel.set()
+        await self._idle.wait()
+        self._executor.shutdown(wait=True)
