@@ -150,6 +150,16 @@ def _node(client_ip: str) -> str:
     return client_ip
 
 
+@functools.lru_cache(maxsize=4096)
+def _this_hop(client_ip: str, scheme: str, host: bytes | None) -> tuple[bytes, bytes, bytes]:
+    """What we say of the hop from the client to us: its address, the scheme, our `Forwarded`
+    element (RFC 7239 section 4). Remembered for the last few thousand clients."""
+    element = f"for={_node(client_ip)};proto={scheme}"
+    if host:
+        element += ";host=" + _quoted(host.decode("latin-1"))
+    return client_ip.encode("ascii", "replace") or b"unknown", scheme.encode(), element.encode("latin-1")
+
+
 def request_head(
     method: str,
     target: str,
@@ -187,17 +197,13 @@ def request_head(
 
     trust = forwarding.trust_forwarded
     sent_host = host if forwarding.preserve_host and host else forwarding.upstream_host
-    ip = forwarding.client_ip.encode("ascii", "replace") or b"unknown"
+    ip, scheme, ours = _this_hop(forwarding.client_ip, forwarding.scheme, host)
     lines += (b"Host: ", sent_host, _CRLF)
     lines += (b"X-Forwarded-For: ", b", ".join([*xff, ip]) if trust and xff else ip, _CRLF)
-    lines += (b"X-Forwarded-Proto: ", proto if trust and proto else forwarding.scheme.encode(), _CRLF)
+    lines += (b"X-Forwarded-Proto: ", proto if trust and proto else scheme, _CRLF)
     original_host = xfh if trust and xfh else host
     if original_host:
         lines += (b"X-Forwarded-Host: ", original_host, _CRLF)
-    element = f"for={_node(forwarding.client_ip)};proto={forwarding.scheme}"
-    if host:
-        element += ";host=" + _quoted(host.decode("latin-1"))
-    ours = element.encode("latin-1")
     lines += (b"Forwarded: ", b", ".join([*forwarded, ours]) if trust and forwarded else ours, _CRLF)
     if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")

@@ -128,7 +128,7 @@ def _reraise(exc: BaseException) -> NoReturn:
 class Exchange:
     """The app's answer to one request: `message` (status, raw headers) now, the body as it comes."""
 
-    __slots__ = ("_pool", "_pump", "conn", "message", "payload")
+    __slots__ = ("_pool", "_pump", "conn", "has_body", "message", "payload")
 
     def __init__(
         self,
@@ -143,10 +143,7 @@ class Exchange:
         self.message = message
         self.payload = payload
         self._pump = pump
-
-    @property
-    def has_body(self) -> bool:
-        return self.payload is not EMPTY_PAYLOAD
+        self.has_body = payload is not EMPTY_PAYLOAD
 
     def buffered(self) -> bytes:
         """The part of the body that has arrived already (no waiting)."""
