@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import shutil
 import signal
@@ -30,7 +31,7 @@ import sys
 import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -60,6 +61,7 @@ async def serve(
     await runner.setup()
     install_passthrough(runner)  # inside the hot path: a hit is looked for first
     install_hot_path(runner)
+    tune_gc()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
         await site.start()
@@ -86,6 +88,24 @@ async def serve(
         log.info("shutting down (in-flight responses get up to %.0f s)", config.server.shutdown_timeout_s)
     finally:
         await runner.cleanup()
+
+
+GC_YOUNG_THRESHOLD: Final = 10_000  # allocations between young collections (CPython's default: 700)
+
+
+def tune_gc() -> None:
+    """Collect less often: what is alive after start-up is frozen out of every collection, and the
+    young generation is collected every `GC_YOUNG_THRESHOLD` allocations instead of 700.
+
+    A request allocates a few dozen short-lived containers; with the defaults the collector ran
+    every ~60 requests over every object still alive (modules, the SDK, in-flight requests):
+    about 6 us a request in front of an app, a seventh of its CPU (measured with `gc.callbacks`:
+    0.58 s of collections in a 6 s, 88k-request run, 0.03 s after this). Cyclic garbage waits
+    longer for its collection, a few thousand objects at most; refcounting frees the rest as before.
+    """
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
