@@ -6,7 +6,7 @@ import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -31,12 +31,17 @@ from .errors import (
 )
 from .fetcher import Fetcher
 from .handlers import admin, images, ops
-from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS
+from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS, TRANSFORMS
 from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
 from .readiness import Readiness
 from .tiers.disk import DiskTier
+from .transform.params import QueryParser
+from .variants import Transforms, Variants
+
+if TYPE_CHECKING:
+    from .transform.pool import TransformPool
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +119,22 @@ async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[
         app[METRICS].watch_origin(origin.stats)
         app[FETCHER] = fetcher
         app[READINESS] = readiness
+        pool: TransformPool | None = None
+        if config.transform.enabled:
+            from .transform.pool import TransformPool  # here: pyvips loads only when transforms are on
+
+            pool = TransformPool(config.transform)
+            app[METRICS].watch_transforms(pool.stats)
+            app[TRANSFORMS] = Transforms(
+                QueryParser(config.transform), Variants(fetcher, pool, config.transform), pool
+            )
         try:
             yield
         finally:
             await readiness.close()
             await fetcher.close()
+            if pool is not None:
+                await pool.close()
             if disk is not None:
                 await disk.close()
 

@@ -121,21 +121,24 @@ class Fetcher:
             return answer
         raise AssertionError("unreachable")
 
-    async def current_etag(self, path: str, etag: str) -> str | None:
-        """Whether `etag` is still the version of `path` in Azure: `etag` if so, else the current
-        one (None: no such blob). From the tiers when they know it fresh, else asked of Azure."""
+    async def metadata(self, path: str) -> BlobMeta:
+        """The metadata of `path` (downloaded if not known), not counted as a request."""
+        return (await self._lookup(path)).meta
+
+    async def source_version(self, path: str, etag: str) -> tuple[str, float] | None:
+        """The current version of `path` for a variant made from version `etag`: its ETag and when
+        Azure confirmed it (None: no such blob). From the tiers while fresh there (revalidated once
+        for all if expired), else one conditional request."""
         entry = await self._memory.lookup(path) or self._on_disk(path) or await self._large.lookup(path)
-        if entry is not None:
-            try:
-                return (await self._lookup(path)).meta.etag  # revalidated (once for all) if expired
-            except BlobNotFound:
-                return None
         try:
+            if entry is not None:
+                resolved = await self._lookup(path)
+                return resolved.meta.etag, resolved.fetched_at
             with self._metrics.origin_call("revalidate"):
                 meta = await self._origin.properties(path, if_none_match=etag)
         except BlobNotFound:
             return None
-        return etag if isinstance(meta, NotModified) else meta.etag
+        return (etag if isinstance(meta, NotModified) else meta.etag), time.time()
 
     async def drop_variants(self, path: str) -> None:
         """Forget every variant of `path` (its source changed): in every tier, and those being made."""
@@ -150,7 +153,7 @@ class Fetcher:
         if entry is None or time.time() - entry.fetched_at >= self._config.ttl_s:
             return None
         self._counters.hits += 1
-        return Resolved(entry.meta, CacheStatus.HIT, entry.body)
+        return Resolved(entry.meta, CacheStatus.HIT, entry.body)  # the fewest fields: the hot path
 
     def _count(self, status: CacheStatus) -> None:
         if status is CacheStatus.HIT:
@@ -212,14 +215,14 @@ class Fetcher:
         if entry is not None:
             overdue = entry.age(now) - self._config.ttl_s
             if overdue < 0:
-                return Resolved(entry.meta, CacheStatus.HIT, entry.body, file=entry.file)
+                return Resolved.of(entry, CacheStatus.HIT)
             return await self._revalidate(path, entry, overdue)
         missing_since = await self._missing.get(path)
         if missing_since is not None and now - missing_since < self._config.negative_ttl_s:
             self._counters.negative_hits += 1
             raise BlobNotFound(path, cached=True)
         entry = await self._flight(path, None)
-        return Resolved(entry.meta, CacheStatus.MISS, entry.body, file=entry.file, head=entry.head)
+        return Resolved.of(entry, CacheStatus.MISS)
 
     async def _lookup_variant(self, key: str, produce: Producer) -> Resolved:
         now = time.time()
@@ -227,10 +230,10 @@ class Fetcher:
         if entry is not None:
             overdue = entry.age(now) - self._config.ttl_s
             if overdue < 0:
-                return Resolved(entry.meta, CacheStatus.HIT, entry.body, file=entry.file)
+                return Resolved.of(entry, CacheStatus.HIT)
             return await self._revalidate(key, entry, overdue, produce)
         entry = await self._flight(key, None, produce)
-        return Resolved(entry.meta, CacheStatus.MISS, entry.body, file=entry.file)
+        return Resolved.of(entry, CacheStatus.MISS)
 
     def _on_disk(self, key: str) -> Entry | None:
         found = self._disk.get(key) if self._disk is not None else None
@@ -241,17 +244,17 @@ class Fetcher:
     ) -> Resolved:
         if overdue < self._config.stale_while_revalidate_s:
             self._flights.launch(key, lambda: self._refresh_quietly(key, stale, produce))
-            return Resolved(stale.meta, CacheStatus.STALE, stale.body, file=stale.file)
+            return Resolved.of(stale, CacheStatus.STALE)
         try:
             entry = await self._flight(key, stale, produce)
         except OriginError as exc:
             if overdue < self._config.stale_if_error_s:
                 log.warning("serving stale %r: %s", key, exc)
-                return Resolved(stale.meta, CacheStatus.STALE, stale.body, file=stale.file)
+                return Resolved.of(stale, CacheStatus.STALE)
             raise
         unchanged = entry.meta.etag == stale.meta.etag
         status = CacheStatus.HIT if unchanged else CacheStatus.MISS
-        return Resolved(entry.meta, status, entry.body, file=entry.file, head=entry.head)
+        return Resolved.of(entry, status)
 
     async def _flight(self, key: str, current: Entry | None, produce: Producer | None = None) -> Entry:
         outcome = await self._flights.do(key, lambda: self._fetch(key, current, produce))
@@ -310,4 +313,4 @@ class Fetcher:
         self._counters.disk_hits += 1
         promoted = dataclasses.replace(found.as_entry(), body=body, file=None)
         await self._memory.store(self._memory.begin_fill(path), promoted)
-        return Resolved(resolved.meta, resolved.status, body)
+        return dataclasses.replace(resolved, body=body, file=None)

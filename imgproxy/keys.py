@@ -9,9 +9,11 @@ from .fetcher import Fetcher
 from .metrics import Metrics
 from .peers import Peers
 from .readiness import Readiness
+from .variants import Transforms
 
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 FETCHER = web.AppKey("fetcher", Fetcher)
 READINESS = web.AppKey("readiness", Readiness)
 PEERS = web.AppKey("peers", Peers)  # set only when running as one of several workers
+TRANSFORMS = web.AppKey("transforms", Transforms)  # set only when transform.enabled
