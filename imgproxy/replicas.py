@@ -107,8 +107,8 @@ class ReplicaRegistry:
             )
             if not ids:
                 return []
-            values: list[object] = await client.mget([self._key_prefix + i for i in ids])
-            return values
+            values: object = await client.mget([self._key_prefix + i for i in ids])
+            return list(values) if isinstance(values, list) else []
 
         found: list[Replica] = []
         for raw in await self._link.call(read):
