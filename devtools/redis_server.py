@@ -69,8 +69,9 @@ def _bindable(host: str, port: int) -> bool:
 class RedisServer:
     """One `redis-server` process on a fixed loopback port, which can be killed and restarted."""
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None,
-                 extra_args: Sequence[str] = ()) -> None:  # fmt: skip
+    def __init__(
+        self, workdir: Path, host: str = "127.0.0.1", port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host, bus="--cluster-enabled" in extra_args)
         self._workdir = workdir
