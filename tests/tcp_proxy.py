@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 
 class TcpProxy:
-    """Forwards `127.0.0.1:<port>` to an upstream; `cut()` resets every connection and refuses new ones."""
+    """Forwards `127.0.0.1:<port>` to an upstream; `cut()` resets every connection and refuses new ones.
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    With `tls`, clients speak TLS to the proxy (it terminates it), as to a TLS-enabled Redis.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, tls: ssl.SSLContext | None = None) -> None:
         self._upstream = (upstream_host, upstream_port)
+        self._tls = tls
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -19,10 +24,10 @@ class TcpProxy:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self._tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def cut(self) -> None:
@@ -66,7 +71,7 @@ class TcpProxy:
             while data := await source.read(65536):
                 sink.write(data)
                 await sink.drain()
-        except (OSError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             for writer in pair:
