@@ -99,6 +99,9 @@ class RedisLink:
         self._down_event.set()  # not known to be up until the first answer
         self._closed = False
         self._stop = asyncio.Event()
+        # At most max_connections calls at once: redis-py's cluster pool raises at once when it is
+        # exhausted (MaxConnectionsError); waiting here, within the call's timeout, is the bound.
+        self._slots = asyncio.Semaphore(config.max_connections)
         self._calls = 0
         self._failures = 0
         self._rejected = 0
@@ -171,13 +174,20 @@ class RedisLink:
         self._calls += 1
         try:
             async with asyncio.timeout(self.config.timeout_s if timeout_s is None else timeout_s):
-                result = await op(client if client is not None else self.client)
+                if client is not None:  # a client of its own (blocking reads): not the shared pool
+                    result = await op(client)
+                else:
+                    async with self._slots:
+                        result = await op(self.client)
         except asyncio.CancelledError:
             self._breaker.abandoned()
             raise
         except (TimeoutError, redis_exceptions.TimeoutError) as exc:
             self._failed()
             raise RedisTimeout(f"no answer from Redis: {type(exc).__name__}") from exc
+        except redis_exceptions.MaxConnectionsError as exc:
+            self._breaker.abandoned()  # our pool, not Redis: says nothing about Redis's health
+            raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except _CLUSTER_DOWN as exc:
             self._failed()
             raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc

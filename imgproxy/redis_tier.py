@@ -213,20 +213,26 @@ class RedisTier:
         """Try to take the entry's download lock (and learn the generation a store will carry)."""
         keys = entry_keys(self._base, path, variant)
         token = secrets.token_hex(16)
-        try:
-            generation, taken = await asyncio.gather(
-                self._link.call(lambda c: self._current_generation(c)),
-                self._link.call(
-                    lambda c: self._claim(
-                        keys=[keys.lock, keys.members], args=[token, _ms(self._config.lock_ttl_s)], client=c
-                    )
-                ),
-            )
-        except RedisFailure:
-            return Claim(path, variant, ClaimState.UNAVAILABLE)
-        if taken == 1:
+        results: list[object] = await asyncio.gather(
+            self._link.call(lambda c: self._current_generation(c)),
+            self._link.call(
+                lambda c: self._claim(
+                    keys=[keys.lock, keys.members], args=[token, _ms(self._config.lock_ttl_s)], client=c
+                )
+            ),
+            return_exceptions=True,
+        )
+        generation, taken = results
+        for outcome in results:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, RedisFailure):
+                raise outcome  # cancelled, or a bug: not ours to swallow
+        if taken == 1 and isinstance(generation, str):
             return Claim(path, variant, ClaimState.HELD, token, generation)
-        return Claim(path, variant, ClaimState.BUSY)
+        if taken == 1:  # the lock is ours but the generation is unknown: give it back, go alone
+            await self.release(Claim(path, variant, ClaimState.HELD, token))
+        elif taken == 0 and isinstance(generation, str):
+            return Claim(path, variant, ClaimState.BUSY)
+        return Claim(path, variant, ClaimState.UNAVAILABLE)
 
     async def release(self, claim: Claim) -> None:
         """Give the lock back if it is still ours and nothing was stored (waiters then stop waiting)."""

@@ -50,6 +50,14 @@ async def test_a_call_round_trips_and_the_link_is_up(redis_target: RedisTarget) 
         assert link.stats().failures == 0
 
 
+async def test_more_concurrent_calls_than_connections_wait_their_turn(redis_target: RedisTarget) -> None:
+    """200 calls at once over 2 connections all succeed (the cluster pool would refuse the excess)."""
+    async with RedisLink(redis_target.config(max_connections=2, timeout_s=5.0), "images") as link:
+        results = await asyncio.gather(*(link.call(ping) for _ in range(200)))
+        assert all(results)
+        assert link.stats().failures == 0 and not link.stats().breaker_open
+
+
 async def test_killed_redis_opens_the_breaker_and_rejected_calls_cost_nothing(own_redis: RedisServer) -> None:
     """After SIGKILL the breaker opens; calls then fail at once without touching the network."""
     config = redis_config(own_redis.url, breaker_failures=3, breaker_cooldown_s=30.0)
