@@ -218,8 +218,10 @@ class PurgeLog:
                     check_epoch = not got_any
                     failures = 0
                 except RedisBadReply as exc:
-                    log.warning("purge log unreadable (%s): starting it afresh", exc)
-                    afresh = True
+                    # A key of the wrong type is not a stream we can ever read: start a new one
+                    # (every follower then sees a new epoch). Other odd answers are retried.
+                    afresh = str(exc).startswith("WRONGTYPE")
+                    log.warning("purge log unreadable (%s)%s", exc, ": starting it afresh" if afresh else "")
                     failures += 1
                     await self._pause(failures)
                 except RedisFailure as exc:
@@ -228,6 +230,12 @@ class PurgeLog:
                     failures += 1
                     if failures == 1:
                         log.warning("purge log: lost Redis (%s); resuming when it is back", exc)
+                    await self._pause(failures)
+                except Exception:  # a bug must not end the following for good
+                    log.exception("purge log follower failed; starting over")
+                    self._following.clear()
+                    check_epoch = True
+                    failures += 1
                     await self._pause(failures)
 
     async def _pause(self, failures: int) -> None:
