@@ -19,7 +19,7 @@ from imgproxy.redis_codec import entry_keys, members_key
 from imgproxy.redis_link import RedisLink
 from imgproxy.redis_notify import Notifier
 from imgproxy.redis_tier import ClaimState, RedisTier
-from tests.conftest import payload
+from tests.conftest import payload, wait_until
 from tests.redis_fixtures import RedisTarget, redis_config
 
 WHEN = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -212,8 +212,7 @@ async def test_one_holder_among_many_claimers_on_several_replicas_and_waiters_ar
         async with asyncio.timeout(20):
             tasks = [asyncio.create_task(request(tiers[i % 3])) for i in range(30)]
             await holder_ready.wait()
-            while sum(t.stats().waits for t in tiers) < 29:  # noqa: ASYNC110 - counters, no event
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: sum(t.stats().waits for t in tiers) == 29)
             released_at = asyncio.get_running_loop().time()
             release.set()
             results = await asyncio.gather(*tasks)
@@ -243,22 +242,25 @@ async def test_a_holder_that_fails_releases_the_lock_and_its_waiters_stop_waitin
     """Leaving download_lock without storing releases (token compared) and wakes the waiters at once."""
     config = redis_target.config(lock_wait_s=10.0)
     async with open_tier(config) as holder, open_tier(config) as waiter:
-        started = asyncio.Event()
+        started, fail = asyncio.Event(), asyncio.Event()
 
         async def failing_download() -> None:
             with contextlib.suppress(RuntimeError):
                 async with holder.download_lock("fail.png") as outcome:
                     assert outcome.claim.held
                     started.set()
-                    await asyncio.sleep(0.2)  # the waiter is waiting by then
+                    await fail.wait()
                     raise RuntimeError("Azure said no")
 
         task = asyncio.create_task(failing_download())
         await started.wait()
+        waiting = asyncio.create_task(waiter.wait_for_value("fail.png"))
+        await wait_until(lambda: waiter.stats().waits == 1)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        assert await waiter.wait_for_value("fail.png") is None
-        assert loop.time() - t0 < 1.0  # not lock_wait_s
+        fail.set()
+        assert await waiting is None
+        assert loop.time() - t0 < 0.5  # woken by the release, not at lock_wait_s or by the 1 s poll
         await task
         assert (await waiter.claim("fail.png")).held  # the lock is free again
 
