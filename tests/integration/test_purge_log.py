@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,6 +15,7 @@ from devtools.redis_server import RedisServer, cli
 from imgproxy.config import RedisConfig
 from imgproxy.purge_log import LogCursor, Purge, PurgeLog, log_keys
 from imgproxy.redis_link import RedisLink
+from tests.conftest import wait_until
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.tcp_proxy import TcpProxy
 
@@ -223,3 +226,18 @@ async def test_any_valid_path_travels_unchanged(redis_server: RedisServer, name:
     async with replicas(redis_config(redis_server.url), 2) as (a, b):
         assert await a.purge_log.append(name)
         assert (await b.next_purge()).path == name
+
+
+async def test_a_follower_survives_a_hung_redis_and_applies_what_follows(own_redis: RedisServer) -> None:
+    """SIGSTOP longer than a block period, then SIGCONT: the follower reads on, nothing is lost."""
+    config = redis_config(own_redis.url, timeout_s=0.1, log_block_s=0.2, breaker_cooldown_s=0.05)
+    async with replicas(config, 2) as (a, b):
+        assert own_redis.pid is not None
+        os.kill(own_redis.pid, signal.SIGSTOP)
+        try:
+            await wait_until(lambda: not b.purge_log.following)
+        finally:
+            os.kill(own_redis.pid, signal.SIGCONT)
+        await a.append_once_up("after-hang.png")
+        assert (await b.next_purge()).path == "after-hang.png"
+        assert b.emptied.empty()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
@@ -277,3 +279,44 @@ async def test_release_never_deletes_another_replicas_lock(redis_target: RedisTa
         await first.release(old)
         assert not (await first.claim("x.png")).held
         assert await second.store(new, meta_of(b"v"), b"v")
+
+
+async def test_a_hung_redis_costs_a_lookup_at_most_timeout_s(own_redis: RedisServer) -> None:
+    """SIGSTOPped Redis: lookup returns None (a miss) after redis.timeout_s, it does not hang."""
+    async with open_tier(
+        redis_config(own_redis.url, timeout_s=0.1, breaker_failures=100), notify=False
+    ) as tier:
+        await put(tier, "h.png", b"v")
+        assert own_redis.pid is not None
+        os.kill(own_redis.pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert await tier.lookup("h.png") is None
+            assert loop.time() - started < 0.3
+        finally:
+            os.kill(own_redis.pid, signal.SIGCONT)
+        entry = await tier.lookup("h.png")
+        assert entry is not None and entry.body == b"v"
+
+
+async def test_notifications_resume_after_redis_restarts(own_redis: RedisServer) -> None:
+    """The notifier resubscribes by itself: after a restart a waiter is woken again, not polled."""
+    config = redis_config(own_redis.url, lock_wait_s=10.0, breaker_cooldown_s=0.05)
+    async with open_tier(config) as holder, open_tier(config) as waiter:
+        assert waiter._notifier is not None
+        own_redis.restart()
+        async with asyncio.timeout(10):
+            await waiter._link.wait_up()
+            await holder._link.wait_up()
+        await wait_until(lambda: waiter._notifier is not None and waiter._notifier.ready)
+        claim = await holder.claim("back.png")
+        assert claim.held
+        waiting = asyncio.create_task(waiter.wait_for_value("back.png"))
+        await wait_until(lambda: waiter.stats().waits == 1)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await holder.store(claim, meta_of(b"v"), b"v")
+        entry = await waiting
+        assert entry is not None and entry.body == b"v"
+        assert loop.time() - t0 < 0.5  # the poll runs 1 s apart
