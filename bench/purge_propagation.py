@@ -1,6 +1,7 @@
 """Purge propagation through the Redis purge log: append on one replica, applied on three others.
 
     .venv/bin/python -m bench.purge_propagation [--purges 1000] [--interval-ms 5] [--restart-at 500]
+                                                [--cluster]
 
 Starts a private redis-server, three follower processes (each its own RedisLink and PurgeLog,
 as a replica runs them) and appends `--purges` purges from this process, one every
@@ -8,13 +9,15 @@ as a replica runs them) and appends `--purges` purges from this process, one eve
 until the appender's breaker lets one through (each is retried every 10 ms, as the app retries a
 502 `logged: false`), and every follower empties itself once. A purge's delay is from its first
 append attempt until each follower applied it (or emptied itself after it was logged, which
-covers it). Clocks: CLOCK_MONOTONIC, shared by the processes of one machine.
+covers it). Clocks: CLOCK_MONOTONIC, shared by the processes of one machine. `--cluster` runs it
+against a three-master cluster instead, without the restart (a node restarted empty leaves it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
@@ -23,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from devtools.redis_server import run_redis
+from devtools.redis_server import run_redis, run_redis_cluster
 from imgproxy.config import RedisConfig
 from imgproxy.purge_log import Purge, PurgeLog
 from imgproxy.redis_link import RedisLink
@@ -32,7 +35,15 @@ CONTAINER = "bench"
 
 
 def redis_settings(url: str, prefix: str) -> RedisConfig:
-    return RedisConfig(url=url, prefix=prefix, timeout_s=0.1, breaker_cooldown_s=0.2, log_block_s=1.0)
+    """The defaults but a shorter cool-down; `cluster+` in front of the URL means a cluster."""
+    cluster = url.startswith("cluster+")
+    return RedisConfig(
+        url=url.removeprefix("cluster+"),
+        cluster=cluster,
+        prefix=prefix,
+        timeout_s=0.1,
+        breaker_cooldown_s=0.2,
+    )
 
 
 async def follow(url: str, prefix: str, name: str) -> None:
@@ -114,6 +125,7 @@ def main() -> None:
     parser.add_argument("--purges", type=int, default=1000)
     parser.add_argument("--interval-ms", type=float, default=5.0)
     parser.add_argument("--restart-at", type=int, default=500, help="-1: no restart")
+    parser.add_argument("--cluster", action="store_true", help="three masters, no restart")
     parser.add_argument("--follow", nargs=3, metavar=("URL", "PREFIX", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.follow:
@@ -121,7 +133,11 @@ def main() -> None:
         return
     import threading
 
-    with run_redis() as server:
+    with contextlib.ExitStack() as stack:
+        server: Any = stack.enter_context(run_redis_cluster() if args.cluster else run_redis())
+        url = ("cluster+" + server.url) if args.cluster else server.url
+        restart = (lambda: None) if args.cluster else server.restart
+        restart_at = -1 if args.cluster else args.restart_at
         prefix = "bench:"
         followers = [
             Follower(
@@ -131,7 +147,7 @@ def main() -> None:
                         "-m",
                         "bench.purge_propagation",
                         "--follow",
-                        server.url,
+                        url,
                         prefix,
                         f"f{i}",
                     ],
@@ -149,9 +165,7 @@ def main() -> None:
         for reader in readers:
             reader.start()
         appended = asyncio.run(
-            append_all(
-                server.url, prefix, args.purges, args.interval_ms / 1000, args.restart_at, server.restart
-            )
+            append_all(url, prefix, args.purges, args.interval_ms / 1000, restart_at, restart)
         )
         time.sleep(2.0)  # let the last purges arrive before the followers stop
         for follower in followers:
@@ -160,7 +174,7 @@ def main() -> None:
             follower.proc.wait(timeout=10)
         for reader in readers:
             reader.join(timeout=10)
-    report(appended, followers, args.restart_at)
+    report(appended, followers, restart_at)
 
 
 def report(appended: list[tuple[str, float, float]], followers: list[Follower], restart_at: int) -> None:
