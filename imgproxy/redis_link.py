@@ -2,8 +2,8 @@
 
 `RedisLink` wraps a `redis.asyncio` client (`Redis.from_url`, or `RedisCluster` when
 `redis.cluster` is true; `rediss://` and user/password in the URL work as redis-py parses them).
-Every call goes through `call()`: bounded by `redis.timeout_s` (connecting included; redis-py's
-own retries are off, so the bound is the whole cost), counted by a `CircuitBreaker`, and every
+Every call goes through `call()`: bounded by `redis.timeout_s` (connecting and redis-py's one
+retry included), counted by a `CircuitBreaker`, and every
 redis-py or socket exception becomes a project error (`RedisUnavailable`, `RedisTimeout`,
 `RedisBadReply`). While the breaker is open a call fails at once without touching the network,
 so a dead Redis costs nothing per request; a probe task owned by the link pings it every
@@ -67,7 +67,10 @@ def make_client(config: RedisConfig, socket_timeout_s: float, max_connections: i
     common: dict[str, Any] = {
         "socket_timeout": socket_timeout_s,
         "socket_connect_timeout": config.timeout_s,
-        "retry": Retry(NoBackoff(), 0),  # no hidden retries: our bound is the whole cost of a call
+        # One immediate retry on a broken connection only: after a Redis restart every pooled
+        # connection is dead, and without it each one would fail a call (and feed the breaker).
+        # A refused connect fails twice in microseconds; everything stays within timeout_s.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis_exceptions.ConnectionError,)),
         "decode_responses": _DECODE,
         "health_check_interval": 0,
     }
