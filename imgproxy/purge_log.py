@@ -115,6 +115,8 @@ class PurgeLog:
 
     `resume`: a cursor saved by an earlier run of this replica (e.g. beside its disk tier), to
     catch up on what was appended while it was down; without one the follower starts at the end.
+    Build it inside the link's `async with` (it registers its scripts with the link's client);
+    a log that is never entered can still `append` (no follower runs).
     """
 
     def __init__(

@@ -136,7 +136,11 @@ class RedisTierStats:
 
 
 class RedisTier:
-    """Shared entries, purges and download locks of one deployment (`link.base`)."""
+    """Shared entries, purges and download locks of one deployment (`link.base`).
+
+    Build it inside the link's `async with`; `notifier` (entered too) wakes `wait_for_value`,
+    without one the waits poll.
+    """
 
     def __init__(self, link: RedisLink, notifier: Notifier | None = None) -> None:
         self._link = link
