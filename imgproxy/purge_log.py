@@ -56,9 +56,15 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
 """
 
 # KEYS: stream, epoch. ARGV: candidate epoch, '1' to start afresh. Returns {epoch, last id}.
+# Afresh deletes only keys of the wrong type, so a second follower doing it does not delete the
+# good stream the first one started (and the purges appended to it since).
 _SYNC: Final = """
 if ARGV[2] == '1' then
-  redis.call('DEL', KEYS[1], KEYS[2])
+  local stream = redis.call('TYPE', KEYS[1])['ok']
+  local epoch = redis.call('TYPE', KEYS[2])['ok']
+  if (stream ~= 'stream' and stream ~= 'none') or (epoch ~= 'string' and epoch ~= 'none') then
+    redis.call('DEL', KEYS[1], KEYS[2])
+  end
 end
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then

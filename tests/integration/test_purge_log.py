@@ -194,18 +194,22 @@ async def test_append_returns_false_fast_while_redis_is_dead_and_true_when_it_is
         assert a.purge_log.stats().appended == link_stats_before + 1
 
 
-async def test_a_stream_key_holding_garbage_is_started_afresh(redis_server: RedisServer) -> None:
-    """A string where the stream should be: followers empty themselves, the stream is rebuilt, purges flow."""
+@pytest.mark.parametrize("which", ["stream", "epoch"])
+async def test_a_log_key_holding_garbage_is_started_afresh(redis_server: RedisServer, which: str) -> None:
+    """A string for the stream, or a list for the epoch: followers empty themselves, the log is rebuilt."""
     config = redis_config(redis_server.url, breaker_cooldown_s=0.05, log_block_s=0.2)
-    stream, _ = log_keys(f"{config.prefix}images:")
+    stream, epoch = log_keys(f"{config.prefix}images:")
     async with replicas(config, 2) as (a, b):
-        cli(redis_server, "SET", stream, "garbage")
+        if which == "stream":
+            cli(redis_server, "SET", stream, "garbage")
+        else:
+            cli(redis_server, "DEL", epoch)
+            cli(redis_server, "RPUSH", epoch, "garbage")
+        await a.next_emptying()
         await b.next_emptying()
         await a.append_once_up("fresh.png")
-        async with asyncio.timeout(WAIT_S):
-            while (purge := await b.next_purge()).path != "fresh.png":
-                pass
-        assert purge.replica == "r0"
+        purge = await b.next_purge()
+        assert (purge.path, purge.replica) == ("fresh.png", "r0")
 
 
 async def test_an_entry_that_is_not_ours_empties_the_followers_once(redis_server: RedisServer) -> None:
