@@ -10,16 +10,20 @@ script can purge them all:
     {base}{tag}:keys              a set of every key above that exists for the path
     {base}generation              the tier's generation (purge_all replaces it; its own slot)
 
+    {base}{tag}:purged, :vpurged  the path's purge tokens (all of it; its variants only)
+
 `{base}` is `redis.prefix` + container + ":". An entry is one Redis value (one SET: written and
 read atomically, no half-updated hash):
 
-    b"IPX1" | header length (4 bytes, big-endian) | header (JSON, UTF-8) | body
+    b"IPX2" | header length (4 bytes) | fetched-at (8, double) | ETag digest (8) | header | body
 
-The header holds the path and variant (a 64-bit tag collision reads as a miss, not as another
-blob), the generation it was written under, the blob's metadata, the fetched-at wall-clock time
-and a hash of the body. `decode_entry` returns None for anything that does not check out: wrong
-magic, bad JSON, missing or mistyped fields, another path, another generation, a body whose
-length or hash differs. Nothing unverified is ever handed on.
+(integers and the double big-endian). The header is JSON: the path and variant (a 64-bit tag
+collision reads as a miss, not as another blob), the generation it was written under, the
+blob's metadata, a hash of the body and, for a variant, its source's ETag. Fetched-at sits at a
+fixed offset so a revalidation can renew it in place (SETRANGE) after checking the ETag digest
+beside it. `decode_entry` returns None for anything that does not check out: wrong magic, bad
+JSON, missing or mistyped fields, another path, variant, generation or ETag, a body whose length
+or hash differs. Nothing unverified is ever handed on.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from typing import Any, Final
 
 from .origin import BlobMeta
 
-MAGIC: Final = b"IPX1"
-_LENGTH: Final = struct.Struct(">I")
+MAGIC: Final = b"IPX2"
+_PREFIX: Final = struct.Struct(">4sId8s")  # magic, header length, fetched-at, ETag digest
+FETCHED_AT_OFFSET: Final = 8  # bytes before the fetched-at double (the renew script writes there)
 MAX_HEADER_BYTES: Final = 64 * 1024  # a path is at most 1024 characters; anything larger is garbage
 # SHA-256 over BLAKE2b-128: 0.48 vs 0.70 ms per MiB here (the CPU has SHA-NI), and as strong.
 HASH_NAME: Final = "sha256"
@@ -50,6 +55,7 @@ class SharedEntry:
     meta: BlobMeta
     body: bytes
     fetched_at: float  # wall clock (time.time()), so an entry's age travels between replicas
+    source_etag: str | None = None  # a variant's: the ETag of the source it was made from
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +88,34 @@ def generation_key(base: str) -> str:
     return f"{base}generation"
 
 
+def purge_token_keys(base: str, path: str) -> tuple[str, str]:
+    """The random tokens a purge of `path` (all of it; its variants only) replaces: a ticketed
+    store that saw other tokens began before the purge and is refused."""
+    stem = f"{base}{{{path_tag(path)}}}:"
+    return stem + "purged", stem + "vpurged"
+
+
+def etag_digest(etag: str) -> bytes:
+    """8 bytes naming an ETag, at a fixed offset of the value (compared by the renew script)."""
+    return hashlib.sha256(etag.encode("utf-8")).digest()[:8]
+
+
+def pack_fetched_at(fetched_at: float) -> bytes:
+    return struct.pack(">d", fetched_at)
+
+
 def body_hash(body: bytes) -> str:
     return f"{HASH_NAME}:{hashlib.new(HASH_NAME, body).hexdigest()}"
 
 
 def encode_entry(
-    path: str, variant: str | None, generation: str, meta: BlobMeta, body: bytes, fetched_at: float
+    path: str,
+    variant: str | None,
+    generation: str,
+    meta: BlobMeta,
+    body: bytes,
+    fetched_at: float,
+    source_etag: str | None = None,
 ) -> bytes:
     """One Redis value holding the entry: header then body."""
     if len(body) != meta.size:
@@ -102,22 +130,23 @@ def encode_entry(
             "t": meta.content_type,
             "lm": meta.last_modified.isoformat(),
             "md5": None if meta.content_md5 is None else base64.b64encode(meta.content_md5).decode("ascii"),
-            "f": fetched_at,
             "h": body_hash(body),
+            "se": source_etag,
         },
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode("utf-8")
-    return b"".join((MAGIC, _LENGTH.pack(len(header)), header, body))
+    prefix = _PREFIX.pack(MAGIC, len(header), fetched_at, etag_digest(meta.etag))
+    return b"".join((prefix, header, body))
 
 
 def decode_entry(raw: object, path: str, variant: str | None, generation: str | None) -> SharedEntry | None:
     """The entry `raw` holds if it is whole, ours (path, variant, generation) and its hash matches."""
-    if not isinstance(raw, bytes) or len(raw) < len(MAGIC) + _LENGTH.size or not raw.startswith(MAGIC):
+    if not isinstance(raw, bytes) or len(raw) < _PREFIX.size or not raw.startswith(MAGIC):
         return None
-    (header_len,) = _LENGTH.unpack_from(raw, len(MAGIC))
-    start = len(MAGIC) + _LENGTH.size
-    if header_len > MAX_HEADER_BYTES or start + header_len > len(raw):
+    _, header_len, fetched_at, digest = _PREFIX.unpack_from(raw)
+    start = _PREFIX.size
+    if header_len > MAX_HEADER_BYTES or start + header_len > len(raw) or not math.isfinite(fetched_at):
         return None
     try:
         header = json.loads(raw[start : start + header_len].decode("utf-8"))
@@ -127,31 +156,32 @@ def decode_entry(raw: object, path: str, variant: str | None, generation: str | 
         return None
     if header.get("p") != path or header.get("v") != variant or header.get("g") != generation:
         return None
-    meta, fetched_at = _meta(header)
-    if meta is None:
+    meta = _meta(header)
+    if meta is None or etag_digest(meta.etag) != digest:
+        return None
+    source_etag = header.get("se")
+    if source_etag is not None and not isinstance(source_etag, str):
         return None
     body = raw[start + header_len :]
     if len(body) != meta.size or header.get("h") != body_hash(body):
         return None
-    return SharedEntry(meta, body, fetched_at)
+    return SharedEntry(meta, body, fetched_at, source_etag)
 
 
-def _meta(header: dict[str, Any]) -> tuple[BlobMeta | None, float]:
+def _meta(header: dict[str, Any]) -> BlobMeta | None:
     size, etag, ctype = header.get("s"), header.get("e"), header.get("t")
-    modified, md5, fetched = header.get("lm"), header.get("md5"), header.get("f")
+    modified, md5 = header.get("lm"), header.get("md5")
     if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
-        return None, 0.0
+        return None
     if not (isinstance(etag, str) and isinstance(ctype, str) and isinstance(modified, str)):
-        return None, 0.0
-    if not (isinstance(fetched, int | float) and not isinstance(fetched, bool) and math.isfinite(fetched)):
-        return None, 0.0
+        return None
     if md5 is not None and not isinstance(md5, str):
-        return None, 0.0
+        return None
     try:
         last_modified = datetime.fromisoformat(modified)
         content_md5 = None if md5 is None else base64.b64decode(md5, validate=True)
     except ValueError:  # binascii.Error is one
-        return None, 0.0
+        return None
     if content_md5 == b"" or last_modified.tzinfo is None:
-        return None, 0.0
-    return BlobMeta(size, etag, last_modified, ctype, content_md5), float(fetched)
+        return None
+    return BlobMeta(size, etag, last_modified, ctype, content_md5)

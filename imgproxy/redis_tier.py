@@ -1,23 +1,24 @@
-"""The shared tier in Redis: entries of up to `redis.max_item_bytes`, and one download per entry.
+"""The shared tier in Redis: entries (originals and variants) of up to `redis.max_item_bytes`.
 
-`lookup(path, variant)` reads the tier's generation and the entry in one pipeline and returns a
-verified `SharedEntry` or None (a miss; garbage, truncation, a wrong hash or an old generation
-are deleted and counted). It never raises: Redis failing costs a miss, nothing else.
+`lookup(path, variant)` reads the tier's generation, the entry and the path's purge tokens in one
+pipeline and returns a verified `SharedEntry` or None (a miss: garbage, truncation, a wrong hash,
+another generation are deleted and counted). It never raises: Redis failing costs a miss.
 
-One download across replicas: `claim()` takes the entry's lock (`SET NX PX redis.lock_ttl_s`).
-The holder downloads and calls `store(claim, ...)`, a script that writes only while the lock is
-still its own, then deletes the lock and publishes a wake-up; the others `wait_for_value()`,
-woken by `Notifier` (a slow poll is the safety net), bounded by `redis.lock_wait_s`, and then go
-to Azure on their own. `download_lock()` wraps the three for the fetcher's single-flight, renewing
-the lock while the download runs and releasing it (comparing the token) if nothing was stored.
+Storing needs a `StoreTicket` taken before the download began, so that a purge in between (on
+any replica) refuses the store and old bytes never come back:
+- `claim()` takes the entry's download lock (`SET NX PX`, see `redis_lock`); a held claim's
+  ticket stores only while the lock is still its own (a purge deletes the path's locks);
+- `ticket()` (synchronous, for a tier protocol's `begin_fill`) records the purge tokens the last
+  lookup of the path saw; a purge replaces them, and a store presenting old ones is refused.
+Either way the ticket carries the generation seen before the download, so an entry whose
+download began before a `purge_all()` is written under the old generation and never served.
 
 Purges: `purge(path)` deletes the path's key set and every key in it (original, variants, their
-locks: a download under way then cannot store) in one script on one slot. `purge_all()` replaces
-the generation key: every entry records the generation it was written under, so older entries
-read as misses (and are deleted when met; TTL and maxmemory reclaim the rest). This works in a
-cluster without scanning every master, and a download that began before it stores an entry of
-the old generation, which is never served. The generation is read when a lock is claimed, before
-the download starts.
+locks) and replaces its purge tokens, in one script on one slot; `variants_only` keeps the
+original. `purge_all()` replaces the generation key: older entries read as misses (and are
+deleted when met; TTL and maxmemory reclaim the rest) - in a cluster too, without scanning every
+master. `renew()` rewrites an entry's fetched-at in place after a revalidation, for the checked
+version only (its ETag digest sits beside fetched-at in the value).
 """
 
 from __future__ import annotations
@@ -27,71 +28,31 @@ import contextlib
 import enum
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
+from . import redis_scripts as scripts
 from .errors import RedisBadReply, RedisFailure
 from .origin import BlobMeta
-from .redis_codec import SharedEntry, decode_entry, encode_entry, entry_keys, generation_key, members_key
+from .redis_codec import (
+    FETCHED_AT_OFFSET,
+    MAGIC,
+    SharedEntry,
+    decode_entry,
+    encode_entry,
+    entry_keys,
+    etag_digest,
+    generation_key,
+    members_key,
+    pack_fetched_at,
+    purge_token_keys,
+)
 from .redis_link import Client, RedisLink
-from .redis_notify import Notifier
+from .redis_notify import notify_channel
 
 ScriptArg = bytes | str | int | float
-POLL_FRACTION: Final = 10  # the safety-net poll runs lock_wait_s / 10 apart (at least POLL_MIN_S)
-POLL_MIN_S: Final = 0.05
-
-# KEYS: lock, members. ARGV: token, lock ms.
-_CLAIM: Final = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('SADD', KEYS[2], KEYS[1])
-  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-  return 1
-end
-return 0
-"""
-# KEYS: entry, members, lock. ARGV: token, value, ttl ms, channel, message.
-_STORE: Final = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-redis.call('SADD', KEYS[2], KEYS[1])
-redis.call('SREM', KEYS[2], KEYS[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('DEL', KEYS[3])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-return 1
-"""
-# KEYS: lock, members. ARGV: token, channel, message.
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-"""
-# KEYS: lock. ARGV: token, lock ms.
-_RENEW: Final = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-"""
-# KEYS: members. ARGV: channel, message. Every key in the set shares its slot (one hash tag).
-_PURGE: Final = """
-local keys = redis.call('SMEMBERS', KEYS[1])
-local deleted = 0
-for i = 1, #keys, 500 do
-  deleted = deleted + redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
-end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return deleted
-"""
-# KEYS: generation. ARGV: a new one, used only if there is none.
-_GENERATION: Final = """
-local current = redis.call('GET', KEYS[1])
-if current then return current end
-redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]
-"""
+SEEN_MAX_PATHS: Final = 10_000  # purge tokens remembered for tickets (a few dozen bytes each)
 
 
 class ClaimState(enum.Enum):
@@ -101,26 +62,29 @@ class ClaimState(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class StoreTicket:
+    """Permission to store one download's result, void once the path is purged (on any replica)."""
+
+    path: str
+    variant: str | None
+    generation: str  # "": unknown, the store is refused
+    lock_token: str = ""  # a held download lock's
+    purged: str = ""  # the path's purge tokens as seen before the download ("" for none)
+    vpurged: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
-    """The outcome of asking for an entry's download lock."""
+    """The outcome of asking for an entry's download lock (a held one carries its ticket)."""
 
     path: str
     variant: str | None
     state: ClaimState
-    token: str = ""
-    generation: str = ""
+    ticket: StoreTicket | None = None
 
     @property
     def held(self) -> bool:
         return self.state is ClaimState.HELD
-
-
-@dataclass(slots=True)
-class LockOutcome:
-    """What `download_lock` found: ours to download (`claim.held`), another's value, or neither."""
-
-    claim: Claim
-    entry: SharedEntry | None = None  # the value another replica published while we waited
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,82 +92,133 @@ class RedisTierStats:
     hits: int
     misses: int
     stores: int
-    stores_refused: int  # the lock was gone (purged, expired) or Redis failed
+    stores_refused: int  # the ticket was void (purged, lock lost), too large, or Redis failed
     garbage: int  # values deleted because they did not verify
     errors: int  # lookups that failed (counted as misses too)
-    waits: int
-    waits_served: int  # waits that ended with another replica's value
 
 
 class RedisTier:
-    """Shared entries, purges and download locks of one deployment (`link.base`).
+    """Shared entries and purges of one deployment (`link.base`); build it inside the link's `async with`."""
 
-    Build it inside the link's `async with`; `notifier` (entered too) wakes `wait_for_value`,
-    without one the waits poll.
-    """
-
-    def __init__(self, link: RedisLink, notifier: Notifier | None = None) -> None:
+    def __init__(self, link: RedisLink) -> None:
         self._link = link
-        self._notifier = notifier
-        self._base = link.base
-        self._config = link.config
+        self.base = self._base = link.base
+        self.config = self._config = link.config
+        self.channel = notify_channel(link.base)
         client = link.client
-        self._claim = client.register_script(_CLAIM)
-        self._store = client.register_script(_STORE)
-        self._release = client.register_script(_RELEASE)
-        self._renew = client.register_script(_RENEW)
-        self._purge = client.register_script(_PURGE)
-        self._generation = client.register_script(_GENERATION)
-        self._stored: set[str] = set()  # tokens whose store consumed the lock (nothing to release)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._store = client.register_script(scripts.STORE)
+        self._release = client.register_script(scripts.RELEASE)
+        self._renew_lock = client.register_script(scripts.RENEW_LOCK)
+        self._renew = client.register_script(scripts.RENEW_ENTRY)
+        self._remove = client.register_script(scripts.REMOVE)
+        self._purge = client.register_script(scripts.PURGE)
+        self._generation = client.register_script(scripts.GENERATION)
+        self._known_generation = ""
+        self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()  # path -> purge tokens seen
+        self._stored: set[str] = set()  # lock tokens whose store consumed the lock
         self._hits = self._misses = self._stores = self._refused = self._garbage = self._errors = 0
-        self._waits = self._waits_served = 0
 
     def stats(self) -> RedisTierStats:
         return RedisTierStats(
-            self._hits, self._misses, self._stores, self._refused, self._garbage, self._errors,
-            self._waits, self._waits_served,
-        )  # fmt: skip
+            self._hits, self._misses, self._stores, self._refused, self._garbage, self._errors
+        )
 
     def fits(self, size: int) -> bool:
         return size <= self._config.max_item_bytes
 
     async def lookup(self, path: str, variant: str | None = None) -> SharedEntry | None:
         """The verified entry, or None (absent, unverifiable, or Redis failed)."""
-        entry, _ = await self._look(path, variant, with_lock=False)
+        entry, _ = await self.probe(path, variant, with_lock=False)
         return entry
 
-    async def store(self, claim: Claim, meta: BlobMeta, body: bytes, fetched_at: float | None = None) -> bool:
-        """Publish the holder's download; False if the lock is no longer ours, too large, or Redis failed."""
-        if not claim.held or not self.fits(len(body)):
+    def ticket(self, path: str, variant: str | None = None) -> StoreTicket:
+        """A ticket from what the last lookup of `path` saw (none yet: a ticket that stores nothing)."""
+        seen = self._seen.get(path)
+        if seen is None:
+            return StoreTicket(path, variant, "")
+        return StoreTicket(path, variant, self._known_generation, purged=seen[0], vpurged=seen[1])
+
+    async def store(
+        self,
+        ticket: StoreTicket | Claim,
+        meta: BlobMeta,
+        body: bytes,
+        fetched_at: float | None = None,
+        source_etag: str | None = None,
+    ) -> bool:
+        """Write the entry unless the ticket is void or it is too large; False also if Redis failed."""
+        if isinstance(ticket, Claim):
+            if ticket.ticket is None:
+                return False
+            ticket = ticket.ticket
+        if not ticket.generation or not self.fits(len(body)):
+            self._refused += 1
             return False
-        keys = entry_keys(self._base, claim.path, claim.variant)
+        keys = entry_keys(self._base, ticket.path, ticket.variant)
+        purged, vpurged = purge_token_keys(self._base, ticket.path)
         fetched = time.time() if fetched_at is None else fetched_at
-        value = encode_entry(claim.path, claim.variant, claim.generation, meta, body, fetched)
+        value = encode_entry(ticket.path, ticket.variant, ticket.generation, meta, body, fetched, source_etag)
         args: list[ScriptArg] = [
-            claim.token,
-            value,
-            _ms(self._config.ttl_s),
-            self._channel(),
-            b"s " + keys.members.encode(),
-        ]
+            ticket.lock_token, value, _ms(self._config.ttl_s), self.channel,
+            b"s " + keys.members.encode(), ticket.purged, ticket.vpurged,
+            "1" if ticket.variant is not None else "0",
+        ]  # fmt: skip
         try:
             stored = await self._link.call(
-                lambda c: self._store(keys=[keys.entry, keys.members, keys.lock], args=args, client=c)
+                lambda c: self._store(
+                    keys=[keys.entry, keys.members, keys.lock, purged, vpurged], args=args, client=c
+                )
             )
         except RedisFailure:
             stored = 0
-        if stored == 1:
-            self._stores += 1
-            self._stored.add(claim.token)
-            return True
-        self._refused += 1
-        return False
+        if stored != 1:
+            self._refused += 1
+            return False
+        self._stores += 1
+        if ticket.lock_token:
+            self._stored.add(ticket.lock_token)
+        return True
 
-    async def purge(self, path: str) -> int:
-        """Delete every key of `path` (original, variants, locks); raises RedisFailure."""
+    async def renew(self, path: str, variant: str | None, etag: str, fetched_at: float) -> bool:
+        """Azure confirmed version `etag` at `fetched_at`: renew that entry's age and expiry."""
+        keys = entry_keys(self._base, path, variant)
+        args: list[ScriptArg] = [
+            MAGIC,
+            etag_digest(etag),
+            pack_fetched_at(fetched_at),
+            _ms(self._config.ttl_s),
+            FETCHED_AT_OFFSET,
+        ]
+        try:
+            renewed = await self._link.call(
+                lambda c: self._renew(keys=[keys.entry, keys.members], args=args, client=c)
+            )
+        except RedisFailure:
+            return False
+        return bool(renewed == 1)
+
+    async def remove(self, path: str, variant: str | None = None) -> bool:
+        """Forget one entry (changed or deleted in Azure); False if it was not there or Redis failed."""
+        keys = entry_keys(self._base, path, variant)
+        try:
+            removed = await self._link.call(lambda c: self._remove(keys=[keys.entry, keys.members], client=c))
+        except RedisFailure:
+            return False
+        return bool(removed == 1)
+
+    async def purge(self, path: str, variants_only: bool = False) -> int:
+        """Delete the keys of `path` and its variants (only the variants, if told), voiding their
+        tickets and locks; the number of keys deleted. Raises RedisFailure."""
         members = members_key(self._base, path)
-        args: list[ScriptArg] = [self._channel(), b"p " + members.encode()]
-        deleted = await self._link.call(lambda c: self._purge(keys=[members], args=args, client=c))
+        purged, vpurged = purge_token_keys(self._base, path)
+        args: list[ScriptArg] = [
+            self.channel, b"p " + members.encode(), secrets.token_hex(8), _ms(self._config.ttl_s),
+            "1" if variants_only else "0",
+        ]  # fmt: skip
+        deleted = await self._link.call(
+            lambda c: self._purge(keys=[members, purged, vpurged], args=args, client=c)
+        )
         if not isinstance(deleted, int):
             raise RedisBadReply(f"purge answered {deleted!r}")
         return deleted
@@ -212,115 +227,71 @@ class RedisTier:
         """Make every entry written so far unservable (a new generation); raises RedisFailure."""
         fresh = secrets.token_hex(8)
         await self._link.call(lambda c: c.set(generation_key(self._base), fresh))
+        self._known_generation = fresh
 
     async def claim(self, path: str, variant: str | None = None) -> Claim:
-        """Try to take the entry's download lock (and learn the generation a store will carry)."""
+        """Try to take the entry's download lock (and read the generation a store will carry)."""
         keys = entry_keys(self._base, path, variant)
+        purged, vpurged = purge_token_keys(self._base, path)
         token = secrets.token_hex(16)
         results: list[object] = await asyncio.gather(
-            self._link.call(lambda c: self._current_generation(c)),
+            self._link.call(self._current_generation),
             self._link.call(
                 lambda c: self._claim(
-                    keys=[keys.lock, keys.members], args=[token, _ms(self._config.lock_ttl_s)], client=c
+                    keys=[keys.lock, keys.members, purged, vpurged],
+                    args=[token, _ms(self._config.lock_ttl_s)],
+                    client=c,
                 )
             ),
             return_exceptions=True,
         )
-        generation, taken = results
         for outcome in results:
             if isinstance(outcome, BaseException) and not isinstance(outcome, RedisFailure):
                 raise outcome  # cancelled, or a bug: not ours to swallow
+        generation, reply = results
+        taken = reply[0] if isinstance(reply, list) and len(reply) == 3 else None
         if taken == 1 and isinstance(generation, str):
-            return Claim(path, variant, ClaimState.HELD, token, generation)
+            return Claim(path, variant, ClaimState.HELD, StoreTicket(path, variant, generation, token))
         if taken == 1:  # the lock is ours but the generation is unknown: give it back, go alone
-            await self.release(Claim(path, variant, ClaimState.HELD, token))
+            await self.release(Claim(path, variant, ClaimState.HELD, StoreTicket(path, variant, "", token)))
         elif taken == 0 and isinstance(generation, str):
             return Claim(path, variant, ClaimState.BUSY)
         return Claim(path, variant, ClaimState.UNAVAILABLE)
 
     async def release(self, claim: Claim) -> None:
         """Give the lock back if it is still ours and nothing was stored (waiters then stop waiting)."""
-        if not claim.held or claim.token in self._stored:
-            self._stored.discard(claim.token)
+        token = claim.ticket.lock_token if claim.ticket is not None else ""
+        if not claim.held or not token or token in self._stored:
+            self._stored.discard(token)
             return
         keys = entry_keys(self._base, claim.path, claim.variant)
-        args: list[ScriptArg] = [claim.token, self._channel(), b"r " + keys.members.encode()]
+        args: list[ScriptArg] = [token, self.channel, b"r " + keys.members.encode()]
         with contextlib.suppress(RedisFailure):  # it expires by itself within lock_ttl_s
             await self._link.call(
                 lambda c: self._release(keys=[keys.lock, keys.members], args=args, client=c)
             )
 
-    async def wait_for_value(
-        self, path: str, variant: str | None = None, timeout_s: float | None = None
-    ) -> SharedEntry | None:
-        """Another replica's value once it is stored; None when its lock is gone without one or at
-        `timeout_s` (default `redis.lock_wait_s`): then go to Azure on your own."""
-        self._waits += 1
-        wait_s = self._config.lock_wait_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + wait_s
-        poll_s = max(POLL_MIN_S, wait_s / POLL_FRACTION)
-        members = entry_keys(self._base, path, variant).members
-        with (
-            self._notifier.watch(members)
-            if self._notifier is not None
-            else contextlib.nullcontext() as wakeup
-        ):
-            while True:
-                entry, locked = await self._look(path, variant, with_lock=True)
-                if entry is not None:
-                    self._waits_served += 1
-                    return entry
-                remaining = deadline - time.monotonic()
-                if not locked or remaining <= 0:
-                    return None
-                if wakeup is None:
-                    await asyncio.sleep(min(remaining, poll_s))
-                else:
-                    await wakeup.wait(min(remaining, poll_s))
-
-    @contextlib.asynccontextmanager
-    async def download_lock(self, path: str, variant: str | None = None) -> AsyncIterator[LockOutcome]:
-        """Claim; if held, keep it renewed while the block downloads (and `store`s), release after.
-        If another replica holds it, wait for its value first (`outcome.entry`; None: go alone)."""
-        claim = await self.claim(path, variant)
-        if claim.state is ClaimState.BUSY:
-            yield LockOutcome(claim, await self.wait_for_value(path, variant))
-            return
-        if not claim.held:
-            yield LockOutcome(claim)
-            return
-        renewer = asyncio.create_task(self._keep(claim), name="redis-lock-renew")
-        try:
-            yield LockOutcome(claim)
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            await self.release(claim)
-
-    async def _keep(self, claim: Claim) -> None:
-        """Renew a held lock every third of its TTL until cancelled or no longer ours."""
+    async def renew_lock(self, claim: Claim) -> bool:
+        """Extend a held lock by `redis.lock_ttl_s`; False once it is no longer ours (or Redis failed)."""
+        if claim.ticket is None:
+            return False
         keys = entry_keys(self._base, claim.path, claim.variant)
-        ttl_ms = _ms(self._config.lock_ttl_s)
-        while True:
-            await asyncio.sleep(self._config.lock_ttl_s / 3)
-            try:
-                renewed = await self._link.call(
-                    lambda c: self._renew(keys=[keys.lock], args=[claim.token, ttl_ms], client=c)
-                )
-            except RedisFailure:
-                continue
-            if renewed != 1:
-                return  # purged or expired: the store will be refused
+        args: list[ScriptArg] = [claim.ticket.lock_token, _ms(self._config.lock_ttl_s)]
+        try:
+            renewed = await self._link.call(lambda c: self._renew_lock(keys=[keys.lock], args=args, client=c))
+        except RedisFailure:
+            return True  # not known to be lost: keep trying
+        return bool(renewed == 1)
 
-    async def _look(self, path: str, variant: str | None, with_lock: bool) -> tuple[SharedEntry | None, bool]:
+    async def probe(self, path: str, variant: str | None, with_lock: bool) -> tuple[SharedEntry | None, bool]:
+        """The verified entry (or None) and, if asked, whether its download lock is held."""
         keys = entry_keys(self._base, path, variant)
-        gen_key = generation_key(self._base)
+        purged, vpurged = purge_token_keys(self._base, path)
 
         async def read(client: Client) -> list[object]:
             pipe = client.pipeline(transaction=False)
-            pipe.get(gen_key)
-            pipe.get(keys.entry)
+            for key in (generation_key(self._base), keys.entry, purged, vpurged):
+                pipe.get(key)
             if with_lock:
                 pipe.exists(keys.lock)
             replies: list[object] = await pipe.execute()
@@ -328,18 +299,20 @@ class RedisTier:
 
         try:
             replies = await self._link.call(read)
+            generation = replies[0]
+            if generation is None:  # none yet (or evicted): make one, so tickets can be issued
+                generation = await self._link.call(self._current_generation)
         except RedisFailure:
             self._errors += 1
             self._misses += 1
             return None, False
-        generation, raw = replies[0], replies[1]
-        locked = with_lock and replies[2] == 1
+        raw, locked = replies[1], with_lock and replies[4] == 1
+        current = generation.decode() if isinstance(generation, bytes) else generation
+        self._note(path, current, replies[2], replies[3])
         if raw is None:
             self._misses += 1
             return None, locked
-        entry = decode_entry(
-            raw, path, variant, generation.decode() if isinstance(generation, bytes) else None
-        )
+        entry = decode_entry(raw, path, variant, current if isinstance(current, str) else None)
         if entry is None:
             self._garbage += 1
             self._misses += 1
@@ -349,6 +322,20 @@ class RedisTier:
         self._hits += 1
         return entry, locked
 
+    def _note(self, path: str, generation: object, purged: object, vpurged: object) -> None:
+        """Remember what a lookup saw, for the next `ticket()` of this path."""
+        if not isinstance(generation, str):
+            return
+        self._known_generation = generation
+        tokens = (
+            purged.decode() if isinstance(purged, bytes) else "",
+            vpurged.decode() if isinstance(vpurged, bytes) else "",
+        )
+        self._seen[path] = tokens
+        self._seen.move_to_end(path)
+        while len(self._seen) > SEEN_MAX_PATHS:
+            self._seen.popitem(last=False)
+
     async def _current_generation(self, client: Client) -> str:
         reply = await self._generation(
             keys=[generation_key(self._base)], args=[secrets.token_hex(8)], client=client
@@ -356,9 +343,6 @@ class RedisTier:
         if not isinstance(reply, bytes):
             raise RedisBadReply(f"generation answered {reply!r}")
         return reply.decode()
-
-    def _channel(self) -> str:
-        return self._notifier.channel if self._notifier is not None else f"{self._base}notify"
 
 
 def _ms(seconds: float) -> int:

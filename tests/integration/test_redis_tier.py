@@ -1,55 +1,31 @@
-"""The Redis tier against a real redis-server and a three-master cluster: store, look up, purge, locks."""
+"""The Redis tier against a real redis-server and a three-master cluster: store, look up, purge."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import signal
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
+from contextlib import asynccontextmanager
 
 import pytest
 
 from devtools.redis_server import RedisServer
 from imgproxy.config import RedisConfig
 from imgproxy.errors import RedisFailure
-from imgproxy.origin import BlobMeta
 from imgproxy.redis_codec import entry_keys, members_key
-from imgproxy.redis_link import RedisLink
-from imgproxy.redis_notify import Notifier
 from imgproxy.redis_tier import ClaimState, RedisTier
-from tests.conftest import payload, wait_until
+from tests.conftest import payload
 from tests.redis_fixtures import RedisTarget, redis_config
-
-WHEN = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-def meta_of(body: bytes) -> BlobMeta:
-    return BlobMeta(len(body), f'"{hashlib.sha256(body).hexdigest()[:12]}"', WHEN, "image/png", None)
+from tests.redis_replica import meta_of, put, shared_replica
 
 
 @asynccontextmanager
-async def open_tier(config: RedisConfig, notify: bool = True) -> AsyncIterator[RedisTier]:
-    """A replica's tier: its own link (own connections) and, unless told otherwise, a notifier."""
-    async with AsyncExitStack() as stack:
-        link = await stack.enter_async_context(RedisLink(config, "images"))
-        notifier = None
-        if notify:
-            notifier = await stack.enter_async_context(Notifier(link))
-            async with asyncio.timeout(10):
-                await notifier.wait_ready()
-        yield RedisTier(link, notifier)
-
-
-async def put(
-    tier: RedisTier, path: str, body: bytes, variant: str | None = None, fetched_at: float = 1.0
-) -> None:
-    claim = await tier.claim(path, variant)
-    assert claim.held
-    assert await tier.store(claim, meta_of(body), body, fetched_at)
+async def open_tier(config: RedisConfig) -> AsyncIterator[RedisTier]:
+    """A replica's tier, on a link of its own."""
+    async with shared_replica(config, notify=False) as replica:
+        yield replica.tier
 
 
 async def test_store_then_lookup_round_trips_body_metadata_and_age(redis_target: RedisTarget) -> None:
@@ -178,7 +154,7 @@ async def test_a_value_of_the_wrong_redis_type_is_a_miss(redis_target: RedisTarg
 
 async def test_a_dead_redis_is_a_miss_and_a_refused_store_not_an_error(own_redis: RedisServer) -> None:
     """Killed Redis: lookup None, claim UNAVAILABLE (go alone), store False, purge raises RedisFailure."""
-    async with open_tier(redis_config(own_redis.url, timeout_s=0.1), notify=False) as tier:
+    async with open_tier(redis_config(own_redis.url, timeout_s=0.1)) as tier:
         own_redis.kill()
         assert await tier.lookup("x.png") is None
         claim = await tier.claim("x.png")
@@ -188,104 +164,9 @@ async def test_a_dead_redis_is_a_miss_and_a_refused_store_not_an_error(own_redis
             await tier.purge("x.png")
 
 
-async def test_one_holder_among_many_claimers_on_several_replicas_and_waiters_are_woken_with_the_value(
-    redis_target: RedisTarget,
-) -> None:
-    """30 claims over 3 replicas: exactly one holds; the rest wait, woken by Pub/Sub, and get the value."""
-    config = redis_target.config(lock_wait_s=10.0)  # the poll then runs 1 s apart: a wake-up must do it
-    body = payload(200 * 1024, seed=3)
-    async with open_tier(config) as r0, open_tier(config) as r1, open_tier(config) as r2:
-        tiers = [r0, r1, r2]
-        holder_ready = asyncio.Event()
-        release = asyncio.Event()
-        outcomes: list[str] = []
-
-        async def request(tier: RedisTier) -> bytes | None:
-            async with tier.download_lock("hot.png") as outcome:
-                if outcome.claim.held:
-                    outcomes.append("held")
-                    holder_ready.set()
-                    await release.wait()  # the "download" takes until every other claimer waits
-                    assert await tier.store(outcome.claim, meta_of(body), body)
-                    return body
-                outcomes.append("waited")
-                return outcome.entry.body if outcome.entry is not None else None
-
-        async with asyncio.timeout(20):
-            tasks = [asyncio.create_task(request(tiers[i % 3])) for i in range(30)]
-            await holder_ready.wait()
-            await wait_until(lambda: sum(t.stats().waits for t in tiers) == 29)
-            released_at = asyncio.get_running_loop().time()
-            release.set()
-            results = await asyncio.gather(*tasks)
-            elapsed = asyncio.get_running_loop().time() - released_at
-        assert outcomes.count("held") == 1
-        assert all(r == body for r in results)
-        assert sum(t.stats().waits_served for t in tiers) == 29
-        assert elapsed < 0.5  # woken, not polled (the poll interval is 1 s)
-
-
-async def test_a_waiter_gives_up_at_lock_wait_s_and_goes_alone(redis_target: RedisTarget) -> None:
-    """A holder that never stores: the waiter returns None after lock_wait_s (then asks Azure itself)."""
-    config = redis_target.config(lock_wait_s=0.3, lock_ttl_s=30.0)
-    async with open_tier(config) as holder, open_tier(config) as waiter:
-        claim = await holder.claim("slow.png")
-        assert claim.held
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        async with waiter.download_lock("slow.png") as outcome:
-            assert outcome.claim.state is ClaimState.BUSY and outcome.entry is None
-        assert 0.3 <= loop.time() - started < 1.0
-
-
-async def test_a_holder_that_fails_releases_the_lock_and_its_waiters_stop_waiting(
-    redis_target: RedisTarget,
-) -> None:
-    """Leaving download_lock without storing releases (token compared) and wakes the waiters at once."""
-    config = redis_target.config(lock_wait_s=10.0)
-    async with open_tier(config) as holder, open_tier(config) as waiter:
-        started, fail = asyncio.Event(), asyncio.Event()
-
-        async def failing_download() -> None:
-            with contextlib.suppress(RuntimeError):
-                async with holder.download_lock("fail.png") as outcome:
-                    assert outcome.claim.held
-                    started.set()
-                    await fail.wait()
-                    raise RuntimeError("Azure said no")
-
-        task = asyncio.create_task(failing_download())
-        await started.wait()
-        waiting = asyncio.create_task(waiter.wait_for_value("fail.png"))
-        await wait_until(lambda: waiter.stats().waits == 1)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        fail.set()
-        assert await waiting is None
-        assert loop.time() - t0 < 0.5  # woken by the release, not at lock_wait_s or by the 1 s poll
-        await task
-        assert (await waiter.claim("fail.png")).held  # the lock is free again
-
-
-async def test_release_never_deletes_another_replicas_lock(redis_target: RedisTarget) -> None:
-    """A holder whose lock expired and was taken by another cannot release the new one."""
-    config = redis_target.config(lock_ttl_s=0.05)
-    async with open_tier(config) as first, open_tier(config) as second:
-        old = await first.claim("x.png")
-        assert old.held
-        async with asyncio.timeout(5):
-            while not (new := await second.claim("x.png")).held:  # noqa: ASYNC110 - waits for PX expiry
-                await asyncio.sleep(0.02)
-        await first.release(old)
-        assert not (await first.claim("x.png")).held
-        assert await second.store(new, meta_of(b"v"), b"v")
-
-
 async def test_a_hung_redis_costs_a_lookup_at_most_timeout_s(own_redis: RedisServer) -> None:
     """SIGSTOPped Redis: lookup returns None (a miss) after redis.timeout_s, it does not hang."""
-    async with open_tier(
-        redis_config(own_redis.url, timeout_s=0.1, breaker_failures=100), notify=False
-    ) as tier:
+    async with open_tier(redis_config(own_redis.url, timeout_s=0.1, breaker_failures=100)) as tier:
         await put(tier, "h.png", b"v")
         assert own_redis.pid is not None
         os.kill(own_redis.pid, signal.SIGSTOP)
@@ -300,23 +181,90 @@ async def test_a_hung_redis_costs_a_lookup_at_most_timeout_s(own_redis: RedisSer
         assert entry is not None and entry.body == b"v"
 
 
-async def test_notifications_resume_after_redis_restarts(own_redis: RedisServer) -> None:
-    """The notifier resubscribes by itself: after a restart a waiter is woken again, not polled."""
-    config = redis_config(own_redis.url, lock_wait_s=10.0, breaker_cooldown_s=0.05)
-    async with open_tier(config) as holder, open_tier(config) as waiter:
-        assert waiter._notifier is not None
-        own_redis.restart()
-        async with asyncio.timeout(10):
-            await waiter._link.wait_up()
-            await holder._link.wait_up()
-        await wait_until(lambda: waiter._notifier is not None and waiter._notifier.ready)
-        claim = await holder.claim("back.png")
-        assert claim.held
-        waiting = asyncio.create_task(waiter.wait_for_value("back.png"))
-        await wait_until(lambda: waiter.stats().waits == 1)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        assert await holder.store(claim, meta_of(b"v"), b"v")
-        entry = await waiting
-        assert entry is not None and entry.body == b"v"
-        assert loop.time() - t0 < 0.5  # the poll runs 1 s apart
+async def test_a_ticket_from_a_lookup_stores_without_a_lock(redis_target: RedisTarget) -> None:
+    """lookup (miss), ticket(), store: the entry is there for another replica, with its source ETag."""
+    config = redis_target.config()
+    async with open_tier(config) as a, open_tier(config) as b:
+        assert await a.lookup("t.png", "w=1") is None
+        ticket = a.ticket("t.png", "w=1")
+        assert await a.store(ticket, meta_of(b"variant"), b"variant", 5.0, source_etag='"src"')
+        entry = await b.lookup("t.png", "w=1")
+        assert entry is not None and (entry.body, entry.fetched_at, entry.source_etag) == (
+            b"variant",
+            5.0,
+            '"src"',
+        )
+
+
+async def test_a_ticket_without_a_prior_lookup_stores_nothing(redis_target: RedisTarget) -> None:
+    """No lookup, no knowledge of the purge tokens or generation: the store is refused."""
+    async with open_tier(redis_target.config()) as tier:
+        assert not await tier.store(tier.ticket("never.png"), meta_of(b"x"), b"x")
+        assert await tier.lookup("never.png") is None
+
+
+async def test_a_purge_on_another_replica_voids_a_ticket_taken_before_it(redis_target: RedisTarget) -> None:
+    """A download that began before a purge (anywhere) cannot store its old bytes after it."""
+    config = redis_target.config()
+    async with open_tier(config) as a, open_tier(config) as b:
+        await a.lookup("race.png")
+        ticket = a.ticket("race.png")
+        assert await b.purge("race.png") == 0
+        assert not await a.store(ticket, meta_of(b"old"), b"old")
+        assert await b.lookup("race.png") is None
+        await a.lookup("race.png")  # a download after the purge: a fresh ticket stores
+        assert await a.store(a.ticket("race.png"), meta_of(b"new"), b"new")
+
+
+async def test_purging_only_the_variants_keeps_the_original_and_its_tickets(
+    redis_target: RedisTarget,
+) -> None:
+    """variants_only: variants and variant tickets go; the original and a ticket for it stay good."""
+    config = redis_target.config()
+    async with open_tier(config) as tier:
+        await put(tier, "v.png", b"orig")
+        await put(tier, "v.png", b"small", variant="w=1")
+        await tier.lookup("v.png", "w=2")
+        original_ticket, variant_ticket = tier.ticket("v.png"), tier.ticket("v.png", "w=2")
+        assert await tier.purge("v.png", variants_only=True) == 1
+        assert await tier.lookup("v.png", "w=1") is None
+        entry = await tier.lookup("v.png")
+        assert entry is not None and entry.body == b"orig"
+        assert not await tier.store(variant_ticket, meta_of(b"stale"), b"stale")
+        assert await tier.store(original_ticket, meta_of(b"orig2"), b"orig2")
+
+
+async def test_renew_rewrites_the_age_of_the_checked_version_only(redis_target: RedisTarget) -> None:
+    """renew(etag) updates fetched-at in place; for another ETag (or no entry) it changes nothing."""
+    config = redis_target.config()
+    async with open_tier(config) as tier:
+        body = payload(3000, seed=4)
+        await put(tier, "r.png", body, fetched_at=10.0)
+        assert not await tier.renew("r.png", None, '"someone-else"', 99.0)
+        assert not await tier.renew("absent.png", None, meta_of(body).etag, 99.0)
+        assert await tier.renew("r.png", None, meta_of(body).etag, 20.5)
+        entry = await tier.lookup("r.png")
+        assert entry is not None and entry.fetched_at == 20.5 and entry.body == body
+
+
+async def test_remove_forgets_one_entry(redis_target: RedisTarget) -> None:
+    async with open_tier(redis_target.config()) as tier:
+        await put(tier, "gone.png", b"x")
+        await put(tier, "gone.png", b"y", variant="w=1")
+        assert await tier.remove("gone.png")
+        assert not await tier.remove("gone.png")
+        assert await tier.lookup("gone.png") is None
+        assert await tier.lookup("gone.png", "w=1") is not None
+
+
+async def test_a_variant_key_that_looks_like_a_variant_marker_in_the_container_is_purged_right(
+    redis_server: RedisServer,
+) -> None:
+    """A container named "v" puts ':v:' in every key; variants-only purges still spare the original."""
+    config = redis_config(redis_server.url)
+    async with shared_replica(config, notify=False, container="v") as replica:
+        tier = replica.tier
+        await put(tier, "o.png", b"orig")
+        await put(tier, "o.png", b"var", variant="w=1")
+        assert await tier.purge("o.png", variants_only=True) == 1
+        assert await tier.lookup("o.png") is not None

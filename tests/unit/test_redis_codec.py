@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import struct
 from datetime import UTC, datetime
 
@@ -11,13 +12,17 @@ import pytest
 
 from imgproxy.origin import BlobMeta
 from imgproxy.redis_codec import (
+    FETCHED_AT_OFFSET,
     MAGIC,
     decode_entry,
     encode_entry,
     entry_keys,
+    etag_digest,
     generation_key,
     members_key,
+    pack_fetched_at,
     path_tag,
+    purge_token_keys,
 )
 
 BASE = "imgproxy:images:"
@@ -69,6 +74,7 @@ def test_a_variant_key_with_braces_does_not_move_the_slot() -> None:
 
 def test_generation_key_is_outside_every_path_slot() -> None:
     assert generation_key(BASE) == "imgproxy:images:generation"
+    assert {hash_tag(k) for k in purge_token_keys(BASE, "a/b.png")} == {path_tag("a/b.png")}
 
 
 def test_an_entry_round_trips_with_its_metadata_and_fetched_at() -> None:
@@ -81,8 +87,8 @@ def test_an_entry_round_trips_with_its_metadata_and_fetched_at() -> None:
 
 def test_an_entry_without_content_md5_and_with_a_variant_round_trips() -> None:
     meta = dataclasses.replace(META, content_md5=None)
-    entry = decode_entry(encoded(meta=meta, variant="w=100"), "a/b.png", "w=100", "g1")
-    assert entry is not None and entry.meta.content_md5 is None
+    entry = decode_entry(encoded(meta=meta, variant="w=100", source_etag='"src"'), "a/b.png", "w=100", "g1")
+    assert entry is not None and entry.meta.content_md5 is None and entry.source_etag == '"src"'
 
 
 def test_an_empty_body_round_trips() -> None:
@@ -107,13 +113,29 @@ def test_an_entry_of_another_path_variant_or_generation_is_a_miss(
     assert decode_entry(encoded(), path, variant, generation) is None
 
 
-def corrupt_header(field: str, value: object) -> bytes:
-    raw = encoded()
+def framed(header: bytes, body: bytes = BODY, fetched_at: float = 1.5, etag: str = META.etag) -> bytes:
+    """A value with the given header bytes behind a well-formed prefix."""
+    return struct.pack(">4sId8s", MAGIC, len(header), fetched_at, etag_digest(etag)) + header + body
+
+
+def header_of(raw: bytes) -> dict[str, object]:
     (length,) = struct.unpack_from(">I", raw, 4)
-    header = json.loads(raw[8 : 8 + length])
+    header: dict[str, object] = json.loads(raw[24 : 24 + length])
+    return header
+
+
+def corrupt_header(field: str, value: object) -> bytes:
+    header = header_of(encoded())
     header[field] = value
-    new = json.dumps(header).encode()
-    return MAGIC + struct.pack(">I", len(new)) + new + raw[8 + length :]
+    return framed(json.dumps(header).encode())
+
+
+def test_fetched_at_lives_at_its_fixed_offset() -> None:
+    """The renew script overwrites 8 bytes at FETCHED_AT_OFFSET: that must be fetched-at, nothing else."""
+    raw = bytearray(encoded())
+    raw[FETCHED_AT_OFFSET : FETCHED_AT_OFFSET + 8] = pack_fetched_at(99.25)
+    entry = decode_entry(bytes(raw), "a/b.png", None, "g1")
+    assert entry is not None and entry.fetched_at == 99.25 and entry.body == BODY
 
 
 @pytest.mark.parametrize(
@@ -121,14 +143,22 @@ def corrupt_header(field: str, value: object) -> bytes:
     [
         pytest.param(None, id="none"),
         pytest.param(b"", id="empty"),
-        pytest.param(b"garbage that is long enough", id="no-magic"),
-        pytest.param(MAGIC + b"\x00\x00", id="short-length"),
-        pytest.param(MAGIC + struct.pack(">I", 10**9) + b"{}", id="header-past-end"),
-        pytest.param(MAGIC + struct.pack(">I", 3) + b"{x}" + BODY, id="bad-json"),
-        pytest.param(MAGIC + struct.pack(">I", 2) + b"[]" + BODY, id="json-not-object"),
+        pytest.param(b"garbage that is long enough to hold a prefix", id="no-magic"),
+        pytest.param(MAGIC + b"\x00\x00", id="short-prefix"),
+        pytest.param(b"IPX1" + encoded()[4:], id="old-format"),
+        pytest.param(
+            struct.pack(">4sId8s", MAGIC, 10**9, 1.5, etag_digest(META.etag)) + b"{}", id="header-past-end"
+        ),
+        pytest.param(framed(b"{x}"), id="bad-json"),
+        pytest.param(framed(b"[]"), id="json-not-object"),
+        pytest.param(framed(b"\xff\xfe"), id="header-not-utf8"),
         pytest.param(encoded()[:-1], id="truncated-body"),
         pytest.param(encoded() + b"!", id="body-too-long"),
         pytest.param(encoded()[:-1] + b"X", id="flipped-byte"),
+        pytest.param(framed(json.dumps(header_of(encoded())).encode(), etag='"other"'), id="etag-digest"),
+        pytest.param(
+            framed(json.dumps(header_of(encoded())).encode(), fetched_at=math.nan), id="fetched-at-nan"
+        ),
         pytest.param(corrupt_header("h", "sha256:" + "0" * 64), id="wrong-hash"),
         pytest.param(corrupt_header("s", "5"), id="size-as-string"),
         pytest.param(corrupt_header("s", True), id="size-as-bool"),
@@ -138,8 +168,7 @@ def corrupt_header(field: str, value: object) -> bytes:
         pytest.param(corrupt_header("lm", "2026-11-01T12:30:05"), id="naive-date"),
         pytest.param(corrupt_header("md5", "***"), id="md5-not-base64"),
         pytest.param(corrupt_header("md5", 7), id="md5-not-a-string"),
-        pytest.param(corrupt_header("f", "now"), id="fetched-at-not-a-number"),
-        pytest.param(corrupt_header("f", None), id="fetched-at-missing"),
+        pytest.param(corrupt_header("se", 7), id="source-etag-not-a-string"),
         pytest.param("a string, not bytes", id="str"),
     ],
 )
