@@ -13,12 +13,18 @@ ImgproxyError
 │   ├── SourceTooLarge(reason)   -> 422  (transform.max_src_pixels / max_src_bytes)
 │   ├── TransformBusy            -> 429  (transform.max_queue waiting already; Retry-After)
 │   └── TransformTimeout         -> 503  (ran longer than transform.timeout_s)
-└── OriginError                  -> 502
-    ├── OriginUnavailable        -> 502  (5xx, refused connection, auth failure, ...)
-    ├── OriginTimeout            -> 504  (no answer within origin.timeout_s)
-    ├── BlobChanged              -> 502  (overwritten while we were reading it)
-    ├── IncompleteBody           -> 502  (fewer bytes than announced)
-    └── OriginShedding           -> 503  (CircuitOpen, OriginBusy; Retry-After)
+├── OriginError                  -> 502
+│   ├── OriginUnavailable        -> 502  (5xx, refused connection, auth failure, ...)
+│   ├── OriginTimeout            -> 504  (no answer within origin.timeout_s)
+│   ├── BlobChanged              -> 502  (overwritten while we were reading it)
+│   ├── IncompleteBody           -> 502  (fewer bytes than announced)
+│   └── OriginShedding(s)        -> 503  (we chose not to ask Azure now; Retry-After)
+│       ├── CircuitOpen          -> 503  (the origin's breaker is open)
+│       └── OriginBusy           -> 503  (every slot taken and the queue full)
+└── RedisFailure                 -> never a request's status: Redis is optional, a failure is a miss
+    ├── RedisUnavailable         (refused, reset, closed, or its breaker is open: failed fast)
+    ├── RedisTimeout             (no answer within redis.timeout_s)
+    └── RedisBadReply            (an answer of the wrong type or shape: never taken as data)
 """
 
 from __future__ import annotations
@@ -156,3 +162,19 @@ class CircuitOpen(OriginShedding):
 
 class OriginBusy(OriginShedding):
     """Every origin connection slot is taken and the queue for them is full (or too slow)."""
+
+
+class RedisFailure(ImgproxyError):
+    """Redis did not do what we asked; callers treat it as a miss or report `logged: false`."""
+
+
+class RedisUnavailable(RedisFailure):
+    """Redis could not be reached, or its breaker is open and the call was not even tried."""
+
+
+class RedisTimeout(RedisFailure):
+    """Redis did not answer within `redis.timeout_s`."""
+
+
+class RedisBadReply(RedisFailure):
+    """Redis answered, but not with what the command should return (wrong type, bad shape)."""
