@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -31,11 +32,12 @@ from .errors import (
 )
 from .fetcher import Fetcher
 from .handlers import admin, images, ops
-from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS, TRANSFORMS
+from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS, REPLICATION, TRANSFORMS
 from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
 from .readiness import Readiness
+from .replication import follow_purges, open_redis, replica_factory
 from .tiers.disk import DiskTier
 from .transform.params import QueryParser
 from .variants import Transforms, Variants
@@ -113,8 +115,15 @@ async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[
         await disk.open()
         stats = disk.disk_stats()
         log.info("disk tier at %s: %d entries, %d bytes", disk.root, stats.items, stats.bytes)
-    async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
-        fetcher = Fetcher(origin, config.cache, app[METRICS], disk)
+    async with (
+        open_origin(config.origin, config.cache.max_item_bytes) as origin,
+        open_redis(config) as redis,
+        contextlib.AsyncExitStack() as replicated,
+    ):
+        fetcher = Fetcher(origin, config.cache, app[METRICS], disk, replica_factory(redis))
+        if redis is not None:
+            app[REPLICATION] = await replicated.enter_async_context(follow_purges(config, redis, fetcher))
+            app[METRICS].watch_redis(fetcher.stats, app[REPLICATION].log.stats)
         readiness = Readiness(origin, config.origin.ready_check_interval_s, app[METRICS].counters)
         app[METRICS].watch_origin(origin.stats)
         app[FETCHER] = fetcher

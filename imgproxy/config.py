@@ -129,6 +129,7 @@ class RedisConfig:
     log_max_len: int = 10_000
     log_block_s: float = 1.0
     announce_ttl_s: float = 30.0
+    catch_up_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,7 @@ _MINIMUM: Final[dict[str, float]] = {
     "redis.log_max_len": 1,
     "redis.log_block_s": 0.01,
     "redis.announce_ttl_s": 1,
+    "redis.catch_up_s": 0,
 }
 PRESET_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")

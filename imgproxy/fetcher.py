@@ -37,6 +37,7 @@ from .tiers import Entry, Tier, path_of
 from .tiers.disk import DiskTier
 from .tiers.disk_files import DamagedEntry
 from .tiers.memory import MemoryTier
+from .tiers.redis import SharedTier
 
 __all__ = ["CacheStatus", "Fetcher", "Resolved", "Span"]
 
@@ -55,7 +56,12 @@ class Fetcher:
     """Answers `resolve(path, choose)` from the tiers or from Azure, one download per blob."""
 
     def __init__(
-        self, origin: Origin, config: CacheConfig, metrics: Metrics, disk: DiskTier | None = None
+        self,
+        origin: Origin,
+        config: CacheConfig,
+        metrics: Metrics,
+        disk: DiskTier | None = None,
+        shared: Callable[[Background], SharedTier] | None = None,
     ) -> None:
         self._origin = origin
         self._config = config
@@ -66,7 +72,10 @@ class Fetcher:
         self._disk = disk
         self._tiers: tuple[Tier, ...] = (self._memory,) if disk is None else (self._memory, disk)
         self._large = LargeBlobs(origin, disk, metrics, self._background)
-        self._downloads = Downloads(origin, config, metrics, self._tiers, disk, self._background)
+        self._shared = shared(self._background) if shared is not None else None
+        self._downloads = Downloads(
+            origin, config, metrics, self._tiers, disk, self._background, self._shared
+        )
         self._missing: MemoryCache[float] = MemoryCache(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._flights: SingleFlight[Entry] = SingleFlight()
         metrics.watch_cache(self._memory.cache_stats)
@@ -145,6 +154,8 @@ class Fetcher:
         self._flights.forget_where(lambda key: key != path and path_of(key) == path)
         for tier in self._tiers:
             await tier.purge(path, variants_only=True)
+        if self._shared is not None:  # other replicas must not adopt them either; best effort
+            self._background.spawn(self._shared.purge(path, variants_only=True))
 
     def fresh_hit(self, path: str) -> Resolved | None:
         """A fresh in-memory body, found without awaiting (the hot path, counted as a hit), or
@@ -177,6 +188,17 @@ class Fetcher:
         await self._missing.clear()
         return max([await tier.purge_all() for tier in self._tiers])
 
+    async def purge_shared(self, path: str | None) -> bool:
+        """Delete the shared tier's copies of `path` and its variants (None: everything); raises
+        `RedisFailure` (the caller says the purge did not reach them). True without a shared tier."""
+        if self._shared is None:
+            return True
+        if path is None:
+            await self._shared.purge_all()
+        else:
+            await self._shared.purge(path)
+        return True
+
     def stats(self) -> dict[str, int | bool]:
         """Sizes, limits and counters of every tier for the admin API (`disk_enabled` false without one)."""
         body: dict[str, int | bool] = {**self._memory.stats(), "in_flight": self.in_flight()}
@@ -186,6 +208,8 @@ class Fetcher:
         else:
             body.update(self._disk.stats())
             body["disk_fills"] = self._large.fills
+        if self._shared is not None:
+            body.update(self._shared.stats())
         return body
 
     def counters(self) -> dict[str, int]:
@@ -221,6 +245,9 @@ class Fetcher:
         if missing_since is not None and now - missing_since < self._config.negative_ttl_s:
             self._counters.negative_hits += 1
             raise BlobNotFound(path, cached=True)
+        found = await self._from_shared(path, now)
+        if found is not None:
+            return found
         entry = await self._flight(path, None)
         return Resolved.of(entry, CacheStatus.MISS)
 
@@ -232,8 +259,28 @@ class Fetcher:
             if overdue < 0:
                 return Resolved.of(entry, CacheStatus.HIT)
             return await self._revalidate(key, entry, overdue, produce)
+        found = await self._from_shared(key, now, produce)
+        if found is not None:
+            return found
         entry = await self._flight(key, None, produce)
         return Resolved.of(entry, CacheStatus.MISS)
+
+    async def _from_shared(self, key: str, now: float, produce: Producer | None = None) -> Resolved | None:
+        """The entry of `key` another replica put in the shared tier (verified there), promoted to
+        memory: a HIT while fresh, revalidated (one conditional request) once expired."""
+        if self._shared is None:
+            return None
+        ticket = self._memory.begin_fill(key)  # before the lookup: a purge meanwhile voids it
+        entry = await self._shared.lookup(key)
+        if entry is None:
+            self._memory.release(ticket)
+            return None
+        overdue = entry.age(now) - self._config.ttl_s
+        if overdue >= 0:
+            self._memory.release(ticket)
+            return await self._revalidate(key, entry, overdue, produce)
+        await self._memory.store(ticket, entry)
+        return Resolved.of(entry, CacheStatus.HIT)
 
     def _on_disk(self, key: str) -> Entry | None:
         found = self._disk.get(key) if self._disk is not None else None

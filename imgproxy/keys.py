@@ -9,6 +9,7 @@ from .fetcher import Fetcher
 from .metrics import Metrics
 from .peers import Peers
 from .readiness import Readiness
+from .replication import Replication
 from .variants import Transforms
 
 CONFIG = web.AppKey("config", Config)
@@ -17,3 +18,4 @@ FETCHER = web.AppKey("fetcher", Fetcher)
 READINESS = web.AppKey("readiness", Readiness)
 PEERS = web.AppKey("peers", Peers)  # set only when running as one of several workers
 TRANSFORMS = web.AppKey("transforms", Transforms)  # set only when transform.enabled
+REPLICATION = web.AppKey("replication", Replication)  # set only when redis.url is set

@@ -144,6 +144,7 @@ class PurgeLog:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._following = asyncio.Event()
+        self._caught_up = asyncio.Event()  # the first read from the cursor has been applied
         self._append_script = link.client.register_script(_APPEND)
         self._sync_script = link.client.register_script(_SYNC)
         self._appended = self._append_failures = self._applied = self._skipped = self._lost = 0
@@ -162,6 +163,10 @@ class PurgeLog:
                 await self._task
 
     @property
+    def stream_key(self) -> str:
+        return self._stream
+
+    @property
     def cursor(self) -> LogCursor | None:
         """The last entry applied (save it to resume after a restart), or None before the first sync."""
         return self._cursor
@@ -170,6 +175,10 @@ class PurgeLog:
     def following(self) -> bool:
         """Whether the follower is synced with the stream and reading it."""
         return self._following.is_set()
+
+    async def wait_caught_up(self) -> None:
+        """Return once what was appended before the follower started (or resumed) is applied."""
+        await self._caught_up.wait()
 
     async def wait_following(self) -> None:
         """Return once the follower has synced with the stream (entries appended after are seen)."""
@@ -222,7 +231,9 @@ class PurgeLog:
                             await self._resync(afresh=False, notify=True)
                         check_epoch = False
                     self._following.set()
-                    got_any = await self._read_once(reader)
+                    # The first read after a (re)sync does not block, so catching up is quick.
+                    got_any = await self._read_once(reader, block=self._caught_up.is_set())
+                    self._caught_up.set()
                     check_epoch = not got_any
                     failures = 0
                 except RedisBadReply as exc:
@@ -269,11 +280,12 @@ class PurgeLog:
             log.warning("purge log: cannot know what was missed; emptying the caches")
             await self._run(self._on_lost())
 
-    async def _read_once(self, reader: Client) -> bool:
-        """One XREAD BLOCK from the cursor; apply what it returns. True if it returned entries."""
+    async def _read_once(self, reader: Client, block: bool = True) -> bool:
+        """One XREAD (BLOCK unless told) from the cursor; apply what it returns. True if it returned
+        entries."""
         assert self._cursor is not None
         last = self._cursor.last_id
-        block_ms = max(1, int(self._block_s * 1000))
+        block_ms = max(1, int(self._block_s * 1000)) if block else None
         reply = await self._link.call(
             lambda client: client.xread({self._stream: last}, count=READ_COUNT, block=block_ms),
             timeout_s=self._block_s + self._link.config.timeout_s,

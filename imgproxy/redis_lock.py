@@ -64,7 +64,7 @@ class SharedDownloads:
         if not claim.held:
             yield LockOutcome(claim)
             return
-        renewer = asyncio.create_task(self._keep(claim), name="redis-lock-renew")
+        renewer = asyncio.create_task(self.keep(claim), name="redis-lock-renew")
         try:
             yield LockOutcome(claim)
         finally:
@@ -101,7 +101,7 @@ class SharedDownloads:
                 else:
                     await wakeup.wait(min(remaining, poll_s))
 
-    async def _keep(self, claim: Claim) -> None:
+    async def keep(self, claim: Claim) -> None:
         """Renew a held lock every third of its TTL until cancelled or no longer ours."""
         while True:
             await asyncio.sleep(self._config.lock_ttl_s / 3)
