@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from .cache import LRU
 from .config import TransformConfig
 from .errors import BlobNotFound, NotAnImage, SourceTooLarge, TransformError
 from .fetcher import Fetcher
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # the pool (and pyvips behind it) loads only when transforms 
 # Content types the source itself answers for format-only options that resolve to its own format.
 _OWN_FORMAT: Final = frozenset({"image/jpeg", "image/png", "image/gif"})
 _FAMILY_BUCKETS: Final = frozenset({FormatBucket.SOURCE, FormatBucket.ORIGINAL})
+UNDECODABLE_MAX_ITEMS: Final = 10_000  # source versions remembered as not an image
 
 Choose = Callable[[BlobMeta], Span | None]
 
@@ -85,6 +87,9 @@ class Variants:
         self._fetcher = fetcher
         self._pool = pool
         self._max_src_bytes = config.max_src_bytes
+        # Source versions libvips could not read: asked again (any variant of them), they are
+        # refused without decoding them again. Keyed by path and ETag: a new upload is tried anew.
+        self._undecodable: LRU[str] = LRU(UNDECODABLE_MAX_ITEMS, 1, lambda _: 0)
 
     async def resolve(self, path: str, request: VariantRequest, choose: Choose) -> Resolved:
         """The variant's metadata and the span `choose` asks for (the original where it is the answer)."""
@@ -118,8 +123,14 @@ class Variants:
             if etag == current.source_etag:
                 return dataclasses.replace(current, fetched_at=confirmed_at)
         source = await self._fetcher.resolve(path, self._whole)
+        made_from = f"{path}\0{source.meta.etag}"
         try:
+            if (reason := self._undecodable.get(made_from)) is not None:
+                raise NotAnImage(reason)
             result = await self._pool.run(await self._bytes_of(source), request.options, request.bucket)
+        except NotAnImage as exc:
+            self._undecodable.put(made_from, exc.reason)
+            raise
         finally:
             if source.opened is not None:
                 source.opened.close()

@@ -254,6 +254,22 @@ async def test_a_text_blob_and_a_truncated_jpeg_answer_422(
     assert (status, body) == (200, data)
 
 
+async def test_a_source_that_is_not_an_image_is_not_decoded_twice(
+    make_client: Any, container: ContainerClient
+) -> None:
+    """Once libvips refused a source version, other variants of it are refused without a decode
+    (the pool's count of refusals moves once); a new upload is tried again."""
+    await upload(container, "junk.jpg", b"not a jpeg at all" * 10, content_type="image/jpeg")
+    client = await make_client()
+    for width in (10, 20, 30):
+        assert (await fetch(client, f"/images/junk.jpg?w={width}"))[0] == 422
+    assert client.app[TRANSFORMS].pool.stats().rejected["not_an_image"] == 1
+    await upload(container, "junk.jpg", jpeg(100, 80), content_type="image/jpeg")
+    async with client.delete("/admin/cache/junk.jpg", headers=AUTH):
+        pass
+    assert (await fetch(client, "/images/junk.jpg?w=40"))[0] == 200
+
+
 async def test_exif_orientation_6_comes_out_upright_and_gps_is_gone(
     make_client: Any, container: ContainerClient
 ) -> None:
