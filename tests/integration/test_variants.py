@@ -29,6 +29,7 @@ from tests.images import (
     jpeg_segments,
     near,
     pixel,
+    png_bomb,
     png_with_alpha,
     sniff,
 )
@@ -472,6 +473,17 @@ async def test_a_transform_over_its_time_answers_503(make_client: Any, container
     status, _, _ = await fetch(client, "/images/big.jpg?w=3000&fm=png")
     assert status == 503
     await client.app[TRANSFORMS].pool.wait_idle()
+
+
+async def test_a_decompression_bomb_is_refused_with_422_from_its_header(
+    make_client: Any, container: ContainerClient
+) -> None:
+    """A 30000x30000 PNG of about 100 KiB: 422 from its header (the engine's test shows the
+    pixels are never allocated), within the client's timeout."""
+    await upload(container, "bomb.png", png_bomb(), content_type="image/png")
+    client = await make_client()
+    status, _, body = await fetch(client, "/images/bomb.png?w=100")
+    assert status == 422 and b"pixels" in body
 
 
 async def test_a_source_over_max_src_bytes_is_refused_with_422(make_client: Any, photo: bytes) -> None:
