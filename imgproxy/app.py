@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
@@ -34,13 +35,19 @@ from .errors import (
 )
 from .fetcher import Fetcher
 from .handlers import admin, images, ops, passthrough
-from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS, UPSTREAM
+from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS, REPLICATION, TRANSFORMS, UPSTREAM
 from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
 from .readiness import Readiness
+from .replication import follow_purges, open_redis, replica_factory
 from .tiers.disk import DiskTier
+from .transform.params import QueryParser
 from .upstream import open_upstream
+from .variants import Transforms, Variants
+
+if TYPE_CHECKING:
+    from .transform.pool import TransformPool
 
 log = logging.getLogger(__name__)
 
@@ -117,17 +124,35 @@ async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[
         await disk.open()
         stats = disk.disk_stats()
         log.info("disk tier at %s: %d entries, %d bytes", disk.root, stats.items, stats.bytes)
-    async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
-        fetcher = Fetcher(origin, config.cache, app[METRICS], disk)
+    async with (
+        open_origin(config.origin, config.cache.max_item_bytes) as origin,
+        open_redis(config) as redis,
+        contextlib.AsyncExitStack() as replicated,
+    ):
+        fetcher = Fetcher(origin, config.cache, app[METRICS], disk, replica_factory(redis))
+        if redis is not None:
+            app[REPLICATION] = await replicated.enter_async_context(follow_purges(config, redis, fetcher))
+            app[METRICS].watch_redis(fetcher.stats, app[REPLICATION].log.stats)
         readiness = Readiness(origin, config.origin.ready_check_interval_s, app[METRICS].counters)
         app[METRICS].watch_origin(origin.stats)
         app[FETCHER] = fetcher
         app[READINESS] = readiness
+        pool: TransformPool | None = None
+        if config.transform.enabled:
+            from .transform.pool import TransformPool  # here: pyvips loads only when transforms are on
+
+            pool = TransformPool(config.transform)
+            app[METRICS].watch_transforms(pool.stats)
+            app[TRANSFORMS] = Transforms(
+                QueryParser(config.transform), Variants(fetcher, pool, config.transform), pool
+            )
         try:
             yield
         finally:
             await readiness.close()
             await fetcher.close()
+            if pool is not None:
+                await pool.close()
             if disk is not None:
                 await disk.close()
 

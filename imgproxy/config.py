@@ -126,6 +126,27 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """The shared tier and purge log (`url` empty: off, and nothing changes)."""
+
+    url: str = ""
+    cluster: bool = False
+    prefix: str = "imgproxy:"
+    timeout_s: float = 0.1
+    max_item_bytes: int = 1 * MIB
+    ttl_s: float = 86400.0
+    lock_wait_s: float = 5.0
+    lock_ttl_s: float = 3.0
+    max_connections: int = 64
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 0.5
+    log_max_len: int = 10_000
+    log_block_s: float = 1.0
+    announce_ttl_s: float = 30.0
+    catch_up_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
@@ -135,6 +156,7 @@ class Config:
     admin: AdminConfig = field(default_factory=AdminConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
 
 
 # The one non-scalar kind of setting (`transform.presets`): a TOML table of strings, or in the
@@ -181,8 +203,21 @@ _MINIMUM: Final[dict[str, float]] = {
     "transform.max_concurrency": 0,
     "transform.max_queue": 0,
     "transform.timeout_s": 0.01,
+    "redis.timeout_s": 0.001,
+    "redis.max_item_bytes": 0,
+    "redis.ttl_s": 1,
+    "redis.lock_wait_s": 0,
+    "redis.lock_ttl_s": 0.01,
+    "redis.max_connections": 2,
+    "redis.breaker_failures": 1,
+    "redis.breaker_cooldown_s": 0.01,
+    "redis.log_max_len": 1,
+    "redis.log_block_s": 0.01,
+    "redis.announce_ttl_s": 1,
+    "redis.catch_up_s": 0,
 }
 PRESET_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -334,6 +369,7 @@ def _check_consistency(config: Config) -> None:
     _check_transform(config.transform)
     if config.disk.enabled and not config.disk.path:
         raise ConfigError("disk.path: must not be empty when disk.enabled is true")
+    _check_redis(config.redis)
     if config.http.cache_control != config.http.cache_control.strip() or any(
         ord(ch) < 0x20 or ord(ch) == 0x7F for ch in config.http.cache_control
     ):
@@ -390,3 +426,18 @@ def _check_transform(transform: TransformConfig) -> None:
         problem = check_preset(query, transform)
         if problem is not None:
             raise ConfigError(f"transform.presets.{name}: {problem}")
+
+
+def _check_redis(redis: RedisConfig) -> None:
+    if redis.url and not redis.url.startswith(REDIS_SCHEMES):
+        # Not echoed: the URL may carry a password.
+        raise ConfigError(f"redis.url: must start with one of {', '.join(REDIS_SCHEMES)}")
+    if redis.cluster and redis.url.startswith("unix://"):
+        raise ConfigError("redis.cluster: a cluster is reached over TCP, not a unix:// socket")
+    if "{" in redis.prefix or "}" in redis.prefix:
+        # Keys of one path share a cluster hash tag; a brace in the prefix would become the tag.
+        raise ConfigError(f"redis.prefix: must not contain braces, got {redis.prefix!r}")
+    if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in redis.prefix):
+        raise ConfigError(
+            f"redis.prefix: must not contain spaces or control characters, got {redis.prefix!r}"
+        )

@@ -6,8 +6,10 @@ The producer is Azure for an original (`read_original`: one GET of at most
 (its maker). A fill ticket is taken from every tier before the first await, so a purge from then
 on voids what the download would store. With the disk tier shared by worker processes, the
 entry's lock file is taken first and what a sibling published under it is adopted instead of
-asking again. The memory tier is settled before the download's waiters wake; the disk tier is
-written through in the background (the lock is released once it is published).
+asking again; with Redis, the shared tier's `claim` does the same across replicas (one of them
+downloads and publishes, the others wait for its value). The memory tier is settled before the
+download's waiters wake; the disk and Redis tiers are written in the background, off the request
+path (their locks are released once the entry is published).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .tiers import Entry, Tier
 from .tiers.disk import DiskTier
 from .tiers.disk_files import DamagedEntry
 from .tiers.disk_locks import EntryLock, release
+from .tiers.redis import SharedTier
 
 # What makes the entry of a key: given the expired entry being revalidated (or None), the new or
 # renewed entry. Raising leaves the tiers as they were (a stale entry may still serve).
@@ -39,6 +42,7 @@ class Outcome:
 
     entry: Entry | None = None
     gone: bool = False  # the blob does not exist (any more)
+    shared: bool = False  # the entry is another replica's, from the shared tier
 
     @property
     def settled(self) -> bool:
@@ -56,6 +60,7 @@ class Downloads:
         tiers: Sequence[Tier],
         disk: DiskTier | None,
         background: Background,
+        shared: SharedTier | None = None,
     ) -> None:
         self._origin = origin
         self._config = config
@@ -63,6 +68,7 @@ class Downloads:
         self._tiers = tuple(tiers)
         self._disk = disk
         self._background = background
+        self._shared = shared
 
     async def run(
         self, key: str, current: Entry | None, produce: Producer, outcome: Outcome | None = None
@@ -71,6 +77,7 @@ class Downloads:
         outcome = outcome if outcome is not None else Outcome()
         # Tickets are taken before the first await, so a purge from here on voids them.
         tickets = [tier.begin_fill(key) for tier in self._tiers]
+        shared_ticket = self._shared.begin_fill(key) if self._shared is not None else None
         lock: EntryLock | None = None
         try:
             if current is None and self._disk is not None and self._disk.shared:
@@ -84,6 +91,13 @@ class Downloads:
                     outcome.entry = await self._adopt(key, lock.held)
                     if outcome.entry is not None:
                         return outcome.entry
+            if current is None and self._shared is not None and shared_ticket is not None:
+                # Other replicas: one downloads for all, the others wait for what it publishes.
+                published = await self._shared.claim(key, shared_ticket)
+                if published is not None and published.age(time.time()) < self._config.ttl_s:
+                    outcome.entry, outcome.shared = published, True
+                    return published
+                current = published  # expired on its way: revalidate it rather than download it
             outcome.entry = await produce(current)
             return outcome.entry
         except BlobNotFound:
@@ -91,6 +105,8 @@ class Downloads:
             raise
         finally:
             await self._settle(key, current, outcome, tickets, lock)
+            if shared_ticket is not None:
+                self._settle_shared(current, outcome, shared_ticket)
 
     async def read_original(self, path: str, current: Entry | None) -> Entry:
         """Download `path` from Azure, or revalidate `current` with a conditional request."""
@@ -149,7 +165,7 @@ class Downloads:
         if result is not None and unchanged and current is not None and current.file is not None:
             release(lock)
             disk.release(ticket)
-            await disk.renew(key, result.fetched_at)
+            await disk.renew(result)
         elif result is not None and result.body is not None and result.file is None and not unchanged:
             if disk.fits(result):
                 self._background.spawn(self._write_through(disk, ticket, result, lock))  # off the path
@@ -161,6 +177,24 @@ class Downloads:
             disk.release(ticket)
             if outcome.gone or (result is not None and current is not None and current.file is not None):
                 await disk.remove(key)  # deleted, or changed: the file on disk is stale
+
+    def _settle_shared(self, current: Entry | None, outcome: Outcome, ticket: FillTicket) -> None:
+        """Bring the shared tier in line, in the background: publish a new entry (which wakes the
+        replicas waiting for it), renew an unchanged one, forget a changed or deleted one."""
+        shared, result = self._shared, outcome.entry
+        assert shared is not None
+        unchanged = result is not None and current is not None and result.meta.etag == current.meta.etag
+        if outcome.shared or (result is None and not outcome.gone):
+            shared.release(ticket)
+        elif result is not None and unchanged:
+            shared.release(ticket)
+            self._background.spawn(shared.renew(result))
+        elif result is not None and result.body is not None and shared.fits(result):
+            self._background.spawn(shared.store(ticket, result))
+        elif outcome.gone or (result is not None and current is not None):
+            self._background.spawn(shared.store(ticket, None))  # deleted or changed: drop the copy
+        else:
+            shared.release(ticket)
 
     async def _write_through(
         self, tier: Tier, ticket: FillTicket, entry: Entry, lock: EntryLock | None

@@ -18,11 +18,14 @@ ImgproxyError
 │   ├── OriginTimeout            -> 504  (no answer within origin.timeout_s)
 │   ├── BlobChanged              -> 502  (overwritten while we were reading it)
 │   ├── IncompleteBody           -> 502  (fewer bytes than announced)
-│   └── OriginShedding           -> 503  (CircuitOpen, OriginBusy; Retry-After)
+│   └── OriginShedding(s)        -> 503  (we chose not to ask Azure now; Retry-After)
+│       ├── CircuitOpen          -> 503  (the origin's breaker is open)
+│       └── OriginBusy           -> 503  (every slot taken and the queue full)
 ├── BodyTooLarge(limit)          -> 413  (a request body for the app over upstream.max_body_bytes)
-└── UpstreamError(kind)          -> 502  (the main application behind us; never Azure's breaker)
-    ├── UpstreamUnavailable      -> 502  (refused or reset connection, malformed answer)
-    └── UpstreamTimeout          -> 504  (no response headers within upstream.timeout_s)
+├── UpstreamError(kind)          -> 502  (the main application behind us; never Azure's breaker)
+│   ├── UpstreamUnavailable      -> 502  (refused or reset connection, malformed answer)
+│   └── UpstreamTimeout          -> 504  (no response headers within upstream.timeout_s)
+└── RedisFailure                 -> never a request's status: Redis is optional, a failure is a miss
 """
 
 from __future__ import annotations
@@ -184,3 +187,19 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     """The application sent no response headers within `upstream.timeout_s`, or stalled a body."""
+
+
+class RedisFailure(ImgproxyError):
+    """Redis did not do what we asked; callers treat it as a miss or report `logged: false`."""
+
+
+class RedisUnavailable(RedisFailure):
+    """Redis could not be reached, or its breaker is open and the call was not even tried."""
+
+
+class RedisTimeout(RedisFailure):
+    """Redis did not answer within `redis.timeout_s`."""
+
+
+class RedisBadReply(RedisFailure):
+    """Redis answered, but not with what the command should return (wrong type, bad shape)."""

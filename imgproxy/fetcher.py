@@ -37,6 +37,7 @@ from .tiers import Entry, Tier, path_of
 from .tiers.disk import DiskTier
 from .tiers.disk_files import DamagedEntry
 from .tiers.memory import MemoryTier
+from .tiers.redis import SharedTier
 
 __all__ = ["CacheStatus", "Fetcher", "Resolved", "Span"]
 
@@ -55,7 +56,12 @@ class Fetcher:
     """Answers `resolve(path, choose)` from the tiers or from Azure, one download per blob."""
 
     def __init__(
-        self, origin: Origin, config: CacheConfig, metrics: Metrics, disk: DiskTier | None = None
+        self,
+        origin: Origin,
+        config: CacheConfig,
+        metrics: Metrics,
+        disk: DiskTier | None = None,
+        shared: Callable[[Background], SharedTier] | None = None,
     ) -> None:
         self._origin = origin
         self._config = config
@@ -66,7 +72,10 @@ class Fetcher:
         self._disk = disk
         self._tiers: tuple[Tier, ...] = (self._memory,) if disk is None else (self._memory, disk)
         self._large = LargeBlobs(origin, disk, metrics, self._background)
-        self._downloads = Downloads(origin, config, metrics, self._tiers, disk, self._background)
+        self._shared = shared(self._background) if shared is not None else None
+        self._downloads = Downloads(
+            origin, config, metrics, self._tiers, disk, self._background, self._shared
+        )
         self._missing: MemoryCache[float] = MemoryCache(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._flights: SingleFlight[Entry] = SingleFlight()
         metrics.watch_cache(self._memory.cache_stats)
@@ -121,27 +130,32 @@ class Fetcher:
             return answer
         raise AssertionError("unreachable")
 
-    async def current_etag(self, path: str, etag: str) -> str | None:
-        """Whether `etag` is still the version of `path` in Azure: `etag` if so, else the current
-        one (None: no such blob). From the tiers when they know it fresh, else asked of Azure."""
+    async def metadata(self, path: str) -> BlobMeta:
+        """The metadata of `path` (downloaded if not known), not counted as a request."""
+        return (await self._lookup(path)).meta
+
+    async def source_version(self, path: str, etag: str) -> tuple[str, float] | None:
+        """The current version of `path` for a variant made from version `etag`: its ETag and when
+        Azure confirmed it (None: no such blob). From the tiers while fresh there (revalidated once
+        for all if expired), else one conditional request."""
         entry = await self._memory.lookup(path) or self._on_disk(path) or await self._large.lookup(path)
-        if entry is not None:
-            try:
-                return (await self._lookup(path)).meta.etag  # revalidated (once for all) if expired
-            except BlobNotFound:
-                return None
         try:
+            if entry is not None:
+                resolved = await self._lookup(path)
+                return resolved.meta.etag, resolved.fetched_at
             with self._metrics.origin_call("revalidate"):
                 meta = await self._origin.properties(path, if_none_match=etag)
         except BlobNotFound:
             return None
-        return etag if isinstance(meta, NotModified) else meta.etag
+        return (etag if isinstance(meta, NotModified) else meta.etag), time.time()
 
     async def drop_variants(self, path: str) -> None:
         """Forget every variant of `path` (its source changed): in every tier, and those being made."""
         self._flights.forget_where(lambda key: key != path and path_of(key) == path)
         for tier in self._tiers:
             await tier.purge(path, variants_only=True)
+        if self._shared is not None:  # other replicas must not adopt them either; best effort
+            self._background.spawn(self._shared.purge(path, variants_only=True))
 
     def fresh_hit(self, path: str) -> Resolved | None:
         """A fresh in-memory body, found without awaiting (the hot path, counted as a hit), or
@@ -150,7 +164,7 @@ class Fetcher:
         if entry is None or time.time() - entry.fetched_at >= self._config.ttl_s:
             return None
         self._counters.hits += 1
-        return Resolved(entry.meta, CacheStatus.HIT, entry.body)
+        return Resolved(entry.meta, CacheStatus.HIT, entry.body)  # the fewest fields: the hot path
 
     def _count(self, status: CacheStatus) -> None:
         if status is CacheStatus.HIT:
@@ -174,6 +188,17 @@ class Fetcher:
         await self._missing.clear()
         return max([await tier.purge_all() for tier in self._tiers])
 
+    async def purge_shared(self, path: str | None) -> bool:
+        """Delete the shared tier's copies of `path` and its variants (None: everything); raises
+        `RedisFailure` (the caller says the purge did not reach them). True without a shared tier."""
+        if self._shared is None:
+            return True
+        if path is None:
+            await self._shared.purge_all()
+        else:
+            await self._shared.purge(path)
+        return True
+
     def stats(self) -> dict[str, int | bool]:
         """Sizes, limits and counters of every tier for the admin API (`disk_enabled` false without one)."""
         body: dict[str, int | bool] = {**self._memory.stats(), "in_flight": self.in_flight()}
@@ -183,6 +208,8 @@ class Fetcher:
         else:
             body.update(self._disk.stats())
             body["disk_fills"] = self._large.fills
+        if self._shared is not None:
+            body.update(self._shared.stats())
         return body
 
     def counters(self) -> dict[str, int]:
@@ -212,14 +239,17 @@ class Fetcher:
         if entry is not None:
             overdue = entry.age(now) - self._config.ttl_s
             if overdue < 0:
-                return Resolved(entry.meta, CacheStatus.HIT, entry.body, file=entry.file)
+                return Resolved.of(entry, CacheStatus.HIT)
             return await self._revalidate(path, entry, overdue)
         missing_since = await self._missing.get(path)
         if missing_since is not None and now - missing_since < self._config.negative_ttl_s:
             self._counters.negative_hits += 1
             raise BlobNotFound(path, cached=True)
+        found = await self._from_shared(path, now)
+        if found is not None:
+            return found
         entry = await self._flight(path, None)
-        return Resolved(entry.meta, CacheStatus.MISS, entry.body, file=entry.file, head=entry.head)
+        return Resolved.of(entry, CacheStatus.MISS)
 
     async def _lookup_variant(self, key: str, produce: Producer) -> Resolved:
         now = time.time()
@@ -227,10 +257,30 @@ class Fetcher:
         if entry is not None:
             overdue = entry.age(now) - self._config.ttl_s
             if overdue < 0:
-                return Resolved(entry.meta, CacheStatus.HIT, entry.body, file=entry.file)
+                return Resolved.of(entry, CacheStatus.HIT)
             return await self._revalidate(key, entry, overdue, produce)
+        found = await self._from_shared(key, now, produce)
+        if found is not None:
+            return found
         entry = await self._flight(key, None, produce)
-        return Resolved(entry.meta, CacheStatus.MISS, entry.body, file=entry.file)
+        return Resolved.of(entry, CacheStatus.MISS)
+
+    async def _from_shared(self, key: str, now: float, produce: Producer | None = None) -> Resolved | None:
+        """The entry of `key` another replica put in the shared tier (verified there), promoted to
+        memory: a HIT while fresh, revalidated (one conditional request) once expired."""
+        if self._shared is None:
+            return None
+        ticket = self._memory.begin_fill(key)  # before the lookup: a purge meanwhile voids it
+        entry = await self._shared.lookup(key)
+        if entry is None:
+            self._memory.release(ticket)
+            return None
+        overdue = entry.age(now) - self._config.ttl_s
+        if overdue >= 0:
+            self._memory.release(ticket)
+            return await self._revalidate(key, entry, overdue, produce)
+        await self._memory.store(ticket, entry)
+        return Resolved.of(entry, CacheStatus.HIT)
 
     def _on_disk(self, key: str) -> Entry | None:
         found = self._disk.get(key) if self._disk is not None else None
@@ -241,17 +291,17 @@ class Fetcher:
     ) -> Resolved:
         if overdue < self._config.stale_while_revalidate_s:
             self._flights.launch(key, lambda: self._refresh_quietly(key, stale, produce))
-            return Resolved(stale.meta, CacheStatus.STALE, stale.body, file=stale.file)
+            return Resolved.of(stale, CacheStatus.STALE)
         try:
             entry = await self._flight(key, stale, produce)
         except OriginError as exc:
             if overdue < self._config.stale_if_error_s:
                 log.warning("serving stale %r: %s", key, exc)
-                return Resolved(stale.meta, CacheStatus.STALE, stale.body, file=stale.file)
+                return Resolved.of(stale, CacheStatus.STALE)
             raise
         unchanged = entry.meta.etag == stale.meta.etag
         status = CacheStatus.HIT if unchanged else CacheStatus.MISS
-        return Resolved(entry.meta, status, entry.body, file=entry.file, head=entry.head)
+        return Resolved.of(entry, status)
 
     async def _flight(self, key: str, current: Entry | None, produce: Producer | None = None) -> Entry:
         outcome = await self._flights.do(key, lambda: self._fetch(key, current, produce))
@@ -310,4 +360,4 @@ class Fetcher:
         self._counters.disk_hits += 1
         promoted = dataclasses.replace(found.as_entry(), body=body, file=None)
         await self._memory.store(self._memory.begin_fill(path), promoted)
-        return Resolved(resolved.meta, resolved.status, body)
+        return dataclasses.replace(resolved, body=body, file=None)

@@ -39,9 +39,15 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
     # aiohttp's access log reads the size from the response object, which a pre-serialized answer
     # leaves empty: with the log on, hits take aiohttp's Response so each line is true.
     pre_serialize = not app[CONFIG].server.access_log
+    transform = app[CONFIG].transform
+    # With transforms on, a query may ask for a variant, and with auto_format every answer depends
+    # on Accept: such requests go to the application, which knows variants.
+    any_query, never = transform.enabled, transform.enabled and transform.auto_format
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw = request.rel_url.raw_path
+        if never or (any_query and request.rel_url.raw_query_string):
+            return await full(request)
         if request.method == "GET" and raw.startswith(PREFIX) and Conditions.from_request(request).plain:
             try:
                 path = parse_blob_path_cached(raw[len(PREFIX) :])

@@ -23,6 +23,7 @@ from aiohttp.helpers import ETag, parse_http_date
 from .origin import BlobMeta
 
 X_CACHE: Final = "X-Cache"
+VARY: Final = "Vary"
 ANY_ETAG: Final = "*"
 _RANGE_RE: Final = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
 _ETAG_RE: Final = re.compile(r'(W/)?"([^"]*)"')
@@ -180,12 +181,13 @@ def _blob_headers(meta: BlobMeta, cache_control: str) -> tuple[tuple[str, str], 
     )
 
 
-NOT_MODIFIED_HEADERS: Final = ("ETag", "Last-Modified", "Cache-Control")  # RFC 9110 section 15.4.5
+# RFC 9110 section 15.4.5: a 304 carries the fields a 200 would (Vary among them), and X-Cache.
+NOT_MODIFIED_HEADERS: Final = ("ETag", "Last-Modified", "Cache-Control", "Vary", X_CACHE)
 
 
 def not_modified_headers(headers: dict[str, str]) -> dict[str, str]:
     """The subset of a 200's headers that a 304 carries."""
-    return {name: headers[name] for name in NOT_MODIFIED_HEADERS}
+    return {name: headers[name] for name in NOT_MODIFIED_HEADERS if name in headers}
 
 
 def content_range(decision: Decision, size: int) -> str:

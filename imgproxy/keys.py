@@ -9,7 +9,9 @@ from .fetcher import Fetcher
 from .metrics import Metrics
 from .peers import Peers
 from .readiness import Readiness
+from .replication import Replication
 from .upstream import Upstream
+from .variants import Transforms
 
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
@@ -17,3 +19,5 @@ FETCHER = web.AppKey("fetcher", Fetcher)
 READINESS = web.AppKey("readiness", Readiness)
 PEERS = web.AppKey("peers", Peers)  # set only when running as one of several workers
 UPSTREAM = web.AppKey("upstream", Upstream)  # set only when upstream.url is set
+TRANSFORMS = web.AppKey("transforms", Transforms)  # set only when transform.enabled
+REPLICATION = web.AppKey("replication", Replication)  # set only when redis.url is set

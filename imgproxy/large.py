@@ -113,7 +113,7 @@ class LargeBlobs:
         except BaseException:
             await chunks.aclose()
             raise
-        return Resolved(meta, CacheStatus.MISS, None, _chain(first, chunks))
+        return dataclasses.replace(resolved, status=CacheStatus.MISS, stream=_chain(first, chunks), head=b"")
 
     async def _run_fill(self, pending: PendingFile, source: AsyncGenerator[bytes, None]) -> None:
         """Download a large blob once into the disk tier while its readers tail the file."""
@@ -162,7 +162,7 @@ class LargeBlobs:
         except BaseException:
             await chunks.aclose()
             raise
-        return Resolved(resolved.meta, CacheStatus.MISS, None, _chain(first, chunks))
+        return dataclasses.replace(resolved, status=CacheStatus.MISS, stream=_chain(first, chunks), head=b"")
 
     async def _from_origin(
         self, path: str, meta: BlobMeta, start: int, end: int, head: bytes

@@ -25,6 +25,9 @@ from .errors import OriginError
 from .origin import OriginStats
 from .tiers.disk import DiskStats
 
+if TYPE_CHECKING:
+    from .purge_log import PurgeLogStats
+
 if TYPE_CHECKING:  # only the type: /metrics must not import the transform pool (nor pyvips)
     from .transform.pool import TransformStats
 
@@ -160,6 +163,46 @@ class _DiskCollector(Collector):
             "imgproxy_disk_corrupt",
             "Disk entries found damaged (wrong size, modified, short send, bad digest) and dropped.",
             value=stats.corrupt,
+        )
+
+
+_REDIS_COUNTERS: Final = {
+    "redis_hits": "Lookups answered by the shared (Redis) tier, verified.",
+    "redis_misses": "Lookups the shared tier did not answer (absent, unverifiable, Redis failed).",
+    "redis_stores": "Entries written to the shared tier.",
+    "redis_refused": "Stores refused (purged meanwhile, lock lost, too large, Redis failed).",
+    "redis_garbage": "Values in Redis that did not verify and were deleted (never served).",
+    "redis_errors": "Redis calls that failed or timed out.",
+    "redis_waits": "Misses that waited for another replica's download.",
+    "redis_waits_served": "Waits that ended with the other replica's value.",
+}
+_LOG_COUNTERS: Final = {
+    "appended": "Purges appended to the purge log.",
+    "append_failures": "Purges that could not be logged (answered 502, logged: false).",
+    "applied": "Other replicas' purges applied here.",
+    "lost": "Times this replica could not know what it missed in the log and emptied its caches.",
+}
+
+
+class _RedisCollector(Collector):
+    def __init__(
+        self, stats: Callable[[], Mapping[str, int | bool]], log_stats: Callable[[], PurgeLogStats]
+    ) -> None:
+        self._stats = stats
+        self._log_stats = log_stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield GaugeMetricFamily(
+            "imgproxy_redis_up", "1 while Redis answers.", int(bool(stats.get("redis_up")))
+        )
+        for name, help_text in _REDIS_COUNTERS.items():
+            yield CounterMetricFamily(f"imgproxy_{name}", help_text, value=int(stats.get(name, 0)))
+        log = self._log_stats()
+        for name, help_text in _LOG_COUNTERS.items():
+            yield CounterMetricFamily(f"imgproxy_purge_log_{name}", help_text, value=getattr(log, name))
+        yield GaugeMetricFamily(
+            "imgproxy_purge_log_following", "1 while the purge log is followed.", int(log.following)
         )
 
 
@@ -305,6 +348,12 @@ class Metrics:
     def watch_disk(self, disk_stats: Callable[[], DiskStats]) -> None:
         """Report the disk tier's size at every scrape."""
         self.registry.register(_DiskCollector(disk_stats))
+
+    def watch_redis(
+        self, stats: Callable[[], Mapping[str, int | bool]], log_stats: Callable[[], PurgeLogStats]
+    ) -> None:
+        """Report the shared tier and the purge log at every scrape."""
+        self.registry.register(_RedisCollector(stats, log_stats))
 
     def watch_transforms(self, transform_stats: Callable[[], TransformStats]) -> None:
         """Report the transform pool's work, queue and rejections at every scrape."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .origin import BlobMeta
+from .tiers import Entry
 from .tiers.disk_files import OpenEntry
 
 # (start, end) inclusive: the bytes a request needs, or None when it needs no body.
@@ -33,4 +34,12 @@ class Resolved:
     file: Path | None = None  # the entry is a complete file of the disk tier (not opened yet)
     head: bytes = b""  # see tiers.Entry.head
     opened: OpenEntry | None = None  # that file, opened and checked: send it, then close it
+    fetched_at: float = 0.0  # wall clock: when Azure last confirmed this version (0: unknown)
     vary_accept: bool = False  # the bytes depend on the request's Accept header (a negotiated variant)
+
+    @classmethod
+    def of(cls, entry: Entry, status: CacheStatus) -> Resolved:
+        """An entry of a tier (or one just downloaded) as answered with `status`."""
+        return cls(
+            entry.meta, status, entry.body, file=entry.file, head=entry.head, fetched_at=entry.fetched_at
+        )

@@ -27,6 +27,9 @@ from imgproxy.app import create_app
 from imgproxy.config import Config, load_config
 from tests.origin_proxy import OriginProxy
 
+# Redis servers, started only by the tests that use them.
+pytest_plugins = ["tests.redis_fixtures"]
+
 AiohttpClient = Callable[..., Any]
 ADMIN_TOKEN = "test-admin-token"
 

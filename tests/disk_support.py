@@ -41,5 +41,8 @@ def files_under(root: Path) -> list[Path]:
 
 
 def data_files(root: Path) -> list[Path]:
-    """The entries' data files (not their metadata, temporaries or lock files)."""
-    return [p for p in files_under(root) if not p.name.endswith((".meta", ".tmp", ".lock"))]
+    """The entries' data files (not their metadata, temporaries or lock files, nor files kept at the
+    top of the directory, such as the purge log's cursor)."""
+    return [
+        p for p in files_under(root) if p.parent != root and not p.name.endswith((".meta", ".tmp", ".lock"))
+    ]

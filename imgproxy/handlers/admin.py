@@ -2,7 +2,9 @@
 
 Every call needs `Authorization: Bearer <admin.token>`, compared in constant time. With several
 workers a purge is relayed to the siblings (`peers`): the answer says how many workers there are
-and which did not confirm (then it is a 502: the purge is idempotent, send it again).
+and which did not confirm (then it is a 502: the purge is idempotent, send it again). With Redis
+(`redis.url`) the purge is also logged for every other replica: `"logged": false` (and a 502)
+when Redis did not take it; it was applied here all the same.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ..keys import CONFIG, FETCHER, PEERS
-from ..peers import relay_to_siblings
+from ..keys import CONFIG, FETCHER, PEERS, REPLICATION
+from ..peers import RELAYED_HEADER, relay_to_siblings
 from .images import blob_path_after
 
 PURGE_PREFIX: Final = "/admin/cache/"
@@ -36,6 +38,9 @@ async def cache_stats(request: web.Request) -> web.Response:
     """`GET /admin/cache`: sizes, limits and counters as JSON (summed over the workers, if several)."""
     _require_token(request)
     body: dict[str, Any] = request.app[FETCHER].stats()
+    replication = request.app.get(REPLICATION)
+    if replication is not None:
+        body.update(await replication.stats())
     peers = request.app.get(PEERS)
     relayed = await relay_to_siblings(request, peers)
     if peers is not None and relayed is not None:
@@ -58,12 +63,17 @@ async def cache_stats(request: web.Request) -> web.Response:
 
 
 async def purge_one(request: web.Request) -> web.Response:
-    """`DELETE /admin/cache/{blob path}`: forget one blob (in every worker)."""
+    """`DELETE /admin/cache/{blob path}`: forget one blob and its variants (in every worker and,
+    with Redis, every replica)."""
     _require_token(request)
     path = blob_path_after(request.app[CONFIG].server.ops_prefix + PURGE_PREFIX, request)
     purged = await request.app[FETCHER].purge(path)
+    logged = await _log_purge(request, path)
     return await _everywhere(
-        request, {"path": path, "purged": purged}, lambda answers: purged or any(a["purged"] for a in answers)
+        request,
+        {"path": path, "purged": purged},
+        lambda answers: purged or any(a["purged"] for a in answers),
+        logged,
     )
 
 
@@ -71,19 +81,35 @@ async def purge_all(request: web.Request) -> web.Response:
     """`DELETE /admin/cache`: forget every blob (in every worker; `purged` counts them all)."""
     _require_token(request)
     purged = await request.app[FETCHER].purge_all()
+    logged = await _log_purge(request, None)
     return await _everywhere(
-        request, {"purged": purged}, lambda answers: purged + sum(a["purged"] for a in answers)
+        request, {"purged": purged}, lambda answers: purged + sum(a["purged"] for a in answers), logged
     )
 
 
+async def _log_purge(request: web.Request, path: str | None) -> bool | None:
+    """With Redis: delete the shared copies and log the purge for the other replicas (whether both
+    happened); None without Redis, and for a purge a sibling worker relayed (it logs it itself)."""
+    replication = request.app.get(REPLICATION)
+    if replication is None or RELAYED_HEADER in request.headers:
+        return None
+    return await replication.purge(path)
+
+
 async def _everywhere(
-    request: web.Request, local: dict[str, Any], combine: Callable[[list[dict[str, Any]]], Any]
+    request: web.Request,
+    local: dict[str, Any],
+    combine: Callable[[list[dict[str, Any]]], Any],
+    logged: bool | None,
 ) -> web.Response:
-    """Answer with `local`, after relaying the call to the sibling workers if there are any."""
+    """Answer with `local`, after relaying the call to the sibling workers if there are any; a
+    502 when a sibling did not confirm or the purge log did not take it (send it again)."""
+    if logged is not None:
+        local = {**local, "logged": logged}
     peers = request.app.get(PEERS)
     relayed = await relay_to_siblings(request, peers)
     if peers is None or relayed is None:
-        return web.json_response(local)
+        return web.json_response(local, status=502 if logged is False else 200)
     answers = [json.loads(body) for body in relayed.answers.values()]
     body = {
         **local,
@@ -91,4 +117,4 @@ async def _everywhere(
         "workers": peers.count,
         "workers_unreached": relayed.failures,
     }
-    return web.json_response(body, status=502 if relayed.failures else 200)
+    return web.json_response(body, status=502 if relayed.failures or logged is False else 200)

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..errors import BadPath, PreconditionFailed, RangeNotSatisfiable
 from ..http_semantics import (
+    VARY,
     X_CACHE,
     Conditions,
     Decision,
@@ -19,11 +20,13 @@ from ..http_semantics import (
     hit_headers,
     not_modified_headers,
 )
-from ..keys import CONFIG, FETCHER, METRICS
+from ..keys import CONFIG, FETCHER, METRICS, TRANSFORMS
 from ..origin import BlobMeta
 from ..paths import parse_blob_path_cached
 from ..resolved import Resolved, Span
 from ..streaming import send_file, send_stream
+from ..transform.params import apply_auto_format
+from ..variants import VariantRequest
 
 PREFIX: Final = "/images/"
 
@@ -34,6 +37,22 @@ def blob_path_after(prefix: str, request: web.Request) -> str:
     if not raw.startswith(prefix):  # e.g. "/images%2Fx", which the router decodes
         raise BadPath(f"path must start with {prefix}")
     return parse_blob_path_cached(raw[len(prefix) :])
+
+
+def variant_request(request: web.Request) -> VariantRequest | None:
+    """The variant a request asks for (query parameters, `transform.auto_format`), or None for the
+    original: transforms off, or no recognised parameter. Raises for bad or unsigned parameters."""
+    transforms = request.app.get(TRANSFORMS)
+    if transforms is None:
+        return None
+    config = request.app[CONFIG].transform
+    raw_path = request.rel_url.raw_path[len(PREFIX) :]  # as written: what a signature covers
+    given = transforms.parser.parse(raw_path, request.rel_url.raw_query_string)
+    options = apply_auto_format(given, config)
+    if options is None:
+        return None
+    bucket = options.bucket(request.headers.get("Accept"), config.auto_avif)
+    return VariantRequest(options, bucket, automatic=given is None)
 
 
 def plain_hit_response(app: web.Application, hit: Resolved, head: bool) -> web.Response:
@@ -58,12 +77,15 @@ async def get_image(request: web.Request) -> web.StreamResponse:
         return (decision.start, decision.end) if decision.has_body and not head else None
 
     fetcher = request.app[FETCHER]
-    hit = fetcher.fresh_hit(path)
+    variant = variant_request(request)
+    hit = fetcher.fresh_hit(path) if variant is None else None
     if hit is not None and conditions.plain:
         return plain_hit_response(request.app, hit, head)
     if hit is not None:
         resolved = hit
         decision = decide(conditions, hit.meta)
+    elif variant is not None:
+        resolved = await request.app[TRANSFORMS].variants.resolve(path, variant, choose)
     else:
         resolved = await fetcher.resolve(path, choose)
     meta = resolved.meta
@@ -74,8 +96,10 @@ async def get_image(request: web.Request) -> web.StreamResponse:
 
     headers = blob_headers(meta, config.http.cache_control)
     headers[X_CACHE] = resolved.status.value
+    if resolved.vary_accept:
+        headers[VARY] = "Accept"  # the bytes depend on Accept: shared caches must key on it
     if decision.outcome is Outcome.NOT_MODIFIED:
-        return web.Response(status=304, headers={**not_modified_headers(headers), X_CACHE: headers[X_CACHE]})
+        return web.Response(status=304, headers=not_modified_headers(headers))
     status = decision.outcome.value
     if decision.outcome is Outcome.PARTIAL:
         headers["Content-Range"] = content_range(decision, meta.size)

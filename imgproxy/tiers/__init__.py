@@ -76,8 +76,8 @@ class Tier(Protocol):
         """Keep `entry` (None: drop the ticket's key) unless the ticket was voided by a purge; the
         ticket is spent either way. True if `entry` was kept."""
 
-    async def renew(self, key: str, fetched_at: float) -> None:
-        """Azure confirmed the entry of `key` unchanged at `fetched_at`."""
+    async def renew(self, entry: Entry) -> None:
+        """Azure confirmed `entry`'s version unchanged at `entry.fetched_at`."""
 
     async def remove(self, key: str) -> bool:
         """Forget `key` (changed or deleted in Azure); True if it was there."""

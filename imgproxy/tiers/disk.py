@@ -148,14 +148,14 @@ class DiskTier:
             await pending.fail(exc)
             raise
 
-    async def renew(self, key: str, fetched_at: float) -> None:
-        """Record that `key` was revalidated unchanged (rewrites its metadata)."""
-        entry = self._index.get(key)
-        if entry is None:
+    async def renew(self, entry: Entry) -> None:
+        """Record that `entry.key` was revalidated unchanged (rewrites its metadata)."""
+        found = self._index.get(entry.key)
+        if found is None or found.meta.etag != entry.meta.etag:
             return
-        renewed = dataclasses.replace(entry, fetched_at=fetched_at)
+        renewed = dataclasses.replace(found, fetched_at=entry.fetched_at)
         await self._write_meta(renewed)
-        if self._index.peek(key) is entry:
+        if self._index.peek(entry.key) is found:
             self._put(renewed)
 
     async def remove(self, key: str) -> bool:

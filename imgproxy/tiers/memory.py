@@ -54,7 +54,7 @@ class MemoryTier:
             self._variants.add(entry.key)
         return stored
 
-    async def renew(self, key: str, fetched_at: float) -> None:
+    async def renew(self, entry: Entry) -> None:
         """Unused: a revalidated memory entry is stored again whole (it has its body)."""
 
     async def remove(self, key: str) -> bool:

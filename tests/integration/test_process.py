@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import AzuriteServer, connection_string
 from tests.conftest import UpstreamApp, payload
+from tests.disk_support import data_files
+from tests.images import decode, jpeg
 from tests.origin_proxy import OriginProxy
 from tests.process_support import (
     CONFIG,
@@ -347,3 +349,44 @@ async def test_a_100_mib_upload_and_download_through_the_app_keep_rss_bounded(
     assert (echoed["body_bytes"], echoed["body_sha256"]) == (size, expected)
     assert digest.hexdigest() == expected
     assert peak - before < 32 * MIB
+
+
+async def test_a_purge_with_two_workers_removes_variants_in_memory_and_on_disk(
+    container: ContainerClient, origin: OriginProxy, tmp_path: Path
+) -> None:
+    """Both workers hold a variant (in memory; one file in the shared disk's `.v/` directory); one
+    purge of the path removes it from both and from disk; the next request makes it again."""
+    await container.upload_blob("photo.jpg", io.BytesIO(jpeg(400, 300)), overwrite=True)
+    disk = tmp_path / "disk"
+    env = {
+        "IMGPROXY_DISK_ENABLED": "true",
+        "IMGPROXY_DISK_PATH": str(disk),
+        "IMGPROXY_TRANSFORM_ENABLED": "true",
+        "IMGPROXY_TRANSFORM_ALLOW_UNSIGNED": "true",
+    }
+    auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+    with two_workers(origin, container, **env) as running:
+        url = f"{running.base}/images/photo.jpg?w=100"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+
+            async def stats() -> dict[str, dict[str, int]]:
+                async with session.get(f"{running.base}/admin/cache", headers=auth) as response:
+                    per_worker: dict[str, dict[str, int]] = (await response.json())["per_worker"]
+                    return per_worker
+
+            for _ in range(200):  # new connections until both workers hold the variant (bounded)
+                assert decode(await get_ok(session, url)).size == (100, 75)
+                if all(w["cache_variants"] == 1 for w in (await stats()).values()):
+                    break
+            assert all(w["cache_variants"] == 1 for w in (await stats()).values())
+            assert len([f for f in data_files(disk) if f.parent.name.endswith(".v")]) == 1
+
+            async with session.delete(f"{running.base}/admin/cache/photo.jpg", headers=auth) as response:
+                answer = await response.json()
+                assert (response.status, answer["purged"], answer["workers_unreached"]) == (200, True, [])
+            assert all(w["cache_variants"] == 0 and w["disk_variants"] == 0 for w in (await stats()).values())
+            assert [f for f in data_files(disk) if f.parent.name.endswith(".v")] == []
+            async with session.get(url) as response:
+                assert (response.status, response.headers["X-Cache"]) == (200, "MISS")
+        running.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0

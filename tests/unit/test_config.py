@@ -44,7 +44,7 @@ def test_repository_config_file_equals_dataclass_defaults() -> None:
     defaults = Config()
     assert config.origin.connection_string == "x"
     assert dataclasses.replace(config.origin, connection_string="") == defaults.origin
-    for section in ("server", "cache", "http", "admin", "upstream", "transform"):
+    for section in ("server", "cache", "http", "admin", "upstream", "transform", "redis"):
         assert getattr(config, section) == getattr(defaults, section), section
     assert config == dataclasses.replace(
         defaults, origin=dataclasses.replace(defaults.origin, connection_string="x")
@@ -173,6 +173,9 @@ def test_section_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
         ("IMGPROXY_ORIGIN_DOWNLOAD_CHUNK_BYTES", "1023", "origin.download_chunk_bytes"),
         ("IMGPROXY_HTTP_STREAM_CHUNK_BYTES", "1023", "http.stream_chunk_bytes"),
         ("IMGPROXY_SERVER_PORT", "-1", "server.port"),
+        ("IMGPROXY_REDIS_TIMEOUT_S", "0", "redis.timeout_s"),
+        ("IMGPROXY_REDIS_LOG_MAX_LEN", "0", "redis.log_max_len"),
+        ("IMGPROXY_REDIS_BREAKER_FAILURES", "0", "redis.breaker_failures"),
     ],
 )
 def test_env_values_below_minimum_are_refused(env_name: str, value: str, key: str) -> None:
@@ -499,3 +502,37 @@ def test_load_transform_config_needs_no_origin(tmp_path: Path) -> None:
     assert load_transform_config(path, {"IMGPROXY_TRANSFORM_SIGNING_KEY": "env"}).signing_key == "env"
     with pytest.raises(ConfigError, match=r"transform\.presets\.x"):
         load_transform_config(write_config(tmp_path, '[transform.presets]\nx = "w=0"\n'), {})
+
+
+def test_redis_is_off_by_default_with_the_documented_bounds() -> None:
+    """No [redis] section: url empty (off), 0.1 s per call, 1 MiB items."""
+    redis = load_config(None, CONN).redis
+    assert (redis.url, redis.cluster, redis.prefix) == ("", False, "imgproxy:")
+    assert (redis.timeout_s, redis.max_item_bytes) == (0.1, 1024 * 1024)
+
+
+def test_redis_settings_come_from_the_environment() -> None:
+    config = load_config(
+        None, {**CONN, "IMGPROXY_REDIS_URL": "rediss://u:p@r:6380/0", "IMGPROXY_REDIS_CLUSTER": "true"}
+    )
+    assert config.redis.url == "rediss://u:p@r:6380/0" and config.redis.cluster
+
+
+def test_a_redis_url_of_another_scheme_is_refused_without_echoing_it() -> None:
+    """http://... is refused naming redis.url, and the message does not repeat a possible password."""
+    message = expect_error(None, {**CONN, "IMGPROXY_REDIS_URL": "http://user:secret@r"}, "redis.url")
+    assert "secret" not in message
+
+
+def test_a_redis_cluster_over_a_unix_socket_is_refused() -> None:
+    expect_error(
+        None,
+        {**CONN, "IMGPROXY_REDIS_URL": "unix:///tmp/r.sock", "IMGPROXY_REDIS_CLUSTER": "1"},
+        "redis.cluster",
+    )
+
+
+@pytest.mark.parametrize("prefix", ["img{x}:", "a}b", "with space:", "tab\t"])
+def test_a_redis_prefix_with_braces_or_blanks_is_refused(tmp_path: Path, prefix: str) -> None:
+    """Braces would become the cluster hash tag; blanks break the notification messages."""
+    expect_error(write_config(tmp_path, f'[redis]\nprefix = "{prefix}"\n'), CONN, "redis.prefix")

@@ -1,0 +1,162 @@
+"""Variants: resized or re-encoded versions of an original, cached, coalesced and purged like one.
+
+A variant's key is the blob path and its canonical name (the normalised options and the output
+format bucket, never the raw `Accept`): N concurrent requests for one variant make one source
+read and one transform (`Fetcher.resolve_variant` coalesces by key). The entry records the
+ETag of the source it was made from; its own ETag is derived from that and the canonical name,
+its `Last-Modified` is the source's, and its freshness follows the source's: a new variant
+inherits the source's confirmation time, and an expired one is revalidated by asking whether the
+source is still that version (from the tiers, or one conditional request), never by transforming
+again. A purge of the path, or a revalidation that finds the source changed or gone, drops every
+variant of it.
+
+The source comes from the tiers as an original does: bytes in memory, a disk file (libvips opens
+the open descriptor through /proc/self/fd, so an eviction meanwhile cannot swap the file), or a
+stream from Azure read once into memory, bounded by `transform.max_src_bytes`.
+
+`transform.auto_format` applies `fm=auto` to plain requests: compression, never a new failure.
+Such a request gets the original whenever the variant cannot be made (not an image, too large,
+the pool busy or slow), and the original itself when the negotiated format is the source's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from .cache import LRU
+from .config import TransformConfig
+from .errors import BlobNotFound, NotAnImage, SourceTooLarge, TransformError
+from .fetcher import Fetcher
+from .origin import BlobMeta
+from .resolved import Resolved, Span
+from .tiers import Entry, variant_key
+from .transform.negotiate import FormatBucket
+from .transform.params import QueryParser, TransformOptions
+from .transform.result import Source
+
+if TYPE_CHECKING:  # the pool (and pyvips behind it) loads only when transforms are on
+    from .transform.pool import TransformPool
+
+# Content types the source itself answers for format-only options that resolve to its own format.
+_OWN_FORMAT: Final = frozenset({"image/jpeg", "image/png", "image/gif"})
+_FAMILY_BUCKETS: Final = frozenset({FormatBucket.SOURCE, FormatBucket.ORIGINAL})
+UNDECODABLE_MAX_ITEMS: Final = 10_000  # source versions remembered as not an image
+
+Choose = Callable[[BlobMeta], Span | None]
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRequest:
+    """What one request asks for: the options, the bucket its `Accept` chose, and whether the
+    options came from `transform.auto_format` alone (a plain request: it must never fail)."""
+
+    options: TransformOptions
+    bucket: FormatBucket
+    automatic: bool = False
+
+    @property
+    def vary_accept(self) -> bool:
+        return self.options.varies_with_accept
+
+
+@dataclass(frozen=True, slots=True)
+class Transforms:
+    """What an app with `transform.enabled` serves variants with."""
+
+    parser: QueryParser
+    variants: Variants
+    pool: TransformPool
+
+
+def variant_etag(source_etag: str, name: str) -> str:
+    """A strong ETag for the variant `name` of the source version `source_etag`."""
+    digest = hashlib.blake2b(f"{source_etag}\0{name}".encode(), digest_size=12).hexdigest()
+    return f'"v-{digest}"'
+
+
+class Variants:
+    """Answers variant requests from the tiers, or from the pool."""
+
+    def __init__(self, fetcher: Fetcher, pool: TransformPool, config: TransformConfig) -> None:
+        self._fetcher = fetcher
+        self._pool = pool
+        self._max_src_bytes = config.max_src_bytes
+        # Source versions libvips could not read: asked again (any variant of them), they are
+        # refused without decoding them again. Keyed by path and ETag: a new upload is tried anew.
+        self._undecodable: LRU[str] = LRU(UNDECODABLE_MAX_ITEMS, 1, lambda _: 0)
+
+    async def resolve(self, path: str, request: VariantRequest, choose: Choose) -> Resolved:
+        """The variant's metadata and the span `choose` asks for (the original where it is the answer)."""
+        vary = request.vary_accept
+        own = request.options.reencodes_only and request.bucket in _FAMILY_BUCKETS
+        if own or request.automatic:
+            content_type = (await self._fetcher.metadata(path)).content_type
+            if request.automatic and not content_type.startswith("image/"):
+                return await self._fetcher.resolve(path, choose)  # what is not an image never varies
+            if own and content_type in _OWN_FORMAT:
+                return dataclasses.replace(await self._fetcher.resolve(path, choose), vary_accept=vary)
+        name = request.options.key(request.bucket)
+        key = variant_key(path, name)
+        try:
+            resolved = await self._fetcher.resolve_variant(
+                key, choose, lambda current: self._make(path, name, request, current)
+            )
+        except TransformError:
+            if not request.automatic:
+                raise
+            resolved = await self._fetcher.resolve(path, choose)  # compression is optional
+        return dataclasses.replace(resolved, vary_accept=vary)
+
+    async def _make(self, path: str, name: str, request: VariantRequest, current: Entry | None) -> Entry:
+        """The variant entry: `current` renewed if its source is unchanged, else made anew."""
+        if current is not None and current.source_etag is not None:
+            version = await self._fetcher.source_version(path, current.source_etag)
+            if version is None:
+                raise BlobNotFound(path)
+            etag, confirmed_at = version
+            if etag == current.source_etag:
+                return dataclasses.replace(current, fetched_at=confirmed_at)
+        source = await self._fetcher.resolve(path, self._whole)
+        made_from = f"{path}\0{source.meta.etag}"
+        try:
+            if (reason := self._undecodable.get(made_from)) is not None:
+                raise NotAnImage(reason)
+            result = await self._pool.run(await self._bytes_of(source), request.options, request.bucket)
+        except NotAnImage as exc:
+            self._undecodable.put(made_from, exc.reason)
+            raise
+        finally:
+            if source.opened is not None:
+                source.opened.close()
+            if source.stream is not None:
+                await source.stream.aclose()
+        meta = BlobMeta(
+            size=len(result.body),
+            etag=variant_etag(source.meta.etag, name),
+            last_modified=source.meta.last_modified,
+            content_type=result.content_type,
+        )
+        confirmed = source.fetched_at or time.time()
+        return Entry(variant_key(path, name), meta, confirmed, result.body, source_etag=source.meta.etag)
+
+    def _whole(self, meta: BlobMeta) -> Span | None:
+        if meta.size > self._max_src_bytes:
+            raise SourceTooLarge(f"{meta.size} bytes, over transform.max_src_bytes ({self._max_src_bytes})")
+        if meta.size == 0:
+            raise NotAnImage("empty blob")
+        return 0, meta.size - 1
+
+    async def _bytes_of(self, source: Resolved) -> Source:
+        """What the engine reads: the body, the open disk file, or the stream read once."""
+        if source.body is not None:
+            return source.body
+        if source.opened is not None:
+            return Path(f"/proc/self/fd/{source.opened.file.fileno()}")
+        assert source.stream is not None
+        return b"".join([chunk async for chunk in source.stream])  # the one copy of a streamed source

@@ -1,0 +1,247 @@
+"""The purge log against a real redis-server (and a three-master cluster): append, follow, recover."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from devtools.redis_server import RedisServer, cli
+from imgproxy.config import RedisConfig
+from imgproxy.purge_log import LogCursor, Purge, PurgeLog, log_keys
+from imgproxy.redis_link import RedisLink
+from tests.conftest import wait_until
+from tests.redis_fixtures import RedisTarget, redis_config
+from tests.tcp_proxy import TcpProxy
+
+WAIT_S = 10.0  # bound on every wait for a purge or an emptying
+
+
+class Replica:
+    """A follower as a replica runs it: its own link, its own log, callbacks recorded as events."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.purges: asyncio.Queue[Purge] = asyncio.Queue()
+        self.emptied: asyncio.Queue[None] = asyncio.Queue()
+        self.log: PurgeLog | None = None
+        self.link: RedisLink | None = None
+
+    async def on_purge(self, purge: Purge) -> None:
+        self.purges.put_nowait(purge)
+
+    async def on_lost(self) -> None:
+        self.emptied.put_nowait(None)
+
+    async def next_purge(self) -> Purge:
+        async with asyncio.timeout(WAIT_S):
+            return await self.purges.get()
+
+    async def next_emptying(self) -> None:
+        async with asyncio.timeout(WAIT_S):
+            await self.emptied.get()
+
+    async def append_once_up(self, path: str) -> None:
+        """Wait until this replica's link is up again, then append (which must succeed)."""
+        assert self.link is not None
+        async with asyncio.timeout(WAIT_S):
+            await self.link.wait_up()
+        assert await self.purge_log.append(path)
+
+    @property
+    def purge_log(self) -> PurgeLog:
+        assert self.log is not None
+        return self.log
+
+
+@asynccontextmanager
+async def replica(config: RedisConfig, name: str, resume: LogCursor | None = None) -> AsyncIterator[Replica]:
+    """A replica following the log, synced before the block starts."""
+    rep = Replica(name)
+    async with (
+        RedisLink(config, "images") as link,
+        PurgeLog(link, name, rep.on_purge, rep.on_lost, resume) as log,
+    ):
+        rep.log, rep.link = log, link
+        async with asyncio.timeout(WAIT_S):
+            await log.wait_following()
+        yield rep
+
+
+@asynccontextmanager
+async def replicas(config: RedisConfig, count: int) -> AsyncIterator[list[Replica]]:
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(replica(config, f"r{i}")) for i in range(count)]
+
+
+async def test_a_purge_appended_on_one_replica_is_applied_once_by_the_two_others(
+    redis_target: RedisTarget,
+) -> None:
+    """Three followers: a path purge and a purge of everything reach the others, not the appender."""
+    async with replicas(redis_target.config(), 3) as (a, b, c):
+        assert await a.purge_log.append("x/y.png")
+        assert await b.purge_log.append(None)
+        for other in (b, c):
+            first = await other.next_purge()
+            assert (first.path, first.replica) == ("x/y.png", "r0")
+        second = await c.next_purge()
+        assert (second.path, second.replica) == (None, "r1")
+        assert (await a.next_purge()).path is None
+        assert a.purge_log.stats().skipped_own == 1 and b.purge_log.stats().skipped_own == 1
+        assert a.purges.empty() and b.purges.empty() and c.purges.empty()
+        assert all(r.emptied.empty() for r in (a, b, c))
+
+
+async def test_stream_and_epoch_share_one_cluster_slot(redis_target: RedisTarget) -> None:
+    """The log's keys carry one hash tag (its scripts touch both in one call)."""
+    stream, epoch = log_keys("imgproxy:images:")
+    assert stream.startswith("imgproxy:images:") and "{purge-log}" in stream and "{purge-log}" in epoch
+    if redis_target.cluster:
+        assert redis_target.keyslot(stream) == redis_target.keyslot(epoch)
+
+
+async def test_a_follower_stopped_while_purges_are_appended_resumes_and_applies_them(
+    redis_target: RedisTarget,
+) -> None:
+    """A follower restarted from its saved cursor applies, in order, what was appended while it was down."""
+    config = redis_target.config()
+    async with replica(config, "appender") as appender:
+        async with replica(config, "b") as b:
+            cursor = b.purge_log.cursor
+        assert cursor is not None
+        for i in range(5):
+            assert await appender.purge_log.append(f"p{i}.png")
+        async with replica(config, "b", resume=cursor) as b_again:
+            assert [(await b_again.next_purge()).path for _ in range(5)] == [f"p{i}.png" for i in range(5)]
+            assert b_again.emptied.empty()
+
+
+async def test_a_follower_cut_off_from_redis_applies_what_was_appended_meanwhile(
+    redis_server: RedisServer,
+) -> None:
+    """A partition (connections reset, then refused) is survived: after it heals the follower catches up."""
+    proxy = TcpProxy(redis_server.host, redis_server.port)
+    await proxy.start()
+    try:
+        direct = redis_config(redis_server.url, breaker_cooldown_s=0.05, log_block_s=0.2)
+        through_proxy = redis_config(
+            proxy.url, prefix=direct.prefix, breaker_cooldown_s=0.05, log_block_s=0.2
+        )
+        async with replica(direct, "a") as a, replica(through_proxy, "b") as b:
+            proxy.cut()
+            for i in range(3):
+                assert await a.purge_log.append(f"cut{i}.png")
+            proxy.heal()
+            assert [(await b.next_purge()).path for _ in range(3)] == ["cut0.png", "cut1.png", "cut2.png"]
+            assert b.emptied.empty()
+    finally:
+        await proxy.close()
+
+
+async def test_a_stream_trimmed_past_a_followers_id_makes_it_empty_itself_once(
+    redis_target: RedisTarget,
+) -> None:
+    """MAXLEN trimmed away entries a stopped follower never read: it empties its caches once, then follows."""
+    config = redis_target.config(log_max_len=10)
+    async with replica(config, "appender") as appender:
+        async with replica(config, "b") as b:
+            cursor = b.purge_log.cursor
+        for i in range(300):  # MAXLEN ~ trims whole nodes of 100 entries: well past b's id
+            assert await appender.purge_log.append(f"t{i}.png")
+        async with replica(config, "b", resume=cursor) as b_again:
+            await b_again.next_emptying()
+            assert await appender.purge_log.append("after.png")
+            assert (await b_again.next_purge()).path == "after.png"
+            assert b_again.emptied.empty()
+            assert b_again.purge_log.stats().lost == 1
+
+
+async def test_redis_restarted_empty_makes_every_follower_empty_itself_then_resume(
+    own_redis: RedisServer,
+) -> None:
+    """Killed and restarted empty: each follower empties itself once, then applies new purges."""
+    config = redis_config(own_redis.url, breaker_cooldown_s=0.05, log_block_s=0.2)
+    async with replicas(config, 3) as (a, b, c):
+        own_redis.restart()
+        for r in (a, b, c):
+            await r.next_emptying()
+        await a.append_once_up("new.png")
+        for r in (b, c):
+            assert (await r.next_purge()).path == "new.png"
+        assert all(r.emptied.empty() for r in (a, b, c))
+
+
+async def test_append_returns_false_fast_while_redis_is_dead_and_true_when_it_is_back(
+    own_redis: RedisServer,
+) -> None:
+    """Killed Redis: append answers False within timeout_s, then at once (breaker); True after restart."""
+    config = redis_config(own_redis.url, timeout_s=0.1, breaker_failures=2, breaker_cooldown_s=0.05)
+    async with replica(config, "a") as a:
+        link_stats_before = a.purge_log.stats().appended
+        own_redis.kill()
+        for _ in range(5):
+            started = time.monotonic()
+            assert not await a.purge_log.append("x.png")
+            assert time.monotonic() - started < 0.15
+        assert a.purge_log.stats().append_failures == 5
+        own_redis.start()
+        await a.append_once_up("x.png")
+        assert a.purge_log.stats().appended == link_stats_before + 1
+
+
+@pytest.mark.parametrize("which", ["stream", "epoch"])
+async def test_a_log_key_holding_garbage_is_started_afresh(redis_server: RedisServer, which: str) -> None:
+    """A string for the stream, or a list for the epoch: followers empty themselves, the log is rebuilt."""
+    config = redis_config(redis_server.url, breaker_cooldown_s=0.05, log_block_s=0.2)
+    stream, epoch = log_keys(f"{config.prefix}images:")
+    async with replicas(config, 2) as (a, b):
+        if which == "stream":
+            cli(redis_server, "SET", stream, "garbage")
+        else:
+            cli(redis_server, "DEL", epoch)
+            cli(redis_server, "RPUSH", epoch, "garbage")
+        await a.next_emptying()
+        await b.next_emptying()
+        await a.append_once_up("fresh.png")
+        purge = await b.next_purge()
+        assert (purge.path, purge.replica) == ("fresh.png", "r0")
+
+
+async def test_an_entry_that_is_not_ours_empties_the_followers_once(redis_server: RedisServer) -> None:
+    """An XADD by someone else (fields we do not know) cannot be trusted: emptied once, then following."""
+    config = redis_config(redis_server.url, log_block_s=0.2)
+    stream, _ = log_keys(f"{config.prefix}images:")
+    async with replicas(config, 2) as (a, b):
+        cli(redis_server, "XADD", stream, "*", "what", "ever")
+        await b.next_emptying()
+        assert await a.purge_log.append("later.png")
+        assert (await b.next_purge()).path == "later.png"
+        assert b.emptied.empty()
+
+
+@pytest.mark.parametrize("name", ["a b.png", "ünï/cödé.png", "x" * 1024])
+async def test_any_valid_path_travels_unchanged(redis_server: RedisServer, name: str) -> None:
+    """Spaces, non-ASCII and 1024-character paths arrive byte for byte."""
+    async with replicas(redis_config(redis_server.url), 2) as (a, b):
+        assert await a.purge_log.append(name)
+        assert (await b.next_purge()).path == name
+
+
+async def test_a_follower_survives_a_hung_redis_and_applies_what_follows(own_redis: RedisServer) -> None:
+    """SIGSTOP longer than a block period, then SIGCONT: the follower reads on, nothing is lost."""
+    config = redis_config(own_redis.url, timeout_s=0.1, log_block_s=0.2, breaker_cooldown_s=0.05)
+    async with replicas(config, 2) as (a, b):
+        assert own_redis.pid is not None
+        os.kill(own_redis.pid, signal.SIGSTOP)
+        try:
+            await wait_until(lambda: not b.purge_log.following)
+        finally:
+            os.kill(own_redis.pid, signal.SIGCONT)
+        await a.append_once_up("after-hang.png")
+        assert (await b.next_purge()).path == "after-hang.png"
+        assert b.emptied.empty()

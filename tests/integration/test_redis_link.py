@@ -1,0 +1,197 @@
+"""RedisLink against a real redis-server: bounded calls, the breaker, recovery, errors, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import os
+import signal
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from devtools.redis_server import RedisServer, free_port, run_redis
+from imgproxy.errors import RedisBadReply, RedisTimeout, RedisUnavailable
+from imgproxy.redis_link import Client, RedisLink
+from tests.redis_fixtures import RedisTarget, redis_config
+from tests.tcp_proxy import TcpProxy
+
+
+async def ping(client: Client) -> bool:
+    return bool(await client.ping())
+
+
+async def test_entering_the_link_does_not_fail_while_redis_is_down() -> None:
+    """A link to a port nobody listens on opens, reports down, and its calls fail fast."""
+    config = redis_config(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    async with RedisLink(config, "images") as link:
+        assert not link.up
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable):
+            await link.call(ping)
+        assert time.monotonic() - started < 0.2
+        assert not link.up
+
+
+async def test_a_call_round_trips_and_the_link_is_up(redis_target: RedisTarget) -> None:
+    """SET then GET through the link returns the bytes, and `up` turns true."""
+    async with RedisLink(redis_target.config(), "images") as link:
+        key = link.base + "k"
+        await link.call(lambda c: c.set(key, b"v\x00\xff", px=10_000))
+        assert await link.call(lambda c: c.get(key)) == b"v\x00\xff"
+        assert link.up
+        assert link.stats().failures == 0
+
+
+async def test_more_concurrent_calls_than_connections_wait_their_turn(redis_target: RedisTarget) -> None:
+    """200 calls at once over 2 connections all succeed (the cluster pool would refuse the excess)."""
+    async with RedisLink(redis_target.config(max_connections=2, timeout_s=5.0), "images") as link:
+        results = await asyncio.gather(*(link.call(ping) for _ in range(200)))
+        assert all(results)
+        assert link.stats().failures == 0 and not link.stats().breaker_open
+
+
+async def test_killed_redis_opens_the_breaker_and_rejected_calls_cost_nothing(own_redis: RedisServer) -> None:
+    """After SIGKILL the breaker opens; calls then fail at once without touching the network."""
+    config = redis_config(own_redis.url, breaker_failures=3, breaker_cooldown_s=30.0)
+    async with RedisLink(config, "images") as link:
+        await link.wait_up()
+        own_redis.kill()
+        for _ in range(3):
+            with pytest.raises(RedisUnavailable):
+                await link.call(ping)
+        stats = link.stats()
+        assert stats.breaker_open and not stats.up and stats.breaker_opened == 1
+        started = time.perf_counter()
+        for _ in range(1000):
+            with pytest.raises(RedisUnavailable):
+                await link.call(ping)
+        per_call_s = (time.perf_counter() - started) / 1000
+        assert per_call_s < 0.001
+        assert link.stats().calls == stats.calls  # none of the 1000 reached the client
+        assert link.stats().rejected == stats.rejected + 1000
+
+
+async def test_the_probe_closes_the_breaker_when_redis_is_back(own_redis: RedisServer) -> None:
+    """Redis restarted (empty, same port): the background probe finds it and the link is up again."""
+    config = redis_config(own_redis.url, breaker_failures=1, breaker_cooldown_s=0.05)
+    async with RedisLink(config, "images") as link:
+        await link.wait_up()
+        own_redis.kill()
+        with pytest.raises(RedisUnavailable):
+            await link.call(ping)
+        assert link.stats().breaker_open
+        own_redis.start()
+        async with asyncio.timeout(5):
+            await link.wait_up()
+        assert await link.call(ping)
+        assert not link.stats().breaker_open
+
+
+async def test_a_hung_redis_costs_at_most_timeout_s_per_call(own_redis: RedisServer) -> None:
+    """A stopped (SIGSTOP) server does not answer: the call gives up after `redis.timeout_s`."""
+    config = redis_config(own_redis.url, timeout_s=0.1, breaker_failures=100)
+    async with RedisLink(config, "images") as link:
+        await link.wait_up()
+        assert own_redis.pid is not None
+        os.kill(own_redis.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(RedisTimeout):
+                await link.call(ping)
+            assert time.monotonic() - started < 0.3
+            assert not link.up
+        finally:
+            os.kill(own_redis.pid, signal.SIGCONT)
+        assert await link.call(ping)
+
+
+async def test_a_wrong_type_reply_is_a_bad_reply_and_leaves_the_breaker_closed(
+    redis_target: RedisTarget,
+) -> None:
+    """GET of a list is WRONGTYPE: RedisBadReply, the link stays up, no failure is counted."""
+    async with RedisLink(redis_target.config(breaker_failures=1), "images") as link:
+        key = link.base + "list"
+        await link.call(lambda c: c.rpush(key, b"x"))
+        with pytest.raises(RedisBadReply):
+            await link.call(lambda c: c.get(key))
+        assert link.up and not link.stats().breaker_open
+        assert link.stats().failures == 0
+
+
+async def test_user_and_password_in_the_url_are_used() -> None:
+    """An ACL user given as redis://user:password@host works; a wrong password is refused."""
+    acl = ("--user", "default", "off", "--user", "app", "on", ">s3cret", "~*", "&*", "+@all")
+    with run_redis(extra_args=acl) as server:
+        good = redis_config(f"redis://app:s3cret@{server.address}/0")
+        async with RedisLink(good, "images") as link:
+            assert await link.call(ping)
+        bad = redis_config(f"redis://app:wrong@{server.address}/0")
+        async with RedisLink(bad, "images") as link:
+            with pytest.raises(RedisUnavailable):
+                await link.call(ping)
+
+
+async def test_closing_the_link_ends_its_probe_and_refuses_calls(redis_server: RedisServer) -> None:
+    """After the `async with`, calls are refused and no task of the link is left running."""
+    async with RedisLink(redis_config(redis_server.url), "images") as link:
+        await link.wait_up()
+    with pytest.raises(RedisUnavailable):
+        await link.call(ping)
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "redis-probe"]
+
+
+def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context for 127.0.0.1 and the path of its (self-signed) certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context, cert_path
+
+
+async def test_a_rediss_url_speaks_verified_tls(redis_server: RedisServer, tmp_path: Path) -> None:
+    """rediss:// through a TLS terminator: works with its CA, refused without (the certificate is checked)."""
+    context, cert = self_signed_tls(tmp_path)
+    proxy = TcpProxy(redis_server.host, redis_server.port, tls=context)
+    await proxy.start()
+    try:
+        assert proxy.url.startswith("rediss://")
+        trusted = redis_config(f"{proxy.url}?ssl_ca_certs={cert}")
+        async with RedisLink(trusted, "images") as link:
+            assert await link.call(ping)
+        untrusted = redis_config(proxy.url)
+        async with RedisLink(untrusted, "images") as link:
+            with pytest.raises(RedisUnavailable):
+                await link.call(ping)
+    finally:
+        await proxy.close()
