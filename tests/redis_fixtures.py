@@ -37,7 +37,8 @@ class RedisTarget:
 
 def redis_config(url: str, cluster: bool = False, **overrides: Any) -> RedisConfig:
     """A RedisConfig for `url` with a prefix no other test uses (so tests can share a server)."""
-    config = RedisConfig(url=url, cluster=cluster, prefix=f"t{uuid.uuid4().hex[:12]}:", timeout_s=0.5)
+    # 2 s per call: the suite runs on loaded machines; the tests of timeouts set their own.
+    config = RedisConfig(url=url, cluster=cluster, prefix=f"t{uuid.uuid4().hex[:12]}:", timeout_s=2.0)
     return dataclasses.replace(config, **overrides)
 
 
