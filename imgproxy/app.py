@@ -143,9 +143,8 @@ async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[
 
             pool = TransformPool(config.transform)
             app[METRICS].watch_transforms(pool.stats)
-            app[TRANSFORMS] = Transforms(
-                QueryParser(config.transform), Variants(fetcher, pool, config.transform), pool
-            )
+            variants = Variants(fetcher, pool, config.transform, config.cache.max_item_bytes)
+            app[TRANSFORMS] = Transforms(QueryParser(config.transform), variants, pool)
         try:
             yield
         finally:

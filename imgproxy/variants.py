@@ -83,10 +83,13 @@ def variant_etag(source_etag: str, name: str) -> str:
 class Variants:
     """Answers variant requests from the tiers, or from the pool."""
 
-    def __init__(self, fetcher: Fetcher, pool: TransformPool, config: TransformConfig) -> None:
+    def __init__(
+        self, fetcher: Fetcher, pool: TransformPool, config: TransformConfig, held_bytes: int
+    ) -> None:
         self._fetcher = fetcher
         self._pool = pool
         self._max_src_bytes = config.max_src_bytes
+        self._held_bytes = held_bytes  # cache.max_item_bytes: larger sources are not in memory
         # Source versions libvips could not read: asked again (any variant of them), they are
         # refused without decoding them again. Keyed by path and ETag: a new upload is tried anew.
         self._undecodable: LRU[str] = LRU(UNDECODABLE_MAX_ITEMS, 1, lambda _: 0)
@@ -122,20 +125,33 @@ class Variants:
             etag, confirmed_at = version
             if etag == current.source_etag:
                 return dataclasses.replace(current, fetched_at=confirmed_at)
-        source = await self._fetcher.resolve(path, self._whole)
-        made_from = f"{path}\0{source.meta.etag}"
-        try:
-            if (reason := self._undecodable.get(made_from)) is not None:
+        sources: list[Resolved] = []  # what was opened for the transform: closed once it is done
+
+        async def load() -> Source:
+            source = await self._fetcher.resolve(path, self._whole)
+            sources.append(source)
+            if (reason := self._undecodable.get(f"{path}\0{source.meta.etag}")) is not None:
                 raise NotAnImage(reason)
-            result = await self._pool.run(await self._bytes_of(source), request.options, request.bucket)
+            return await self._bytes_of(source)
+
+        try:
+            if (await self._fetcher.metadata(path)).size > self._held_bytes:
+                # Not held by the memory tier: read it (into memory, when streamed) only once a
+                # slot is ours, so that transforms waiting for one hold no source bytes.
+                result = await self._pool.run_loaded(load, request.options, request.bucket)
+            else:
+                result = await self._pool.run(await load(), request.options, request.bucket)
         except NotAnImage as exc:
-            self._undecodable.put(made_from, exc.reason)
+            if sources:
+                self._undecodable.put(f"{path}\0{sources[0].meta.etag}", exc.reason)
             raise
         finally:
-            if source.opened is not None:
-                source.opened.close()
-            if source.stream is not None:
-                await source.stream.aclose()
+            for source in sources:
+                if source.opened is not None:
+                    source.opened.close()
+                if source.stream is not None:
+                    await source.stream.aclose()
+        source = sources[0]
         meta = BlobMeta(
             size=len(result.body),
             etag=variant_etag(source.meta.etag, name),

@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -108,6 +108,24 @@ class TransformPool:
     async def run(self, source: Source, options: TransformOptions, bucket: FormatBucket) -> TransformResult:
         """The variant, made in a slot; TransformBusy, TransformTimeout or the engine's errors."""
         await self._take_slot()
+        return await self._run_in_slot(source, options, bucket)
+
+    async def run_loaded(
+        self, load: Callable[[], Awaitable[Source]], options: TransformOptions, bucket: FormatBucket
+    ) -> TransformResult:
+        """`run` for a source read only once a slot is ours (`load`), so that jobs waiting for a
+        slot hold no source bytes: for sources the caches do not hold already."""
+        await self._take_slot()
+        try:
+            source = await load()
+        except BaseException:
+            self._give_back()
+            raise
+        return await self._run_in_slot(source, options, bucket)
+
+    async def _run_in_slot(
+        self, source: Source, options: TransformOptions, bucket: FormatBucket
+    ) -> TransformResult:
         cancel = threading.Event()
         self._cancels.add(cancel)
         started = time.perf_counter()
@@ -145,13 +163,16 @@ class TransformPool:
         self._running += 1
         self._idle.clear()
 
-    def _job_ended(self, job: asyncio.Future[TransformResult], cancel: threading.Event) -> None:
-        # The thread has returned: only now is its slot free again.
-        self._cancels.discard(cancel)
+    def _give_back(self) -> None:
         self._running -= 1
         self._free.release()
         if self._running == 0:
             self._idle.set()
+
+    def _job_ended(self, job: asyncio.Future[TransformResult], cancel: threading.Event) -> None:
+        # The thread has returned: only now is its slot free again.
+        self._cancels.discard(cancel)
+        self._give_back()
         if not job.cancelled() and job.exception() is not None and cancel.is_set():
             self._counters.killed += 1
 

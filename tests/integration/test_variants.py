@@ -466,6 +466,24 @@ async def test_transforms_beyond_the_queue_are_refused_with_429(
     assert rejected["busy"] == statuses.count(429)
 
 
+async def test_transforms_waiting_for_a_slot_do_not_read_a_large_source_yet(
+    make_client: Any, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """A source larger than cache.max_item_bytes is read (into memory) only once its transform has
+    a slot: with one slot, five cold variants read it one at a time, the others wait unread."""
+    await upload(container, "wide.jpg", jpeg(1200, 900), content_type="image/jpeg")
+    client = await make_client(cache__max_item_bytes=20_000, transform__max_concurrency=1)
+    assert (await fetch(client, "/images/wide.jpg"))[0] == 200  # its metadata is known now
+    held = origin.hold(lambda r: r.method == "GET" and r.path.endswith("/wide.jpg"))
+    answers = [asyncio.create_task(fetch(client, f"/images/wide.jpg?w={50 + i}")) for i in range(5)]
+    await held.arrived.wait()
+    pool = client.app[TRANSFORMS].pool
+    await wait_until(lambda: pool.stats().queued == 4)
+    assert held.count == 1  # only the transform in the slot is reading its source
+    held.release.set()
+    assert [status for status, _, _ in await asyncio.gather(*answers)] == [200] * 5
+
+
 async def test_a_transform_over_its_time_answers_503(make_client: Any, container: ContainerClient) -> None:
     """transform.timeout_s passed: 503, and the slot is freed once the thread ends."""
     await upload(container, "big.jpg", jpeg(4000, 3000), content_type="image/jpeg")
