@@ -81,6 +81,9 @@ async def deployment(origin: OriginProxy, container: ContainerClient) -> AsyncIt
 
     yield make
     await asyncio.gather(*(group.close() for group in made))
+    for group in made:  # shown by pytest only when the test failed
+        for replica in group.started:
+            print(f"--- {replica.name} ({replica.base}) ---\n{replica.tail(200)}")
 
 
 def raw_redis(target: RedisTarget | RedisServer) -> Any:
