@@ -209,9 +209,12 @@ async def test_a_cold_burst_over_three_replica_processes_makes_one_origin_get(
 ) -> None:
     """100 concurrent requests for an uncached 200 KiB blob spread over three processes: the origin
     GET is held until every replica has its download under way (one downloads, two wait on its
-    lock), then exactly one origin GET, and every body is right."""
-    data = payload(200 * 1024, 5)
+    lock), then exactly one origin GET, and every body is right. Again for another blob without
+    holding anything: a replica whose lookup missed just before the value was published must
+    find it, not take the freed lock and download again."""
+    data, other = payload(200 * 1024, 5), payload(200 * 1024, 8)
     await upload(container, "burst.png", data)
+    await upload(container, "unheld.png", other)
     replicas = await deployment(redis_target).start(3)
     await wait_following(session, replicas)
     held = origin.hold(lambda request: request.path.endswith("/burst.png"))
@@ -235,6 +238,13 @@ async def test_a_cold_burst_over_three_replica_processes_makes_one_origin_get(
     assert origin.count("burst.png") == 1
     served = [await counter(session, r, "redis_waits_served")() for r in replicas]
     assert sum(served) == 2
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as burst_session:
+        answers = await asyncio.gather(
+            *(fetch(burst_session, replicas[i % 3].base, "unheld.png") for i in range(100))
+        )
+    assert {(status, sha256(body)) for status, _, body in answers} == {(200, sha256(other))}
+    assert origin.count("unheld.png") == 1
 
 
 async def test_garbage_or_a_truncated_value_in_redis_is_not_served_by_any_replica(
