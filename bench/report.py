@@ -235,7 +235,17 @@ def render(report: Report) -> str:
     if report.notes:
         lines += ["Notes:", ""] + [f"- {note}" for note in report.notes] + [""]
 
-    lines += ["## Throughput and latency (wrk, all hits after one warm-up request per object)", ""]
+    if report.loads:
+        lines += _loads(report)
+    if report.bursts:
+        lines += _bursts(report)
+    if report.memory is not None or report.memory_note:
+        lines += _memory(report)
+    return "\n".join(lines)
+
+
+def _loads(report: Report) -> list[str]:
+    lines = ["## Throughput and latency (wrk, all hits after one warm-up request per object)", ""]
     rows = []
     for row in report.loads:
         rows.append(
@@ -290,56 +300,63 @@ def render(report: Report) -> str:
             "",
         ]
 
-    if report.bursts:
-        lines += ["## Cold burst: 100 concurrent GETs of one uncached 2 MiB blob", ""]
-        burst_rows = []
-        for target, bursts in report.bursts.items():
-            for index, burst in enumerate(bursts):
-                r = burst.result
-                burst_rows.append(
-                    [
-                        target + (f" #{index + 1}" if len(bursts) > 1 else ""),
-                        str(burst.origin_gets) if target != "bare" else "0 (preloaded)",
-                        str(burst.origin_other),
-                        _num(r.last_s * 1000, 0),
-                        _num(r.first_s * 1000, 0),
-                        _num(r.median_s * 1000, 0),
-                        f"{r.ok}/{r.clients}",
-                        ", ".join(f"{k} {v}" for k, v in sorted(r.x_cache.items())),
-                    ]
-                )
-        header = [
-            "target",
-            "origin GETs",
-            "other origin req",
-            "last response ms",
-            "first ms",
-            "median ms",
-            "200 + full body",
-            "X-Cache",
-        ]
-        lines += _table(header, burst_rows)
-        lines += [
-            "",
-            "Origin requests are counted by the proxy between the target and Azurite, for this blob only "
-            "(`other origin req`: HEADs and the like for it). Times run from launching the 100 requests to "
-            "each full body.",
-            "",
-        ]
-        last = {t: statistics.median(b.result.last_s for b in bursts) for t, bursts in report.bursts.items()}
-        if "imgproxy" in last and len(last) > 1:
-            lines += [
-                "Last response, median over the bursts: "
-                + ", ".join(f"{t} {_num(v * 1000, 0)} ms" for t, v in last.items())
-                + "; imgproxy / "
-                + ", imgproxy / ".join(
-                    f"{t} {_ratio(last['imgproxy'], v)}" for t, v in last.items() if t != "imgproxy"
-                )
-                + ".",
-                "",
-            ]
+    return lines
 
-    lines += ["## Memory: imgproxy while 20 clients stream the 200 MiB blob", ""]
+
+def _bursts(report: Report) -> list[str]:
+    lines = ["## Cold burst: 100 concurrent GETs of one uncached 2 MiB blob", ""]
+    burst_rows = []
+    for target, bursts in report.bursts.items():
+        for index, burst in enumerate(bursts):
+            r = burst.result
+            burst_rows.append(
+                [
+                    target + (f" #{index + 1}" if len(bursts) > 1 else ""),
+                    str(burst.origin_gets) if target != "bare" else "0 (preloaded)",
+                    str(burst.origin_other),
+                    _num(r.last_s * 1000, 0),
+                    _num(r.first_s * 1000, 0),
+                    _num(r.median_s * 1000, 0),
+                    f"{r.ok}/{r.clients}",
+                    ", ".join(f"{k} {v}" for k, v in sorted(r.x_cache.items())),
+                ]
+            )
+    header = [
+        "target",
+        "origin GETs",
+        "other origin req",
+        "last response ms",
+        "first ms",
+        "median ms",
+        "200 + full body",
+        "X-Cache",
+    ]
+    lines += _table(header, burst_rows)
+    lines += [
+        "",
+        "Origin requests are counted by the proxy between the target and Azurite, for this blob only "
+        "(`other origin req`: HEADs and the like for it). Times run from launching the 100 requests to "
+        "each full body.",
+        "",
+    ]
+    last = {t: statistics.median(b.result.last_s for b in bursts) for t, bursts in report.bursts.items()}
+    if "imgproxy" in last and len(last) > 1:
+        lines += [
+            "Last response, median over the bursts: "
+            + ", ".join(f"{t} {_num(v * 1000, 0)} ms" for t, v in last.items())
+            + "; imgproxy / "
+            + ", imgproxy / ".join(
+                f"{t} {_ratio(last['imgproxy'], v)}" for t, v in last.items() if t != "imgproxy"
+            )
+            + ".",
+            "",
+        ]
+
+    return lines
+
+
+def _memory(report: Report) -> list[str]:
+    lines = ["## Memory: imgproxy while 20 clients stream the 200 MiB blob", ""]
     if report.memory is not None:
         m = report.memory
         s = m.streams
@@ -371,4 +388,4 @@ def render(report: Report) -> str:
         ]
     else:
         lines += [report.memory_note or "not measured", ""]
-    return "\n".join(lines)
+    return lines
