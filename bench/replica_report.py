@@ -232,7 +232,9 @@ def render_replicas(report: ReplicaReport) -> str:
             f"configured from `deploy/nginx-replicas.conf`, then sends the same list of {first.requests:,} "
             f"requests (Zipf mix over the 1,000 images, {first.distinct} distinct: the fewest origin GETs "
             f"possible) with wrk, {report.connections} connections, 1 thread. Cold start included: "
-            "origin GETs are what the setup costs the origin for this list.",
+            "origin GETs are what the setup costs the origin for this list. The replicas, nginx, wrk, "
+            "Redis, the counting proxy and Azurite share this machine's cores with each other and with "
+            "whatever else runs on it (load averages in the notes): compare the setups with each other.",
             "",
         ]
     rows = []

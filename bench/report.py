@@ -223,7 +223,9 @@ def render(report: Report) -> str:
         "",
         "Everything runs on this one machine over loopback: wrk (1 thread), the target, and (for misses "
         "only) a counting proxy and Azurite share the cores. Every target sits in front of the same "
-        "Azurite container and serves `/images/<blob>`; hits never reach the origin (see `origin req`).",
+        "Azurite container and serves `/images/<blob>`; hits never reach the origin (see `origin req`). "
+        "The cores are shared with other work running on the machine meanwhile (see the load "
+        "average): compare figures within one run, not across runs.",
         "",
     ]
     if report.target_notes:
