@@ -46,7 +46,9 @@ clean:
 	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache
 
 # imgproxy against nginx, Varnish and a bare aiohttp handler (all over loopback, in front of Azurite).
-# Writes bench/results/<UTC time>.md (printed) and .json. Knobs: BENCH_DURATION, BENCH_CONNECTIONS,
-# BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS, BENCH_MEMORY, IMGPROXY_BENCH_EXTRA_ENV (see bench/run.py).
+# Then three replicas behind nginx (BENCH_REPLICAS=1|0|only). Writes bench/results/<UTC time>.md
+# (printed) and .json. Knobs: BENCH_DURATION, BENCH_CONNECTIONS, BENCH_REPEAT, BENCH_TARGETS,
+# BENCH_WORKLOADS, BENCH_MEMORY, BENCH_REPLICAS, BENCH_REPLICA_REQUESTS, BENCH_REPLICA_PURGES,
+# IMGPROXY_BENCH_EXTRA_ENV (see bench/run.py).
 bench: install
 	$(BIN)/python -m bench.run
