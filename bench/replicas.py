@@ -114,6 +114,7 @@ async def wait_following(bases: list[str], bound_s: float = 30.0) -> None:
     """Until every replica's purge-log follower reads the stream (another process: polled, bounded)."""
     async with aiohttp.ClientSession() as session, asyncio.timeout(bound_s):
         for base in bases:
+            # Another process: no event to wait on, so ask (bounded above).
             while not (await admin_stats(session, base))["purge_log"]["following"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
 
