@@ -46,9 +46,10 @@ clean:
 	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache
 
 # imgproxy against nginx, Varnish and a bare aiohttp handler (all over loopback, in front of Azurite),
-# and in front of an app (pass-through) against nginx proxy_pass.
-# Writes bench/results/<UTC time>.md (printed) and .json. Knobs: BENCH_DURATION, BENCH_CONNECTIONS,
-# BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS, BENCH_PASS_TARGETS, BENCH_MEMORY,
+# in front of an app (pass-through) against nginx proxy_pass, and three replicas behind nginx
+# (BENCH_REPLICAS=1|0|only). Writes bench/results/<UTC time>.md (printed) and .json. Knobs:
+# BENCH_DURATION, BENCH_CONNECTIONS, BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS, BENCH_PASS_TARGETS,
+# BENCH_MEMORY, BENCH_REPLICAS, BENCH_REPLICA_REQUESTS, BENCH_REPLICA_PURGES,
 # IMGPROXY_BENCH_EXTRA_ENV (see bench/run.py).
 bench: install
 	$(BIN)/python -m bench.run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -71,8 +71,12 @@ class BurstResult:
     x_cache: Counter[str]
 
 
-async def burst(url: str, clients: int, size: int) -> BurstResult:
-    """`clients` concurrent GETs of one uncached blob; times from the start to each full body."""
+async def burst(url: str | Sequence[str], clients: int, size: int) -> BurstResult:
+    """`clients` concurrent GETs of one uncached blob; times from the start to each full body.
+
+    Several URLs (the same blob on several replicas): request i goes to `url[i % len(url)]`.
+    """
+    urls = [url] if isinstance(url, str) else list(url)
     timeout = aiohttp.ClientTimeout(total=60)
     connector = aiohttp.TCPConnector(limit=0)
     statuses: Counter[int] = Counter()
@@ -82,9 +86,9 @@ async def burst(url: str, clients: int, size: int) -> BurstResult:
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         start = time.perf_counter()
 
-        async def one() -> None:
+        async def one(index: int) -> None:
             nonlocal ok
-            async with session.get(url) as response:
+            async with session.get(urls[index % len(urls)]) as response:
                 body = await response.read()
                 times.append(time.perf_counter() - start)
                 statuses[response.status] += 1
@@ -92,7 +96,7 @@ async def burst(url: str, clients: int, size: int) -> BurstResult:
                 if response.status == 200 and len(body) == size:
                     ok += 1
 
-        outcomes = await asyncio.gather(*(one() for _ in range(clients)), return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(i) for i in range(clients)), return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 statuses[0] += 1  # 0: the request failed (timeout, reset)

@@ -82,8 +82,9 @@ def zipf_mix(images: list[str], draws: int, exponent: float, seed: int = 11) -> 
     return rng.choices(ranked, weights=weights, k=draws)
 
 
-async def seed(connection_string: str, targets: list[str], repetitions: int) -> Dataset:
-    """Create the container (public blob read access) and upload everything; deterministic bytes."""
+async def seed(connection_string: str, targets: list[str], repetitions: int, big: bool = True) -> Dataset:
+    """Create the container (public blob read access) and upload everything; deterministic bytes
+    (`big`: also the 200 MiB blob of the memory figure)."""
     rng = random.Random(20240601)
     blobs: dict[str, bytes] = {name: rng.randbytes(size) for name, size in OBJECTS.items()}
     images = [image_name(i) for i in range(IMAGE_COUNT)]
@@ -108,10 +109,12 @@ async def seed(connection_string: str, targets: list[str], repetitions: int) -> 
 
         await asyncio.gather(*(upload(name, data) for name, data in blobs.items()))
         del blobs
-        big = random.Random(200).randbytes(BIG_SIZE)
+        if not big:
+            return dataset
+        big_data = random.Random(200).randbytes(BIG_SIZE)
         await container.upload_blob(
             BIG_BLOB,
-            io.BytesIO(big),
+            io.BytesIO(big_data),
             length=BIG_SIZE,
             overwrite=True,
             content_settings=settings,

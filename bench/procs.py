@@ -78,13 +78,13 @@ class ManagedProcess:
             time.sleep(0.05)
 
     def wait_for_http(self, url: str, timeout: float = 30.0) -> None:
-        """Wait until `url` answers 200."""
+        """Wait until `url` answers 2xx."""
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
+                    if 200 <= response.status < 300:
                         return
             except (urllib.error.URLError, OSError):
                 pass

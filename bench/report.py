@@ -225,7 +225,9 @@ def render(report: Report) -> str:
         "",
         "Everything runs on this one machine over loopback: wrk (1 thread), the target, and (for misses "
         "only) a counting proxy and Azurite share the cores. Every target sits in front of the same "
-        "Azurite container and serves `/images/<blob>`; hits never reach the origin (see `origin req`).",
+        "Azurite container and serves `/images/<blob>`; hits never reach the origin (see `origin req`). "
+        "The cores are shared with other work running on the machine meanwhile (see the load "
+        "average): compare figures within one run, not across runs.",
         "",
     ]
     if report.target_notes:
@@ -237,8 +239,20 @@ def render(report: Report) -> str:
     if report.notes:
         lines += ["Notes:", ""] + [f"- {note}" for note in report.notes] + [""]
 
+    if report.loads:
+        lines += _loads(report)
+    if report.bursts:
+        lines += _bursts(report)
+    if report.memory is not None or report.memory_note:
+        lines += _memory(report)
+    return "\n".join(lines)
+
+
+def _loads(report: Report) -> list[str]:
     cache_loads = [row for row in report.loads if not row.workload.startswith("pass-")]
-    lines += ["## Throughput and latency (wrk, all hits after one warm-up request per object)", ""]
+    if not cache_loads:
+        return _passthrough_section(report)
+    lines = ["## Throughput and latency (wrk, all hits after one warm-up request per object)", ""]
     rows = []
     for row in cache_loads:
         rows.append(
@@ -293,57 +307,64 @@ def render(report: Report) -> str:
             "",
         ]
 
-    if report.bursts:
-        lines += ["## Cold burst: 100 concurrent GETs of one uncached 2 MiB blob", ""]
-        burst_rows = []
-        for target, bursts in report.bursts.items():
-            for index, burst in enumerate(bursts):
-                r = burst.result
-                burst_rows.append(
-                    [
-                        target + (f" #{index + 1}" if len(bursts) > 1 else ""),
-                        str(burst.origin_gets) if target != "bare" else "0 (preloaded)",
-                        str(burst.origin_other),
-                        _num(r.last_s * 1000, 0),
-                        _num(r.first_s * 1000, 0),
-                        _num(r.median_s * 1000, 0),
-                        f"{r.ok}/{r.clients}",
-                        ", ".join(f"{k} {v}" for k, v in sorted(r.x_cache.items())),
-                    ]
-                )
-        header = [
-            "target",
-            "origin GETs",
-            "other origin req",
-            "last response ms",
-            "first ms",
-            "median ms",
-            "200 + full body",
-            "X-Cache",
-        ]
-        lines += _table(header, burst_rows)
-        lines += [
-            "",
-            "Origin requests are counted by the proxy between the target and Azurite, for this blob only "
-            "(`other origin req`: HEADs and the like for it). Times run from launching the 100 requests to "
-            "each full body.",
-            "",
-        ]
-        last = {t: statistics.median(b.result.last_s for b in bursts) for t, bursts in report.bursts.items()}
-        if "imgproxy" in last and len(last) > 1:
-            lines += [
-                "Last response, median over the bursts: "
-                + ", ".join(f"{t} {_num(v * 1000, 0)} ms" for t, v in last.items())
-                + "; imgproxy / "
-                + ", imgproxy / ".join(
-                    f"{t} {_ratio(last['imgproxy'], v)}" for t, v in last.items() if t != "imgproxy"
-                )
-                + ".",
-                "",
-            ]
-
     lines += _passthrough_section(report)
-    lines += ["## Memory: imgproxy while 20 clients stream the 200 MiB blob", ""]
+    return lines
+
+
+def _bursts(report: Report) -> list[str]:
+    lines = ["## Cold burst: 100 concurrent GETs of one uncached 2 MiB blob", ""]
+    burst_rows = []
+    for target, bursts in report.bursts.items():
+        for index, burst in enumerate(bursts):
+            r = burst.result
+            burst_rows.append(
+                [
+                    target + (f" #{index + 1}" if len(bursts) > 1 else ""),
+                    str(burst.origin_gets) if target != "bare" else "0 (preloaded)",
+                    str(burst.origin_other),
+                    _num(r.last_s * 1000, 0),
+                    _num(r.first_s * 1000, 0),
+                    _num(r.median_s * 1000, 0),
+                    f"{r.ok}/{r.clients}",
+                    ", ".join(f"{k} {v}" for k, v in sorted(r.x_cache.items())),
+                ]
+            )
+    header = [
+        "target",
+        "origin GETs",
+        "other origin req",
+        "last response ms",
+        "first ms",
+        "median ms",
+        "200 + full body",
+        "X-Cache",
+    ]
+    lines += _table(header, burst_rows)
+    lines += [
+        "",
+        "Origin requests are counted by the proxy between the target and Azurite, for this blob only "
+        "(`other origin req`: HEADs and the like for it). Times run from launching the 100 requests to "
+        "each full body.",
+        "",
+    ]
+    last = {t: statistics.median(b.result.last_s for b in bursts) for t, bursts in report.bursts.items()}
+    if "imgproxy" in last and len(last) > 1:
+        lines += [
+            "Last response, median over the bursts: "
+            + ", ".join(f"{t} {_num(v * 1000, 0)} ms" for t, v in last.items())
+            + "; imgproxy / "
+            + ", imgproxy / ".join(
+                f"{t} {_ratio(last['imgproxy'], v)}" for t, v in last.items() if t != "imgproxy"
+            )
+            + ".",
+            "",
+        ]
+
+    return lines
+
+
+def _memory(report: Report) -> list[str]:
+    lines = ["## Memory: imgproxy while 20 clients stream the 200 MiB blob", ""]
     if report.memory is not None:
         m = report.memory
         s = m.streams
@@ -375,7 +396,7 @@ def render(report: Report) -> str:
         ]
     else:
         lines += [report.memory_note or "not measured", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _passthrough_section(report: Report) -> list[str]:

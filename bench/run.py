@@ -5,6 +5,13 @@ reported), BENCH_TARGETS (imgproxy,nginx,varnish,bare), BENCH_WORKLOADS (hit-20k
 pass-1k,pass-1m; also hit-200k and stream-20m), BENCH_PASS_TARGETS (imgproxy,nginx,session,direct:
 the pass-through workloads' targets, see `bench.passthrough`), BENCH_MEMORY (1; 0 skips the 200 MiB
 figure), IMGPROXY_BENCH_EXTRA_ENV ("KEY=VALUE ..." passed to imgproxy, e.g. IMGPROXY_SERVER_WORKERS=2).
+
+Replicas (`bench/replicas.py`): BENCH_REPLICAS=1 (default) also runs three replicas behind nginx
+in three setups (round-robin without and with Redis, consistent hashing without), each from cold
+with the same BENCH_REPLICA_REQUESTS (30000) requests of the Zipf mix, the cold bursts over the
+replicas and BENCH_REPLICA_PURGES (200) purges for the propagation; 0 skips it; `only` runs
+nothing else (no targets, no memory figure). nginx's configuration comes from
+`deploy/nginx-replicas.conf`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from devtools.azurite import ACCOUNT, ROOT, AzuriteServer, connection_string, free_port, run_azurite
 
@@ -38,6 +45,8 @@ from .passthrough import (
     run_static,
 )
 from .procs import ManagedProcess, descendants, find_tool, peak_rss_bytes
+from .replica_report import ReplicaReport, render_replicas
+from .replicas import ReplicaBench, ReplicaSettings, upload_bursts
 from .report import BurstRow, LoadRow, MemoryFigure, Report, environment, render
 from .targets import EXTRA_ENV_VAR, Target, new_workdir, run_bare, run_imgproxy, run_nginx, run_varnish
 from .wrk import fixed_script, mix_script, run_wrk, wrk_binary
@@ -54,6 +63,7 @@ ALL_WORKLOADS: Final = (*FIXED_WORKLOADS, "zipf", "burst", *PASS_FILES)
 BURST_CLIENTS: Final = 100
 MEMORY_CLIENTS: Final = 20
 APT_PACKAGES: Final = {"nginx": "nginx", "varnish": "varnishd", "wrk": "wrk"}
+REPLICA_MODES: Final = ("1", "0", "only")
 
 
 def log(message: str) -> None:
@@ -69,6 +79,9 @@ class Settings:
     workloads: list[str]
     memory: bool
     pass_targets: list[str]
+    replicas: str = "1"  # BENCH_REPLICAS: 1, 0 or only
+    replica_requests: int = 30_000
+    replica_purges: int = 200
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -87,10 +100,26 @@ class Settings:
             workloads=listing("BENCH_WORKLOADS", "hit-20k,hit-2m,zipf,burst,pass-1k,pass-1m", ALL_WORKLOADS),
             memory=os.environ.get("BENCH_MEMORY", "1") not in ("0", "false", "no"),
             pass_targets=listing("BENCH_PASS_TARGETS", ",".join(PASS_TARGETS), PASS_TARGETS),
+            replicas=os.environ.get("BENCH_REPLICAS", "1").strip().lower(),
+            replica_requests=int(os.environ.get("BENCH_REPLICA_REQUESTS", "30000")),
+            replica_purges=int(os.environ.get("BENCH_REPLICA_PURGES", "200")),
         )
         if settings.duration_s < 1 or settings.connections < 1 or settings.repeat < 1:
             raise SystemExit("BENCH_DURATION, BENCH_CONNECTIONS and BENCH_REPEAT must be >= 1")
+        if settings.replicas not in REPLICA_MODES:
+            raise SystemExit(f"BENCH_REPLICAS: {settings.replicas!r}; choose from {', '.join(REPLICA_MODES)}")
+        if settings.replica_requests < 1 or settings.replica_purges < 0:
+            raise SystemExit("BENCH_REPLICA_REQUESTS must be >= 1 and BENCH_REPLICA_PURGES >= 0")
         return settings
+
+    @property
+    def targets_run(self) -> list[str]:
+        """The targets measured (none with BENCH_REPLICAS=only)."""
+        return [] if self.replicas == "only" else self.targets
+
+    @property
+    def memory_run(self) -> bool:
+        return self.memory and self.replicas != "only"
 
     def describe(self) -> dict[str, str]:
         return {
@@ -102,6 +131,12 @@ class Settings:
             "workloads": ",".join(self.workloads),
             "pass targets": ",".join(self.pass_targets),
             EXTRA_ENV_VAR: os.environ.get(EXTRA_ENV_VAR, "") or "(none)",
+            "replicas": self.replicas
+            + (
+                f" ({self.replica_requests} requests, {self.replica_purges} purges)"
+                if self.replicas != "0"
+                else ""
+            ),
         }
 
 
@@ -346,15 +381,20 @@ def main() -> int:
             "wrk is not available: no throughput workloads, only the burst and memory figures"
         )
     bench = Bench(settings, report)
+    replica_report: ReplicaReport | None = None
     with new_workdir() as tmp, run_azurite() as azurite:
         workdir = Path(tmp)
         log(f"Azurite on {azurite.endpoint}; seeding")
         started = time.monotonic()
-        bench.dataset = client.run(seed(azurite.connection_string, settings.targets, settings.repeat))
+        bench.dataset = client.run(
+            seed(azurite.connection_string, settings.targets_run, settings.repeat, big=settings.memory_run)
+        )
+        if settings.replicas != "0":
+            client.run(upload_bursts(azurite.connection_string))
         log(f"seeded {len(bench.dataset.sizes)} blobs in {time.monotonic() - started:.1f} s")
         with origin_counter(azurite, workdir) as counter:
             bench.counter_url = f"http://{counter[0]}:{counter[1]}{STATS_PATH}"
-            for name in settings.targets:
+            for name in settings.targets_run:
                 target_dir = workdir / name
                 target_dir.mkdir()
                 try:
@@ -364,10 +404,26 @@ def main() -> int:
                     raise
                 except Exception as exc:  # an anchor that cannot start is skipped, never fatal
                     bench.failed(f"{name}: skipped or incomplete", exc)
-        pass_dir = workdir / "passthrough"
-        pass_dir.mkdir()
-        bench.run_passthrough(azurite, pass_dir)
-        if settings.memory:
+            if settings.replicas != "0":
+                replica_dir = workdir / "replicas"
+                replica_dir.mkdir()
+                replica_settings = ReplicaSettings(
+                    settings.replica_requests, settings.connections, settings.replica_purges
+                )
+                origin = connection_string(f"http://{counter[0]}:{counter[1]}")
+                try:
+                    replica_report = ReplicaBench(
+                        replica_settings, bench.dataset.images, origin, bench.counter_url, replica_dir, log
+                    ).run()
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:
+                    bench.failed("replicas: skipped or incomplete", exc)
+        if settings.replicas != "only":
+            pass_dir = workdir / "passthrough"
+            pass_dir.mkdir()
+            bench.run_passthrough(azurite, pass_dir)
+        if settings.memory_run:
             try:
                 memory_dir = workdir / "memory"
                 memory_dir.mkdir()
@@ -375,19 +431,25 @@ def main() -> int:
             except Exception as exc:
                 report.memory_note = one_line(f"not measured: {type(exc).__name__}: {exc}")
                 log(report.memory_note)
+        elif settings.memory:
+            report.memory_note = ""  # BENCH_REPLICAS=only: the section is left out
         else:
             report.memory_note = "skipped (BENCH_MEMORY=0)"
     report.seconds = time.monotonic() - began
     text = render(report)
-    write_results(now, text, report)
+    data = report.as_dict()
+    if replica_report is not None:
+        text += "\n" + render_replicas(replica_report)
+        data["replicas"] = replica_report.as_dict()
+    write_results(now, text, data)
     print(text)
     return 0
 
 
-def write_results(now: dt.datetime, text: str, report: Report) -> None:
+def write_results(now: dt.datetime, text: str, data: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     stem = now.strftime("%Y-%m-%dT%H-%M-%SZ")
-    for suffix, content in ((".md", text + "\n"), (".json", json.dumps(report.as_dict(), indent=1) + "\n")):
+    for suffix, content in ((".md", text + "\n"), (".json", json.dumps(data, indent=1) + "\n")):
         final = RESULTS / f"{stem}{suffix}"
         partial = final.with_name(final.name + ".tmp")
         partial.write_text(content)

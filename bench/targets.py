@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,10 +59,13 @@ def imgproxy_env(connection_string: str, port: int) -> dict[str, str]:
 
 
 @contextmanager
-def run_imgproxy(connection_string: str, workdir: Path, name: str = "imgproxy") -> Iterator[Target]:
-    """`python -m imgproxy --config config.toml`, env overrides; cwd is `workdir` (disk tier, if on)."""
+def run_imgproxy(
+    connection_string: str, workdir: Path, name: str = "imgproxy", env: Mapping[str, str] | None = None
+) -> Iterator[Target]:
+    """`python -m imgproxy --config config.toml`, env overrides (`env` last); cwd is `workdir`
+    (disk tier, if on)."""
     port = free_port()
-    env = imgproxy_env(connection_string, port)
+    env = {**imgproxy_env(connection_string, port), **(env or {})}
     workers = int(env.get("IMGPROXY_SERVER_WORKERS", "1"))
     argv = [sys.executable, "-m", "imgproxy", "--config", str(CONFIG)]
     with ManagedProcess(name, argv, workdir / f"{name}.log", env=env, cwd=workdir) as proc:

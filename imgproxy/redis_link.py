@@ -46,6 +46,11 @@ _REFUSED: Final = (
     redis_exceptions.ReadOnlyError,
     redis_exceptions.NoPermissionError,
 )
+# What a lost connection can raise from redis-py: its own errors, socket errors, and on uvloop
+# (the server's loop) a RuntimeError ("unable to perform operation on <TCPTransport closed=True>;
+# the handler is closed") when it writes to a connection the server has just reset (a Redis being
+# killed), where asyncio's transports raise an OSError that redis-py turns into ConnectionError.
+CONNECTION_LOST: Final = (redis_exceptions.RedisError, OSError, RuntimeError)
 # Bytes in, bytes out: values are binary (cache bodies); callers decode the few text replies.
 _DECODE: Final = False
 
@@ -169,6 +174,7 @@ class RedisLink:
         """
         if self._closed:
             raise RedisUnavailable("the Redis link is closed")
+        pooled = self.client  # outside the try: used outside its `async with` is a bug, not Redis
         try:
             self._breaker.before_call()
         except CircuitOpen:
@@ -181,7 +187,7 @@ class RedisLink:
                     result = await op(client)
                 else:
                     async with self._slots:
-                        result = await op(self.client)
+                        result = await op(pooled)
         except asyncio.CancelledError:
             self._breaker.abandoned()
             raise
@@ -205,7 +211,7 @@ class RedisLink:
         except RedisFailure:  # raised by `op` itself on an answer of the wrong shape
             self._answered()
             raise
-        except (redis_exceptions.RedisError, OSError) as exc:
+        except CONNECTION_LOST as exc:
             # Refused, reset, a cluster that lost its slots, or bytes that are not RESP.
             self._failed()
             raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc

@@ -18,9 +18,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Final
 
-from redis import exceptions as redis_exceptions
-
-from .redis_link import RedisLink
+from .redis_link import CONNECTION_LOST, RedisLink
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +123,7 @@ class Notifier:
                     )
                     if message is not None and message.get("type") == "message":
                         self._dispatch(message.get("data"))
-            except (redis_exceptions.RedisError, OSError, TimeoutError) as exc:
+            except (*CONNECTION_LOST, TimeoutError) as exc:  # the task must outlive any outage
                 failures += 1
                 if failures == 1:
                     log.warning("Redis notifications lost (%s); waiters poll until they are back", exc)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Final
 
-# KEYS: lock, members, purged, vpurged. ARGV: token, lock ms.
-# Returns {1 or 0, purge token or false, variant purge token or false}.
+# KEYS: lock, members, purged, vpurged, entry. ARGV: token, lock ms.
+# Returns {1 or 0, purge token or false, variant purge token or false}. Not taken (0) while the
+# entry exists: it was published since the claimer's lookup missed (the publisher's store freed
+# the lock), and the claimer is to read it, not download it again.
 CLAIM: Final = """
 local taken = 0
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+if redis.call('EXISTS', KEYS[5]) == 0 and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SADD', KEYS[2], KEYS[1])
   if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
   taken = 1

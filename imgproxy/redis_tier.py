@@ -238,7 +238,7 @@ class RedisTier:
             self._link.call(self._current_generation),
             self._link.call(
                 lambda c: self._claim(
-                    keys=[keys.lock, keys.members, purged, vpurged],
+                    keys=[keys.lock, keys.members, purged, vpurged, keys.entry],
                     args=[token, _ms(self._config.lock_ttl_s)],
                     client=c,
                 )

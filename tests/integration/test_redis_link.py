@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import ipaddress
+import itertools
 import os
 import signal
+import socket
 import ssl
+import struct
+import threading
 import time
 from pathlib import Path
 
@@ -195,3 +200,64 @@ async def test_a_rediss_url_speaks_verified_tls(redis_server: RedisServer, tmp_p
                 await link.call(ping)
     finally:
         await proxy.close()
+
+
+class ResetAfterAccept:
+    """A listener that accepts each connection and resets it (RST) a few microseconds later, as a
+    redis-server being killed does to the connections it has just accepted. A thread of its own,
+    so the reset lands independently of the event loop under test."""
+
+    DELAYS_S = (0.0, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005)
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)  # so the thread sees `close` (closing does not wake accept)
+        self.port: int = self._listener.getsockname()[1]
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="reset-after-accept")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        delays = itertools.cycle(self.DELAYS_S)
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            time.sleep(next(delays))
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+
+def test_a_connection_reset_right_after_accept_is_unavailable_on_uvloop_too() -> None:
+    """On uvloop (the server's loop) redis-py writing its handshake to a connection the server has
+    just reset raises RuntimeError ("the handler is closed") where asyncio raises an OSError. It is
+    a Redis failure like any other: RedisUnavailable, never an exception that reaches a request
+    (a 500) or ends the link's probe. Found by the process-level test that kills Redis under load."""
+    import uvloop
+
+    server = ResetAfterAccept()
+    outcomes: collections.Counter[str] = collections.Counter()
+
+    async def scenario() -> None:
+        config = redis_config(f"redis://127.0.0.1:{server.port}/0", breaker_failures=10**9)
+        async with RedisLink(config, "images") as link:  # exiting re-raises what ended its probe
+            for _ in range(3000):  # until the reset has landed between connect and handshake
+                try:
+                    await link.call(ping)
+                except RedisUnavailable as exc:
+                    outcomes["transport closed" if isinstance(exc.__cause__, RuntimeError) else "other"] += 1
+                if outcomes["transport closed"] >= 1:
+                    break
+
+    try:
+        uvloop.run(scenario())
+    finally:
+        server.close()
+    if not outcomes["transport closed"]:
+        pytest.skip(f"the reset never landed between connect and handshake: {dict(outcomes)}")

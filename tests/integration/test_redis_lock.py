@@ -91,9 +91,28 @@ async def test_a_holder_that_fails_releases_the_lock_and_its_waiters_stop_waitin
         assert (await waiter.tier.claim("fail.png")).held  # the lock is free again
 
 
+async def test_a_claim_after_another_replica_published_the_value_finds_it_instead_of_downloading(
+    redis_target: RedisTarget,
+) -> None:
+    """B's lookup missed; before B claims, A downloads and publishes (its store frees the lock). B's
+    claim must not take the free lock and download again: it is pointed to A's value. (Without
+    this a cold burst over 3 replicas made 2 origin GETs in two bursts of three, `make bench`.)"""
+    body = payload(200 * 1024, seed=4)
+    config = redis_target.config()  # one prefix: one deployment
+    async with shared_replica(config) as a, shared_replica(config) as b:
+        assert await b.tier.lookup("late.png") is None
+        claim = await a.tier.claim("late.png")
+        assert claim.held and await a.tier.store(claim, meta_of(body), body)
+        async with b.downloads.download_lock("late.png") as outcome:
+            assert not outcome.claim.held
+            assert outcome.entry is not None and outcome.entry.body == body
+
+
 async def test_release_never_deletes_another_replicas_lock(redis_target: RedisTarget) -> None:
     """A holder whose lock expired and was taken by another cannot release the new one."""
-    config = redis_target.config(lock_ttl_s=0.05)
+    # Long enough that the new holder's lock outlives the release and the claim below on a loaded
+    # machine (at 0.05 s it sometimes expired first, and the last claim was rightly granted).
+    config = redis_target.config(lock_ttl_s=0.5)
     async with shared_replica(config) as a, shared_replica(config) as b:
         first, second = a.tier, b.tier
         old = await first.claim("x.png")
