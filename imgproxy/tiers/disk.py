@@ -276,11 +276,20 @@ class DiskTier:
             file.close()
             raise
         opened = OpenEntry(entry, file, stat, self.damaged)
-        if damage is not None:
-            opened.close()
+        if damage is None:
+            return opened
+        opened.close()
+        # On a shared disk a sibling publishing a new version renames its data file in before its
+        # metadata: while it holds the entry's lock, a mismatch may be that, not damage.
+        lock = await self.try_lock(entry.key) if self.shared else None
+        if self.shared and lock is None:
+            raise FileNotFoundError(entry.data)
+        try:
             await opened.damaged(damage)
-            raise DamagedEntry(entry.key)
-        return opened
+        finally:
+            if lock is not None:
+                lock.release()
+        raise DamagedEntry(entry.key)
 
     async def damaged(self, entry: DiskEntry, reason: str, stat: os.stat_result | None = None) -> None:
         """Drop an entry whose file is not what was written: once, logged and counted."""
