@@ -52,6 +52,19 @@ async def serve(
     config: Config, reuse_port: bool = False, shared_disk: bool = False, peers: Peers | None = None
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    # The handlers first: a signal during start-up (a disk scan, catching up on purges) must end
+    # in the same orderly shutdown, not in the default action's death by the signal.
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    drain = False
+
+    def stop(with_drain: bool) -> None:
+        nonlocal drain
+        drain = drain or with_drain
+        stopping.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop, True)
+    loop.add_signal_handler(signal.SIGINT, stop, False)
     app = create_app(config, shared_disk=shared_disk, peers=peers)
     runner = web.AppRunner(
         app,
@@ -68,18 +81,6 @@ async def serve(
         if peers is not None:  # where sibling workers relay purges
             await web.UnixSite(runner, str(peers.socket(peers.index))).start()
         log.info("serving on http://%s:%d", config.server.host, config.server.port)
-
-        loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
-        drain = False
-
-        def stop(with_drain: bool) -> None:
-            nonlocal drain
-            drain = drain or with_drain
-            stopping.set()
-
-        loop.add_signal_handler(signal.SIGTERM, stop, True)
-        loop.add_signal_handler(signal.SIGINT, stop, False)
         await stopping.wait()
         if drain and config.server.drain_s > 0:
             log.info("SIGTERM: not ready; draining for %.1f s", config.server.drain_s)
