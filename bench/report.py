@@ -17,6 +17,8 @@ from devtools.azurite import ROOT
 
 from .client import BurstResult, StreamsResult
 from .procs import find_tool
+from .transform_report import TransformReport
+from .transform_report import render as render_transforms
 from .wrk import WrkResult
 
 MB = 1e6
@@ -124,6 +126,7 @@ class Report:
     memory_note: str = ""
     seconds: float = 0.0
     environment: dict[str, str] = field(default_factory=dict)  # taken before the run starts
+    transforms: TransformReport | None = None  # BENCH_TRANSFORMS (bench/transform_bench.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +141,7 @@ class Report:
             "memory": self.memory.as_dict() if self.memory else None,
             "memory_note": self.memory_note,
             "seconds": self.seconds,
+            "transforms": self.transforms.as_dict() if self.transforms else None,
         }
 
 
@@ -235,7 +239,16 @@ def render(report: Report) -> str:
     if report.notes:
         lines += ["Notes:", ""] + [f"- {note}" for note in report.notes] + [""]
 
-    lines += ["## Throughput and latency (wrk, all hits after one warm-up request per object)", ""]
+    if report.loads or report.bursts or report.memory is not None or report.memory_note:
+        lines += cache_sections(report)
+    if report.transforms is not None:
+        lines += render_transforms(report.transforms)
+    return "\n".join(lines)
+
+
+def cache_sections(report: Report) -> list[str]:
+    """Hits against nginx, Varnish and the bare handler; the cold burst; the 200 MiB memory figure."""
+    lines = ["## Throughput and latency (wrk, all hits after one warm-up request per object)", ""]
     rows = []
     for row in report.loads:
         rows.append(
@@ -371,4 +384,4 @@ def render(report: Report) -> str:
         ]
     else:
         lines += [report.memory_note or "not measured", ""]
-    return "\n".join(lines)
+    return lines

@@ -2,8 +2,18 @@
 
 Environment: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (64), BENCH_REPEAT (1; the median is
 reported), BENCH_TARGETS (imgproxy,nginx,varnish,bare), BENCH_WORKLOADS (hit-20k,hit-2m,zipf,burst;
-also hit-200k and stream-20m), BENCH_MEMORY (1; 0 skips the 200 MiB figure),
-IMGPROXY_BENCH_EXTRA_ENV ("KEY=VALUE ..." passed to imgproxy, e.g. IMGPROXY_SERVER_WORKERS=2).
+also hit-200k and stream-20m), BENCH_MEMORY (1; 0 skips the 200 MiB figure and the transforms'
+24 MP memory figure), IMGPROXY_BENCH_EXTRA_ENV ("KEY=VALUE ..." passed to imgproxy, e.g.
+IMGPROXY_SERVER_WORKERS=2).
+
+Image transforms (issue 12; `bench/transform_bench.py`), in the same run and report:
+BENCH_TRANSFORMS (1: after the cache workloads, the default; 0: none; only: the transform
+workloads alone), BENCH_TRANSFORM_CASES (12mp-jpeg,12mp-webp,2.5mp-800-jpeg,png-alpha,12mp-avif),
+BENCH_TRANSFORM_TARGETS (imgproxy,thumbor,limit), BENCH_TRANSFORM_CONNECTIONS (8: wrk connections
+of the cold runs; warm runs use BENCH_CONNECTIONS), BENCH_TRANSFORM_SECONDS (3: the in-process
+limit's loop per library and repetition), IMGPROXY_BENCH_TRANSFORM_ENV ("KEY=VALUE ..." for the
+transform imgproxy only, e.g. IMGPROXY_TRANSFORM_MAX_CONCURRENCY=1). thumbor 7.8.0 is installed
+into .cache/bench/thumbor-venv (bench/thumbor-requirements.txt) on first use.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from .origin_counter import STATS_PATH
 from .procs import ManagedProcess, descendants, find_tool, peak_rss_bytes
 from .report import BurstRow, LoadRow, MemoryFigure, Report, environment, render
 from .targets import EXTRA_ENV_VAR, Target, new_workdir, run_bare, run_imgproxy, run_nginx, run_varnish
+from .transform_bench import TransformBench, TransformSettings
+from .transform_report import TransformReport
 from .wrk import fixed_script, mix_script, run_wrk, wrk_binary
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
@@ -59,6 +71,7 @@ class Settings:
     targets: list[str]
     workloads: list[str]
     memory: bool
+    transforms: str  # "1", "0" or "only"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,7 +89,10 @@ class Settings:
             targets=listing("BENCH_TARGETS", ",".join(ALL_TARGETS), ALL_TARGETS),
             workloads=listing("BENCH_WORKLOADS", "hit-20k,hit-2m,zipf,burst", ALL_WORKLOADS),
             memory=os.environ.get("BENCH_MEMORY", "1") not in ("0", "false", "no"),
+            transforms=os.environ.get("BENCH_TRANSFORMS", "1").strip().lower(),
         )
+        if settings.transforms not in ("1", "0", "only"):
+            raise SystemExit("BENCH_TRANSFORMS must be 1, 0 or only")
         if settings.duration_s < 1 or settings.connections < 1 or settings.repeat < 1:
             raise SystemExit("BENCH_DURATION, BENCH_CONNECTIONS and BENCH_REPEAT must be >= 1")
         return settings
@@ -88,7 +104,8 @@ class Settings:
             "wrk threads": "1",
             "repeat": str(self.repeat),
             "targets": ",".join(self.targets),
-            "workloads": ",".join(self.workloads),
+            "workloads": ",".join(self.workloads) if self.transforms != "only" else "(none: transforms only)",
+            "transforms": self.transforms,
             EXTRA_ENV_VAR: os.environ.get(EXTRA_ENV_VAR, "") or "(none)",
         }
 
@@ -269,37 +286,72 @@ def main() -> int:
     bench = Bench(settings, report)
     with new_workdir() as tmp, run_azurite() as azurite:
         workdir = Path(tmp)
-        log(f"Azurite on {azurite.endpoint}; seeding")
-        started = time.monotonic()
-        bench.dataset = client.run(seed(azurite.connection_string, settings.targets, settings.repeat))
-        log(f"seeded {len(bench.dataset.sizes)} blobs in {time.monotonic() - started:.1f} s")
-        with origin_counter(azurite, workdir) as counter:
-            bench.counter_url = f"http://{counter[0]}:{counter[1]}{STATS_PATH}"
-            for name in settings.targets:
-                target_dir = workdir / name
-                target_dir.mkdir()
-                try:
-                    with bench.start(name, azurite, counter, target_dir) as target:
-                        bench.run_target(target, target_dir)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # an anchor that cannot start is skipped, never fatal
-                    bench.failed(f"{name}: skipped or incomplete", exc)
-        if settings.memory:
-            try:
-                memory_dir = workdir / "memory"
-                memory_dir.mkdir()
-                bench.memory_figure(azurite, memory_dir)
-            except Exception as exc:
-                report.memory_note = one_line(f"not measured: {type(exc).__name__}: {exc}")
-                log(report.memory_note)
-        else:
-            report.memory_note = "skipped (BENCH_MEMORY=0)"
+        if settings.transforms != "only":
+            run_cache_workloads(bench, azurite, workdir)
+        if settings.transforms != "0":
+            run_transform_workloads(settings, report, azurite, workdir / "transforms")
     report.seconds = time.monotonic() - began
     text = render(report)
     write_results(now, text, report)
     print(text)
     return 0
+
+
+def run_cache_workloads(bench: Bench, azurite: AzuriteServer, workdir: Path) -> None:
+    """Seed, then every cache target through every workload, then the 200 MiB memory figure."""
+    settings, report = bench.settings, bench.report
+    log(f"Azurite on {azurite.endpoint}; seeding")
+    started = time.monotonic()
+    bench.dataset = client.run(seed(azurite.connection_string, settings.targets, settings.repeat))
+    log(f"seeded {len(bench.dataset.sizes)} blobs in {time.monotonic() - started:.1f} s")
+    with origin_counter(azurite, workdir) as counter:
+        bench.counter_url = f"http://{counter[0]}:{counter[1]}{STATS_PATH}"
+        for name in settings.targets:
+            target_dir = workdir / name
+            target_dir.mkdir()
+            try:
+                with bench.start(name, azurite, counter, target_dir) as target:
+                    bench.run_target(target, target_dir)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # an anchor that cannot start is skipped, never fatal
+                bench.failed(f"{name}: skipped or incomplete", exc)
+    if settings.memory:
+        try:
+            memory_dir = workdir / "memory"
+            memory_dir.mkdir()
+            bench.memory_figure(azurite, memory_dir)
+        except Exception as exc:
+            report.memory_note = one_line(f"not measured: {type(exc).__name__}: {exc}")
+            log(report.memory_note)
+    else:
+        report.memory_note = "skipped (BENCH_MEMORY=0)"
+
+
+def run_transform_workloads(
+    settings: Settings, report: Report, azurite: AzuriteServer, workdir: Path
+) -> None:
+    """imgproxy's transforms against thumbor and the in-process limit (bench/transform_bench.py)."""
+    import PIL
+    import pyvips
+
+    transforms = report.transforms = TransformReport()
+    libvips = ".".join(str(pyvips.version(i)) for i in range(3))
+    transforms.versions = {
+        "pyvips": f"{pyvips.__version__} (libvips {libvips})",
+        "Pillow (the limit's)": PIL.__version__,
+    }
+    tx_settings = TransformSettings.from_env(
+        settings.duration_s, settings.repeat, settings.connections, settings.memory
+    )
+    try:
+        TransformBench(tx_settings, transforms, log).run(azurite.connection_string, workdir)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the cache figures are still worth writing
+        message = one_line(f"transform workloads stopped: {type(exc).__name__}: {exc}")
+        log(message)
+        transforms.notes.append(message)
 
 
 def write_results(now: dt.datetime, text: str, report: Report) -> None:
