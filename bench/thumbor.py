@@ -29,7 +29,7 @@ from typing import Final
 
 from devtools.azurite import ROOT, free_port
 
-from .procs import ManagedProcess, find_tool
+from .procs import ManagedProcess, find_tool, process_tree
 
 VENV: Final = ROOT / ".cache" / "bench" / "thumbor-venv"
 REQUIREMENTS: Final = Path(__file__).resolve().parent / "thumbor-requirements.txt"
@@ -164,12 +164,14 @@ class ThumborCluster:
     base: str  # http://127.0.0.1:<nginx port>
     static_host: str  # host:port of the static server, as written in thumbor URLs
     result_storage: bool
-    processes: list[ManagedProcess] = field(default_factory=list)
+    processes: list[ManagedProcess] = field(default_factory=list)  # the thumbors
+    front: ManagedProcess | None = None  # nginx: its master and workers
     notes: list[str] = field(default_factory=list)
 
-    @property
     def pids(self) -> list[int]:
-        return [proc.pid for proc in self.processes]
+        """Every process that serves a request: the thumbors and nginx's (for CPU accounting)."""
+        front = process_tree(self.front.pid) if self.front is not None else []
+        return [proc.pid for proc in self.processes] + front
 
 
 @contextmanager
@@ -229,7 +231,7 @@ def run_thumbor(sources: Path, workdir: Path, result_storage: bool, cores: int) 
             "-g",
             "daemon off;",
         ]
-        front = stack.enter_context(ManagedProcess("thumbor-nginx", argv, tmp / "stdout.log"))
+        front = cluster.front = stack.enter_context(ManagedProcess("thumbor-nginx", argv, tmp / "stdout.log"))
         front.wait_for_http(f"{cluster.base}/__health")
         front.wait_for_http(f"{cluster.base}/healthcheck")
         storage = "file result storage (unsafe URLs stored)" if result_storage else "no result storage"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from . import client
-from .procs import descendants, peak_rss_bytes
+from .procs import cpu_seconds, descendants, peak_rss_bytes, process_tree
 from .targets import Target, run_imgproxy
 from .thumbor import ThumborCluster, run_thumbor, versions
 from .transform_cases import RSS_QUERIES, RSS_REQUESTS, TRANSFORM_CASES, TransformCase, fill, rss_blob, split
@@ -35,7 +35,7 @@ from .transform_limit import OverheadRow, measure
 from .transform_limit import render as render_limit
 from .transform_report import CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
 from .transform_seed import HIT_BLOB, HIT_SIZE, source_blobs, upload, write_files
-from .wrk import WrkResult, counter_script, fixed_script, paced_script, run_wrk
+from .wrk import counter_script, fixed_script, paced_script, run_wrk
 
 TRANSFORM_ENV_VAR: Final = "IMGPROXY_BENCH_TRANSFORM_ENV"
 ALL_TRANSFORM_TARGETS: Final = ("imgproxy", "thumbor", "limit")
@@ -264,24 +264,32 @@ class TransformBench:
             for library, size in rows[0].output_bytes.items():
                 figures.output_bytes[f"in-process {library}"] = size
         if imgproxy is not None:
-            figures.imgproxy_cold.runs.append(
-                self.cold_run("imgproxy", case, imgproxy.base, case.imgproxy_template())
+            pids = process_tree(imgproxy.process.pid)
+            self.cold_run(
+                "imgproxy", case, imgproxy.base, case.imgproxy_template(), figures.imgproxy_cold, pids
             )
         if thumbor is not None:
             template = case.thumbor_template(thumbor.static_host)
-            figures.thumbor_cold.runs.append(self.cold_run("thumbor", case, thumbor.base, template))
+            self.cold_run("thumbor", case, thumbor.base, template, figures.thumbor_cold, thumbor.pids())
 
-    def cold_run(self, server: str, case: TransformCase, base: str, template: str) -> WrkResult:
-        """One wrk run of new variants; the counter goes on from where the last run of this pair ended."""
+    def cold_run(
+        self, server: str, case: TransformCase, base: str, template: str, into: Load, pids: list[int]
+    ) -> None:
+        """One wrk run of new variants into `into`, with the CPU that `pids` used meanwhile; the
+        counter goes on from where the last run of this (server, case) ended."""
         prefix, suffix = split(template)
         key = (server, case.slug)
         start = self.next_n.get(key, case.first + 1)
         script = counter_script(self.lua(f"cold-{server}-{case.slug}.lua"), prefix, start, suffix)
         self.log(f"{server}: cold {case.slug} from n={start} ({self.s.duration_s} s, -c{self.s.connections})")
+        cpu_before = cpu_seconds(pids)
         result = run_wrk(base + "/", script, self.s.duration_s, self.s.connections)
+        cpu = cpu_seconds(pids) - cpu_before
         # Requests still in flight when wrk stopped used numbers too: skip past them.
         self.next_n[key] = start + result.requests + self.s.connections + 16
-        return result
+        into.runs.append(result)
+        if cpu > 0:
+            into.cpu_rates.append(result.requests / cpu * cores())
 
     def lua(self, name: str) -> Path:
         directory = self.workdir / "lua"
@@ -339,11 +347,14 @@ class TransformBench:
             hits.idle.runs.append(run_wrk(url, prober, probe_s, PROBER_CONNECTIONS))
             self.log(f"hits: prober while cold {case.slug} runs #{repetition + 1}")
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                load = pool.submit(self.cold_run, "imgproxy", case, imgproxy.base, case.imgproxy_template())
+                template, pids = case.imgproxy_template(), process_tree(imgproxy.process.pid)
+                load = pool.submit(
+                    self.cold_run, "imgproxy", case, imgproxy.base, template, hits.transforms, pids
+                )
                 time.sleep(1)  # the prober starts once the transforms fill the slots, and ends before them
                 probe = pool.submit(run_wrk, url, prober, probe_s, PROBER_CONNECTIONS)
                 hits.loaded.runs.append(probe.result(timeout=probe_s + 120))
-                hits.transforms.runs.append(load.result(timeout=self.s.duration_s + 120))
+                load.result(timeout=self.s.duration_s + 120)
         self.report.settings["hit prober"] = (
             f"wrk -t1 -c{PROBER_CONNECTIONS}, {PROBER_DELAY_MS} ms pause before each request per connection, "
             f"{probe_s} s, on {HIT_BLOB} (cached); under load: inside a cold {case.slug} run"

@@ -34,10 +34,16 @@ class Load:
     """The wrk runs of one (server, case, cold or warm) figure."""
 
     runs: list[WrkResult] = field(default_factory=list)
+    # Per run: answers per CPU second of the server's processes x cores (the limit's `cpu` unit).
+    cpu_rates: list[float] = field(default_factory=list)
 
     @property
     def rps(self) -> float | None:
         return _median(self.runs, lambda r: r.rps)
+
+    @property
+    def cpu_rate(self) -> float | None:
+        return statistics.median(self.cpu_rates) if self.cpu_rates else None
 
     @property
     def p50(self) -> float | None:
@@ -57,8 +63,9 @@ class Load:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "median": {"rps": self.rps, "p50_ms": self.p50, "p99_ms": self.p99},
+            "median": {"rps": self.rps, "p50_ms": self.p50, "p99_ms": self.p99, "cpu_rate": self.cpu_rate},
             "errors": self.errors,
+            "cpu_rates": self.cpu_rates,
             "runs": [run.as_dict() for run in self.runs],
         }
 
@@ -98,17 +105,24 @@ class CaseFigures:
         rates = {lib: rate for lib in libraries if (rate := self.limit(lib)) is not None}
         return LimitRow(self.name, rates, self.limits[-1].output_bytes)
 
-    @property
-    def faster_library(self) -> tuple[str, float] | None:
-        """The library with the higher wall-clock limit, and that limit (img/s)."""
-        found = [(lib, rate.wall) for lib in ("pyvips", "Pillow") if (rate := self.limit(lib)) is not None]
+    def faster_library(self, cpu: bool = False) -> tuple[str, float] | None:
+        """The library with the higher limit (wall clock, or per CPU second x cores), and that limit."""
+        found = [
+            (lib, rate.cpu if cpu else rate.wall)
+            for lib in ("pyvips", "Pillow")
+            if (rate := self.limit(lib)) is not None
+        ]
         return max(found, key=lambda item: item[1]) if found else None
 
-    def cold_to_limit(self) -> float | None:
-        faster = self.faster_library
-        return _ratio(self.imgproxy_cold.rps, faster[1] if faster else None)
+    def cold_to_limit(self, cpu: bool = False) -> float | None:
+        """imgproxy's cold rate over the faster library's limit, both by wall clock or both per CPU."""
+        faster = self.faster_library(cpu)
+        mine = self.imgproxy_cold.cpu_rate if cpu else self.imgproxy_cold.rps
+        return _ratio(mine, faster[1] if faster else None)
 
-    def cold_to_thumbor(self) -> float | None:
+    def cold_to_thumbor(self, cpu: bool = False) -> float | None:
+        if cpu:
+            return _ratio(self.imgproxy_cold.cpu_rate, self.thumbor_cold.cpu_rate)
         return _ratio(self.imgproxy_cold.rps, self.thumbor_cold.rps)
 
     def warm_to_original(self) -> float | None:
@@ -137,7 +151,9 @@ class CaseFigures:
             "output_pixels": self.output_pixels,
             "ratios": {
                 "cold_to_faster_limit": self.cold_to_limit(),
+                "cold_to_faster_limit_cpu": self.cold_to_limit(cpu=True),
                 "cold_to_thumbor": self.cold_to_thumbor(),
+                "cold_to_thumbor_cpu": self.cold_to_thumbor(cpu=True),
                 "warm_to_original": self.warm_to_original(),
                 "warm_to_thumbor": self.warm_to_thumbor(),
             },
@@ -249,17 +265,22 @@ def _cold_rows(cases: Sequence[CaseFigures]) -> list[list[str]]:
     rows = []
     for c in cases:
         pyvips, pillow, engine = c.limit("pyvips"), c.limit("Pillow"), c.limit("engine")
-        faster = c.faster_library
+        faster, faster_cpu = c.faster_library(), c.faster_library(cpu=True)
         rows.append(
             [
                 c.name,
                 c.imgproxy_cold.cell(1, 0),
+                _fmt(c.imgproxy_cold.cpu_rate),
                 c.thumbor_cold.cell(1, 0),
+                _fmt(c.thumbor_cold.cpu_rate),
                 f"{_fmt(pyvips.wall if pyvips else None)} / {_fmt(pillow.wall if pillow else None)}",
-                _fmt(engine.wall if engine else None),
-                faster[0] if faster else "n/a",
+                f"{_fmt(pyvips.cpu if pyvips else None)} / {_fmt(pillow.cpu if pillow else None)}",
+                f"{_fmt(engine.wall if engine else None)} / {_fmt(engine.cpu if engine else None)}",
+                f"{faster[0] if faster else 'n/a'} / {faster_cpu[0] if faster_cpu else 'n/a'}",
                 _verdict(c.cold_to_limit(), COLD_TARGET_LIMIT),
+                _verdict(c.cold_to_limit(cpu=True), COLD_TARGET_LIMIT),
                 _verdict(c.cold_to_thumbor(), COLD_TARGET_THUMBOR, strict=True),
+                _verdict(c.cold_to_thumbor(cpu=True), COLD_TARGET_THUMBOR, strict=True),
                 f"{c.imgproxy_cold.errors} / {c.thumbor_cold.errors}",
             ]
         )
@@ -296,20 +317,29 @@ def render(report: TransformReport) -> list[str]:
         header = [
             "case",
             "imgproxy req/s (p50 / p99 ms)",
+            "imgproxy per CPU",
             "thumbor req/s (p50 / p99 ms)",
+            "thumbor per CPU",
             "limit img/s pyvips / Pillow",
-            "limit engine",
-            "faster",
+            "limit per CPU pyvips / Pillow",
+            "limit engine (wall / CPU)",
+            "faster (wall / CPU)",
             "imgproxy / faster limit (>= 0.85)",
+            "same, per CPU",
             "imgproxy / thumbor (> 1)",
+            "same, per CPU",
             "errors imgproxy / thumbor",
         ]
         lines += _table(header, _cold_rows(report.cases))
         lines += [
             "",
             "The limit: the same operation in a tight loop on source bytes in memory, one process per "
-            "core, wall clock, measured in this run between the servers' runs (`bench/transform_limit.py`; "
-            "its tables follow). `engine` is our pipeline in that loop, without HTTP, cache or pool.",
+            "core, measured in this run between the servers' runs (`bench/transform_limit.py`; its "
+            "tables follow). `engine` is our pipeline in that loop, without HTTP, cache or pool. "
+            "`per CPU`: answers (images) per CPU second used by the server's processes (all of "
+            "thumbor's and its nginx's; the limit's loops) times the cores: what the cores would give "
+            "if nothing else ran. The wall-clock ratios hold when the machine is quiet; on a loaded "
+            "one the per-CPU ratios are the ones to read (they leave out wrk's own CPU).",
             "",
             "### Warm: variant hits against original hits of the same size",
             "",
