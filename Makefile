@@ -45,8 +45,10 @@ constraints: $(PY_STAMP)
 clean:
 	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache
 
-# imgproxy against nginx, Varnish and a bare aiohttp handler (all over loopback, in front of Azurite).
+# imgproxy against nginx, Varnish and a bare aiohttp handler (all over loopback, in front of Azurite),
+# then its image transforms against thumbor (own venv under .cache/bench) and the in-process limit.
 # Writes bench/results/<UTC time>.md (printed) and .json. Knobs: BENCH_DURATION, BENCH_CONNECTIONS,
-# BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS, BENCH_MEMORY, IMGPROXY_BENCH_EXTRA_ENV (see bench/run.py).
+# BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS, BENCH_MEMORY, IMGPROXY_BENCH_EXTRA_ENV, BENCH_TRANSFORMS
+# (1, 0 or only), BENCH_TRANSFORM_* and IMGPROXY_BENCH_TRANSFORM_ENV (see bench/run.py).
 bench: install
 	$(BIN)/python -m bench.run
