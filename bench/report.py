@@ -17,7 +17,7 @@ from devtools.azurite import ROOT
 
 from .client import BurstResult, StreamsResult
 from .procs import find_tool
-from .transform_report import TransformReport
+from .transform_figures import TransformReport
 from .transform_report import render as render_transforms
 from .wrk import WrkResult
 

@@ -42,7 +42,7 @@ from .procs import ManagedProcess, descendants, find_tool, peak_rss_bytes
 from .report import BurstRow, LoadRow, MemoryFigure, Report, environment, render
 from .targets import EXTRA_ENV_VAR, Target, new_workdir, run_bare, run_imgproxy, run_nginx, run_varnish
 from .transform_bench import TransformBench, TransformSettings
-from .transform_report import TransformReport
+from .transform_figures import TransformReport
 from .wrk import fixed_script, mix_script, run_wrk, wrk_binary
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"

@@ -31,9 +31,9 @@ from .procs import cpu_seconds, descendants, peak_rss_bytes, process_tree
 from .targets import Target, run_imgproxy
 from .thumbor import ThumborCluster, run_thumbor, versions
 from .transform_cases import RSS_QUERIES, RSS_REQUESTS, TRANSFORM_CASES, TransformCase, fill, rss_blob, split
+from .transform_figures import CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
 from .transform_limit import OverheadRow, measure
 from .transform_limit import render as render_limit
-from .transform_report import CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
 from .transform_seed import HIT_BLOB, HIT_SIZE, source_blobs, upload, write_files
 from .wrk import counter_script, fixed_script, paced_script, run_wrk
 

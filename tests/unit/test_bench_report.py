@@ -6,8 +6,8 @@ from collections import Counter
 
 from bench.client import Answer, BurstResult
 from bench.report import BurstRow, LoadRow, Report, render
+from bench.transform_figures import MIB, CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
 from bench.transform_limit import LimitRow, Rate
-from bench.transform_report import MIB, CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
 from bench.transform_report import render as render_transforms
 from bench.wrk import WrkResult
 
