@@ -154,3 +154,50 @@ async def fetch_body(url: str) -> bytes:
     async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
         response.raise_for_status()
         return await response.read()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One response: status, body length, `Content-Type`, `X-Cache`, seconds to the full body."""
+
+    url: str
+    status: int
+    size: int
+    content_type: str
+    x_cache: str
+    seconds: float
+
+
+async def get_all(
+    urls: list[str], timeout_s: float = 120, body_to: dict[str, bytes] | None = None
+) -> list[Answer]:
+    """GET every URL at once (one connection each); status 0 for a request that failed.
+
+    `body_to`, when given, receives each successful body by URL (for the checks that keep one).
+    """
+    answers: list[Answer] = []
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(url: str) -> None:
+            start = time.perf_counter()
+            try:
+                async with session.get(url) as response:
+                    body = await response.read()
+                    if body_to is not None and response.status == 200:
+                        body_to[url] = body
+                    answers.append(
+                        Answer(
+                            url,
+                            response.status,
+                            len(body),
+                            response.headers.get("Content-Type", ""),
+                            response.headers.get("X-Cache", "-"),
+                            time.perf_counter() - start,
+                        )
+                    )
+            except (aiohttp.ClientError, TimeoutError):
+                answers.append(Answer(url, 0, 0, "", "-", time.perf_counter() - start))
+
+        await asyncio.gather(*(one(url) for url in urls))
+    return answers

@@ -153,3 +153,20 @@ def find_tool(name: str) -> str | None:
         os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(("/usr/sbin", "/sbin", "/usr/local/sbin"))
     )
     return shutil.which(name, path=path)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by `pids` (each with all its threads); gone ones count 0."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            # Fields after the command name, which is in parentheses and may hold spaces.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants."""
+    return [pid, *descendants(pid)]

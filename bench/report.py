@@ -17,6 +17,8 @@ from devtools.azurite import ROOT
 
 from .client import BurstResult, StreamsResult
 from .procs import find_tool
+from .transform_figures import TransformReport
+from .transform_report import render as render_transforms
 from .wrk import WrkResult
 
 MB = 1e6
@@ -125,6 +127,7 @@ class Report:
     memory_note: str = ""
     seconds: float = 0.0
     environment: dict[str, str] = field(default_factory=dict)  # taken before the run starts
+    transforms: TransformReport | None = None  # BENCH_TRANSFORMS (bench/transform_bench.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -140,6 +143,7 @@ class Report:
             "memory": self.memory.as_dict() if self.memory else None,
             "memory_note": self.memory_note,
             "seconds": self.seconds,
+            "transforms": self.transforms.as_dict() if self.transforms else None,
         }
 
 
@@ -245,6 +249,8 @@ def render(report: Report) -> str:
         lines += _bursts(report)
     if report.memory is not None or report.memory_note:
         lines += _memory(report)
+    if report.transforms is not None:
+        lines += render_transforms(report.transforms)
     return "\n".join(lines)
 
 

@@ -4,7 +4,8 @@ Environment: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (64), BENCH_REPEA
 reported), BENCH_TARGETS (imgproxy,nginx,varnish,bare), BENCH_WORKLOADS (hit-20k,hit-2m,zipf,burst,
 pass-1k,pass-1m; also hit-200k and stream-20m), BENCH_PASS_TARGETS (imgproxy,nginx,session,direct:
 the pass-through workloads' targets, see `bench.passthrough`), BENCH_MEMORY (1; 0 skips the 200 MiB
-figure), IMGPROXY_BENCH_EXTRA_ENV ("KEY=VALUE ..." passed to imgproxy, e.g. IMGPROXY_SERVER_WORKERS=2).
+figure and the transforms' 24 MP memory figure), IMGPROXY_BENCH_EXTRA_ENV ("KEY=VALUE ..." passed to
+imgproxy, e.g. IMGPROXY_SERVER_WORKERS=2).
 
 Replicas (`bench/replicas.py`): BENCH_REPLICAS=1 (default) also runs three replicas behind nginx
 in three setups (round-robin without and with Redis, consistent hashing without), each from cold
@@ -12,6 +13,17 @@ with the same BENCH_REPLICA_REQUESTS (30000) requests of the Zipf mix, the cold 
 replicas and BENCH_REPLICA_PURGES (200) purges for the propagation; 0 skips it; `only` runs
 nothing else (no targets, no memory figure). nginx's configuration comes from
 `deploy/nginx-replicas.conf`.
+
+Image transforms (issue 12; `bench/transform_bench.py`), in the same run and report:
+BENCH_TRANSFORMS (1: after the cache workloads, the default; 0: none; only: the transform
+workloads alone), BENCH_TRANSFORM_CASES (12mp-jpeg,12mp-webp,2.5mp-800-jpeg,png-alpha,12mp-avif),
+BENCH_TRANSFORM_TARGETS (imgproxy,thumbor,limit), BENCH_TRANSFORM_CONNECTIONS (8: wrk connections
+of the cold runs; warm runs use BENCH_CONNECTIONS), BENCH_TRANSFORM_SECONDS (3: the in-process
+limit's loop per library and repetition), IMGPROXY_BENCH_TRANSFORM_ENV ("KEY=VALUE ..." for the
+transform imgproxy only, e.g. IMGPROXY_TRANSFORM_MAX_CONCURRENCY=1). thumbor 7.8.0 is installed
+into .cache/bench/thumbor-venv (bench/thumbor-requirements.txt) on first use.
+
+`only` in BENCH_REPLICAS or BENCH_TRANSFORMS runs that part alone.
 """
 
 from __future__ import annotations
@@ -49,6 +61,8 @@ from .replica_report import ReplicaReport, render_replicas
 from .replicas import ReplicaBench, ReplicaSettings, upload_bursts
 from .report import BurstRow, LoadRow, MemoryFigure, Report, environment, render
 from .targets import EXTRA_ENV_VAR, Target, new_workdir, run_bare, run_imgproxy, run_nginx, run_varnish
+from .transform_bench import TransformBench, TransformSettings
+from .transform_figures import TransformReport
 from .wrk import fixed_script, mix_script, run_wrk, wrk_binary
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
@@ -79,6 +93,7 @@ class Settings:
     workloads: list[str]
     memory: bool
     pass_targets: list[str]
+    transforms: str  # BENCH_TRANSFORMS: "1", "0" or "only"
     replicas: str = "1"  # BENCH_REPLICAS: 1, 0 or only
     replica_requests: int = 30_000
     replica_purges: int = 200
@@ -103,7 +118,10 @@ class Settings:
             replicas=os.environ.get("BENCH_REPLICAS", "1").strip().lower(),
             replica_requests=int(os.environ.get("BENCH_REPLICA_REQUESTS", "30000")),
             replica_purges=int(os.environ.get("BENCH_REPLICA_PURGES", "200")),
+            transforms=os.environ.get("BENCH_TRANSFORMS", "1").strip().lower(),
         )
+        if settings.transforms not in ("1", "0", "only"):
+            raise SystemExit("BENCH_TRANSFORMS must be 1, 0 or only")
         if settings.duration_s < 1 or settings.connections < 1 or settings.repeat < 1:
             raise SystemExit("BENCH_DURATION, BENCH_CONNECTIONS and BENCH_REPEAT must be >= 1")
         if settings.replicas not in REPLICA_MODES:
@@ -113,13 +131,10 @@ class Settings:
         return settings
 
     @property
-    def targets_run(self) -> list[str]:
-        """The targets measured (none with BENCH_REPLICAS=only)."""
-        return [] if self.replicas == "only" else self.targets
-
-    @property
-    def memory_run(self) -> bool:
-        return self.memory and self.replicas != "only"
+    def cache_run(self) -> bool:
+        """Whether the cache targets, the pass-through and the memory figure run (not when a part
+        runs alone)."""
+        return self.replicas != "only" and self.transforms != "only"
 
     def describe(self) -> dict[str, str]:
         return {
@@ -128,8 +143,9 @@ class Settings:
             "wrk threads": "1",
             "repeat": str(self.repeat),
             "targets": ",".join(self.targets),
-            "workloads": ",".join(self.workloads),
+            "workloads": ",".join(self.workloads) if self.cache_run else "(none: one part only)",
             "pass targets": ",".join(self.pass_targets),
+            "transforms": self.transforms,
             EXTRA_ENV_VAR: os.environ.get(EXTRA_ENV_VAR, "") or "(none)",
             "replicas": self.replicas
             + (
@@ -384,57 +400,12 @@ def main() -> int:
     replica_report: ReplicaReport | None = None
     with new_workdir() as tmp, run_azurite() as azurite:
         workdir = Path(tmp)
-        log(f"Azurite on {azurite.endpoint}; seeding")
-        started = time.monotonic()
-        bench.dataset = client.run(
-            seed(azurite.connection_string, settings.targets_run, settings.repeat, big=settings.memory_run)
-        )
-        if settings.replicas != "0":
-            client.run(upload_bursts(azurite.connection_string))
-        log(f"seeded {len(bench.dataset.sizes)} blobs in {time.monotonic() - started:.1f} s")
-        with origin_counter(azurite, workdir) as counter:
-            bench.counter_url = f"http://{counter[0]}:{counter[1]}{STATS_PATH}"
-            for name in settings.targets_run:
-                target_dir = workdir / name
-                target_dir.mkdir()
-                try:
-                    with bench.start(name, azurite, counter, target_dir) as target:
-                        bench.run_target(target, target_dir)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # an anchor that cannot start is skipped, never fatal
-                    bench.failed(f"{name}: skipped or incomplete", exc)
-            if settings.replicas != "0":
-                replica_dir = workdir / "replicas"
-                replica_dir.mkdir()
-                replica_settings = ReplicaSettings(
-                    settings.replica_requests, settings.connections, settings.replica_purges
-                )
-                origin = connection_string(f"http://{counter[0]}:{counter[1]}")
-                try:
-                    replica_report = ReplicaBench(
-                        replica_settings, bench.dataset.images, origin, bench.counter_url, replica_dir, log
-                    ).run()
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:
-                    bench.failed("replicas: skipped or incomplete", exc)
-        if settings.replicas != "only":
-            pass_dir = workdir / "passthrough"
-            pass_dir.mkdir()
-            bench.run_passthrough(azurite, pass_dir)
-        if settings.memory_run:
-            try:
-                memory_dir = workdir / "memory"
-                memory_dir.mkdir()
-                bench.memory_figure(azurite, memory_dir)
-            except Exception as exc:
-                report.memory_note = one_line(f"not measured: {type(exc).__name__}: {exc}")
-                log(report.memory_note)
-        elif settings.memory:
-            report.memory_note = ""  # BENCH_REPLICAS=only: the section is left out
-        else:
-            report.memory_note = "skipped (BENCH_MEMORY=0)"
+        if settings.cache_run:
+            replica_report = run_cache_workloads(bench, azurite, workdir)
+        elif settings.replicas == "only":
+            replica_report = run_replicas_only(bench, azurite, workdir)
+        if settings.transforms != "0" and settings.replicas != "only":
+            run_transform_workloads(settings, report, azurite, workdir / "transforms")
     report.seconds = time.monotonic() - began
     text = render(report)
     data = report.as_dict()
@@ -444,6 +415,105 @@ def main() -> int:
     write_results(now, text, data)
     print(text)
     return 0
+
+
+def run_cache_workloads(bench: Bench, azurite: AzuriteServer, workdir: Path) -> ReplicaReport | None:
+    """Seed, then every cache target through every workload, the replicas (unless BENCH_REPLICAS
+    is 0), the pass-through workloads and the 200 MiB memory figure."""
+    settings, report = bench.settings, bench.report
+    log(f"Azurite on {azurite.endpoint}; seeding")
+    started = time.monotonic()
+    bench.dataset = client.run(
+        seed(azurite.connection_string, settings.targets, settings.repeat, big=settings.memory)
+    )
+    if settings.replicas != "0":
+        client.run(upload_bursts(azurite.connection_string))
+    log(f"seeded {len(bench.dataset.sizes)} blobs in {time.monotonic() - started:.1f} s")
+    replica_report: ReplicaReport | None = None
+    with origin_counter(azurite, workdir) as counter:
+        bench.counter_url = f"http://{counter[0]}:{counter[1]}{STATS_PATH}"
+        for name in settings.targets:
+            target_dir = workdir / name
+            target_dir.mkdir()
+            try:
+                with bench.start(name, azurite, counter, target_dir) as target:
+                    bench.run_target(target, target_dir)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # an anchor that cannot start is skipped, never fatal
+                bench.failed(f"{name}: skipped or incomplete", exc)
+        if settings.replicas != "0":
+            replica_report = run_replicas(bench, counter, workdir)
+    pass_dir = workdir / "passthrough"
+    pass_dir.mkdir()
+    bench.run_passthrough(azurite, pass_dir)
+    if settings.memory:
+        try:
+            memory_dir = workdir / "memory"
+            memory_dir.mkdir()
+            bench.memory_figure(azurite, memory_dir)
+        except Exception as exc:
+            report.memory_note = one_line(f"not measured: {type(exc).__name__}: {exc}")
+            log(report.memory_note)
+    else:
+        report.memory_note = "skipped (BENCH_MEMORY=0)"
+    return replica_report
+
+
+def run_replicas_only(bench: Bench, azurite: AzuriteServer, workdir: Path) -> ReplicaReport | None:
+    """BENCH_REPLICAS=only: seed the images and the bursts, then the replicas alone."""
+    bench.dataset = client.run(seed(azurite.connection_string, [], bench.settings.repeat, big=False))
+    client.run(upload_bursts(azurite.connection_string))
+    bench.report.memory_note = ""  # the section is left out
+    with origin_counter(azurite, workdir) as counter:
+        bench.counter_url = f"http://{counter[0]}:{counter[1]}{STATS_PATH}"
+        return run_replicas(bench, counter, workdir)
+
+
+def run_replicas(bench: Bench, counter: tuple[str, int], workdir: Path) -> ReplicaReport | None:
+    """Three replicas behind nginx in three setups (bench/replicas.py); None if it could not run."""
+    settings = bench.settings
+    replica_dir = workdir / "replicas"
+    replica_dir.mkdir()
+    replica_settings = ReplicaSettings(
+        settings.replica_requests, settings.connections, settings.replica_purges
+    )
+    origin = connection_string(f"http://{counter[0]}:{counter[1]}")
+    try:
+        return ReplicaBench(
+            replica_settings, bench.dataset.images, origin, bench.counter_url, replica_dir, log
+        ).run()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        bench.failed("replicas: skipped or incomplete", exc)
+        return None
+
+
+def run_transform_workloads(
+    settings: Settings, report: Report, azurite: AzuriteServer, workdir: Path
+) -> None:
+    """imgproxy's transforms against thumbor and the in-process limit (bench/transform_bench.py)."""
+    import PIL
+    import pyvips
+
+    transforms = report.transforms = TransformReport()
+    libvips = ".".join(str(pyvips.version(i)) for i in range(3))
+    transforms.versions = {
+        "pyvips": f"{pyvips.__version__} (libvips {libvips})",
+        "Pillow (the limit's)": PIL.__version__,
+    }
+    tx_settings = TransformSettings.from_env(
+        settings.duration_s, settings.repeat, settings.connections, settings.memory
+    )
+    try:
+        TransformBench(tx_settings, transforms, log).run(azurite.connection_string, workdir)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the cache figures are still worth writing
+        message = one_line(f"transform workloads stopped: {type(exc).__name__}: {exc}")
+        log(message)
+        transforms.notes.append(message)
 
 
 def write_results(now: dt.datetime, text: str, data: dict[str, Any]) -> None:

@@ -45,7 +45,10 @@ def extra_imgproxy_env() -> dict[str, str]:
     return extra
 
 
-def imgproxy_env(connection_string: str, port: int) -> dict[str, str]:
+def imgproxy_env(
+    connection_string: str, port: int, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The bench's settings, then `overrides` (a workload's), then IMGPROXY_BENCH_EXTRA_ENV."""
     return {
         **os.environ,
         "IMGPROXY_SERVER_PORT": str(port),
@@ -54,23 +57,25 @@ def imgproxy_env(connection_string: str, port: int) -> dict[str, str]:
         "IMGPROXY_SERVER_DRAIN_S": "0",
         "IMGPROXY_CACHE_MAX_ITEMS": "5000",
         "IMGPROXY_CACHE_MAX_BYTES": str(512 * 1024 * 1024),
+        **(overrides or {}),
         **extra_imgproxy_env(),
     }
 
 
 @contextmanager
 def run_imgproxy(
-    connection_string: str, workdir: Path, name: str = "imgproxy", env: Mapping[str, str] | None = None
+    connection_string: str, workdir: Path, name: str = "imgproxy", overrides: Mapping[str, str] | None = None
 ) -> Iterator[Target]:
-    """`python -m imgproxy --config config.toml`, env overrides (`env` last); cwd is `workdir`
-    (disk tier, if on)."""
+    """`python -m imgproxy --config config.toml`, env overrides; cwd is `workdir` (disk tier, if on)."""
     port = free_port()
-    env = {**imgproxy_env(connection_string, port), **(env or {})}
+    env = imgproxy_env(connection_string, port, overrides)
     workers = int(env.get("IMGPROXY_SERVER_WORKERS", "1"))
     argv = [sys.executable, "-m", "imgproxy", "--config", str(CONFIG)]
     with ManagedProcess(name, argv, workdir / f"{name}.log", env=env, cwd=workdir) as proc:
         proc.wait_for_output("serving on", count=workers, timeout=60)
         notes = [f"{workers} process(es), uvloop"]
+        if overrides:
+            notes.append("workload env: " + " ".join(f"{k}={v}" for k, v in overrides.items()))
         if extra := extra_imgproxy_env():
             notes.append("extra env: " + " ".join(f"{k}={v}" for k, v in extra.items()))
         yield Target(name, f"http://127.0.0.1:{port}", proc, notes, separate_caches=workers)

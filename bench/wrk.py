@@ -85,6 +85,29 @@ def mix_script(path: Path, url_paths: list[str]) -> Path:
     return path
 
 
+def counter_script(path: Path, prefix: str, start: int, suffix: str) -> Path:
+    """A script whose request i (from 0) is `prefix .. start + i .. suffix`: a new URL every time.
+
+    For cold runs with one wrk thread (one Lua state, one counter): no URL repeats within the run,
+    and the caller starts the next run past the last number this one can have used.
+    """
+    path.write_text(
+        f"local prefix = {json.dumps(prefix)}\nlocal suffix = {json.dumps(suffix)}\nlocal n = {start - 1}\n"
+        + 'request = function()\n  n = n + 1\n  return wrk.format("GET", prefix .. n .. suffix)\nend\n'
+        + DONE_LUA
+    )
+    return path
+
+
+def paced_script(path: Path, delay_ms: int) -> Path:
+    """A script that waits `delay_ms` before each request on a connection: a light, steady prober.
+
+    wrk starts a request's clock when it writes it, after the delay, so latency excludes the wait.
+    """
+    path.write_text(f"delay = function()\n  return {int(delay_ms)}\nend\n" + DONE_LUA)
+    return path
+
+
 def wrk_binary() -> str | None:
     return find_tool("wrk")
 

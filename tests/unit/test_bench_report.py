@@ -1,11 +1,14 @@
-"""`bench.report.render`: medians, ratios to each anchor and the burst summary, from known figures."""
+"""`bench.report.render` and its transforms section: medians and ratios to each anchor and target."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from bench.client import BurstResult
+from bench.client import Answer, BurstResult
 from bench.report import BurstRow, LoadRow, Report, render
+from bench.transform_figures import MIB, CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
+from bench.transform_limit import LimitRow, Rate
+from bench.transform_report import render as render_transforms
 from bench.wrk import WrkResult
 
 
@@ -94,3 +97,96 @@ def test_pass_through_rows_have_their_own_table_with_added_latency_and_nginx_rat
     nginx = next(r for r in section.splitlines() if r.startswith("| pass-1k | nginx |"))
     assert nginx.split("|")[-2].strip() == "1.00"
     assert "64 connections" in section
+
+
+# --- the transforms section (bench/transform_report.py) ---------------------------------------------
+
+
+def limit_row(pyvips_wall: float, pillow_wall: float) -> LimitRow:
+    rates = {"pyvips": Rate(pyvips_wall, pyvips_wall * 2), "Pillow": Rate(pillow_wall, pillow_wall * 2)}
+    return LimitRow("case", rates, {"pyvips": 100, "Pillow": 90})
+
+
+def loads(*runs: WrkResult) -> Load:
+    return Load(list(runs))
+
+
+def transform_case() -> CaseFigures:
+    figures = CaseFigures("12mp-jpeg", "12 MP JPEG -> 300x200 JPEG q80")
+    # Limit medians: pyvips 25, Pillow 40 (the faster); the 90 and 5 outliers must not count.
+    figures.limits = [limit_row(25, 40), limit_row(90, 5), limit_row(24, 41)]
+    figures.imgproxy_cold = loads(wrk(36, 200, 400), wrk(30, 250, 500), wrk(1, 900, 990))
+    figures.imgproxy_cold.cpu_rates = [70, 72, 10]
+    figures.thumbor_cold = loads(wrk(24, 300, 600), wrk(24, 300, 600), wrk(24, 300, 600))
+    figures.thumbor_cold.cpu_rates = [36, 36, 36]
+    figures.imgproxy_warm = loads(wrk(9_000, 5, 9), wrk(9_500, 5, 9), wrk(9_000, 5, 9))
+    figures.original_hits = loads(wrk(20_000, 2, 4), wrk(20_000, 2, 4), wrk(20_000, 2, 4))
+    figures.thumbor_warm = loads(wrk(1_000, 50, 90), wrk(1_000, 50, 90), wrk(1_000, 50, 90))
+    return figures
+
+
+def test_transform_ratios_are_of_medians_to_the_faster_library_and_to_thumbor() -> None:
+    """Cold: imgproxy's median over the faster library's median limit and over thumbor's, by wall clock
+    and per CPU second (the faster library may differ between the two)."""
+    figures = transform_case()
+    assert figures.faster_library() == ("Pillow", 40)
+    assert figures.faster_library(cpu=True) == ("Pillow", 80)
+    assert figures.cold_to_limit() == 30 / 40
+    assert figures.cold_to_limit(cpu=True) == 70 / 80
+    assert figures.cold_to_thumbor() == 30 / 24
+    assert figures.cold_to_thumbor(cpu=True) == 70 / 36
+    assert figures.warm_to_original() == 9_000 / 20_000
+    assert figures.warm_to_thumbor() == 9.0
+    row = figures.median_limit_row()
+    assert row is not None
+    assert row.rates["pyvips"].wall == 25 and row.rates["Pillow"].cpu == 80
+
+
+def test_transform_table_says_which_targets_are_met_and_missed() -> None:
+    """Each verdict cell holds the ratio and `met` or `MISSED` against the issue's target."""
+    report = TransformReport(cases=[transform_case()])
+    text = "\n".join(render_transforms(report))
+    cold = table_row(text.split("### Cold")[1], "12 MP JPEG -> 300x200 JPEG q80")
+    assert cold[1:5] == ["30.0 (250 / 500)", "70.0", "24.0 (300 / 600)", "36.0"]
+    assert cold[5:9] == ["25.0 / 40.0", "50.0 / 80.0", "n/a / n/a", "Pillow / Pillow"]
+    assert cold[9:13] == ["0.75 MISSED", "0.88 met", "1.25 met", "1.94 met"]
+    warm = table_row(text.split("### Warm")[1], "12 MP JPEG -> 300x200 JPEG q80")
+    assert warm[1:6] == [
+        "9,000 (5.00 / 9.00)",
+        "20,000 (2.00 / 4.00)",
+        "1,000 (50.00 / 90.00)",
+        "0.45 MISSED",
+        "9.0",
+    ]
+
+
+def test_thumbor_level_with_imgproxy_misses_the_strict_target() -> None:
+    """`> 1` against thumbor: a tie is a miss; a missing anchor is n/a, never met."""
+    figures = transform_case()
+    figures.thumbor_cold = loads(wrk(30, 1, 1))
+    assert figures.cold_to_thumbor() == 1.0
+    cold = table_row("\n".join(render_transforms(TransformReport(cases=[figures]))), figures.name)
+    assert cold[11] == "1.00 MISSED"
+    figures.thumbor_cold = Load()
+    cold = table_row("\n".join(render_transforms(TransformReport(cases=[figures]))), figures.name)
+    assert cold[3] == "n/a (n/a / n/a)" and cold[11:13] == ["n/a", "n/a"]
+
+
+def test_peak_rss_is_the_sum_over_serving_processes_and_hit_p99_is_loaded_over_idle() -> None:
+    """Memory: the workers' VmHWM added up against 600 MiB; hits: the median p99s' ratio."""
+    answers = [Answer("u", 200, 1000, "image/jpeg", "MISS", 1.0)] * 15 + [Answer("u", 0, 0, "", "-", 1.0)]
+    report = TransformReport(
+        rss=RssFigure({1: 100 * MIB, 2: 100 * MIB}, {1: 350 * MIB, 2: 260 * MIB}, answers, 4.0),
+        hits=HitsUnderLoad(
+            idle=loads(wrk(400, 0.5, 2.0), wrk(400, 0.5, 4.0), wrk(400, 0.5, 3.0)),
+            loaded=loads(wrk(300, 1.0, 30.0), wrk(300, 1.0, 60.0), wrk(300, 1.0, 90.0)),
+            transforms=loads(wrk(25, 300, 600)),
+        ),
+    )
+    text = "\n".join(render_transforms(report))
+    assert table_row(text, "peak RSS (VmHWM, sum over the serving processes; target < 600 MiB)")[1] == (
+        "610.0 MiB, MISSED"
+    )
+    assert table_row(text, "200 with a body")[1] == "15/16"
+    assert report.hits is not None and report.hits.p99_ratio() == 20.0
+    assert "p99 under transform load / idle: 20.00." in text
