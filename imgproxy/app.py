@@ -44,7 +44,7 @@ from .replication import follow_purges, open_redis, replica_factory
 from .tiers.disk import DiskTier
 from .transform.params import QueryParser
 from .upstream import open_upstream
-from .variants import Transforms, Variants
+from .variants import HotKeys, Transforms, Variants
 
 if TYPE_CHECKING:
     from .transform.pool import TransformPool
@@ -141,10 +141,11 @@ async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[
         if config.transform.enabled:
             from .transform.pool import TransformPool  # here: pyvips loads only when transforms are on
 
-            pool = TransformPool(config.transform)
+            pool = TransformPool(config.transform, processes=config.server.workers)
             app[METRICS].watch_transforms(pool.stats)
             variants = Variants(fetcher, pool, config.transform, config.cache.max_item_bytes)
-            app[TRANSFORMS] = Transforms(QueryParser(config.transform), variants, pool)
+            parser = QueryParser(config.transform)
+            app[TRANSFORMS] = Transforms(parser, variants, pool, HotKeys(parser, config.transform))
         try:
             yield
         finally:

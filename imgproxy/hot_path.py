@@ -17,7 +17,7 @@ from aiohttp import web
 from .errors import BadPath
 from .handlers.images import PREFIX, plain_hit_response
 from .http_semantics import Conditions
-from .keys import CONFIG, FETCHER, METRICS
+from .keys import CONFIG, FETCHER, METRICS, TRANSFORMS
 from .paths import parse_blob_path_cached
 from .prebuilt import SENT, write_plain_hit
 
@@ -39,31 +39,43 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
     # aiohttp's access log reads the size from the response object, which a pre-serialized answer
     # leaves empty: with the log on, hits take aiohttp's Response so each line is true.
     pre_serialize = not app[CONFIG].server.access_log
-    transform = app[CONFIG].transform
-    # With transforms on, a query may ask for a variant, and with auto_format every answer depends
-    # on Accept: such requests go to the application, which knows variants.
-    any_query, never = transform.enabled, transform.enabled and transform.auto_format
+    transforms = app.get(TRANSFORMS)
+    # With auto_format on, a plain request's answer depends on Accept and may be a variant or the
+    # original by its type: such requests go to the application, which knows.
+    never = transforms is not None and app[CONFIG].transform.auto_format
+
+    def answer(request: web.BaseRequest, key: str, vary_accept: bool) -> web.StreamResponse | None:
+        hit = fetcher.fresh_hit(key)
+        if hit is None:
+            return None
+        metrics.count_response(200)
+        body = hit.body
+        if (
+            pre_serialize
+            and body is not None
+            and write_plain_hit(request, hit.meta, body, cache_control, vary_accept)
+        ):
+            metrics.bytes_served += len(body)
+            return SENT
+        return plain_hit_response(app, hit, head=False, vary_accept=vary_accept)
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw = request.rel_url.raw_path
-        if never or (any_query and request.rel_url.raw_query_string):
+        if never or request.method != "GET" or not raw.startswith(PREFIX):
             return await full(request)
-        if request.method == "GET" and raw.startswith(PREFIX) and Conditions.from_request(request).plain:
-            try:
-                path = parse_blob_path_cached(raw[len(PREFIX) :])
-            except BadPath:
-                return await full(request)  # the application words the 400
-            hit = fetcher.fresh_hit(path)
-            if hit is not None:
-                metrics.count_response(200)
-                if (
-                    pre_serialize
-                    and hit.body is not None
-                    and write_plain_hit(request, hit.meta, hit.body, cache_control)
-                ):
-                    metrics.bytes_served += len(hit.body)
-                    return SENT
-                return plain_hit_response(app, hit, head=False)
-        return await full(request)
+        if not Conditions.from_request(request).plain:
+            return await full(request)
+        query = request.rel_url.raw_query_string
+        if query and transforms is not None:
+            # A variant: its key from the query (remembered), then a fresh hit of it in memory.
+            hot = transforms.hot.key(raw[len(PREFIX) :], query, request.headers.get("Accept"))
+            found = answer(request, *hot) if hot is not None else None
+            return found if found is not None else await full(request)
+        try:
+            path = parse_blob_path_cached(raw[len(PREFIX) :])
+        except BadPath:
+            return await full(request)  # the application words the 400
+        found = answer(request, path, False)
+        return found if found is not None else await full(request)
 
     return handle

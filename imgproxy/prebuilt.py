@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
 
-from .http_semantics import hit_headers
+from .http_semantics import VARY, hit_headers
 from .origin import BlobMeta
 
 MAX_BODY: Final = 256 * 1024  # larger bodies are bound by bandwidth, not by per-request work
@@ -29,11 +29,13 @@ _STATUS_LINE: Final = b"HTTP/1.1 200 OK\r\n"
 
 
 @functools.lru_cache(maxsize=8192)
-def serialized_head(meta: BlobMeta, cache_control: str) -> bytes | None:
+def serialized_head(meta: BlobMeta, cache_control: str, vary_accept: bool = False) -> bytes | None:
     """Status line and headers of the plain hit (without `Date` and the blank line), or None if a
     value cannot be sent as is (a CR or LF in it: the ordinary path refuses those)."""
     lines = [_STATUS_LINE]
-    extra = (("Content-Length", str(meta.size)), ("Server", SERVER_SOFTWARE))
+    extra: tuple[tuple[str, str], ...] = (("Content-Length", str(meta.size)), ("Server", SERVER_SOFTWARE))
+    if vary_accept:
+        extra = (*extra, (VARY, "Accept"))
     for name, value in (*hit_headers(meta, cache_control).items(), *extra):
         if "\r" in value or "\n" in value:
             return None
@@ -71,7 +73,9 @@ class Sent(web.StreamResponse):
 SENT: Final = Sent(status=200)
 
 
-def write_plain_hit(request: web.BaseRequest, meta: BlobMeta, body: bytes, cache_control: str) -> bool:
+def write_plain_hit(
+    request: web.BaseRequest, meta: BlobMeta, body: bytes, cache_control: str, vary_accept: bool = False
+) -> bool:
     """Write the plain 200 hit of `meta` with `body` straight to the transport; False if declined."""
     transport = request.transport
     if (
@@ -83,7 +87,7 @@ def write_plain_hit(request: web.BaseRequest, meta: BlobMeta, body: bytes, cache
         or not request.keep_alive
     ):
         return False
-    head = serialized_head(meta, cache_control)
+    head = serialized_head(meta, cache_control, vary_accept)
     if head is None or len(body) != meta.size:
         return False
     transport.writelines((head, _date_tail(int(time.time())), body))

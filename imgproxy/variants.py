@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, Final
 
 from .cache import LRU
 from .config import TransformConfig
-from .errors import BlobNotFound, NotAnImage, SourceTooLarge, TransformError
+from .errors import BlobNotFound, ImgproxyError, NotAnImage, SourceTooLarge, TransformError
 from .fetcher import Fetcher
 from .origin import BlobMeta
+from .paths import parse_blob_path_cached
 from .resolved import Resolved, Span
 from .tiers import Entry, variant_key
-from .transform.negotiate import FormatBucket
+from .transform.negotiate import FormatBucket, negotiate
 from .transform.params import QueryParser, TransformOptions
 from .transform.result import Source
 
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # the pool (and pyvips behind it) loads only when transforms 
 _OWN_FORMAT: Final = frozenset({"image/jpeg", "image/png", "image/gif"})
 _FAMILY_BUCKETS: Final = frozenset({FormatBucket.SOURCE, FormatBucket.ORIGINAL})
 UNDECODABLE_MAX_ITEMS: Final = 10_000  # source versions remembered as not an image
+HOT_MEMO_ITEMS: Final = 4096  # queries (and Accept headers) the hot path remembers
 
 Choose = Callable[[BlobMeta], Span | None]
 
@@ -65,6 +67,52 @@ class VariantRequest:
         return self.options.varies_with_accept
 
 
+class HotKeys:
+    """The variant key a GET asks for, found without a lookup, for the hot path: remembered for
+    the last `HOT_MEMO_ITEMS` (path, query) pairs and `HOT_MEMO_ITEMS` Accept headers, whose
+    answers never change (a signature verified once verifies every time)."""
+
+    def __init__(self, parser: QueryParser, config: TransformConfig) -> None:
+        self._parser = parser
+        self._auto_avif = config.auto_avif
+        self._queries: LRU[tuple[str, TransformOptions] | None] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
+        self._accepts: LRU[FormatBucket] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
+
+    def key(self, raw_path: str, raw_query: str, accept: str | None) -> tuple[str, bool] | None:
+        """The variant key of this request and whether its answer varies with `Accept`; None when
+        the full path must answer (no variant, a bad or unsigned query, perhaps the original)."""
+        memo = f"{raw_path}?{raw_query}"
+        found = self._queries.get(memo)
+        if found is None:
+            if memo in self._queries:
+                return None
+            found = self._parse(raw_path, raw_query)
+            self._queries.put(memo, found)
+            if found is None:
+                return None
+        path, options = found
+        vary = options.varies_with_accept
+        bucket = self._bucket(accept) if vary else options.bucket(None, self._auto_avif)
+        if options.reencodes_only and bucket in _FAMILY_BUCKETS:
+            return None  # may be the original itself: the full path decides
+        return variant_key(path, options.key(bucket)), vary
+
+    def _parse(self, raw_path: str, raw_query: str) -> tuple[str, TransformOptions] | None:
+        try:
+            options = self._parser.parse(raw_path, raw_query)
+            return (parse_blob_path_cached(raw_path), options) if options is not None else None
+        except ImgproxyError:
+            return None  # the full path words the 400 or 403
+
+    def _bucket(self, accept: str | None) -> FormatBucket:
+        accept = accept or ""
+        bucket = self._accepts.get(accept)
+        if bucket is None:
+            bucket = negotiate(accept, self._auto_avif)
+            self._accepts.put(accept, bucket)
+        return bucket
+
+
 @dataclass(frozen=True, slots=True)
 class Transforms:
     """What an app with `transform.enabled` serves variants with."""
@@ -72,6 +120,7 @@ class Transforms:
     parser: QueryParser
     variants: Variants
     pool: TransformPool
+    hot: HotKeys
 
 
 def variant_etag(source_etag: str, name: str) -> str:

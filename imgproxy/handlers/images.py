@@ -55,12 +55,17 @@ def variant_request(request: web.Request) -> VariantRequest | None:
     return VariantRequest(options, bucket, automatic=given is None)
 
 
-def plain_hit_response(app: web.Application, hit: Resolved, head: bool) -> web.Response:
+def plain_hit_response(
+    app: web.Application, hit: Resolved, head: bool, vary_accept: bool = False
+) -> web.Response:
     """The 200 for a fresh in-memory blob asked for without conditional or Range headers."""
     assert hit.body is not None  # fresh hits come from the memory cache, which holds bodies
     if not head:
         app[METRICS].bytes_served += len(hit.body)
-    return web.Response(body=hit.body, headers=hit_headers(hit.meta, app[CONFIG].http.cache_control))
+    headers = hit_headers(hit.meta, app[CONFIG].http.cache_control)
+    if vary_accept:
+        headers = {**headers, VARY: "Accept"}
+    return web.Response(body=hit.body, headers=headers)
 
 
 async def get_image(request: web.Request) -> web.StreamResponse:

@@ -71,6 +71,9 @@ _GRAVITY: Final = {
 # 300x225 even, 800x533 progressive 5 % smaller).
 PROGRESSIVE_MIN_PIXELS: Final = 70_000
 PNG_COMPRESSION: Final = 6
+# libvips writes PNG rows unfiltered by default; "avg" is 31 % smaller on the bench's 300x200 PNG
+# with alpha (56,030 against 81,531 bytes) for 0.04 ms more; adaptive ("all") costs 75 % more time.
+PNG_FILTER: Final = pyvips.enums.ForeignPngFilter.AVG
 # libheif/aom effort: at 300x200, 3 took 28 ms and 4 (libvips' default) 121 ms for 1.3 % fewer bytes.
 AVIF_EFFORT: Final = 3
 _NO_METADATA: Final = 0  # ForeignKeep.NONE
@@ -306,7 +309,7 @@ class _Job:
                 Q=quality, keep=_NO_METADATA, optimize_coding=True, interlace=pixels >= PROGRESSIVE_MIN_PIXELS
             )
         elif output is ImageFormat.PNG:
-            body = image.pngsave_buffer(compression=PNG_COMPRESSION, keep=_NO_METADATA)
+            body = image.pngsave_buffer(compression=PNG_COMPRESSION, filter=PNG_FILTER, keep=_NO_METADATA)
         elif output is ImageFormat.WEBP:
             body = image.webpsave_buffer(Q=quality, keep=_NO_METADATA)
         elif output is ImageFormat.AVIF:

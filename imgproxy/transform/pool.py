@@ -71,26 +71,36 @@ class _Counters:
         self.buckets[-1] += 1
 
 
-def default_slots(config: TransformConfig) -> int:
-    """`max_concurrency`, or the number of cores this process may use when it is 0."""
-    if config.max_concurrency > 0:
-        return config.max_concurrency
+def cores() -> int:
+    """The cores this process may use."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
 
 
-class TransformPool:
-    """Runs transforms in at most `slots` threads; see the module docstring for the bounds."""
+def default_slots(config: TransformConfig, processes: int = 1) -> int:
+    """`max_concurrency`, or, when it is 0, this process's share of the cores: the `processes`
+    workers of one machine (`server.workers`) split them, so that together they do not
+    oversubscribe it."""
+    if config.max_concurrency > 0:
+        return config.max_concurrency
+    return max(1, cores() // max(1, processes))
 
-    def __init__(self, config: TransformConfig, work: Work | None = None) -> None:
-        self._slots = default_slots(config)
+
+class TransformPool:
+    """Runs transforms in at most `slots` threads; see the module docstring for the bounds.
+
+    `processes`: how many worker processes of this machine run a pool (`server.workers`).
+    """
+
+    def __init__(self, config: TransformConfig, work: Work | None = None, processes: int = 1) -> None:
+        self._slots = default_slots(config, processes)
         if work is None:
             from . import engine  # the first pyvips import of the process
 
-            cores = default_slots(TransformConfig())
-            engine.configure(threads_per_transform=max(1, cores // self._slots))
+            share = max(1, cores() // max(1, processes))  # this worker's cores
+            engine.configure(threads_per_transform=max(1, share // self._slots))
             work = engine.transform
         self._work: Work = work
         self._limits = Limits.from_config(config)

@@ -18,7 +18,9 @@ from imgproxy import hot_path, prebuilt
 from imgproxy.app import create_app
 from imgproxy.hot_path import install_hot_path
 from imgproxy.prebuilt import MAX_BODY
+from imgproxy.signing import sign_url
 from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
+from tests.images import jpeg
 from tests.origin_proxy import OriginProxy
 
 AUTH: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -292,3 +294,52 @@ async def test_with_the_access_log_on_hits_are_logged_with_their_size(
     sizes = [int(line.split('"GET /images/logged.png HTTP/1.1" 200 ')[1].split()[0]) for line in lines]
     assert all(len(data) < size < len(data) + 1024 for size in sizes), lines
     assert prebuilt_calls == []  # the hit was not pre-serialized
+
+
+@pytest.fixture
+async def variant_url(
+    origin: OriginProxy, container: ContainerClient, to_app: list[str]
+) -> AsyncIterator[str]:
+    """A served app with transforms on (signed URLs) and the hot path installed."""
+    config = make_test_config(
+        origin.endpoint, container.container_name, transform__enabled=True, transform__signing_key="k"
+    )
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    assert runner.server is not None
+    application = runner.server.request_handler
+
+    async def recorded(request: web.BaseRequest) -> web.StreamResponse:
+        to_app.append(f"{request.method} {request.path_qs}")
+        return await application(request)
+
+    runner.server.request_handler = recorded
+    install_hot_path(runner)
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
+    variant_url: str, container: ContainerClient, to_app: list[str]
+) -> None:
+    """A signed variant's fresh hit (explicit format, and `fm=auto` with its `Vary: Accept`) comes
+    from the hot path with the application's status, headers and bytes; a bad signature, a
+    conditional request and the original itself still reach the application."""
+    await upload(container, "pic.jpg", jpeg(400, 300), content_type="image/jpeg")
+    webp, auto = sign_url("", "pic.jpg", "w=120&fm=webp", "k"), sign_url("", "pic.jpg", "w=90&fm=auto", "k")
+    chrome = {"Accept": "image/avif,image/webp,*/*"}
+    async with aiohttp.ClientSession() as session:
+        made = await fetch(session, variant_url + webp)
+        hot = await fetch(session, variant_url + webp)
+        full = await fetch(session, variant_url + webp, **{"If-None-Match": '"other"'})
+        auto_made = await fetch(session, variant_url + auto, **chrome)
+        auto_hot = await fetch(session, variant_url + auto, **chrome)
+        forged = await fetch(session, variant_url + webp.replace("w=120", "w=121"))
+    assert (made[0], made[1]["x-cache"], hot[1]["x-cache"]) == (200, "MISS", "HIT")
+    assert hot[1] == full[1] and hot[2] == full[2] == made[2]
+    assert (auto_hot[1]["vary"], auto_hot[1]["content-type"]) == ("Accept", "image/webp")
+    assert auto_hot[1] == {**auto_made[1], "x-cache": "HIT"} and auto_hot[2] == auto_made[2]
+    assert forged[0] == 403
+    assert [line.split("?")[0] for line in to_app] == ["GET /images/pic.jpg"] * 4
