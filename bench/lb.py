@@ -11,7 +11,6 @@ the bench measures, so the example stays true. `run_lb` wraps it in a minimal ma
 from __future__ import annotations
 
 import enum
-import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,29 +19,14 @@ from typing import Final
 
 from devtools.azurite import ROOT, free_port
 
-from .procs import ManagedProcess, find_tool
+from . import nginx
 
 SITE_TEMPLATE: Final = ROOT / "deploy" / "nginx-replicas.conf"
 UPSTREAM: Final = "imgproxy_replicas"
 HASH_LINE: Final = "hash $request_uri consistent;"
 HEALTH_PATH: Final = "/lb-health"  # answered 204 by nginx itself
 
-MAIN_CONF: Final = """\
-worker_processes auto;
-{user}
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy_temp;
-    fastcgi_temp_path {tmp}/fastcgi_temp;
-    uwsgi_temp_path {tmp}/uwsgi_temp;
-    scgi_temp_path {tmp}/scgi_temp;
-    include {site};
-}}
-"""
+HTTP_CONF: Final = "    include {site};\n"  # the whole site is the example's
 
 
 class Balance(enum.Enum):
@@ -93,27 +77,14 @@ def render_site(template: str, servers: Sequence[str], listen: str, balance: Bal
     return "\n".join([*lines[: start + 1], *body, *rest]) + "\n"
 
 
-def main_config(site: Path, tmp: Path) -> str:
-    # As root the workers would drop to `nobody`, which cannot enter the 0700 temporary directory.
-    user = "user root;" if os.geteuid() == 0 else ""
-    return MAIN_CONF.format(user=user, tmp=tmp, site=site)
-
-
 @contextmanager
 def run_lb(servers: Sequence[str], balance: Balance, workdir: Path) -> Iterator[str]:
     """nginx balancing over `servers` ("host:port"); yields its base URL."""
-    nginx = find_tool("nginx")
-    if nginx is None:
-        raise FileNotFoundError("nginx is not installed")
     port = free_port()
     tmp = workdir / "lb"
     tmp.mkdir()
     site = tmp / "imgproxy.conf"
     site.write_text(render_site(SITE_TEMPLATE.read_text(), servers, f"127.0.0.1:{port}", balance))
-    conf = tmp / "nginx.conf"
-    conf.write_text(main_config(site, tmp))
-    argv = [nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf), "-g", "daemon off;"]
     base = f"http://127.0.0.1:{port}"
-    with ManagedProcess("lb", argv, tmp / "stdout.log") as proc:
-        proc.wait_for_http(base + HEALTH_PATH)
+    with nginx.run_nginx("lb", tmp, HTTP_CONF, base + HEALTH_PATH, site=site):
         yield base

@@ -18,44 +18,25 @@ from typing import Final
 
 from devtools.azurite import ROOT, free_port
 
-from .procs import ManagedProcess, find_tool
+from . import nginx
+from .procs import ManagedProcess
 from .targets import CONFIG, Target, imgproxy_env
 
 PASS_FILES: Final = {"pass-1k": ("1k.bin", 1024), "pass-1m": ("1m.bin", 1024 * 1024)}
 PASS_TARGETS: Final = ("imgproxy", "nginx", "session", "direct")
 
-_NGINX_HEAD: Final = """\
-worker_processes auto;
-{user}
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy_temp;
-    fastcgi_temp_path {tmp}/fastcgi_temp;
-    uwsgi_temp_path {tmp}/uwsgi_temp;
-    scgi_temp_path {tmp}/scgi_temp;
-"""
 STATIC_CONF: Final = (
-    _NGINX_HEAD
+    nginx.KEEPALIVE
     + """\
     server {{
         listen 127.0.0.1:{port};
         location = /__health {{ return 200 "ok\\n"; }}
         location / {{ root {root}; }}
     }}
-}}
 """
 )
 PROXY_CONF: Final = (
-    _NGINX_HEAD
+    nginx.KEEPALIVE
     + """\
     upstream app {{
         server 127.0.0.1:{upstream_port};
@@ -70,7 +51,6 @@ PROXY_CONF: Final = (
             proxy_set_header Connection "";
         }}
     }}
-}}
 """
 )
 
@@ -83,22 +63,11 @@ def write_files(root: Path) -> None:
 
 
 @contextmanager
-def _nginx(name: str, conf_template: str, workdir: Path, **values: object) -> Iterator[Target]:
-    nginx = find_tool("nginx")
-    if nginx is None:
-        raise FileNotFoundError("nginx is not installed")
+def _nginx(name: str, http: str, workdir: Path, **values: object) -> Iterator[Target]:
     port = free_port()
-    tmp = workdir / name
-    tmp.mkdir()
-    user = "user root;" if os.geteuid() == 0 else ""  # as in targets.run_nginx
-    conf = tmp / "nginx.conf"
-    conf.write_text(conf_template.format(user=user, tmp=tmp, port=port, **values))
-    argv = [nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf), "-g", "daemon off;"]
-    with ManagedProcess(name, argv, tmp / "stdout.log") as proc:
-        proc.wait_for_http(f"http://127.0.0.1:{port}/__health")
-        yield Target(
-            name, f"http://127.0.0.1:{port}", proc, [f"nginx, worker_processes auto ({os.cpu_count()})"]
-        )
+    base = f"http://127.0.0.1:{port}"
+    with nginx.run_nginx(name, workdir / name, http, base + "/__health", port=port, **values) as proc:
+        yield Target(name, base, proc, [f"nginx, worker_processes auto ({os.cpu_count()})"])
 
 
 @contextmanager

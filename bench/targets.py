@@ -18,6 +18,7 @@ from typing import Final
 
 from devtools.azurite import ACCOUNT, ROOT, free_port
 
+from . import nginx
 from .dataset import CONTAINER
 from .procs import ManagedProcess, find_tool
 
@@ -81,24 +82,9 @@ def run_imgproxy(
         yield Target(name, f"http://127.0.0.1:{port}", proc, notes, separate_caches=workers)
 
 
-NGINX_CONF: Final = """\
-worker_processes auto;
-{user}
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy_temp;
-    fastcgi_temp_path {tmp}/fastcgi_temp;
-    uwsgi_temp_path {tmp}/uwsgi_temp;
-    scgi_temp_path {tmp}/scgi_temp;
+NGINX_CONF: Final = (
+    nginx.KEEPALIVE
+    + """\
     proxy_cache_path {tmp}/cache levels=1:2 keys_zone=img:64m max_size=4g inactive=1h use_temp_path=off;
     upstream azurite {{
         server {origin_host}:{origin_port};
@@ -119,38 +105,25 @@ http {{
             add_header X-Cache $upstream_cache_status;
         }}
     }}
-}}
 """
+)
 
 
 @contextmanager
 def run_nginx(origin_host: str, origin_port: int, workdir: Path) -> Iterator[Target]:
-    nginx = find_tool("nginx")
-    if nginx is None:
-        raise FileNotFoundError("nginx is not installed")
     port = free_port()
-    tmp = workdir / "nginx"
-    tmp.mkdir()
-    # As root the workers would drop to `nobody`, which cannot enter the 0700 temporary directory.
-    user = "user root;" if os.geteuid() == 0 else ""
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(
-            user=user,
-            tmp=tmp,
-            port=port,
-            origin_host=origin_host,
-            origin_port=origin_port,
-            account=ACCOUNT,
-            container=CONTAINER,
-        )
-    )
-    argv = [nginx, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf), "-g", "daemon off;"]
-    with ManagedProcess("nginx", argv, tmp / "stdout.log") as proc:
-        proc.wait_for_http(f"http://127.0.0.1:{port}/__health")
+    base = f"http://127.0.0.1:{port}"
+    values = {
+        "origin_host": origin_host,
+        "origin_port": origin_port,
+        "account": ACCOUNT,
+        "container": CONTAINER,
+    }
+    health = base + "/__health"
+    with nginx.run_nginx("nginx", workdir / "nginx", NGINX_CONF, health, port=port, **values) as proc:
         workers = os.cpu_count() or 1
         notes = [f"worker_processes auto ({workers}), proxy_cache on disk (page cache), sendfile"]
-        yield Target("nginx", f"http://127.0.0.1:{port}", proc, notes)
+        yield Target("nginx", base, proc, notes)
 
 
 VCL: Final = """\

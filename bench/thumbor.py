@@ -29,6 +29,7 @@ from typing import Final
 
 from devtools.azurite import ROOT, free_port
 
+from . import nginx
 from .procs import ManagedProcess, find_tool, process_tree
 
 VENV: Final = ROOT / ".cache" / "bench" / "thumbor-venv"
@@ -118,23 +119,9 @@ QUALITY = 80
 HTTP_LOADER_REQUEST_TIMEOUT = 20
 """
 
-NGINX_CONF: Final = """\
-worker_processes auto;
-{user}
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nodelay on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy_temp;
-    fastcgi_temp_path {tmp}/fastcgi_temp;
-    uwsgi_temp_path {tmp}/uwsgi_temp;
-    scgi_temp_path {tmp}/scgi_temp;
+NGINX_CONF: Final = (
+    nginx.KEEPALIVE
+    + """\
     upstream thumbor {{
 {servers}
         keepalive 64;
@@ -153,8 +140,8 @@ http {{
             proxy_read_timeout 60s;
         }}
     }}
-}}
 """
+)
 
 
 @dataclass(slots=True)
@@ -177,8 +164,7 @@ class ThumborCluster:
 @contextmanager
 def run_thumbor(sources: Path, workdir: Path, result_storage: bool, cores: int) -> Iterator[ThumborCluster]:
     """`cores` thumbors and their nginx (static sources + round-robin upstream), stopped on exit."""
-    nginx = find_tool("nginx")
-    if nginx is None:
+    if find_tool("nginx") is None:  # before the venv is made
         raise FileNotFoundError("nginx is not installed")
     venv = ensure_venv()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -192,20 +178,6 @@ def run_thumbor(sources: Path, workdir: Path, result_storage: bool, cores: int) 
     )
     ports = [free_port() for _ in range(cores)]
     port, static_port = free_port(), free_port()
-    tmp = workdir / "nginx"
-    tmp.mkdir(exist_ok=True)
-    nginx_conf = tmp / "nginx.conf"
-    nginx_conf.write_text(
-        NGINX_CONF.format(
-            # As root the workers would drop to `nobody`, which cannot read the 0700 work directory.
-            user="user root;" if os.geteuid() == 0 else "",
-            tmp=tmp,
-            servers="\n".join(f"        server 127.0.0.1:{p};" for p in ports),
-            static_port=static_port,
-            sources=sources,
-            port=port,
-        )
-    )
     env = {**clean_env(), "PYTHONDONTWRITEBYTECODE": "1"}
     with ExitStack() as stack:
         cluster = ThumborCluster(f"http://127.0.0.1:{port}", f"127.0.0.1:{static_port}", result_storage)
@@ -220,19 +192,19 @@ def run_thumbor(sources: Path, workdir: Path, result_storage: bool, cores: int) 
             cluster.processes.append(proc)
         for proc, thumbor_port in zip(cluster.processes, ports, strict=True):
             proc.wait_for_http(f"http://127.0.0.1:{thumbor_port}/healthcheck", timeout=START_TIMEOUT_S)
-        argv = [
-            nginx,
-            "-p",
-            str(tmp),
-            "-e",
-            str(tmp / "error.log"),
-            "-c",
-            str(nginx_conf),
-            "-g",
-            "daemon off;",
-        ]
-        front = cluster.front = stack.enter_context(ManagedProcess("thumbor-nginx", argv, tmp / "stdout.log"))
-        front.wait_for_http(f"{cluster.base}/__health")
+        servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
+        front = cluster.front = stack.enter_context(
+            nginx.run_nginx(
+                "thumbor-nginx",
+                workdir / "nginx",
+                NGINX_CONF,
+                f"{cluster.base}/__health",
+                servers=servers,
+                static_port=static_port,
+                sources=sources,
+                port=port,
+            )
+        )
         front.wait_for_http(f"{cluster.base}/healthcheck")
         storage = "file result storage (unsafe URLs stored)" if result_storage else "no result storage"
         cluster.notes = [

@@ -68,7 +68,7 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
         query = request.rel_url.raw_query_string
         if query and transforms is not None:
             # A variant: its key from the query (remembered), then a fresh hit of it in memory.
-            hot = transforms.hot.key(raw[len(PREFIX) :], query, request.headers.get("Accept"))
+            hot = transforms.hot.key(raw[len(PREFIX) :], query, request.headers)
             found = answer(request, *hot) if hot is not None else None
             return found if found is not None else await full(request)
         try:

@@ -40,25 +40,36 @@ ALL: Final = b"all"
 PATH: Final = b"path"
 START_ID: Final = "0-0"
 
-# KEYS: stream, epoch. ARGV: max length, candidate epoch, replica, kind, path, appended-at.
-_APPEND: Final = """
+
+def _epoch_and_last(candidate: str) -> str:
+    """Lua shared by both scripts: the stream's epoch (a new one, and the stream emptied, if it
+    has none) and the id of its last entry (`0-0` when empty)."""
+    return f"""
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], ARGV[2])
-  epoch = ARGV[2]
+  redis.call('SET', KEYS[2], {candidate})
+  epoch = {candidate}
 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local prev = '0-0'
-if last[1] then prev = last[1][1] end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  'r', ARGV[3], 'k', ARGV[4], 'p', ARGV[5], 'prev', prev, 'e', epoch, 't', ARGV[6])
+local last_id = '0-0'
+if last[1] then last_id = last[1][1] end
 """
+
+
+# KEYS: stream, epoch. ARGV: max length, candidate epoch, replica, kind, path, appended-at.
+_APPEND: Final = (
+    _epoch_and_last("ARGV[2]")
+    + """return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'r', ARGV[3], 'k', ARGV[4], 'p', ARGV[5], 'prev', last_id, 'e', epoch, 't', ARGV[6])
+"""
+)
 
 # KEYS: stream, epoch. ARGV: candidate epoch, '1' to start afresh. Returns {epoch, last id}.
 # Afresh deletes only keys of the wrong type, so a second follower doing it does not delete the
 # good stream the first one started (and the purges appended to it since).
-_SYNC: Final = """
+_SYNC: Final = (
+    """
 if ARGV[2] == '1' then
   local stream = redis.call('TYPE', KEYS[1])['ok']
   local epoch = redis.call('TYPE', KEYS[2])['ok']
@@ -66,17 +77,10 @@ if ARGV[2] == '1' then
     redis.call('DEL', KEYS[1], KEYS[2])
   end
 end
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], ARGV[1])
-  epoch = ARGV[1]
-end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local id = '0-0'
-if last[1] then id = last[1][1] end
-return {epoch, id}
 """
+    + _epoch_and_last("ARGV[1]")
+    + "return {epoch, last_id}\n"
+)
 
 
 @dataclass(frozen=True, slots=True)

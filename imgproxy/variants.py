@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -67,6 +67,32 @@ class VariantRequest:
         return self.options.varies_with_accept
 
 
+class _HotQuery:
+    """What the hot path remembers of one (path, query): the variant keys it asks for, made once
+    per output bucket (one when the answer does not vary with `Accept`, at most a few when it does)."""
+
+    __slots__ = ("answers", "fixed", "options", "path", "vary")
+
+    def __init__(self, path: str, options: TransformOptions, auto_avif: bool) -> None:
+        self.path = path
+        self.options = options
+        self.vary = options.varies_with_accept
+        self.fixed = None if self.vary else options.bucket(None, auto_avif)  # the bucket, if one
+        self.answers: dict[FormatBucket, tuple[str, bool] | None] = {}
+
+    def answer(self, bucket: FormatBucket) -> tuple[str, bool] | None:
+        """The variant key for `bucket` and whether it varies with `Accept`, or None when the full
+        path must answer (it may be the original: format-only options giving the source's family)."""
+        try:
+            return self.answers[bucket]
+        except KeyError:
+            found = None
+            if not (self.options.reencodes_only and bucket in _FAMILY_BUCKETS):
+                found = variant_key(self.path, self.options.key(bucket)), self.vary
+            self.answers[bucket] = found
+            return found
+
+
 class HotKeys:
     """The variant key a GET asks for, found without a lookup, for the hot path: remembered for
     the last `HOT_MEMO_ITEMS` (path, query) pairs and `HOT_MEMO_ITEMS` Accept headers, whose
@@ -75,32 +101,29 @@ class HotKeys:
     def __init__(self, parser: QueryParser, config: TransformConfig) -> None:
         self._parser = parser
         self._auto_avif = config.auto_avif
-        self._queries: LRU[tuple[str, TransformOptions] | None] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
+        self._queries: LRU[_HotQuery | None] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
         self._accepts: LRU[FormatBucket] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
 
-    def key(self, raw_path: str, raw_query: str, accept: str | None) -> tuple[str, bool] | None:
+    def key(self, raw_path: str, raw_query: str, headers: Mapping[str, str]) -> tuple[str, bool] | None:
         """The variant key of this request and whether its answer varies with `Accept`; None when
         the full path must answer (no variant, a bad or unsigned query, perhaps the original)."""
         memo = f"{raw_path}?{raw_query}"
-        found = self._queries.get(memo)
-        if found is None:
+        hot = self._queries.get(memo)
+        if hot is None:
             if memo in self._queries:
                 return None
-            found = self._parse(raw_path, raw_query)
-            self._queries.put(memo, found)
-            if found is None:
+            hot = self._parse(raw_path, raw_query)
+            self._queries.put(memo, hot)
+            if hot is None:
                 return None
-        path, options = found
-        vary = options.varies_with_accept
-        bucket = self._bucket(accept) if vary else options.bucket(None, self._auto_avif)
-        if options.reencodes_only and bucket in _FAMILY_BUCKETS:
-            return None  # may be the original itself: the full path decides
-        return variant_key(path, options.key(bucket)), vary
+        return hot.answer(self._bucket(headers.get("Accept")) if hot.fixed is None else hot.fixed)
 
-    def _parse(self, raw_path: str, raw_query: str) -> tuple[str, TransformOptions] | None:
+    def _parse(self, raw_path: str, raw_query: str) -> _HotQuery | None:
         try:
             options = self._parser.parse(raw_path, raw_query)
-            return (parse_blob_path_cached(raw_path), options) if options is not None else None
+            if options is None:
+                return None
+            return _HotQuery(parse_blob_path_cached(raw_path), options, self._auto_avif)
         except ImgproxyError:
             return None  # the full path words the 400 or 403
 

@@ -20,6 +20,7 @@ class TlsPair:
 
     server: ssl.SSLContext
     client: ssl.SSLContext
+    cert_file: Path  # for clients configured by a path (redis-py's ssl_ca_certs)
 
 
 def loopback_tls(directory: Path) -> TlsPair:
@@ -51,4 +52,4 @@ def loopback_tls(directory: Path) -> TlsPair:
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_file, key_file)
     client = ssl.create_default_context(cafile=str(cert_file))
-    return TlsPair(server, client)
+    return TlsPair(server, client, cert_file)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.lb import SITE_TEMPLATE, Balance, main_config, render_site
+from bench.lb import HTTP_CONF, SITE_TEMPLATE, Balance, render_site
+from bench.nginx import render
 from bench.procs import find_tool
 
 
@@ -22,7 +23,7 @@ def nginx_test(site_text: str, tmp_path: Path) -> subprocess.CompletedProcess[st
     site = tmp_path / "imgproxy.conf"
     site.write_text(site_text)
     conf = tmp_path / "nginx.conf"
-    conf.write_text(main_config(site, tmp_path))
+    conf.write_text(render(HTTP_CONF, tmp_path, site=site))  # as run_lb writes it
     argv = [nginx, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -16,6 +17,7 @@ from yarl import URL
 from devtools.azurite import free_port
 from imgproxy import hot_path, prebuilt
 from imgproxy.app import create_app
+from imgproxy.config import Config
 from imgproxy.hot_path import install_hot_path
 from imgproxy.prebuilt import MAX_BODY
 from imgproxy.signing import sign_url
@@ -53,27 +55,37 @@ def prebuilt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return calls
 
 
-@pytest.fixture
-async def base_url(
-    origin: OriginProxy, container: ContainerClient, to_app: list[str], runners: list[web.AppRunner]
-) -> AsyncIterator[str]:
-    """A served app with the hot path installed, on a free loopback port."""
-    runner = web.AppRunner(create_app(make_test_config(origin.endpoint, container.container_name)))
+@contextlib.asynccontextmanager
+async def served(config: Config, to_app: list[str], runners: list[web.AppRunner]) -> AsyncIterator[str]:
+    """`config`'s app with the hot path installed, on a free loopback port; each request that
+    reaches the application (past the hot path) is recorded in `to_app` as "METHOD path?query"."""
+    runner = web.AppRunner(create_app(config))
     runners.append(runner)
     await runner.setup()
     assert runner.server is not None
     application = runner.server.request_handler
 
     async def recorded(request: web.BaseRequest) -> web.StreamResponse:
-        to_app.append(f"{request.method} {request.path}")
+        to_app.append(f"{request.method} {request.path_qs}")
         return await application(request)
 
     runner.server.request_handler = recorded
     install_hot_path(runner)
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def base_url(
+    origin: OriginProxy, container: ContainerClient, to_app: list[str], runners: list[web.AppRunner]
+) -> AsyncIterator[str]:
+    """The app with the hot path installed."""
+    async with served(make_test_config(origin.endpoint, container.container_name), to_app, runners) as url:
+        yield url
 
 
 async def fetch(
@@ -298,27 +310,14 @@ async def test_with_the_access_log_on_hits_are_logged_with_their_size(
 
 @pytest.fixture
 async def variant_url(
-    origin: OriginProxy, container: ContainerClient, to_app: list[str]
+    origin: OriginProxy, container: ContainerClient, to_app: list[str], runners: list[web.AppRunner]
 ) -> AsyncIterator[str]:
     """A served app with transforms on (signed URLs) and the hot path installed."""
     config = make_test_config(
         origin.endpoint, container.container_name, transform__enabled=True, transform__signing_key="k"
     )
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    assert runner.server is not None
-    application = runner.server.request_handler
-
-    async def recorded(request: web.BaseRequest) -> web.StreamResponse:
-        to_app.append(f"{request.method} {request.path_qs}")
-        return await application(request)
-
-    runner.server.request_handler = recorded
-    install_hot_path(runner)
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with served(config, to_app, runners) as url:
+        yield url
 
 
 async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
@@ -336,10 +335,15 @@ async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
         full = await fetch(session, variant_url + webp, **{"If-None-Match": '"other"'})
         auto_made = await fetch(session, variant_url + auto, **chrome)
         auto_hot = await fetch(session, variant_url + auto, **chrome)
+        curl_made = await fetch(session, variant_url + auto, Accept="*/*")
+        curl_hot = await fetch(session, variant_url + auto, Accept="*/*")
         forged = await fetch(session, variant_url + webp.replace("w=120", "w=121"))
     assert (made[0], made[1]["x-cache"], hot[1]["x-cache"]) == (200, "MISS", "HIT")
     assert hot[1] == full[1] and hot[2] == full[2] == made[2]
     assert (auto_hot[1]["vary"], auto_hot[1]["content-type"]) == ("Accept", "image/webp")
     assert auto_hot[1] == {**auto_made[1], "x-cache": "HIT"} and auto_hot[2] == auto_made[2]
+    # The same query with curl's Accept is another variant (JPEG), remembered beside the WebP one.
+    assert (curl_hot[1]["vary"], curl_hot[1]["content-type"]) == ("Accept", "image/jpeg")
+    assert curl_hot[1] == {**curl_made[1], "x-cache": "HIT"} and curl_hot[2] == curl_made[2]
     assert forged[0] == 403
-    assert [line.split("?")[0] for line in to_app] == ["GET /images/pic.jpg"] * 4
+    assert [line.split("?")[0] for line in to_app] == ["GET /images/pic.jpg"] * 5

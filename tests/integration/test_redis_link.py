@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import datetime
-import ipaddress
 import itertools
 import os
 import signal
 import socket
-import ssl
 import struct
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from devtools.redis_server import RedisServer, free_port, run_redis
 from imgproxy.errors import RedisBadReply, RedisTimeout, RedisUnavailable
 from imgproxy.redis_link import Client, RedisLink
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.tcp_proxy import TcpProxy
+from tests.tls import loopback_tls
 
 
 async def ping(client: Client) -> bool:
@@ -153,45 +147,14 @@ async def test_closing_the_link_ends_its_probe_and_refuses_calls(redis_server: R
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "redis-probe"]
 
 
-def self_signed_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
-    """A server TLS context for 127.0.0.1 and the path of its (self-signed) certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return context, cert_path
-
-
 async def test_a_rediss_url_speaks_verified_tls(redis_server: RedisServer, tmp_path: Path) -> None:
     """rediss:// through a TLS terminator: works with its CA, refused without (the certificate is checked)."""
-    context, cert = self_signed_tls(tmp_path)
-    proxy = TcpProxy(redis_server.host, redis_server.port, tls=context)
+    tls = loopback_tls(tmp_path)
+    proxy = TcpProxy(redis_server.host, redis_server.port, tls=tls.server)
     await proxy.start()
     try:
         assert proxy.url.startswith("rediss://")
-        trusted = redis_config(f"{proxy.url}?ssl_ca_certs={cert}")
+        trusted = redis_config(f"{proxy.url}?ssl_ca_certs={tls.cert_file}")
         async with RedisLink(trusted, "images") as link:
             assert await link.call(ping)
         untrusted = redis_config(proxy.url)
