@@ -207,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imgproxy: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The SDK logs every request and response at INFO: far too much for a request path.
+    # The SDK logs every request and response at INFO: far too much for a request path; libvips
+    # (through pyvips) reports each operation's plan at INFO: eight lines per transform.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("pyvips").setLevel(logging.WARNING)
     workers = config.server.workers
     if workers > 1 and args.worker is None:
         if config.disk.enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import subprocess
 import sys
@@ -37,6 +38,10 @@ def server_env(azurite: AzuriteServer | str, container: str, port: int, **extra:
 class Server:
     base: str
     proc: subprocess.Popen[str]
+    log: collections.deque[str]  # the last LOG_LINES lines of its stderr (complete once stopped)
+
+
+LOG_LINES: Final = 10_000
 
 
 @contextmanager
@@ -51,10 +56,12 @@ def start_server(azurite: AzuriteServer | str, container: str, **env: str) -> It
     )
     workers = int(env.get("IMGPROXY_SERVER_WORKERS", "1"))
     serving = threading.Semaphore(0)
+    log: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
 
     def watch() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
+            log.append(line)
             if "serving on" in line:
                 serving.release()
 
@@ -63,7 +70,7 @@ def start_server(azurite: AzuriteServer | str, container: str, **env: str) -> It
     try:
         for _ in range(workers):  # every worker says it serves
             assert serving.acquire(timeout=30), "imgproxy did not start"
-        yield Server(f"http://127.0.0.1:{port}", proc)
+        yield Server(f"http://127.0.0.1:{port}", proc, log)
     finally:
         if proc.poll() is None:
             proc.terminate()
