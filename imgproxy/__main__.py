@@ -32,7 +32,6 @@ import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -41,9 +40,9 @@ from .config import Config, ConfigError, load_config, load_transform_config
 from .errors import BadTransformParameter
 from .hot_path import install_hot_path
 from .peers import Peers
-from .signing import PARAMETERS, SIGNATURE, sign_url, split_query
+from .signing import sign_url
 from .tiers.disk import clean_disk
-from .transform.params import PRESET, build_options
+from .transform.params import QueryParser
 
 log = logging.getLogger("imgproxy")
 
@@ -177,13 +176,10 @@ def sign_main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    values = {
-        name: unquote(value)
-        for name, value in split_query(args.params)
-        if name in PARAMETERS and name not in (SIGNATURE, PRESET)
-    }
-    try:  # refuse to sign what the server would answer with a 400
-        build_options(values, transform.max_width, transform.max_height)
+    # Refuse to sign what the server would answer with a 400: read the parameters as it does.
+    unsigned = QueryParser(dataclasses.replace(transform, signing_key="", allow_unsigned=True))
+    try:
+        unsigned.parse(args.path, args.params)
     except BadTransformParameter as exc:
         print(f"imgproxy sign: bad parameter {exc}", file=sys.stderr)
         return 2

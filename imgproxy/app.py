@@ -35,7 +35,7 @@ from .errors import (
 )
 from .fetcher import Fetcher
 from .handlers import admin, images, ops, passthrough
-from .keys import CONFIG, FETCHER, METRICS, PEERS, READINESS, REPLICATION, TRANSFORMS, UPSTREAM
+from .keys import CONFIG, FETCHER, METRICS, PASSTHROUGH, PEERS, READINESS, REPLICATION, TRANSFORMS, UPSTREAM
 from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
@@ -160,6 +160,7 @@ async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     async with open_upstream(app[CONFIG].upstream) as upstream:
         app[UPSTREAM] = upstream
+        app[PASSTHROUGH] = passthrough.Passthrough(app[CONFIG], upstream)
         app[METRICS].watch_upstream(upstream.stats)
         yield
 

@@ -1,6 +1,7 @@
 """Background tasks a component starts and owns: cancelled and awaited when it closes.
 
 A task nobody awaits would hide its failure; each one's failure is logged when it ends.
+`stop_task` ends one task a component keeps for its lifetime (a probe, a follower, a renewer).
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Final
 
 log = logging.getLogger(__name__)
+
+RECANCEL_S: Final = 0.5  # how often `stop_task` cancels again a task that has not ended
 
 
 class Background:
@@ -39,3 +42,16 @@ class Background:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("background task failed: %s: %s", type(exc).__name__, exc)
+
+
+async def stop_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` and wait until it has ended, cancelling it again every `RECANCEL_S` while it
+    has not (a cancel that lands inside redis-py's connect after a failed AUTH was seen swallowed).
+    The task's own failure, if it failed, is raised; a cancel of the caller is not swallowed."""
+    if task is None:
+        return
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=RECANCEL_S)
+    if not task.cancelled():
+        task.result()

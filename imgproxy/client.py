@@ -71,7 +71,7 @@ def get_cache_stats(
     base_url: str | None = None, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> dict[str, Any]:
     """The proxy's cache statistics (`GET /admin/cache`)."""
-    return _send(_call("GET", None, base_url, token, timeout_s, purge=False))
+    return _send(_call("GET", None, base_url, token, timeout_s))
 
 
 def clear_cache(
@@ -81,14 +81,14 @@ def clear_cache(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Purge one blob path, or everything when `path` is None; returns the proxy's answer."""
-    return _send(_call("DELETE", path, base_url, token, timeout_s, purge=True))
+    return _send(_call("DELETE", path, base_url, token, timeout_s))
 
 
 async def aget_cache_stats(
     base_url: str | None = None, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> dict[str, Any]:
     """`get_cache_stats`, with aiohttp."""
-    return await _asend(_call("GET", None, base_url, token, timeout_s, purge=False))
+    return await _asend(_call("GET", None, base_url, token, timeout_s))
 
 
 async def aclear_cache(
@@ -98,12 +98,10 @@ async def aclear_cache(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """`clear_cache`, with aiohttp."""
-    return await _asend(_call("DELETE", path, base_url, token, timeout_s, purge=True))
+    return await _asend(_call("DELETE", path, base_url, token, timeout_s))
 
 
-def _call(
-    method: str, path: str | None, base_url: str | None, token: str | None, timeout_s: float, purge: bool
-) -> _Call:
+def _call(method: str, path: str | None, base_url: str | None, token: str | None, timeout_s: float) -> _Call:
     base = base_url if base_url is not None else os.environ.get(URL_ENV, "")
     secret = token if token is not None else os.environ.get(TOKEN_ENV, "")
     if not base:

@@ -43,10 +43,23 @@ class Outcome:
     entry: Entry | None = None
     gone: bool = False  # the blob does not exist (any more)
     shared: bool = False  # the entry is another replica's, from the shared tier
+    current: Entry | None = None  # what was revalidated (none: a download)
 
     @property
     def settled(self) -> bool:
         return self.gone or self.entry is not None
+
+    @property
+    def unchanged(self) -> bool:
+        """A revalidation that found the version it had."""
+        entry, current = self.entry, self.current
+        return entry is not None and current is not None and entry.meta.etag == current.meta.etag
+
+    @property
+    def changed(self) -> bool:
+        """A revalidation that found another version."""
+        entry, current = self.entry, self.current
+        return entry is not None and current is not None and entry.meta.etag != current.meta.etag
 
 
 class Downloads:
@@ -104,9 +117,10 @@ class Downloads:
             outcome.gone = True
             raise
         finally:
-            await self._settle(key, current, outcome, tickets, lock)
+            outcome.current = current
+            await self._settle(key, outcome, tickets, lock)
             if shared_ticket is not None:
-                self._settle_shared(current, outcome, shared_ticket)
+                self._settle_shared(outcome, shared_ticket)
 
     async def read_original(self, path: str, current: Entry | None) -> Entry:
         """Download `path` from Azure, or revalidate `current` with a conditional request."""
@@ -132,12 +146,7 @@ class Downloads:
         return Entry(path, outcome.meta, time.time(), head=outcome.head)
 
     async def _settle(
-        self,
-        key: str,
-        current: Entry | None,
-        outcome: Outcome,
-        tickets: list[FillTicket],
-        lock: EntryLock | None,
+        self, key: str, outcome: Outcome, tickets: list[FillTicket], lock: EntryLock | None
     ) -> None:
         """Store the outcome where it belongs and drop the key elsewhere; after a failure keep
         what there was (a stale entry may still serve), unless the blob is gone."""
@@ -145,23 +154,22 @@ class Downloads:
         body = result if result is not None and result.body is not None else None
         for tier, ticket in zip(self._tiers, tickets, strict=True):
             if tier is self._disk:
-                await self._settle_disk(key, current, outcome, ticket, lock)
+                await self._settle_disk(key, outcome, ticket, lock)
             elif outcome.settled:
                 await tier.store(ticket, body if body is not None and tier.fits(body) else None)
             else:
                 tier.release(ticket)
 
     async def _settle_disk(
-        self, key: str, current: Entry | None, outcome: Outcome, ticket: FillTicket, lock: EntryLock | None
+        self, key: str, outcome: Outcome, ticket: FillTicket, lock: EntryLock | None
     ) -> None:
         """Bring the disk tier in line with a download or revalidation that just ended.
 
         The entry's lock (shared disk only) is released once the entry is published, so a sibling
         waiting for it finds the entry; at once when nothing will be written.
         """
-        disk, result = self._disk, outcome.entry
+        disk, result, current, unchanged = self._disk, outcome.entry, outcome.current, outcome.unchanged
         assert disk is not None
-        unchanged = result is not None and current is not None and result.meta.etag == current.meta.etag
         if result is not None and unchanged and current is not None and current.file is not None:
             release(lock)
             disk.release(ticket)
@@ -178,20 +186,19 @@ class Downloads:
             if outcome.gone or (result is not None and current is not None and current.file is not None):
                 await disk.remove(key)  # deleted, or changed: the file on disk is stale
 
-    def _settle_shared(self, current: Entry | None, outcome: Outcome, ticket: FillTicket) -> None:
+    def _settle_shared(self, outcome: Outcome, ticket: FillTicket) -> None:
         """Bring the shared tier in line, in the background: publish a new entry (which wakes the
         replicas waiting for it), renew an unchanged one, forget a changed or deleted one."""
         shared, result = self._shared, outcome.entry
         assert shared is not None
-        unchanged = result is not None and current is not None and result.meta.etag == current.meta.etag
         if outcome.shared or (result is None and not outcome.gone):
             shared.release(ticket)
-        elif result is not None and unchanged:
+        elif result is not None and outcome.unchanged:
             shared.release(ticket)
             self._background.spawn(shared.renew(result))
         elif result is not None and result.body is not None and shared.fits(result):
             self._background.spawn(shared.store(ticket, result))
-        elif outcome.gone or (result is not None and current is not None):
+        elif outcome.gone or outcome.changed:
             self._background.spawn(shared.store(ticket, None))  # deleted or changed: drop the copy
         else:
             shared.release(ticket)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Final
 
 from .background import Background
@@ -84,21 +84,21 @@ class Fetcher:
 
     async def resolve(self, path: str, choose: Callable[[BlobMeta], Span | None]) -> Resolved:
         """Metadata of `path`, and the body span `choose(meta)` asks for (streamed if large)."""
-        return await self._resolve(path, choose, lambda: self._lookup(path))
+        return await self._resolve(path, choose)
 
     async def resolve_variant(
         self, key: str, choose: Callable[[BlobMeta], Span | None], produce: Producer
     ) -> Resolved:
         """The variant entry of `key` from the tiers, or made by `produce` (one per key at a time),
         revalidated through `produce` once expired: freshness as for originals."""
-        return await self._resolve(key, choose, lambda: self._lookup_variant(key, produce))
+        return await self._resolve(key, choose, produce)
 
     async def _resolve(
-        self, key: str, choose: Callable[[BlobMeta], Span | None], lookup: Callable[[], Awaitable[Resolved]]
+        self, key: str, choose: Callable[[BlobMeta], Span | None], produce: Producer | None = None
     ) -> Resolved:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                resolved = await lookup()
+                resolved = await self._lookup(key, produce)
             except ImgproxyError as exc:
                 if not (isinstance(exc, BlobNotFound) and exc.cached):
                     self._counters.misses += 1
@@ -138,10 +138,10 @@ class Fetcher:
         """The current version of `path` for a variant made from version `etag`: its ETag and when
         Azure confirmed it (None: no such blob). From the tiers while fresh there (revalidated once
         for all if expired), else one conditional request."""
-        entry = await self._memory.lookup(path) or self._on_disk(path) or await self._large.lookup(path)
+        entry = await self._held(path)
         try:
             if entry is not None:
-                resolved = await self._lookup(path)
+                resolved = await self._lookup(path, found=entry)
                 return resolved.meta.etag, resolved.fetched_at
             with self._metrics.origin_call("revalidate"):
                 meta = await self._origin.properties(path, if_none_match=etag)
@@ -188,16 +188,15 @@ class Fetcher:
         await self._missing.clear()
         return max([await tier.purge_all() for tier in self._tiers])
 
-    async def purge_shared(self, path: str | None) -> bool:
+    async def purge_shared(self, path: str | None) -> None:
         """Delete the shared tier's copies of `path` and its variants (None: everything); raises
-        `RedisFailure` (the caller says the purge did not reach them). True without a shared tier."""
+        `RedisFailure` (the caller says the purge did not reach them). Nothing without a shared tier."""
         if self._shared is None:
-            return True
+            return
         if path is None:
             await self._shared.purge_all()
         else:
             await self._shared.purge(path)
-        return True
 
     def stats(self) -> dict[str, int | bool]:
         """Sizes, limits and counters of every tier for the admin API (`disk_enabled` false without one)."""
@@ -233,35 +232,34 @@ class Fetcher:
         await self._background.close()
 
     # --- lookups --------------------------------------------------------------------------
-    async def _lookup(self, path: str) -> Resolved:
-        now = time.time()
-        entry = await self._memory.lookup(path) or self._on_disk(path) or await self._large.lookup(path)
-        if entry is not None:
-            overdue = entry.age(now) - self._config.ttl_s
-            if overdue < 0:
-                return Resolved.of(entry, CacheStatus.HIT)
-            return await self._revalidate(path, entry, overdue)
-        missing_since = await self._missing.get(path)
-        if missing_since is not None and now - missing_since < self._config.negative_ttl_s:
-            self._counters.negative_hits += 1
-            raise BlobNotFound(path, cached=True)
-        found = await self._from_shared(path, now)
-        if found is not None:
-            return found
-        entry = await self._flight(path, None)
-        return Resolved.of(entry, CacheStatus.MISS)
-
-    async def _lookup_variant(self, key: str, produce: Producer) -> Resolved:
-        now = time.time()
+    async def _held(self, key: str, original: bool = True) -> Entry | None:
+        """The entry of `key` in this process's tiers: memory, disk, and for an original the index
+        of large blobs (streamed, never held whole)."""
         entry = await self._memory.lookup(key) or self._on_disk(key)
+        if entry is None and original:
+            entry = await self._large.lookup(key)
+        return entry
+
+    async def _lookup(
+        self, key: str, produce: Producer | None = None, found: Entry | None = None
+    ) -> Resolved:
+        """`key` from the tiers (`found`: already looked up), revalidated once expired; else the
+        shared tier, else a download (an original) or `produce` (a variant)."""
+        now = time.time()
+        entry = found or await self._held(key, original=produce is None)
         if entry is not None:
             overdue = entry.age(now) - self._config.ttl_s
             if overdue < 0:
                 return Resolved.of(entry, CacheStatus.HIT)
             return await self._revalidate(key, entry, overdue, produce)
-        found = await self._from_shared(key, now, produce)
-        if found is not None:
-            return found
+        if produce is None:  # the negative cache holds originals
+            missing_since = await self._missing.get(key)
+            if missing_since is not None and now - missing_since < self._config.negative_ttl_s:
+                self._counters.negative_hits += 1
+                raise BlobNotFound(key, cached=True)
+        shared = await self._from_shared(key, now, produce)
+        if shared is not None:
+            return shared
         entry = await self._flight(key, None, produce)
         return Resolved.of(entry, CacheStatus.MISS)
 
@@ -337,8 +335,7 @@ class Fetcher:
             await self._missing.finish_fill(
                 missing_ticket, time.time() if outcome.gone else None, drop=outcome.settled
             )
-            changed = entry is not None and current is not None and entry.meta.etag != current.meta.etag
-            if outcome.gone or changed:
+            if outcome.gone or outcome.changed:
                 await self.drop_variants(path)  # made from a version that is no more
 
     async def _from_disk(self, path: str, resolved: Resolved) -> Resolved:

@@ -42,7 +42,7 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
     transforms = app.get(TRANSFORMS)
     # With auto_format on, a plain request's answer depends on Accept and may be a variant or the
     # original by its type: such requests go to the application, which knows.
-    never = transforms is not None and app[CONFIG].transform.auto_format
+    plain_to_app = transforms is not None and app[CONFIG].transform.auto_format
 
     def answer(request: web.BaseRequest, key: str, vary_accept: bool) -> web.StreamResponse | None:
         hit = fetcher.fresh_hit(key)
@@ -61,16 +61,19 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw = request.rel_url.raw_path
-        if never or request.method != "GET" or not raw.startswith(PREFIX):
+        if request.method != "GET" or not raw.startswith(PREFIX):
             return await full(request)
         if not Conditions.from_request(request).plain:
             return await full(request)
         query = request.rel_url.raw_query_string
         if query and transforms is not None:
-            # A variant: its key from the query (remembered), then a fresh hit of it in memory.
+            # A variant (or the original, for a query without transform parameters): its key from
+            # the query (remembered), then a fresh hit of it in memory.
             hot = transforms.hot.key(raw[len(PREFIX) :], query, request.headers)
             found = answer(request, *hot) if hot is not None else None
             return found if found is not None else await full(request)
+        if plain_to_app:
+            return await full(request)
         try:
             path = parse_blob_path_cached(raw[len(PREFIX) :])
         except BadPath:

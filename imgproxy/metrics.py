@@ -33,7 +33,22 @@ if TYPE_CHECKING:  # only the type: /metrics must not import the transform pool 
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-LATENCY_BUCKETS_S: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LATENCY_BUCKETS_S: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 _STATUS_CLASS: Final = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -278,7 +293,7 @@ class _UpstreamCollector(Collector):
         cumulative = 0
         for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), stats.latency_counts, strict=True):
             cumulative += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            buckets.append((_le(bound), cumulative))
         yield HistogramMetricFamily(
             "imgproxy_upstream_request_seconds",
             "Time from a request's arrival to the application's response headers.",

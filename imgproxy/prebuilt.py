@@ -70,7 +70,13 @@ class Sent(web.StreamResponse):
         return None
 
 
-SENT: Final = Sent(status=200)
+@functools.cache
+def sent(status: int, keep_alive: bool = True) -> Sent:
+    """The shared `Sent` of `status` and `keep_alive` (a 3-digit status: at most 1800 of them)."""
+    return Sent(status, keep_alive)
+
+
+SENT: Final = sent(200, True)  # the one pass-through's keep-alive 200s return too
 
 
 def write_plain_hit(

@@ -31,6 +31,7 @@ _REQUEST_OWN: Final = frozenset(
 _REQUEST_SKIP: Final = HOP_BY_HOP | _REQUEST_OWN | {b"content-length", b"expect"}
 _RESPONSE_SKIP_CHUNKED: Final = HOP_BY_HOP | {b"content-length"}
 _CRLF: Final = b"\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,27 @@ class Forwarding:
     upstream_host: bytes  # host[:port] of the app, for `Host` when it is not preserved
     preserve_host: bool
     trust_forwarded: bool
+
+
+def host_field(host: str, port: int) -> bytes:
+    """The `Host` value naming `host` (a name or an address, IPv6 without brackets) and `port`
+    (left out when 80): RFC 9110 section 7.2, RFC 3986 section 3.2.2 (`[::1]:8000`)."""
+    name = f"[{host}]" if ":" in host else host
+    return (name if port == 80 else f"{name}:{port}").encode("idna")
+
+
+def framed(head: bytes, chunk: bytes, chunked: bool, last: bool) -> list[bytes]:
+    """`head` (if any) and `chunk` as written: in a chunk of its own when `chunked` (RFC 9112
+    section 7.1), followed by the last chunk when `last`; one `writelines` sends them."""
+    parts = [head] if head else []
+    if chunked:
+        if chunk:
+            parts += (b"%x\r\n" % len(chunk), chunk, _CRLF)
+        if last:
+            parts.append(LAST_CHUNK)
+    elif chunk:
+        parts.append(chunk)
+    return parts
 
 
 def connection_options(raw_headers: RawHeaders) -> frozenset[bytes]:

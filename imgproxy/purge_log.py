@@ -21,7 +21,6 @@ appended meanwhile is either covered by the emptying or read afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -30,15 +29,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final
 
+from .background import stop_task
 from .errors import RedisBadReply, RedisFailure
-from .redis_link import Client, RedisLink
+from .redis_link import Client, RedisLink, retry_pause_s
 
 log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 100  # entries per XREAD: bounds one reply, not the log
 ALL: Final = b"all"
 PATH: Final = b"path"
-START_ID: Final = "0-0"
 
 
 def _epoch_and_last(candidate: str) -> str:
@@ -161,10 +160,7 @@ class PurgeLog:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stopping = True  # also ends the loop should the cancel be swallowed (see redis_link)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     @property
     def stream_key(self) -> str:
@@ -247,23 +243,19 @@ class PurgeLog:
                     log.warning("purge log unreadable (%s)%s", exc, ": starting it afresh" if afresh else "")
                     failures += 1
                     await self._pause(failures)
-                except RedisFailure as exc:
+                except Exception as exc:  # Redis lost, or a bug: neither may end the following for good
+                    if not isinstance(exc, RedisFailure):
+                        log.exception("purge log follower failed; starting over")
                     self._following.clear()
                     check_epoch = True
                     failures += 1
-                    if failures == 1:
+                    if isinstance(exc, RedisFailure) and failures == 1:
                         log.warning("purge log: lost Redis (%s); resuming when it is back", exc)
-                    await self._pause(failures)
-                except Exception:  # a bug must not end the following for good
-                    log.exception("purge log follower failed; starting over")
-                    self._following.clear()
-                    check_epoch = True
-                    failures += 1
                     await self._pause(failures)
 
     async def _pause(self, failures: int) -> None:
         """Back off a little (doubling, at most the breaker's cool-down), then wait for Redis to be up."""
-        await asyncio.sleep(min(self._link.config.breaker_cooldown_s, 0.01 * 2**failures))
+        await asyncio.sleep(retry_pause_s(self._link.config, failures))
         await self._link.wait_up()
 
     async def _epoch_is(self, epoch: str) -> bool:

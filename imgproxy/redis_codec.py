@@ -65,6 +65,8 @@ class EntryKeys:
     entry: str
     lock: str
     members: str
+    purged: str  # the path's purge tokens (as `purge_token_keys`)
+    vpurged: str
 
 
 def path_tag(path: str) -> str:
@@ -74,14 +76,20 @@ def path_tag(path: str) -> str:
 
 def members_key(base: str, path: str) -> str:
     """The set of every key that exists for `path` (entries and locks)."""
-    return f"{base}{{{path_tag(path)}}}:keys"
+    return _stem(base, path) + "keys"
 
 
 def entry_keys(base: str, path: str, variant: str | None) -> EntryKeys:
     """The keys of `path`'s original (variant None) or of one variant."""
-    stem = f"{base}{{{path_tag(path)}}}:"
+    stem = _stem(base, path)
     which = ORIGINAL if variant is None else "v:" + hashlib.sha256(variant.encode("utf-8")).hexdigest()[:32]
-    return EntryKeys(entry=stem + which, lock=stem + "lock:" + which, members=stem + "keys")
+    return EntryKeys(
+        entry=stem + which,
+        lock=stem + "lock:" + which,
+        members=stem + "keys",
+        purged=stem + "purged",
+        vpurged=stem + "vpurged",
+    )
 
 
 def generation_key(base: str) -> str:
@@ -91,8 +99,13 @@ def generation_key(base: str) -> str:
 def purge_token_keys(base: str, path: str) -> tuple[str, str]:
     """The random tokens a purge of `path` (all of it; its variants only) replaces: a ticketed
     store that saw other tokens began before the purge and is refused."""
-    stem = f"{base}{{{path_tag(path)}}}:"
+    stem = _stem(base, path)
     return stem + "purged", stem + "vpurged"
+
+
+def _stem(base: str, path: str) -> str:
+    """What every key of `path` starts with: the base and the path's hash tag."""
+    return f"{base}{{{path_tag(path)}}}:"
 
 
 def etag_digest(etag: str) -> bytes:

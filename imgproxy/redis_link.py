@@ -32,6 +32,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .background import stop_task
 from .breaker import BreakerState, CircuitBreaker
 from .config import RedisConfig
 from .errors import CircuitOpen, RedisBadReply, RedisFailure, RedisTimeout, RedisUnavailable
@@ -53,6 +54,13 @@ _REFUSED: Final = (
 CONNECTION_LOST: Final = (redis_exceptions.RedisError, OSError, RuntimeError)
 # Bytes in, bytes out: values are binary (cache bodies); callers decode the few text replies.
 _DECODE: Final = False
+_MAX_DOUBLINGS: Final = 30  # 0.01 * 2**30 s is already far beyond any cool-down
+
+
+def retry_pause_s(config: RedisConfig, failures: int) -> float:
+    """How long a task retrying Redis waits after `failures` failures in a row: doubling from
+    10 ms, at most `redis.breaker_cooldown_s` (and never an overflow, however many failures)."""
+    return min(config.breaker_cooldown_s, 0.01 * 2.0 ** min(failures, _MAX_DOUBLINGS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +109,10 @@ class RedisLink:
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, clock)
         self._client: Client | None = None
         self._probe: asyncio.Task[None] | None = None
-        self._up = False
-        self._up_event = asyncio.Event()
+        self._up_event = asyncio.Event()  # set while the last thing heard from Redis was an answer
         self._down_event = asyncio.Event()
         self._down_event.set()  # not known to be up until the first answer
-        self._closed = False
-        self._stop = asyncio.Event()
+        self._stop = asyncio.Event()  # set once the link closes
         # At most max_connections calls at once: redis-py's cluster pool raises at once when it is
         # exhausted (MaxConnectionsError); waiting here, within the call's timeout, is the bound.
         self._slots = asyncio.Semaphore(config.max_connections)
@@ -122,21 +128,17 @@ class RedisLink:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._closed = True
+        # The stop event as well as the cancel: a cancel that lands inside redis-py's connect after
+        # a failed AUTH was seen swallowed, leaving the probe asleep for ever.
         self._stop.set()
-        if self._probe is not None:
-            # The stop event as well as the cancel: a cancel that lands inside redis-py's connect
-            # after a failed AUTH was seen swallowed, leaving the probe asleep for ever.
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        await stop_task(self._probe)
         if self._client is not None:
             await _close(self._client)
 
     @property
     def up(self) -> bool:
         """Whether the last call (or probe) got an answer from Redis."""
-        return self._up
+        return self._up_event.is_set()
 
     @property
     def client(self) -> Client:
@@ -147,7 +149,7 @@ class RedisLink:
     def stats(self) -> LinkStats:
         breaker = self._breaker
         return LinkStats(
-            up=self._up,
+            up=self.up,
             calls=self._calls,
             failures=self._failures,
             rejected=self._rejected,
@@ -172,7 +174,7 @@ class RedisLink:
         An error reply (e.g. WRONGTYPE) means Redis is up but the data is not what we expect:
         `RedisBadReply`, without counting against the breaker.
         """
-        if self._closed:
+        if self._stop.is_set():
             raise RedisUnavailable("the Redis link is closed")
         pooled = self.client  # outside the try: used outside its `async with` is a bug, not Redis
         try:
@@ -229,18 +231,16 @@ class RedisLink:
 
     def _answered(self) -> None:
         self._breaker.succeeded()
-        if not self._up:
+        if not self.up:
             log.info("Redis is up")
-        self._up = True
         self._down_event.clear()
         self._up_event.set()
 
     def _failed(self) -> None:
         self._failures += 1
         self._breaker.failed()
-        if self._up:
+        if self.up:
             log.warning("Redis is down")
-        self._up = False
         self._up_event.clear()
         self._down_event.set()
 

@@ -1,11 +1,12 @@
 """One download across replicas: a short lock in Redis, and waiting for the holder's value.
 
-A miss calls `download_lock(path, variant)`. The first replica to `SET <lock> <token> NX PX
-redis.lock_ttl_s` holds it (`outcome.claim.held`): it downloads and `tier.store(outcome.claim,
-...)`s, which also frees the lock and publishes a wake-up; the lock is renewed every third of its
-TTL while the block runs, and released (token compared, in a script) if the block ends without a
-store. Any other replica waits for the value (`outcome.entry`), woken by `Notifier` (one Pub/Sub
-channel), with a poll every `redis.lock_wait_s / 10` as a safety net, at most `redis.lock_wait_s`;
+A miss calls `start(path, variant)` (the shared tier's `claim`; `download_lock` wraps it in a
+block). The first replica to `SET <lock> <token> NX PX redis.lock_ttl_s` holds it
+(`outcome.claim.held`): it downloads and `tier.store(outcome.claim, ...)`s, which also frees the
+lock and publishes a wake-up; the lock is renewed every third of its TTL (`outcome.renewer`) until
+then, and released (token compared, in a script) if the download ends without a store. Any
+other replica waits for the value (`outcome.entry`), woken by `Notifier` (one Pub/Sub channel),
+with a poll every `redis.lock_wait_s / 10` as a safety net, at most `redis.lock_wait_s`;
 `outcome.entry` None means: go to Azure on your own (the wait timed out, or the holder gave up).
 When Redis fails the claim is UNAVAILABLE: go alone at once and store nothing.
 """
@@ -15,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+from .background import stop_task
 from .redis_codec import SharedEntry, members_key
 from .redis_notify import Notifier
 from .redis_tier import Claim, ClaimState, RedisTier
@@ -26,13 +28,17 @@ from .redis_tier import Claim, ClaimState, RedisTier
 POLL_FRACTION: Final = 10  # the safety-net poll runs lock_wait_s / 10 apart (at least POLL_MIN_S)
 POLL_MIN_S: Final = 0.05
 
+# Starts a held lock's renewer: `asyncio.create_task`, or an owner's `Background.spawn`.
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
+
 
 @dataclass(slots=True)
 class LockOutcome:
-    """What `download_lock` found: ours to download (`claim.held`), another's value, or neither."""
+    """What `start` found: ours to download (`claim.held`), another's value, or neither."""
 
     claim: Claim
     entry: SharedEntry | None = None  # the value another replica published while we waited
+    renewer: asyncio.Task[Any] | None = None  # a held lock's: cancel it once stored or given up
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,25 +59,30 @@ class SharedDownloads:
     def stats(self) -> DownloadStats:
         return DownloadStats(self._waits, self._served)
 
+    async def start(
+        self, path: str, variant: str | None = None, spawn: Spawn = asyncio.create_task
+    ) -> LockOutcome:
+        """Claim the entry's download lock. Held: its renewer runs (started by `spawn`) until the
+        caller cancels it. Another replica's: wait for its value (`outcome.entry`; None: go alone).
+        Redis failed: neither."""
+        claim = await self.tier.claim(path, variant)
+        if claim.held:
+            return LockOutcome(claim, renewer=spawn(self.keep(claim)))
+        if claim.state is ClaimState.BUSY:
+            return LockOutcome(claim, await self.wait_for_value(path, variant))
+        return LockOutcome(claim)
+
     @contextlib.asynccontextmanager
     async def download_lock(self, path: str, variant: str | None = None) -> AsyncIterator[LockOutcome]:
-        """Claim; if held, keep it renewed while the block downloads (and stores), release after.
-        If another replica holds it, wait for its value first (`outcome.entry`; None: go alone)."""
-        claim = await self.tier.claim(path, variant)
-        if claim.state is ClaimState.BUSY:
-            yield LockOutcome(claim, await self.wait_for_value(path, variant))
-            return
-        if not claim.held:
-            yield LockOutcome(claim)
-            return
-        renewer = asyncio.create_task(self.keep(claim), name="redis-lock-renew")
+        """`start` for the block: a held lock is kept renewed while the block downloads (and
+        stores), and released after."""
+        outcome = await self.start(path, variant)
         try:
-            yield LockOutcome(claim)
+            yield outcome
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            await self.tier.release(claim)
+            if outcome.claim.held:
+                await stop_task(outcome.renewer)
+                await self.tier.release(outcome.claim)
 
     async def wait_for_value(
         self, path: str, variant: str | None = None, timeout_s: float | None = None

@@ -6,7 +6,7 @@ connection per process (a task it owns) and wakes the local waiters of that path
 for the value themselves. One channel, not one per key: waiting needs no SUBSCRIBE round trip,
 and a message is a few dozen bytes per download. In a cluster, PUBLISH reaches every node over the
 cluster bus, so one subscription on any node hears all. While the subscription is down, waiters
-fall back to a slow poll (see `RedisTier.wait_for_value`).
+fall back to a slow poll (see `SharedDownloads.wait_for_value`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Final
 
-from .redis_link import CONNECTION_LOST, RedisLink
+from redis.exceptions import RedisClusterException
+
+from .background import stop_task
+from .redis_link import CONNECTION_LOST, RedisLink, retry_pause_s
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,6 @@ class Notifier:
         self._ready = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self.messages = 0
 
     async def __aenter__(self) -> Notifier:
         self._task = asyncio.create_task(self._listen(), name="redis-notifier")
@@ -69,10 +71,7 @@ class Notifier:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     @property
     def ready(self) -> bool:
@@ -101,7 +100,6 @@ class Notifier:
         if not isinstance(data, bytes):
             return
         _, _, key = data.partition(b" ")
-        self.messages += 1
         for wakeup in self._watchers.get(key, ()):
             wakeup.set()
 
@@ -109,30 +107,37 @@ class Notifier:
         failures = 0
         while not self._stopping:
             await self._link.wait_up()
-            pubsub = self._link.client.pubsub()
             try:
-                async with asyncio.timeout(self._link.config.timeout_s):
-                    await pubsub.subscribe(self.channel)
-                    while await pubsub.get_message(timeout=self._link.config.timeout_s) is None:
-                        pass  # the subscribe confirmation: from here on nothing is missed
-                self._ready.set()
-                failures = 0
-                while not self._stopping:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=LISTEN_TIMEOUT_S
-                    )
-                    if message is not None and message.get("type") == "message":
-                        self._dispatch(message.get("data"))
-            except (*CONNECTION_LOST, TimeoutError) as exc:  # the task must outlive any outage
+                # A client of its own, so the subscription holds no connection of the request
+                # path's pool; a fresh one per subscription, so a cluster's knows today's nodes.
+                async with self._link.blocking_client(LISTEN_TIMEOUT_S) as client:
+                    pubsub = client.pubsub()
+                    try:
+                        async with asyncio.timeout(self._link.config.timeout_s):
+                            await client.initialize()  # a cluster's PubSub finds its node in the slot map
+                            await pubsub.subscribe(self.channel)
+                            while await pubsub.get_message(timeout=self._link.config.timeout_s) is None:
+                                pass  # the subscribe confirmation: from here on nothing is missed
+                        self._ready.set()
+                        failures = 0
+                        while not self._stopping:
+                            message = await pubsub.get_message(
+                                ignore_subscribe_messages=True, timeout=LISTEN_TIMEOUT_S
+                            )
+                            if message is not None and message.get("type") == "message":
+                                self._dispatch(message.get("data"))
+                    finally:
+                        self._ready.clear()
+                        for watchers in self._watchers.values():  # let waiters look for themselves
+                            for wakeup in watchers:
+                                wakeup.set()
+                        with contextlib.suppress(Exception):
+                            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py 8.1
+            # The task must outlive any outage (a cluster none of whose nodes answers raises
+            # RedisClusterException, which is not a RedisError).
+            except (*CONNECTION_LOST, RedisClusterException, TimeoutError) as exc:
                 failures += 1
                 if failures == 1:
                     log.warning("Redis notifications lost (%s); waiters poll until they are back", exc)
-            finally:
-                self._ready.clear()
-                for watchers in self._watchers.values():  # let waiters look for themselves
-                    for wakeup in watchers:
-                        wakeup.set()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py 8.1
             if not self._stopping:
-                await asyncio.sleep(min(self._link.config.breaker_cooldown_s, 0.01 * 2**failures))
+                await asyncio.sleep(retry_pause_s(self._link.config, failures))

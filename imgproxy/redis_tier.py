@@ -94,7 +94,6 @@ class RedisTierStats:
     stores: int
     stores_refused: int  # the ticket was void (purged, lock lost), too large, or Redis failed
     garbage: int  # values deleted because they did not verify
-    errors: int  # lookups that failed (counted as misses too)
 
 
 class RedisTier:
@@ -102,8 +101,8 @@ class RedisTier:
 
     def __init__(self, link: RedisLink) -> None:
         self._link = link
-        self.base = self._base = link.base
-        self.config = self._config = link.config
+        self.base = link.base
+        self.config = link.config
         self.channel = notify_channel(link.base)
         client = link.client
         self._claim = client.register_script(scripts.CLAIM)
@@ -117,15 +116,13 @@ class RedisTier:
         self._known_generation = ""
         self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()  # path -> purge tokens seen
         self._stored: set[str] = set()  # lock tokens whose store consumed the lock
-        self._hits = self._misses = self._stores = self._refused = self._garbage = self._errors = 0
+        self._hits = self._misses = self._stores = self._refused = self._garbage = 0
 
     def stats(self) -> RedisTierStats:
-        return RedisTierStats(
-            self._hits, self._misses, self._stores, self._refused, self._garbage, self._errors
-        )
+        return RedisTierStats(self._hits, self._misses, self._stores, self._refused, self._garbage)
 
     def fits(self, size: int) -> bool:
-        return size <= self._config.max_item_bytes
+        return size <= self.config.max_item_bytes
 
     async def lookup(self, path: str, variant: str | None = None) -> SharedEntry | None:
         """The verified entry, or None (absent, unverifiable, or Redis failed)."""
@@ -155,19 +152,18 @@ class RedisTier:
         if not ticket.generation or not self.fits(len(body)):
             self._refused += 1
             return False
-        keys = entry_keys(self._base, ticket.path, ticket.variant)
-        purged, vpurged = purge_token_keys(self._base, ticket.path)
+        keys = entry_keys(self.base, ticket.path, ticket.variant)
         fetched = time.time() if fetched_at is None else fetched_at
         value = encode_entry(ticket.path, ticket.variant, ticket.generation, meta, body, fetched, source_etag)
         args: list[ScriptArg] = [
-            ticket.lock_token, value, _ms(self._config.ttl_s), self.channel,
+            ticket.lock_token, value, _ms(self.config.ttl_s), self.channel,
             b"s " + keys.members.encode(), ticket.purged, ticket.vpurged,
             "1" if ticket.variant is not None else "0",
         ]  # fmt: skip
         try:
             stored = await self._link.call(
                 lambda c: self._store(
-                    keys=[keys.entry, keys.members, keys.lock, purged, vpurged], args=args, client=c
+                    keys=[keys.entry, keys.members, keys.lock, keys.purged, keys.vpurged], args=args, client=c
                 )
             )
         except RedisFailure:
@@ -182,12 +178,12 @@ class RedisTier:
 
     async def renew(self, path: str, variant: str | None, etag: str, fetched_at: float) -> bool:
         """Azure confirmed version `etag` at `fetched_at`: renew that entry's age and expiry."""
-        keys = entry_keys(self._base, path, variant)
+        keys = entry_keys(self.base, path, variant)
         args: list[ScriptArg] = [
             MAGIC,
             etag_digest(etag),
             pack_fetched_at(fetched_at),
-            _ms(self._config.ttl_s),
+            _ms(self.config.ttl_s),
             FETCHED_AT_OFFSET,
         ]
         try:
@@ -200,7 +196,7 @@ class RedisTier:
 
     async def remove(self, path: str, variant: str | None = None) -> bool:
         """Forget one entry (changed or deleted in Azure); False if it was not there or Redis failed."""
-        keys = entry_keys(self._base, path, variant)
+        keys = entry_keys(self.base, path, variant)
         try:
             removed = await self._link.call(lambda c: self._remove(keys=[keys.entry, keys.members], client=c))
         except RedisFailure:
@@ -210,10 +206,10 @@ class RedisTier:
     async def purge(self, path: str, variants_only: bool = False) -> int:
         """Delete the keys of `path` and its variants (only the variants, if told), voiding their
         tickets and locks; the number of keys deleted. Raises RedisFailure."""
-        members = members_key(self._base, path)
-        purged, vpurged = purge_token_keys(self._base, path)
+        members = members_key(self.base, path)
+        purged, vpurged = purge_token_keys(self.base, path)
         args: list[ScriptArg] = [
-            self.channel, b"p " + members.encode(), secrets.token_hex(8), _ms(self._config.ttl_s),
+            self.channel, b"p " + members.encode(), secrets.token_hex(8), _ms(self.config.ttl_s),
             "1" if variants_only else "0",
         ]  # fmt: skip
         deleted = await self._link.call(
@@ -226,20 +222,19 @@ class RedisTier:
     async def purge_all(self) -> None:
         """Make every entry written so far unservable (a new generation); raises RedisFailure."""
         fresh = secrets.token_hex(8)
-        await self._link.call(lambda c: c.set(generation_key(self._base), fresh))
+        await self._link.call(lambda c: c.set(generation_key(self.base), fresh))
         self._known_generation = fresh
 
     async def claim(self, path: str, variant: str | None = None) -> Claim:
         """Try to take the entry's download lock (and read the generation a store will carry)."""
-        keys = entry_keys(self._base, path, variant)
-        purged, vpurged = purge_token_keys(self._base, path)
+        keys = entry_keys(self.base, path, variant)
         token = secrets.token_hex(16)
         results: list[object] = await asyncio.gather(
             self._link.call(self._current_generation),
             self._link.call(
                 lambda c: self._claim(
-                    keys=[keys.lock, keys.members, purged, vpurged, keys.entry],
-                    args=[token, _ms(self._config.lock_ttl_s)],
+                    keys=[keys.lock, keys.members, keys.purged, keys.vpurged, keys.entry],
+                    args=[token, _ms(self.config.lock_ttl_s)],
                     client=c,
                 )
             ),
@@ -264,7 +259,7 @@ class RedisTier:
         if not claim.held or not token or token in self._stored:
             self._stored.discard(token)
             return
-        keys = entry_keys(self._base, claim.path, claim.variant)
+        keys = entry_keys(self.base, claim.path, claim.variant)
         args: list[ScriptArg] = [token, self.channel, b"r " + keys.members.encode()]
         with contextlib.suppress(RedisFailure):  # it expires by itself within lock_ttl_s
             await self._link.call(
@@ -275,8 +270,8 @@ class RedisTier:
         """Extend a held lock by `redis.lock_ttl_s`; False once it is no longer ours (or Redis failed)."""
         if claim.ticket is None:
             return False
-        keys = entry_keys(self._base, claim.path, claim.variant)
-        args: list[ScriptArg] = [claim.ticket.lock_token, _ms(self._config.lock_ttl_s)]
+        keys = entry_keys(self.base, claim.path, claim.variant)
+        args: list[ScriptArg] = [claim.ticket.lock_token, _ms(self.config.lock_ttl_s)]
         try:
             renewed = await self._link.call(lambda c: self._renew_lock(keys=[keys.lock], args=args, client=c))
         except RedisFailure:
@@ -285,12 +280,11 @@ class RedisTier:
 
     async def probe(self, path: str, variant: str | None, with_lock: bool) -> tuple[SharedEntry | None, bool]:
         """The verified entry (or None) and, if asked, whether its download lock is held."""
-        keys = entry_keys(self._base, path, variant)
-        purged, vpurged = purge_token_keys(self._base, path)
+        keys = entry_keys(self.base, path, variant)
 
         async def read(client: Client) -> list[object]:
             pipe = client.pipeline(transaction=False)
-            for key in (generation_key(self._base), keys.entry, purged, vpurged):
+            for key in (generation_key(self.base), keys.entry, keys.purged, keys.vpurged):
                 pipe.get(key)
             if with_lock:
                 pipe.exists(keys.lock)
@@ -303,7 +297,6 @@ class RedisTier:
             if generation is None:  # none yet (or evicted): make one, so tickets can be issued
                 generation = await self._link.call(self._current_generation)
         except RedisFailure:
-            self._errors += 1
             self._misses += 1
             return None, False
         raw, locked = replies[1], with_lock and replies[4] == 1
@@ -338,7 +331,7 @@ class RedisTier:
 
     async def _current_generation(self, client: Client) -> str:
         reply = await self._generation(
-            keys=[generation_key(self._base)], args=[secrets.token_hex(8)], client=client
+            keys=[generation_key(self.base)], args=[secrets.token_hex(8)], client=client
         )
         if not isinstance(reply, bytes):
             raise RedisBadReply(f"generation answered {reply!r}")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Final
 
+from .background import stop_task
 from .errors import RedisFailure
 from .redis_link import Client, RedisLink
 
@@ -68,10 +69,7 @@ class ReplicaRegistry:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
         with contextlib.suppress(RedisFailure):  # best effort: otherwise it ages out
             await self._link.call(self._withdraw)
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .background import Background
+from .background import Background, stop_task
 from .config import Config
 from .errors import RedisFailure
 from .fetcher import Fetcher
@@ -91,10 +91,12 @@ class Replication:
         """Delete the shared copies of `path` (None: everything) and log the purge for the other
         replicas. False if either did not happen: the caller answers 502 and the client retries."""
         try:
-            shared = await self._fetcher.purge_shared(path)
+            await self._fetcher.purge_shared(path)
         except RedisFailure as exc:
             log.warning("shared copies of %s not purged: %s", path if path is not None else "everything", exc)
             shared = False
+        else:
+            shared = True
         logged = await self.log.append(path)
         return shared and logged
 
@@ -156,9 +158,7 @@ async def follow_purges(config: Config, parts: RedisParts, fetcher: Fetcher) -> 
         try:
             yield replication
         finally:
-            saving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await saving
+            await stop_task(saving)
 
 
 def cursor_path(config: Config) -> Path | None:

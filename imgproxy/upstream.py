@@ -14,7 +14,8 @@ the body then arrives chunk by chunk (`Exchange.read`), with at most about two p
 answer is awaited (the app may answer early). Deadlines: `connect_timeout_s` to connect,
 `timeout_s` from the end of the request to the response headers, `idle_timeout_s` between body
 chunks either way. A connection goes back to the pool only after a complete exchange; a request
-without a body that finds a kept-alive connection closed by the app is sent once more on a new one.
+the caller marks `retryable` (no body, an idempotent method: RFC 9110 section 9.2.2) that finds a
+kept-alive connection closed by the app is sent once more on a new one.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Final, NoReturn
 
 from aiohttp import ServerDisconnectedError
@@ -34,25 +35,10 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from .config import UpstreamConfig, upstream_address
 from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .metrics import UpstreamStats
+from .proxy_headers import LAST_CHUNK, framed, host_field
 
 READ_BUFFER: Final = 64 * 1024  # the parser pauses the app's socket at twice this unread
 KEEPALIVE_S: Final = 4.0  # an idle connection older than this is closed, not reused (apps close at ~5 s)
-LATENCY_BUCKETS_S: Final = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
 _MAX_FIELD: Final = 16 * 1024  # longest response header line we accept from the app
 
 
@@ -96,6 +82,12 @@ class Connection:
         if transport is None or transport.is_closing():
             raise UpstreamUnavailable("reset", "the application closed the connection")
         transport.write(data)
+
+    def writelines(self, parts: Iterable[bytes]) -> None:
+        transport = self.proto.transport
+        if transport is None or transport.is_closing():
+            raise UpstreamUnavailable("reset", "the application closed the connection")
+        transport.writelines(parts)
 
     def fail(self, exc: BaseException) -> None:
         """End the exchange on this connection with `exc` (whoever awaits the answer gets it)."""
@@ -173,7 +165,7 @@ class Exchange:
         proto = self.conn.proto
         reusable = (
             pump_done
-            and (pump is None or (not pump.cancelled() and pump.exception() is None))
+            and (pump is None or not pump.cancelled())  # `_pump` returns on any error but a cancel
             and self.at_eof()
             and not proto.should_close
             and proto.is_connected()
@@ -187,9 +179,9 @@ class Upstream:
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
         self.host, self.port = upstream_address(config.url)
-        self.host_header = (self.host if self.port == 80 else f"{self.host}:{self.port}").encode("idna")
+        self.host_header = host_field(self.host, self.port)
         self.stats = UpstreamStats()
-        self.loop = self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._idle: list[Connection] = []
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[Connection | None]] = collections.deque()
@@ -198,7 +190,7 @@ class Upstream:
     # -- the pool --------------------------------------------------------------------------
 
     async def _connect(self) -> Connection:
-        loop = self._loop
+        loop = self.loop
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 _, proto = await loop.create_connection(lambda: AppProtocol(loop), self.host, self.port)
@@ -215,7 +207,7 @@ class Upstream:
         """A connection to the app: an idle one, a new one, or the next one freed (within timeout_s)."""
         if self._closed:
             raise UpstreamUnavailable("closed", "shutting down")
-        now = self._loop.time()
+        now = self.loop.time()
         while self._idle:
             conn = self._idle.pop()
             self.stats.idle -= 1
@@ -226,7 +218,7 @@ class Upstream:
             self._drop(conn)
             self._open -= 1
         if self._open >= self.config.max_connections:
-            waiter: asyncio.Future[Connection | None] = self._loop.create_future()
+            waiter: asyncio.Future[Connection | None] = self.loop.create_future()
             self._waiters.append(waiter)
             try:
                 async with asyncio.timeout(self.config.timeout_s):
@@ -264,7 +256,7 @@ class Upstream:
                 if not waiter.done():
                     waiter.set_result(conn)
                     return
-            conn.idle_since = self._loop.time()
+            conn.idle_since = self.loop.time()
             self._idle.append(conn)
             self.stats.idle += 1
             return
@@ -306,19 +298,23 @@ class Upstream:
         chunked: bool,
         head_only: bool,
         upgrade: bool = False,
+        *,
+        retryable: bool,
     ) -> Exchange:
         """Send `head` (and `body`) to the app; return its answer once the headers are in.
 
         `upgrade`: a websocket handshake, whose answer may be a 101 (the connection is then the
-        tunnel's). Raises `UpstreamUnavailable`, `UpstreamTimeout`, or what `body` raised.
+        tunnel's). `retryable`: the request may be sent twice (no body and an idempotent method),
+        so it is, once more on a new connection, when a kept-alive one turns out closed.
+        Raises `UpstreamUnavailable`, `UpstreamTimeout`, or what `body` raised.
         """
-        started = self._loop.time()
+        started = self.loop.time()
         for attempt in (0, 1):
             try:
                 conn = await self.acquire()
                 exchange = await self._send(conn, head, body, chunked, head_only, upgrade)
             except UpstreamUnavailable as exc:
-                retry = attempt == 0 and exc.kind == "reset" and body is None and conn.reused
+                retry = attempt == 0 and retryable and body is None and exc.kind == "reset" and conn.reused
                 if not retry:
                     self.stats.count_error(exc.kind)
                     raise
@@ -326,7 +322,7 @@ class Upstream:
             except UpstreamError as exc:
                 self.stats.count_error(exc.kind)
                 raise
-            self.stats.observe(exchange.message.code, self._loop.time() - started)
+            self.stats.observe(exchange.message.code, self.loop.time() - started)
             return exchange
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -337,7 +333,7 @@ class Upstream:
         body: AsyncIterator[bytes] | None,
         chunked: bool,
         head_only: bool,
-        upgrade: bool = False,
+        upgrade: bool,
     ) -> Exchange:
         proto = conn.proto
         proto.read_timeout = None
@@ -358,7 +354,7 @@ class Upstream:
 
         def arm() -> None:
             nonlocal deadline
-            deadline = self._loop.call_later(self.config.timeout_s, expire)
+            deadline = self.loop.call_later(self.config.timeout_s, expire)
 
         try:
             conn.write(head)
@@ -396,9 +392,7 @@ class Upstream:
                 if not chunk:
                     continue
                 if chunked:
-                    conn.write(b"%x\r\n" % len(chunk))
-                    conn.write(chunk)
-                    conn.write(b"\r\n")
+                    conn.writelines(framed(b"", chunk, True, False))
                 else:
                     conn.write(chunk)
                 if conn.proto.writing_paused:
@@ -408,7 +402,7 @@ class Upstream:
                     except TimeoutError:
                         raise UpstreamTimeout("idle", "the application stopped reading the body") from None
             if chunked:
-                conn.write(b"0\r\n\r\n")
+                conn.write(LAST_CHUNK)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:

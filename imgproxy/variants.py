@@ -38,17 +38,17 @@ from .paths import parse_blob_path_cached
 from .resolved import Resolved, Span
 from .tiers import Entry, variant_key
 from .transform.negotiate import FormatBucket, negotiate
-from .transform.params import QueryParser, TransformOptions
-from .transform.result import Source
+from .transform.params import QueryParser, TransformOptions, apply_auto_format
+from .transform.result import CONTENT_TYPES, SOURCE_FAMILY, Source
 
 if TYPE_CHECKING:  # the pool (and pyvips behind it) loads only when transforms are on
     from .transform.pool import TransformPool
 
 # Content types the source itself answers for format-only options that resolve to its own format.
-_OWN_FORMAT: Final = frozenset({"image/jpeg", "image/png", "image/gif"})
+_OWN_FORMAT: Final = frozenset(CONTENT_TYPES[image_format] for image_format in SOURCE_FAMILY)
 _FAMILY_BUCKETS: Final = frozenset({FormatBucket.SOURCE, FormatBucket.ORIGINAL})
 UNDECODABLE_MAX_ITEMS: Final = 10_000  # source versions remembered as not an image
-HOT_MEMO_ITEMS: Final = 4096  # queries (and Accept headers) the hot path remembers
+HOT_MEMO_ITEMS: Final = 4096  # (path, query) pairs the hot path remembers
 
 Choose = Callable[[BlobMeta], Span | None]
 
@@ -67,9 +67,15 @@ class VariantRequest:
         return self.options.varies_with_accept
 
 
+def _may_be_original(options: TransformOptions, bucket: FormatBucket) -> bool:
+    """Format-only options whose bucket is the source's family: the source itself may be the
+    answer, which only its content type (known from the tiers) decides."""
+    return options.reencodes_only and bucket in _FAMILY_BUCKETS
+
+
 class _HotQuery:
-    """What the hot path remembers of one (path, query): the variant keys it asks for, made once
-    per output bucket (one when the answer does not vary with `Accept`, at most a few when it does)."""
+    """What the hot path remembers of one (path, query) asking for a variant: its keys, made once
+    per output bucket (one when the answer does not vary with `Accept`, a few when it does)."""
 
     __slots__ = ("answers", "fixed", "options", "path", "vary")
 
@@ -82,31 +88,33 @@ class _HotQuery:
 
     def answer(self, bucket: FormatBucket) -> tuple[str, bool] | None:
         """The variant key for `bucket` and whether it varies with `Accept`, or None when the full
-        path must answer (it may be the original: format-only options giving the source's family)."""
+        path must answer (it may be the original)."""
         try:
             return self.answers[bucket]
         except KeyError:
             found = None
-            if not (self.options.reencodes_only and bucket in _FAMILY_BUCKETS):
+            if not _may_be_original(self.options, bucket):
                 found = variant_key(self.path, self.options.key(bucket)), self.vary
             self.answers[bucket] = found
             return found
 
 
 class HotKeys:
-    """The variant key a GET asks for, found without a lookup, for the hot path: remembered for
-    the last `HOT_MEMO_ITEMS` (path, query) pairs and `HOT_MEMO_ITEMS` Accept headers, whose
-    answers never change (a signature verified once verifies every time)."""
+    """The cache key a GET with a query asks for, found without a lookup, for the hot path:
+    remembered for the last `HOT_MEMO_ITEMS` (path, query) pairs, whose answers never change (a
+    signature verified once verifies every time). With `transform.auto_format`, options get
+    `fm=auto` as on the full path, and a query without transform parameters goes there (the
+    blob's type decides its answer)."""
 
     def __init__(self, parser: QueryParser, config: TransformConfig) -> None:
         self._parser = parser
-        self._auto_avif = config.auto_avif
-        self._queries: LRU[_HotQuery | None] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
-        self._accepts: LRU[FormatBucket] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
+        self._config = config
+        # A _HotQuery; a path: the original (no transform parameter); None: the full path answers.
+        self._queries: LRU[_HotQuery | str | None] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
 
     def key(self, raw_path: str, raw_query: str, headers: Mapping[str, str]) -> tuple[str, bool] | None:
-        """The variant key of this request and whether its answer varies with `Accept`; None when
-        the full path must answer (no variant, a bad or unsigned query, perhaps the original)."""
+        """The key of this request's answer and whether it varies with `Accept`; None when the
+        full path must answer (a bad or unsigned query, perhaps the original of a variant)."""
         memo = f"{raw_path}?{raw_query}"
         hot = self._queries.get(memo)
         if hot is None:
@@ -116,24 +124,25 @@ class HotKeys:
             self._queries.put(memo, hot)
             if hot is None:
                 return None
-        return hot.answer(self._bucket(headers.get("Accept")) if hot.fixed is None else hot.fixed)
+        if isinstance(hot, str):
+            return hot, False
+        accept_bucket = hot.fixed
+        if accept_bucket is None:
+            accept_bucket = negotiate(headers.get("Accept"), self._config.auto_avif)
+        return hot.answer(accept_bucket)
 
-    def _parse(self, raw_path: str, raw_query: str) -> _HotQuery | None:
+    def _parse(self, raw_path: str, raw_query: str) -> _HotQuery | str | None:
         try:
-            options = self._parser.parse(raw_path, raw_query)
-            if options is None:
-                return None
-            return _HotQuery(parse_blob_path_cached(raw_path), options, self._auto_avif)
+            given = self._parser.parse(raw_path, raw_query)
+            path = parse_blob_path_cached(raw_path)
         except ImgproxyError:
             return None  # the full path words the 400 or 403
-
-    def _bucket(self, accept: str | None) -> FormatBucket:
-        accept = accept or ""
-        bucket = self._accepts.get(accept)
-        if bucket is None:
-            bucket = negotiate(accept, self._auto_avif)
-            self._accepts.put(accept, bucket)
-        return bucket
+        options = apply_auto_format(given, self._config)
+        if options is None:
+            return path
+        if given is None:
+            return None  # a plain request under auto_format: its answer depends on the blob's type
+        return _HotQuery(path, options, self._config.auto_avif)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +178,7 @@ class Variants:
     async def resolve(self, path: str, request: VariantRequest, choose: Choose) -> Resolved:
         """The variant's metadata and the span `choose` asks for (the original where it is the answer)."""
         vary = request.vary_accept
-        own = request.options.reencodes_only and request.bucket in _FAMILY_BUCKETS
+        own = _may_be_original(request.options, request.bucket)
         if own or request.automatic:
             content_type = (await self._fetcher.metadata(path)).content_type
             if request.automatic and not content_type.startswith("image/"):

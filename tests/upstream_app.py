@@ -12,6 +12,8 @@ at once) and tells the tests what it saw over its own HTTP endpoints, so no test
 - `GET /hold/{token}`: headers and 5 bytes, then nothing until the connection goes; then
   `GET /released/{token}` (which waits for it) answers. `GET /hang`: no answer at all.
 - `GET /cut`: announces 1000 bytes, sends 100, then drops the connection.
+- `POST /drop-after-read/{token}`: reads the request, then drops the connection without an answer;
+  `GET /seen/{token}` says how many such requests arrived.
 - `GET /ws`: websocket echo (text, binary); `close:<code>` makes it close with that code, and
   `GET /ws-closed/{token}` waits for and returns the close code a client sent on `/ws?token=`.
 """
@@ -174,6 +176,20 @@ async def cut(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def drop_after_read(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    key = f"seen:{request.match_info['token']}"
+    await request.read()
+    state.values[key] = str(int(state.values.get(key, "0")) + 1)
+    assert request.transport is not None
+    request.transport.abort()
+    return web.Response()
+
+
+async def seen(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[STATE].values.get(f"seen:{request.match_info['token']}", "0"))
+
+
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
     token = request.query.get("token", "")
@@ -218,6 +234,8 @@ def build() -> web.Application:
     app.router.add_get("/released/{token}", released)
     app.router.add_get("/hang", hang)
     app.router.add_get("/cut", cut)
+    app.router.add_post("/drop-after-read/{token}", drop_after_read)
+    app.router.add_get("/seen/{token}", seen)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/ws-closed/{token}", ws_closed)
     # Paths that clash with ours: only reachable when imgproxy's ops routes are moved.

@@ -24,11 +24,12 @@ from ..keys import CONFIG, FETCHER, METRICS, TRANSFORMS
 from ..origin import BlobMeta
 from ..paths import parse_blob_path_cached
 from ..resolved import Resolved, Span
+from ..signing import ROUTE_PREFIX
 from ..streaming import send_file, send_stream
 from ..transform.params import apply_auto_format
 from ..variants import VariantRequest
 
-PREFIX: Final = "/images/"
+PREFIX: Final = ROUTE_PREFIX  # what a signature covers follows it
 
 
 def blob_path_after(prefix: str, request: web.Request) -> str:

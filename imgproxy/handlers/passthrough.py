@@ -26,9 +26,9 @@ from aiohttp.http import HttpVersion11
 
 from ..config import Config
 from ..errors import BodyTooLarge, ImgproxyError, UpstreamError
-from ..keys import CONFIG, METRICS, UPSTREAM
-from ..prebuilt import Sent
-from ..proxy_headers import Forwarding, request_head, response_head
+from ..keys import METRICS, PASSTHROUGH
+from ..prebuilt import sent
+from ..proxy_headers import Forwarding, framed, request_head, response_head
 from ..upstream import Exchange, Upstream
 from .images import PREFIX as IMAGES_PREFIX
 from .tunnel import ClientTap, Tunnel
@@ -37,8 +37,9 @@ RequestHandlerFn = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 ErrorAnswer = Callable[[ImgproxyError], web.Response]
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LAST_CHUNK: Final = b"0\r\n\r\n"
-_CLOSED: Final = Sent(499, keep_alive=False)  # nothing sent: nginx's "client closed request"
+_CLOSED: Final = sent(499, False)  # nothing sent: nginx's "client closed request"
+# RFC 9110 section 9.2.2: a request of these methods (without a body) may be sent twice.
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class _ClientFailure(Exception):
@@ -74,21 +75,13 @@ def _decoded_path(request: web.BaseRequest) -> str:
 
 
 class Passthrough:
-    """Forwards requests to the app of one worker (`upstream`), per `config.upstream`."""
+    """Forwards requests to the app of one worker (`upstream`), per `config.upstream`: one per
+    application (`keys.PASSTHROUGH`, made with the upstream pool)."""
 
     def __init__(self, config: Config, upstream: Upstream) -> None:
         self.config = config.upstream
         self.upstream = upstream
         self.own = OwnRoutes.of(config.server.ops_prefix)
-        self._sent: dict[tuple[int, bool], Sent] = {}
-
-    def sent(self, status: int, keep_alive: bool) -> Sent:
-        """A (reused) response telling aiohttp that the answer is on the wire already."""
-        key = (status, keep_alive)
-        sent = self._sent.get(key)
-        if sent is None:
-            sent = self._sent[key] = Sent(status, keep_alive)
-        return sent
 
     def forwards(self, request: web.BaseRequest) -> bool:
         """True if `request` is for the app (its path is none of ours)."""
@@ -119,16 +112,20 @@ class Passthrough:
             self.upstream.stats.count_error("client_gone")
             return _CLOSED
         finally:
-            tap.on_lost = tap.on_pause = tap.on_resume = tap.divert = None
+            tap.on_lost = None  # a tunnel clears what it set itself
 
-    def _forwarding(self, request: web.BaseRequest) -> Forwarding:
-        return Forwarding(
-            client_ip=request.remote or "",
-            scheme=request.scheme,
-            upstream_host=self.upstream.host_header,
-            preserve_host=self.config.preserve_host,
-            trust_forwarded=self.config.trust_forwarded,
-        )
+    def _forwarding(self, request: web.BaseRequest, tap: ClientTap) -> Forwarding:
+        """The connection's `Forwarding`: its peer and scheme do not change, nor does our config."""
+        forwarding = tap.forwarding
+        if forwarding is None:
+            forwarding = tap.forwarding = Forwarding(
+                client_ip=request.remote or "",
+                scheme=request.scheme,
+                upstream_host=self.upstream.host_header,
+                preserve_host=self.config.preserve_host,
+                trust_forwarded=self.config.trust_forwarded,
+            )
+        return forwarding
 
     async def _forward(
         self, request: web.BaseRequest, transport: asyncio.Transport, tap: ClientTap, send_continue: bool
@@ -138,24 +135,29 @@ class Passthrough:
         config = self.config
         length = request.content_length
         has_body = request.body_exists
-        if length is not None and length > config.max_body_bytes:
-            self.upstream.stats.count_error("body_too_large")
-            raise BodyTooLarge(config.max_body_bytes)  # before reading any of it
-        chunked = has_body and length is None
-        head = request_head(
-            request.method, request.raw_path, request.raw_headers, self._forwarding(request), length, chunked
-        )
-        body = _request_body(request, config.max_body_bytes, config.idle_timeout_s) if has_body else None
-        if (
-            send_continue
-            and body is not None
-            and request.version >= HttpVersion11
-            and request.headers.get("Expect", "").lower() == "100-continue"
-        ):
-            transport.write(_CONTINUE)
+        method = request.method
         try:
-            exchange = await self.upstream.exchange(head, body, chunked, head_only=request.method == "HEAD")
-        except BodyTooLarge:
+            if length is not None and length > config.max_body_bytes:
+                raise BodyTooLarge(config.max_body_bytes)  # before reading any of it
+            chunked = has_body and length is None
+            forwarding = self._forwarding(request, tap)
+            head = request_head(method, request.raw_path, request.raw_headers, forwarding, length, chunked)
+            body = _request_body(request, config.max_body_bytes, config.idle_timeout_s) if has_body else None
+            if (
+                send_continue
+                and body is not None
+                and request.version >= HttpVersion11
+                and request.headers.get("Expect", "").lower() == "100-continue"
+            ):
+                transport.write(_CONTINUE)
+            exchange = await self.upstream.exchange(
+                head,
+                body,
+                chunked,
+                head_only=method == "HEAD",
+                retryable=body is None and method in _IDEMPOTENT,
+            )
+        except BodyTooLarge:  # announced, or found while sending
             self.upstream.stats.count_error("body_too_large")
             raise
         except _ClientFailure as exc:
@@ -185,26 +187,22 @@ class Passthrough:
         try:
             first = exchange.buffered()
             done = exchange.at_eof()
-            transport.writelines(_framed(head, first, chunked, done))
+            transport.writelines(framed(head, first, chunked, done))
             while not done:
                 await self._drain(request)
                 chunk = await exchange.read()
                 done = not chunk or exchange.at_eof()
                 if transport.is_closing():
                     raise _ClientFailure("client_gone")
-                transport.writelines(_framed(b"", chunk, chunked, done))
-        except UpstreamError as exc:  # the app failed mid-body: never a complete-looking body
-            self.upstream.stats.count_error(exc.kind)
+                transport.writelines(framed(b"", chunk, chunked, done))
+        except (UpstreamError, _ClientFailure) as exc:  # either side failed mid-body: never a
+            self.upstream.stats.count_error(exc.kind)  # complete-looking body
             transport.abort()
-            return self.sent(message.code, False)
-        except _ClientFailure as exc:
-            self.upstream.stats.count_error(exc.kind)
-            transport.abort()
-            return self.sent(message.code, False)
+            return sent(message.code, False)
         if not request.content.is_eof():  # the app answered before reading the whole body
             request.protocol.force_close()
-            return self.sent(message.code, False)
-        return self.sent(message.code, keep_alive)
+            return sent(message.code, False)
+        return sent(message.code, keep_alive)
 
     async def _drain(self, request: web.BaseRequest) -> None:
         """Wait while the client's buffer is full, at most `idle_timeout_s`."""
@@ -223,12 +221,14 @@ class Passthrough:
             request.method,
             request.raw_path,
             request.raw_headers,
-            self._forwarding(request),
+            self._forwarding(request, tap),
             None,
             False,
             upgrade=b"websocket",
         )
-        exchange = await self.upstream.exchange(head, None, False, head_only=False, upgrade=True)
+        exchange = await self.upstream.exchange(
+            head, None, False, head_only=False, upgrade=True, retryable=True
+        )
         if exchange.message.code != 101:
             try:
                 return await self._relay(request, transport, exchange)
@@ -246,19 +246,7 @@ class Passthrough:
         finally:
             stats.websockets -= 1
             self.upstream.release(exchange.conn, reusable=False)
-        return self.sent(101, False)
-
-
-def _framed(head: bytes, chunk: bytes, chunked: bool, last: bool) -> list[bytes]:
-    parts = [head] if head else []
-    if chunked:
-        if chunk:
-            parts += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
-        if last:
-            parts.append(_LAST_CHUNK)
-    elif chunk:
-        parts.append(chunk)
-    return parts
+        return sent(101, False)
 
 
 def _wants_websocket(request: web.BaseRequest) -> bool:
@@ -272,13 +260,16 @@ def _wants_websocket(request: web.BaseRequest) -> bool:
 
 
 async def _request_body(request: web.BaseRequest, limit: int, idle_s: float) -> AsyncIterator[bytes]:
-    """The client's body as it arrives, at most `limit` bytes, each chunk within `idle_s`."""
+    """The client's body as it arrives, at most `limit` bytes, each chunk within `idle_s` (a timer
+    only when none is buffered: `read_nowait` raises the stream's error as `readany` does)."""
     content = request.content
     total = 0
     while True:
         try:
-            async with asyncio.timeout(idle_s):
-                chunk = await content.readany()
+            chunk = content.read_nowait(-1)
+            if not chunk and not content.at_eof():
+                async with asyncio.timeout(idle_s):
+                    chunk = await content.readany()
         except TimeoutError:
             raise _ClientFailure("client_idle") from None
         except (ConnectionError, OSError):
@@ -295,7 +286,7 @@ async def _request_body(request: web.BaseRequest, limit: int, idle_s: float) -> 
 
 def lane(app: web.Application, full: RequestHandlerFn, on_error: ErrorAnswer) -> RequestHandlerFn:
     """`full`, preceded by the pass-through of every request whose path is not ours."""
-    passthrough = Passthrough(app[CONFIG], app[UPSTREAM])
+    passthrough = app[PASSTHROUGH]
     metrics = app[METRICS]
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
@@ -316,9 +307,11 @@ async def middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """What the router does not know and is not ours goes to the app (405s stay ours)."""
-    upstream = request.app.get(UPSTREAM)
-    if upstream is not None and isinstance(request.match_info.http_exception, web.HTTPNotFound):
-        passthrough = Passthrough(request.app[CONFIG], upstream)
-        if passthrough.forwards(request):
-            return await passthrough.forward(request, send_continue=False)
+    passthrough = request.app.get(PASSTHROUGH)
+    if (
+        passthrough is not None
+        and isinstance(request.match_info.http_exception, web.HTTPNotFound)
+        and passthrough.forwards(request)
+    ):
+        return await passthrough.forward(request, send_continue=False)
     return await handler(request)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from aiohttp.web_protocol import RequestHandler
 
+from ..proxy_headers import Forwarding
 from ..upstream import AppProtocol
 
 
@@ -38,6 +39,7 @@ class ClientTap(asyncio.Protocol):
         self.divert: Callable[[bytes], None] | None = None
         self.on_pause: Callable[[], None] | None = None
         self.on_resume: Callable[[], None] | None = None
+        self.forwarding: Forwarding | None = None  # the pass-through's, built at its first request
         transport.set_protocol(self)
 
     @classmethod

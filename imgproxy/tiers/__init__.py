@@ -28,6 +28,12 @@ def variant_key(path: str, variant: str) -> str:
     return f"{path}{VARIANT_SEPARATOR}{variant}"
 
 
+def split_key(key: str) -> tuple[str, str | None]:
+    """The blob path of a key and its variant's canonical name (None for an original's key)."""
+    path, separator, variant = key.partition(VARIANT_SEPARATOR)
+    return path, (variant if separator else None)
+
+
 def path_of(key: str) -> str:
     """The blob path of a key (an original's key is its path)."""
     return key.partition(VARIANT_SEPARATOR)[0]

@@ -29,7 +29,7 @@ import aiofiles.threadpool
 
 from ..integrity import FileIdentity, content_mismatch, identity_mismatch
 from ..origin import BlobMeta
-from . import VARIANT_SEPARATOR, Entry
+from . import Entry, split_key
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Layout:
         self.container = container
 
     def data_path(self, key: str) -> Path:
-        path, _, variant = key.partition(VARIANT_SEPARATOR)
+        path, variant = split_key(key)
         digest = hashlib.sha256(f"{self.container}\0{path}".encode()).hexdigest()
         original = self.root / digest[:2] / digest[2:4] / digest
         if not variant:

@@ -13,22 +13,17 @@ store) except `purge`, whose caller must know whether the shared copies are gone
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import Any, Final
 
 from ..background import Background
 from ..cache import FillTicket
 from ..redis_codec import SharedEntry
 from ..redis_link import RedisLink
 from ..redis_lock import SharedDownloads
-from ..redis_tier import Claim, ClaimState, RedisTier, StoreTicket
-from . import VARIANT_SEPARATOR, Entry
+from ..redis_tier import Claim, RedisTier, StoreTicket
+from . import Entry, split_key
 
 NAME: Final = "redis"
-
-
-def split_key(key: str) -> tuple[str, str | None]:
-    path, separator, variant = key.partition(VARIANT_SEPARATOR)
-    return path, (variant if separator else None)
 
 
 class RedisFill(FillTicket):
@@ -41,7 +36,7 @@ class RedisFill(FillTicket):
         super().__init__(key)
         self.store_ticket = store_ticket
         self.claim: Claim | None = None
-        self.renewer: asyncio.Task[None] | None = None
+        self.renewer: asyncio.Task[Any] | None = None
 
 
 class SharedTier:
@@ -55,7 +50,7 @@ class SharedTier:
         self._link = link
         self._tier = tier
         self._downloads = downloads
-        self._background = background  # lock releases, which outlive their request
+        self._background = background  # lock renewals and releases, which outlive their request
 
     def fits(self, entry: Entry) -> bool:
         return entry.body is not None and self._tier.fits(len(entry.body))
@@ -82,16 +77,10 @@ class SharedTier:
         download lock, or Redis is unavailable, or the holder gave up or took too long), or the
         entry another replica published meanwhile."""
         assert isinstance(ticket, RedisFill)
-        path, variant = split_key(key)
-        claim = await self._tier.claim(path, variant)
-        if claim.state is ClaimState.HELD:
-            ticket.claim = claim
-            ticket.renewer = asyncio.create_task(self._downloads.keep(claim), name="redis-lock-renew")
-            return None
-        if claim.state is ClaimState.BUSY:
-            shared = await self._downloads.wait_for_value(path, variant)
-            return None if shared is None else _entry(key, shared)
-        return None
+        outcome = await self._downloads.start(*split_key(key), spawn=self._background.spawn)
+        if outcome.claim.held:
+            ticket.claim, ticket.renewer = outcome.claim, outcome.renewer
+        return None if outcome.entry is None else _entry(key, outcome.entry)
 
     async def store(self, ticket: FillTicket, entry: Entry | None) -> bool:
         """Publish `entry` (which wakes the replicas waiting for it); None: forget the key."""

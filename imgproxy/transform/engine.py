@@ -37,6 +37,7 @@ from .result import (
     ALPHA_OUTPUTS,
     ANIMATED_OUTPUTS,
     CONTENT_TYPES,
+    SOURCE_FAMILY,
     WRITABLE,
     ImageFormat,
     Limits,
@@ -161,7 +162,7 @@ def resolve_format(bucket: FormatBucket, info: SourceInfo) -> ImageFormat:
     if bucket is FormatBucket.ORIGINAL and info.format in WRITABLE:
         return info.format
     if bucket in (FormatBucket.SOURCE, FormatBucket.ORIGINAL):
-        if info.format in (ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.GIF):
+        if info.format in SOURCE_FAMILY:
             return info.format
         return ImageFormat.PNG if info.has_alpha else ImageFormat.JPEG
     return ImageFormat(bucket.value)

@@ -13,6 +13,7 @@ cannot all show WebP), and `image/webp;q=0` means not acceptable even when `*/*`
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Final
 
 
@@ -29,6 +30,7 @@ class FormatBucket(enum.StrEnum):
 
 AVIF_TYPE: Final = "image/avif"
 WEBP_TYPE: Final = "image/webp"
+ACCEPT_MEMO_ITEMS: Final = 4096  # distinct Accept headers remembered
 
 
 def accepted_types(accept: str | None) -> frozenset[str]:
@@ -58,8 +60,10 @@ def _quality(parameters: list[str]) -> float:
     return 1.0
 
 
+@functools.lru_cache(maxsize=ACCEPT_MEMO_ITEMS)
 def negotiate(accept: str | None, auto_avif: bool) -> FormatBucket:
-    """The bucket for `fm=auto` given the request's `Accept` header."""
+    """The bucket for `fm=auto` given the request's `Accept` header (remembered: browsers send a
+    handful of distinct headers, and every `fm=auto` request asks)."""
     named = accepted_types(accept)
     if auto_avif and AVIF_TYPE in named:
         return FormatBucket.AVIF

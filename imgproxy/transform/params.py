@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 PRESET: Final = "preset"
+PARSE_MEMO_ITEMS: Final = 4096  # (path, query) pairs whose options are remembered
+PARSE_MEMO_MAX_CHARS: Final = 1024  # longer ones are parsed each time (the memo stays small)
 
 
 class Fit(enum.StrEnum):
@@ -320,12 +323,21 @@ class QueryParser:
     def __init__(self, config: TransformConfig) -> None:
         self._config = config
         self._presets = {name: _preset_values(query) for name, query in config.presets.items()}
+        # The answer for one (path, query) never changes (a signature verified once verifies every
+        # time): remembered, so revalidations, ranges and HEADs do not parse and verify it again.
+        # Refusals raise and are not remembered; long queries are not kept.
+        self._remembered = functools.lru_cache(maxsize=PARSE_MEMO_ITEMS)(self._parse)
 
     def parse(self, raw_path: str, raw_query: str) -> TransformOptions | None:
         """Options for `raw_path` (as written after `/images/`) and `raw_query`; None: no transform.
 
         Does not look at `transform.enabled` or `auto_format` (see `apply_auto_format`).
         """
+        if len(raw_path) + len(raw_query) > PARSE_MEMO_MAX_CHARS:
+            return self._parse(raw_path, raw_query)
+        return self._remembered(raw_path, raw_query)
+
+    def _parse(self, raw_path: str, raw_query: str) -> TransformOptions | None:
         given = _recognised(raw_query)
         if not given:
             return None

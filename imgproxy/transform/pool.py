@@ -17,6 +17,7 @@ imported when a pool is built without a `work` function of its own (tests pass o
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import math
 import os
@@ -28,13 +29,14 @@ from typing import Final
 
 from ..config import TransformConfig
 from ..errors import BadTransformParameter, NotAnImage, SourceTooLarge, TransformBusy, TransformTimeout
+from ..metrics import ORIGIN_BUCKETS_S
 from .negotiate import FormatBucket
 from .params import TransformOptions
 from .result import Limits, Source, TransformResult
 
 # The function a slot runs: the engine's `transform` in production.
 Work = Callable[[Source, TransformOptions, FormatBucket, Limits, threading.Event], TransformResult]
-SECONDS_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+SECONDS_BUCKETS: Final = ORIGIN_BUCKETS_S  # transforms take as long as downloads: the same scale
 REJECTIONS: Final = ("busy", "timeout", "not_an_image", "too_large", "bad_parameter")
 
 
@@ -64,11 +66,7 @@ class _Counters:
     def observe(self, seconds: float, output: str) -> None:
         self.transforms[output] = self.transforms.get(output, 0) + 1
         self.seconds_sum += seconds
-        for index, bound in enumerate(SECONDS_BUCKETS):
-            if seconds <= bound:
-                self.buckets[index] += 1
-                return
-        self.buckets[-1] += 1
+        self.buckets[bisect.bisect_left(SECONDS_BUCKETS, seconds)] += 1
 
 
 def cores() -> int:
@@ -85,6 +83,11 @@ def default_slots(config: TransformConfig, processes: int = 1) -> int:
     oversubscribe it."""
     if config.max_concurrency > 0:
         return config.max_concurrency
+    return _share(processes)
+
+
+def _share(processes: int) -> int:
+    """One worker's cores, when `processes` workers split this machine's."""
     return max(1, cores() // max(1, processes))
 
 
@@ -99,8 +102,7 @@ class TransformPool:
         if work is None:
             from . import engine  # the first pyvips import of the process
 
-            share = max(1, cores() // max(1, processes))  # this worker's cores
-            engine.configure(threads_per_transform=max(1, share // self._slots))
+            engine.configure(threads_per_transform=max(1, _share(processes) // self._slots))
             work = engine.transform
         self._work: Work = work
         self._limits = Limits.from_config(config)

@@ -34,6 +34,8 @@ CONTENT_TYPES: Final[dict[ImageFormat, str]] = {
     ImageFormat.AVIF: "image/avif",
 }
 WRITABLE: Final = frozenset(CONTENT_TYPES)
+# The formats every browser shows: a source in one of them keeps it when no format is asked for.
+SOURCE_FAMILY: Final = frozenset({ImageFormat.JPEG, ImageFormat.PNG, ImageFormat.GIF})
 ANIMATED_OUTPUTS: Final = frozenset({ImageFormat.WEBP, ImageFormat.GIF})
 ALPHA_OUTPUTS: Final = frozenset({ImageFormat.PNG, ImageFormat.WEBP, ImageFormat.GIF, ImageFormat.AVIF})
 

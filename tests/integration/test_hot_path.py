@@ -324,8 +324,9 @@ async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
     variant_url: str, container: ContainerClient, to_app: list[str]
 ) -> None:
     """A signed variant's fresh hit (explicit format, and `fm=auto` with its `Vary: Accept`) comes
-    from the hot path with the application's status, headers and bytes; a bad signature, a
-    conditional request and the original itself still reach the application."""
+    from the hot path with the application's status, headers and bytes, as does the original
+    asked with an unknown parameter; a bad signature and a conditional request still reach the
+    application."""
     await upload(container, "pic.jpg", jpeg(400, 300), content_type="image/jpeg")
     webp, auto = sign_url("", "pic.jpg", "w=120&fm=webp", "k"), sign_url("", "pic.jpg", "w=90&fm=auto", "k")
     chrome = {"Accept": "image/avif,image/webp,*/*"}
@@ -338,6 +339,8 @@ async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
         curl_made = await fetch(session, variant_url + auto, Accept="*/*")
         curl_hot = await fetch(session, variant_url + auto, Accept="*/*")
         forged = await fetch(session, variant_url + webp.replace("w=120", "w=121"))
+        original = await fetch(session, f"{variant_url}/images/pic.jpg")
+        busted = await fetch(session, f"{variant_url}/images/pic.jpg?v=123")
     assert (made[0], made[1]["x-cache"], hot[1]["x-cache"]) == (200, "MISS", "HIT")
     assert hot[1] == full[1] and hot[2] == full[2] == made[2]
     assert (auto_hot[1]["vary"], auto_hot[1]["content-type"]) == ("Accept", "image/webp")
@@ -346,4 +349,32 @@ async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
     assert (curl_hot[1]["vary"], curl_hot[1]["content-type"]) == ("Accept", "image/jpeg")
     assert curl_hot[1] == {**curl_made[1], "x-cache": "HIT"} and curl_hot[2] == curl_made[2]
     assert forged[0] == 403
+    # A query without transform parameters (a cache buster) is the original's hit, from here too.
+    assert busted[1] == original[1] and busted[2] == original[2] and busted[1]["x-cache"] == "HIT"
     assert [line.split("?")[0] for line in to_app] == ["GET /images/pic.jpg"] * 5
+
+
+async def test_with_auto_format_variant_hits_take_the_hot_path_and_plain_requests_do_not(
+    origin: OriginProxy, container: ContainerClient, to_app: list[str], runners: list[web.AppRunner]
+) -> None:
+    """`transform.auto_format`: an explicit variant's hit (its options given `fm=auto`, so it
+    varies with Accept) comes from the hot path; a plain request, whose answer depends on the
+    blob's type, always reaches the application."""
+    config = make_test_config(
+        origin.endpoint,
+        container.container_name,
+        transform__enabled=True,
+        transform__signing_key="k",
+        transform__auto_format=True,
+    )
+    await upload(container, "auto.jpg", jpeg(400, 300), content_type="image/jpeg")
+    signed = sign_url("", "auto.jpg", "w=100", "k")
+    chrome = {"Accept": "image/avif,image/webp,*/*"}
+    async with served(config, to_app, runners) as url, aiohttp.ClientSession() as session:
+        made = await fetch(session, url + signed, **chrome)
+        hot = await fetch(session, url + signed, **chrome)
+        plain = [await fetch(session, f"{url}/images/auto.jpg", **chrome) for _ in range(2)]
+    assert (made[1]["x-cache"], made[1]["content-type"], made[1]["vary"]) == ("MISS", "image/webp", "Accept")
+    assert hot[1] == {**made[1], "x-cache": "HIT"} and hot[2] == made[2]
+    assert [p[1]["content-type"] for p in plain] == ["image/webp"] * 2
+    assert to_app == ["GET " + signed, "GET /images/auto.jpg", "GET /images/auto.jpg"]

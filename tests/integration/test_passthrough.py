@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -303,6 +304,39 @@ async def test_host_is_the_apps_when_not_preserved(
     assert header_values(echoed, "X-Forwarded-Host") == ["shop.example"]
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_the_host_of_an_ipv6_app_keeps_its_brackets(
+    start_proxy: ProxyFactory, session: aiohttp.ClientSession
+) -> None:
+    """upstream.url http://[::1]:port, preserve_host = false: the app sees Host [::1]:port."""
+
+    async def host(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers.get("Host", ""))
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", host)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "::1", 0).start()
+        port = runner.addresses[0][1]
+        proxy = await start_proxy(upstream__url=f"http://[::1]:{port}", upstream__preserve_host=False)
+        async with session.get(proxy.url("/v6"), headers={"Host": "shop.example"}) as response:
+            assert response.status == 200
+            assert await response.text() == f"[::1]:{port}"
+    finally:
+        await runner.cleanup()
+
+
 # -- answers come back unchanged -----------------------------------------------------------
 
 
@@ -403,6 +437,22 @@ async def test_kept_alive_connections_to_the_app_are_reused(
     stats = proxy.app[UPSTREAM].stats
     assert stats.connections == 1
     assert stats.idle == 1
+
+
+async def test_a_post_is_not_sent_again_when_a_kept_alive_connection_drops(
+    proxy: Proxy, session: aiohttp.ClientSession
+) -> None:
+    """RFC 9110 section 9.2.2: a POST without a body that the app read before dropping a reused
+    connection is not repeated on a new one: the app saw it once, the client gets a 502."""
+    name = token()
+    await echo(session, proxy.url("/echo/warm"))  # leaves a kept-alive connection to the app
+    assert proxy.app[UPSTREAM].stats.idle == 1
+    async with session.post(proxy.url(f"/drop-after-read/{name}")) as response:
+        assert response.status == 502
+        assert await response.text() == "application unavailable\n"
+    async with session.get(proxy.url(f"/seen/{name}")) as response:
+        assert await response.text() == "1"
+    assert proxy.app[UPSTREAM].stats.errors == {"reset": 1}
 
 
 # -- websockets ----------------------------------------------------------------------------

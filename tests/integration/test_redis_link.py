@@ -17,7 +17,7 @@ import pytest
 
 from devtools.redis_server import RedisServer, free_port, run_redis
 from imgproxy.errors import RedisBadReply, RedisTimeout, RedisUnavailable
-from imgproxy.redis_link import Client, RedisLink
+from imgproxy.redis_link import Client, RedisLink, retry_pause_s
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.tcp_proxy import TcpProxy
 from tests.tls import loopback_tls
@@ -25,6 +25,15 @@ from tests.tls import loopback_tls
 
 async def ping(client: Client) -> bool:
     return bool(await client.ping())
+
+
+def test_the_retry_pause_doubles_up_to_the_cool_down_and_never_overflows() -> None:
+    """10 ms doubling per failure, capped at the breaker's cool-down, for any number of failures
+    (2**1024 as a float overflowed: a Redis refusing one command ended the retrying task)."""
+    config = redis_config("redis://127.0.0.1:1/0", breaker_cooldown_s=2.0)
+    assert [retry_pause_s(config, n) for n in (0, 1, 3)] == [0.01 * 2**n for n in (0, 1, 3)]
+    assert retry_pause_s(config, 8) == 2.0
+    assert all(retry_pause_s(config, n) == 2.0 for n in (1024, 10**6))
 
 
 async def test_entering_the_link_does_not_fail_while_redis_is_down() -> None:

@@ -13,7 +13,7 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 from aiohttp.test_utils import make_mocked_request
 
 from imgproxy.origin import BlobMeta
-from imgproxy.prebuilt import MAX_BODY, SENT, serialized_head, write_plain_hit
+from imgproxy.prebuilt import MAX_BODY, SENT, sent, serialized_head, write_plain_hit
 
 MODIFIED = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 BODY = b"\x89PNG" + bytes(range(256)) * 4
@@ -126,3 +126,12 @@ async def test_sent_response_leaves_nothing_for_the_server_to_do() -> None:
     assert await SENT.prepare(request(RecordingTransport())) is None
     await SENT.write_eof()
     assert SENT.status == 200
+
+
+def test_sent_responses_are_shared_per_status_and_keep_alive() -> None:
+    """One `Sent` per (status, keep_alive), built once: the pass-through's 200s share `SENT`."""
+    assert sent(200, True) is SENT
+    closing = sent(502, False)
+    assert sent(502, False) is closing
+    assert (closing.status, closing.keep_alive) == (502, False)
+    assert sent(502, True) is not closing and sent(502, True).keep_alive is True

@@ -6,7 +6,15 @@ from typing import Final
 
 import pytest
 
-from imgproxy.proxy_headers import Forwarding, connection_options, request_head, response_head
+from imgproxy.proxy_headers import (
+    LAST_CHUNK,
+    Forwarding,
+    connection_options,
+    framed,
+    host_field,
+    request_head,
+    response_head,
+)
 
 FWD: Final = Forwarding(
     client_ip="192.0.2.7",
@@ -30,6 +38,30 @@ def test_connection_options_are_lower_case_names() -> None:
     """Every name listed in any Connection field, lower-cased, without empty ones."""
     raw = ((b"Connection", b"Keep-Alive, X-Foo"), (b"X-Foo", b"1"), (b"connection", b" ,close"))
     assert connection_options(raw) == frozenset({b"keep-alive", b"x-foo", b"close"})
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("app.internal", 8000, b"app.internal:8000"),
+        ("app.internal", 80, b"app.internal"),
+        ("127.0.0.1", 8080, b"127.0.0.1:8080"),
+        ("::1", 8000, b"[::1]:8000"),  # urlsplit's hostname drops the brackets: they come back
+        ("2001:db8::7", 80, b"[2001:db8::7]"),
+    ],
+)
+def test_host_field_names_the_app_with_ipv6_in_brackets(host: str, port: int, expected: bytes) -> None:
+    """The `Host` we send the app when not preserving the client's: RFC 3986 section 3.2.2."""
+    assert host_field(host, port) == expected
+
+
+def test_framed_writes_a_chunk_of_its_own_and_the_last_one() -> None:
+    """Chunked: size line, data, CRLF, and the last chunk at the end; else the bytes as they are."""
+    assert framed(b"HEAD", b"abc", True, False) == [b"HEAD", b"3\r\n", b"abc", b"\r\n"]
+    assert framed(b"", b"x" * 26, True, True) == [b"1a\r\n", b"x" * 26, b"\r\n", LAST_CHUNK]
+    assert framed(b"", b"", True, True) == [LAST_CHUNK]
+    assert framed(b"HEAD", b"abc", False, True) == [b"HEAD", b"abc"]
+    assert framed(b"", b"", False, False) == []
 
 
 def test_request_line_keeps_the_target_as_sent() -> None:
