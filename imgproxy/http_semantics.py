@@ -154,12 +154,16 @@ def _position(digits: str) -> int:
 
 
 @functools.lru_cache(maxsize=8192)
-def hit_headers(meta: BlobMeta, cache_control: str) -> Mapping[str, str]:
+def hit_headers(meta: BlobMeta, cache_control: str, vary_accept: bool = False) -> Mapping[str, str]:
     """The headers of a plain 200 hit, built once per blob version and shared: do not modify.
+    `vary_accept`: the bytes depend on `Accept` (a negotiated variant), so shared caches key on it.
 
     (A plain dict, typed read-only: aiohttp copies it into each response fastest as a dict.)
     """
-    return {**dict(_blob_headers(meta, cache_control)), X_CACHE: "HIT"}
+    headers = {**dict(_blob_headers(meta, cache_control)), X_CACHE: "HIT"}
+    if vary_accept:
+        headers[VARY] = "Accept"
+    return headers
 
 
 def blob_headers(meta: BlobMeta, cache_control: str) -> dict[str, str]:

@@ -63,9 +63,7 @@ def plain_hit_response(
     assert hit.body is not None  # fresh hits come from the memory cache, which holds bodies
     if not head:
         app[METRICS].bytes_served += len(hit.body)
-    headers = hit_headers(hit.meta, app[CONFIG].http.cache_control)
-    if vary_accept:
-        headers = {**headers, VARY: "Accept"}
+    headers = hit_headers(hit.meta, app[CONFIG].http.cache_control, vary_accept)
     return web.Response(body=hit.body, headers=headers)
 
 
