@@ -35,10 +35,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .app import begin_drain, create_app, install_passthrough
+from .app import begin_drain, create_app, start_runner
 from .config import Config, ConfigError, load_config, load_transform_config
 from .errors import BadTransformParameter
-from .hot_path import install_hot_path
 from .peers import Peers
 from .signing import sign_url
 from .tiers.disk import clean_disk
@@ -65,14 +64,11 @@ async def serve(
     loop.add_signal_handler(signal.SIGTERM, stop, True)
     loop.add_signal_handler(signal.SIGINT, stop, False)
     app = create_app(config, shared_disk=shared_disk, peers=peers)
-    runner = web.AppRunner(
+    runner = await start_runner(
         app,
         shutdown_timeout=config.server.shutdown_timeout_s,
         access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
     )
-    await runner.setup()
-    install_passthrough(runner)  # inside the hot path: a hit is looked for first
-    install_hot_path(runner)
     tune_gc()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)

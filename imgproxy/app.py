@@ -7,13 +7,14 @@ import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
 from .config import Config
 from .errors import (
     BadPath,
+    BadRequestTarget,
     BadSignature,
     BadTransformParameter,
     BlobNotFound,
@@ -24,8 +25,10 @@ from .errors import (
     OriginError,
     OriginShedding,
     OriginTimeout,
+    PassthroughBusy,
     PreconditionFailed,
     RangeNotSatisfiable,
+    RequestTimeout,
     SourceTooLarge,
     TransformBusy,
     TransformError,
@@ -34,7 +37,9 @@ from .errors import (
     UpstreamTimeout,
 )
 from .fetcher import Fetcher
+from .frontdoor import FrontDoor, FrontDoorRunner, handler_args, hide_versions
 from .handlers import admin, images, ops, passthrough
+from .hot_path import install_hot_path
 from .keys import CONFIG, FETCHER, METRICS, PASSTHROUGH, PEERS, READINESS, REPLICATION, TRANSFORMS, UPSTREAM
 from .metrics import Metrics
 from .origin import open_origin
@@ -68,6 +73,9 @@ ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (OriginShedding, 503, "origin temporarily refused"),
     (OriginError, 502, "origin failed"),
     (BodyTooLarge, 413, "request body too large"),
+    (BadRequestTarget, 400, "request target must be a path"),
+    (RequestTimeout, 408, "request body not received in time"),
+    (PassthroughBusy, 503, "too busy, retry shortly"),
     (UpstreamTimeout, 504, "application timed out"),
     (UpstreamError, 502, "application unavailable"),
 )
@@ -84,7 +92,7 @@ def error_response(exc: ImgproxyError) -> web.Response:
                 reason = f"{reason} {exc.parameter}: {exc.reason}"
             elif isinstance(exc, RangeNotSatisfiable):
                 headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 section 15.5.17
-            elif isinstance(exc, OriginShedding | TransformBusy):
+            elif isinstance(exc, OriginShedding | TransformBusy | PassthroughBusy):
                 headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
             elif isinstance(exc, DiskTierFailed):
                 headers["Retry-After"] = "1"
@@ -95,7 +103,10 @@ def error_response(exc: ImgproxyError) -> web.Response:
                 log.warning("application error: %s: %s", type(exc).__name__, exc)
             if isinstance(exc, TransformError):  # each refused or failed transform is a log line
                 log.warning("transform refused: %s: %s", type(exc).__name__, exc)
-            return web.Response(status=status, text=reason + "\n", headers=headers)
+            response = web.Response(status=status, text=reason + "\n", headers=headers)
+            if isinstance(exc, RequestTimeout | BodyTooLarge):
+                response.force_close()  # the rest of the body is not read: RFC 9110 section 15.5.9
+            return response
     raise exc  # pragma: no cover - every ImgproxyError subclass has a row
 
 
@@ -175,6 +186,19 @@ def install_passthrough(runner: web.AppRunner) -> None:
         server.request_handler = passthrough.lane(runner.app, server.request_handler, error_response)
 
 
+async def start_runner(app: web.Application, **runner_kwargs: Any) -> FrontDoorRunner:
+    """The server `python -m imgproxy` runs for `app`, set up (sites not started yet): every
+    connection through the front door (`frontdoor`), then the pass-through and the hot path
+    ahead of the router. `runner_kwargs` go to aiohttp's `AppRunner`."""
+    door = FrontDoor(app[CONFIG])
+    app[METRICS].watch_frontdoor(door.stats)
+    runner = FrontDoorRunner(app, door, **runner_kwargs)
+    await runner.setup()
+    install_passthrough(runner)  # inside the hot path: a hit is looked for first
+    install_hot_path(runner)
+    return runner
+
+
 def begin_drain(app: web.Application) -> None:
     """From now on /readyz answers 503 (graceful shutdown has begun)."""
     app[READINESS].draining = True
@@ -189,7 +213,8 @@ def create_app(config: Config, shared_disk: bool = False, peers: Peers | None = 
     middlewares = [error_middleware]
     if config.upstream.url:  # what the router does not know goes to the main application
         middlewares.append(passthrough.middleware)
-    app = web.Application(middlewares=middlewares)
+    hide_versions()
+    app = web.Application(middlewares=middlewares, handler_args=handler_args(config))
     app[CONFIG] = config
     if peers is not None:
         app[PEERS] = peers

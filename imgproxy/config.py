@@ -38,6 +38,9 @@ class ServerConfig:
     workers: int = 1
     access_log: bool = False
     ops_prefix: str = ""
+    header_timeout_s: float = 15.0
+    keepalive_timeout_s: float = 75.0
+    max_connections_per_ip: int = 0  # 0: no cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class DiskConfig:
 class HttpConfig:
     cache_control: str = "public, max-age=86400"
     stream_chunk_bytes: int = 64 * 1024
+    send_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +125,16 @@ class UpstreamConfig:
     idle_timeout_s: float = 60.0
     max_body_bytes: int = 100 * MIB
     max_connections: int = 100
+    max_websockets: int = 100
     preserve_host: bool = True
     trust_forwarded: bool = False
+    request_buffering: bool = True
+    request_buffer_bytes: int = 64 * 1024
+    request_buffers_total_bytes: int = 16 * MIB
+    spool_dir: str = ""
+    spool_max_bytes: int = 1024 * MIB
+    body_timeout_s: float = 60.0
+    body_min_rate: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +181,9 @@ _MINIMUM: Final[dict[str, float]] = {
     "server.drain_s": 0,
     "server.shutdown_timeout_s": 0,
     "server.workers": 1,
+    "server.header_timeout_s": 0.01,
+    "server.keepalive_timeout_s": 0.01,
+    "server.max_connections_per_ip": 0,
     "origin.max_concurrency": 1,
     "origin.max_queue": 0,
     "origin.breaker_failures": 1,
@@ -187,6 +202,7 @@ _MINIMUM: Final[dict[str, float]] = {
     "cache.stale_if_error_s": 0,
     "cache.negative_ttl_s": 0,
     "http.stream_chunk_bytes": 1024,
+    "http.send_timeout_s": 0.01,
     "disk.max_bytes": 1,
     "disk.max_item_bytes": 0,
     "disk.lock_timeout_s": 0,
@@ -195,6 +211,12 @@ _MINIMUM: Final[dict[str, float]] = {
     "upstream.idle_timeout_s": 0.01,
     "upstream.max_body_bytes": 0,
     "upstream.max_connections": 1,
+    "upstream.max_websockets": 0,
+    "upstream.request_buffer_bytes": 0,
+    "upstream.request_buffers_total_bytes": 0,
+    "upstream.spool_max_bytes": 0,
+    "upstream.body_timeout_s": 0.01,
+    "upstream.body_min_rate": 0,
     "transform.max_width": 1,
     "transform.max_height": 1,
     "transform.max_src_pixels": 1,

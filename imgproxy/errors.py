@@ -22,6 +22,9 @@ ImgproxyError
 │       ├── CircuitOpen          -> 503  (the origin's breaker is open)
 │       └── OriginBusy           -> 503  (every slot taken and the queue full)
 ├── BodyTooLarge(limit)          -> 413  (a request body for the app over upstream.max_body_bytes)
+├── BadRequestTarget             -> 400  (neither origin-form nor http(s) absolute-form, for the app)
+├── RequestTimeout(what)         -> 408  (a request body for the app did not arrive in time)
+├── PassthroughBusy(what)        -> 503  (request buffers or websocket tunnels at their bound; Retry-After)
 ├── UpstreamError(kind)          -> 502  (the main application behind us; never Azure's breaker)
 │   ├── UpstreamUnavailable      -> 502  (refused or reset connection, malformed answer)
 │   └── UpstreamTimeout          -> 504  (no response headers within upstream.timeout_s)
@@ -171,6 +174,24 @@ class BodyTooLarge(ImgproxyError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"more than {limit} bytes")
         self.limit = limit
+
+
+class BadRequestTarget(ImgproxyError):
+    """A request target for the app that is neither origin-form nor http(s) absolute-form
+    (RFC 9112 section 3.2): `*`, authority-form, another scheme, or userinfo in the authority."""
+
+
+class RequestTimeout(ImgproxyError):
+    """A client's request body for the app did not arrive within its deadline (`upstream.body_timeout_s`)."""
+
+
+class PassthroughBusy(ImgproxyError):
+    """The pass-through is at a bound (`what`: spool, websockets); the client may retry shortly."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.retry_after_s = 1.0
 
 
 class UpstreamError(ImgproxyError):

@@ -23,6 +23,7 @@ from aiohttp.helpers import ETag, parse_http_date
 from .origin import BlobMeta
 
 X_CACHE: Final = "X-Cache"
+SERVER_NAME: Final = "imgproxy"  # our `Server` value: no versions for a scanner to match
 VARY: Final = "Vary"
 ANY_ETAG: Final = "*"
 _RANGE_RE: Final = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)

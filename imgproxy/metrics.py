@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from .cache import CacheStats
 from .errors import OriginError
+from .frontdoor import FrontDoorStats
 from .origin import OriginStats
 from .tiers.disk import DiskStats
 
@@ -315,6 +316,23 @@ class _UpstreamCollector(Collector):
         )
 
 
+class _FrontDoorCollector(Collector):
+    def __init__(self, stats: FrontDoorStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats
+        yield GaugeMetricFamily("imgproxy_client_connections", "Client connections open now.", stats.open)
+        cut = CounterMetricFamily(
+            "imgproxy_client_cutoffs",
+            "Client connections the server cut off, by reason (head_timeout, send_timeout, per_ip).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._stats.cut.items()):
+            cut.add_metric([reason], count)
+        yield cut
+
+
 class Metrics:
     """Every metric of one app."""
 
@@ -377,6 +395,10 @@ class Metrics:
     def watch_upstream(self, stats: UpstreamStats) -> None:
         """Report the pass-through to the main application at every scrape."""
         self.registry.register(_UpstreamCollector(stats))
+
+    def watch_frontdoor(self, stats: FrontDoorStats) -> None:
+        """Report the server's client connections and cut-offs at every scrape."""
+        self.registry.register(_FrontDoorCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,9 +19,9 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion11
+from aiohttp.http import HttpVersion11
 
-from .http_semantics import hit_headers
+from .http_semantics import SERVER_NAME, hit_headers
 from .origin import BlobMeta
 
 MAX_BODY: Final = 256 * 1024  # larger bodies are bound by bandwidth, not by per-request work
@@ -33,7 +33,7 @@ def serialized_head(meta: BlobMeta, cache_control: str, vary_accept: bool = Fals
     """Status line and headers of the plain hit (without `Date` and the blank line), or None if a
     value cannot be sent as is (a CR or LF in it: the ordinary path refuses those)."""
     lines = [_STATUS_LINE]
-    extra = (("Content-Length", str(meta.size)), ("Server", SERVER_SOFTWARE))
+    extra = (("Content-Length", str(meta.size)), ("Server", SERVER_NAME))
     for name, value in (*hit_headers(meta, cache_control, vary_accept).items(), *extra):
         if "\r" in value or "\n" in value:
             return None

@@ -11,9 +11,12 @@ aiohttp's parser, which has already refused CR, LF and NUL in names and values.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+
+from .errors import BadRequestTarget
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
@@ -32,6 +35,10 @@ _REQUEST_SKIP: Final = HOP_BY_HOP | _REQUEST_OWN | {b"content-length", b"expect"
 _RESPONSE_SKIP_CHUNKED: Final = HOP_BY_HOP | {b"content-length"}
 _CRLF: Final = b"\r\n"
 LAST_CHUNK: Final = b"0\r\n\r\n"
+# RFC 3986 section 3.2.2-3.2.3 as a browser or a proxy sends it: a name or an IPv4 or IPv6 address
+# (in brackets), and a port; userinfo ('@') is refused (RFC 9110 section 4.2.4).
+_AUTHORITY: Final = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?")
+_SCHEMES: Final = frozenset({"http", "https"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,32 @@ def host_field(host: str, port: int) -> bytes:
     (left out when 80): RFC 9110 section 7.2, RFC 3986 section 3.2.2 (`[::1]:8000`)."""
     name = f"[{host}]" if ":" in host else host
     return (name if port == 80 else f"{name}:{port}").encode("idna")
+
+
+def origin_form(target: str) -> tuple[str, bytes | None]:
+    """The request target as the app gets it, origin-form (RFC 9112 section 3.2.1), and the
+    authority of an absolute-form one (None for origin-form), or `BadRequestTarget`.
+
+    An absolute-form target (`GET http://host/path`) names its host in the target, and RFC 9112
+    section 3.2.2 tells the app to believe the target over `Host`: forwarded as it came, the app
+    and we could each believe a different host. So only its path and query go on (as sent, not
+    re-encoded), and its authority becomes the `Host` we tell the app about. `*` (server-wide
+    OPTIONS), authority-form (CONNECT) and other schemes are not for the app.
+    """
+    if target.startswith("/"):
+        return target, None
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in _SCHEMES:
+        raise BadRequestTarget()
+    cut = len(rest)
+    for mark in ("/", "?"):
+        at = rest.find(mark)
+        if at != -1:
+            cut = min(cut, at)
+    authority, tail = rest[:cut], rest[cut:]
+    if not _AUTHORITY.fullmatch(authority):
+        raise BadRequestTarget()
+    return (tail if tail.startswith("/") else "/" + tail), authority.encode("ascii")
 
 
 def framed(head: bytes, chunk: bytes, chunked: bool, last: bool) -> list[bytes]:
@@ -190,10 +223,13 @@ def request_head(
     content_length: int | None,
     chunked: bool,
     upgrade: bytes | None = None,
+    authority: bytes | None = None,
 ) -> bytes:
     """The request head we send the app: `method target HTTP/1.1` and the rewritten fields.
 
-    `target` is the request target exactly as the client sent it (no decoding or re-encoding).
+    `target` is the origin-form request target exactly as the client sent it (no decoding or
+    re-encoding); `authority`, the host an absolute-form target named, which stands for the
+    client's `Host` (see `origin_form`).
     The body is framed by `content_length`, or by `chunked` (we re-chunk what aiohttp de-chunked).
     `upgrade` (a websocket handshake) asks the app to switch to that protocol on this connection.
     """
@@ -216,6 +252,8 @@ def request_head(
             xfh = value if xfh is None else xfh
         else:
             forwarded.append(value)
+    if authority is not None:
+        host = authority
 
     trust = forwarding.trust_forwarded
     sent_host = host if forwarding.preserve_host and host else forwarding.upstream_host

@@ -23,6 +23,10 @@ from .tiers.disk_files import OpenEntry
 log = logging.getLogger(__name__)
 
 COPY_BYTES: Final = 256 * 1024  # one read of a disk file sent without sendfile (its memory bound)
+# asyncio's sendfile waits for the socket itself, past the protocol's flow control, so the front
+# door's send deadline never sees it stall: each piece of this size gets the deadline instead
+# (a client reading slower than this per `http.send_timeout_s` is cut off).
+SENDFILE_PIECE_BYTES: Final = 1024 * 1024
 
 
 async def send_stream(
@@ -51,7 +55,12 @@ async def send_stream(
 
 
 async def send_file(
-    request: web.Request, response: web.StreamResponse, opened: OpenEntry, offset: int, count: int
+    request: web.Request,
+    response: web.StreamResponse,
+    opened: OpenEntry,
+    offset: int,
+    count: int,
+    send_timeout_s: float,
 ) -> int:
     """Send `count` bytes of a checked disk file from `offset`, then close it; return bytes sent.
 
@@ -68,9 +77,13 @@ async def send_file(
         sent = 0
         try:
             if count:
-                sent = await _send_body(response, transport, opened.file, offset, count)
+                sent = await _send_body(response, transport, opened.file, offset, count, send_timeout_s)
         except ConnectionError:
             return sent  # the client went away: nothing wrong with the file
+        except TimeoutError:  # the client stopped reading a sendfile piece: as the front door does
+            log.info("aborting %s: the client read nothing for %.0f s", request.path, send_timeout_s)
+            _abort(request)
+            return sent
         except OSError as exc:  # reading the file failed (EIO, ...)
             await _cut_short(request, opened, sent, count, f"read failed: {exc}")
             return sent
@@ -84,15 +97,28 @@ async def send_file(
 
 
 async def _send_body(
-    response: web.StreamResponse, transport: asyncio.Transport, file: BinaryIO, offset: int, count: int
+    response: web.StreamResponse,
+    transport: asyncio.Transport,
+    file: BinaryIO,
+    offset: int,
+    count: int,
+    send_timeout_s: float,
 ) -> int:
     loop = asyncio.get_running_loop()
-    try:
-        return await loop.sendfile(transport, file, offset, count)  # fewer at an early end of file
-    except NotImplementedError:
-        pass
-    fd = file.fileno()
     sent = 0
+    try:
+        while sent < count:
+            piece = min(count - sent, SENDFILE_PIECE_BYTES)
+            async with asyncio.timeout(send_timeout_s):
+                done = await loop.sendfile(transport, file, offset + sent, piece)
+            sent += done
+            if done < piece:
+                return sent  # an early end of file: the caller aborts
+        return sent
+    except NotImplementedError:
+        if sent:
+            raise
+    fd = file.fileno()
     while sent < count:  # the copy: one bounded read at a time, back-pressured by the client
         chunk = await loop.run_in_executor(None, os.pread, fd, min(count - sent, COPY_BYTES), offset + sent)
         if not chunk:

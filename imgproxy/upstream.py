@@ -68,10 +68,11 @@ class AppProtocol(ResponseHandler):
 class Connection:
     """One HTTP/1.1 connection to the app."""
 
-    __slots__ = ("head_only", "idle_since", "proto", "reused", "writer")
+    __slots__ = ("head_only", "idle_since", "pooled", "proto", "reused", "writer")
 
-    def __init__(self, proto: AppProtocol) -> None:
+    def __init__(self, proto: AppProtocol, pooled: bool = True) -> None:
         self.proto = proto
+        self.pooled = pooled  # counted in the pool (a websocket's connection is not)
         self.writer = StreamWriter(proto, proto._loop)  # only for drain(): waits while paused
         self.reused = False
         self.idle_since = 0.0
@@ -189,7 +190,7 @@ class Upstream:
 
     # -- the pool --------------------------------------------------------------------------
 
-    async def _connect(self) -> Connection:
+    async def _connect(self, pooled: bool = True) -> Connection:
         loop = self.loop
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
@@ -201,7 +202,7 @@ class Upstream:
         except OSError as exc:
             raise UpstreamUnavailable("refused", str(exc) or type(exc).__name__) from None
         self.stats.connections += 1
-        return Connection(proto)
+        return Connection(proto, pooled)
 
     async def acquire(self) -> Connection:
         """A connection to the app: an idle one, a new one, or the next one freed (within timeout_s)."""
@@ -250,6 +251,9 @@ class Upstream:
 
     def release(self, conn: Connection, reusable: bool) -> None:
         """Give `conn` back: kept for the next request if `reusable`, else closed."""
+        if not conn.pooled:  # a websocket's own connection: never kept, never counted in the pool
+            self._drop(conn)
+            return
         if reusable and not self._closed:
             while self._waiters:
                 waiter = self._waiters.popleft()
@@ -300,19 +304,24 @@ class Upstream:
         upgrade: bool = False,
         *,
         retryable: bool,
+        length: int | None = None,
     ) -> Exchange:
         """Send `head` (and `body`) to the app; return its answer once the headers are in.
 
         `upgrade`: a websocket handshake, whose answer may be a 101 (the connection is then the
-        tunnel's). `retryable`: the request may be sent twice (no body and an idempotent method),
-        so it is, once more on a new connection, when a kept-alive one turns out closed.
+        tunnel's): it goes on a connection of its own, outside the pool, so tunnels never take
+        connections that plain requests need (`upstream.max_websockets` bounds them instead).
+        `retryable`: the request may be sent twice (no body and an idempotent method), so it is,
+        once more on a new connection, when a kept-alive one turns out closed. `length`: the
+        `Content-Length` the head announced; a body of any other length aborts the connection
+        before a byte more than announced is written (the app must frame it as we said).
         Raises `UpstreamUnavailable`, `UpstreamTimeout`, or what `body` raised.
         """
         started = self.loop.time()
         for attempt in (0, 1):
             try:
-                conn = await self.acquire()
-                exchange = await self._send(conn, head, body, chunked, head_only, upgrade)
+                conn = await (self._connect(pooled=False) if upgrade else self.acquire())
+                exchange = await self._send(conn, head, body, chunked, head_only, upgrade, length)
             except UpstreamUnavailable as exc:
                 retry = attempt == 0 and retryable and body is None and exc.kind == "reset" and conn.reused
                 if not retry:
@@ -334,6 +343,7 @@ class Upstream:
         chunked: bool,
         head_only: bool,
         upgrade: bool,
+        length: int | None,
     ) -> Exchange:
         proto = conn.proto
         proto.read_timeout = None
@@ -361,7 +371,7 @@ class Upstream:
             if body is None:
                 arm()
             else:
-                pump = asyncio.create_task(self._pump(conn, body, chunked, arm))
+                pump = asyncio.create_task(self._pump(conn, body, chunked, length, arm))
             while True:
                 message, payload = await proto.read()
                 if not 100 <= message.code < 200 or (upgrade and message.code == 101):
@@ -383,14 +393,23 @@ class Upstream:
         return Exchange(self, conn, message, payload, pump)
 
     async def _pump(
-        self, conn: Connection, body: AsyncIterator[bytes], chunked: bool, done: Callable[[], None]
+        self,
+        conn: Connection,
+        body: AsyncIterator[bytes],
+        chunked: bool,
+        length: int | None,
+        done: Callable[[], None],
     ) -> None:
         """Copy the request body to the app (re-chunked if it came chunked), waiting while it is slow."""
         idle_s = self.config.idle_timeout_s
+        sent = 0
         try:
             async for chunk in body:
                 if not chunk:
                     continue
+                sent += len(chunk)
+                if length is not None and sent > length:
+                    raise UpstreamUnavailable("framing", f"a body longer than the announced {length} bytes")
                 if chunked:
                     conn.writelines(framed(b"", chunk, True, False))
                 else:
@@ -401,6 +420,8 @@ class Upstream:
                             await conn.writer.drain()
                     except TimeoutError:
                         raise UpstreamTimeout("idle", "the application stopped reading the body") from None
+            if length is not None and sent != length:
+                raise UpstreamUnavailable("framing", f"a body of {sent} bytes, {length} announced")
             if chunked:
                 conn.write(LAST_CHUNK)
         except asyncio.CancelledError:

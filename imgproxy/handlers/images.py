@@ -120,7 +120,9 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = decision.length
     if resolved.opened is not None:
-        sent = await send_file(request, response, resolved.opened, decision.start, decision.length)
+        sent = await send_file(
+            request, response, resolved.opened, decision.start, decision.length, config.http.send_timeout_s
+        )
         metrics.bytes_served += sent
         return response
     if resolved.stream is None:  # HEAD, or an empty span: headers only

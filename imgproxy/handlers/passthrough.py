@@ -24,11 +24,13 @@ from typing import Final
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
+from .. import request_body
 from ..config import Config
-from ..errors import BodyTooLarge, ImgproxyError, UpstreamError
+from ..errors import BodyTooLarge, ImgproxyError, PassthroughBusy, RequestTimeout, UpstreamError
+from ..frontdoor import closing_answer
 from ..keys import METRICS, PASSTHROUGH
 from ..prebuilt import sent
-from ..proxy_headers import Forwarding, framed, request_head, response_head
+from ..proxy_headers import Forwarding, framed, origin_form, request_head, response_head
 from ..upstream import Exchange, Upstream
 from .images import PREFIX as IMAGES_PREFIX
 from .tunnel import ClientTap, Tunnel
@@ -38,8 +40,15 @@ ErrorAnswer = Callable[[ImgproxyError], web.Response]
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSED: Final = sent(499, False)  # nothing sent: nginx's "client closed request"
+# Said and closed at once: aiohttp would otherwise go on reading the slow body for its lingering time.
+_BODY_TIMEOUT: Final = closing_answer(408, "Request Timeout", "request body not received in time")
 # RFC 9110 section 9.2.2: a request of these methods (without a body) may be sent twice.
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_ERROR_KIND: Final[dict[type[ImgproxyError], str]] = {
+    BodyTooLarge: "body_too_large",
+    RequestTimeout: "client_timeout",
+    PassthroughBusy: "busy",
+}
 
 
 class _ClientFailure(Exception):
@@ -80,8 +89,11 @@ class Passthrough:
 
     def __init__(self, config: Config, upstream: Upstream) -> None:
         self.config = config.upstream
+        self.send_timeout_s = config.http.send_timeout_s
         self.upstream = upstream
         self.own = OwnRoutes.of(config.server.ops_prefix)
+        self.budget = request_body.BufferBudget(config.upstream)
+        self._handshakes = 0  # websocket handshakes under way (not tunnels yet)
 
     def forwards(self, request: web.BaseRequest) -> bool:
         """True if `request` is for the app (its path is none of ours)."""
@@ -130,44 +142,64 @@ class Passthrough:
     async def _forward(
         self, request: web.BaseRequest, transport: asyncio.Transport, tap: ClientTap, send_continue: bool
     ) -> web.StreamResponse:
+        target, authority = origin_form(request.raw_path)
         if _wants_websocket(request):
-            return await self._tunnel(request, transport, tap)
+            return await self._tunnel(request, transport, tap, target, authority)
         config = self.config
         length = request.content_length
         has_body = request.body_exists
         method = request.method
+        buffered: request_body.BufferedBody | None = None
         try:
             if length is not None and length > config.max_body_bytes:
                 raise BodyTooLarge(config.max_body_bytes)  # before reading any of it
-            chunked = has_body and length is None
-            forwarding = self._forwarding(request, tap)
-            head = request_head(method, request.raw_path, request.raw_headers, forwarding, length, chunked)
-            body = _request_body(request, config.max_body_bytes, config.idle_timeout_s) if has_body else None
             if (
                 send_continue
-                and body is not None
+                and has_body
                 and request.version >= HttpVersion11
                 and request.headers.get("Expect", "").lower() == "100-continue"
             ):
                 transport.write(_CONTINUE)
+            body: AsyncIterator[bytes] | None = None
+            chunked = False
+            if has_body and config.request_buffering:
+                # The whole body first: a slow client holds no connection to the app meanwhile.
+                buffered = await request_body.buffer(request, config, self.budget)
+                body, length = buffered.chunks(), buffered.size
+            elif has_body:
+                body, chunked = request_body.stream(request, config), length is None
+            head = request_head(
+                method, target, request.raw_headers, self._forwarding(request, tap), length, chunked,
+                authority=authority,
+            )  # fmt: skip
             exchange = await self.upstream.exchange(
                 head,
                 body,
                 chunked,
                 head_only=method == "HEAD",
                 retryable=body is None and method in _IDEMPOTENT,
+                length=None if chunked or body is None else length,
             )
-        except BodyTooLarge:  # announced, or found while sending
-            self.upstream.stats.count_error("body_too_large")
+        except BaseException as exc:
+            if buffered is not None:
+                buffered.close()
+            if isinstance(exc, BodyTooLarge | RequestTimeout | PassthroughBusy):  # announced, or read
+                self.upstream.stats.count_error(_ERROR_KIND[type(exc)])
+                if isinstance(exc, RequestTimeout) and not transport.is_closing():
+                    transport.write(_BODY_TIMEOUT)
+                    transport.close()
+                    return sent(408, False)
+            elif isinstance(exc, request_body.ClientBodyFailed):
+                self.upstream.stats.count_error(exc.kind)
+                transport.abort()
+                return _CLOSED
             raise
-        except _ClientFailure as exc:
-            self.upstream.stats.count_error(exc.kind)
-            transport.abort()
-            return _CLOSED
         try:
             return await self._relay(request, transport, exchange)
         finally:
-            exchange.close()
+            exchange.close()  # the app may have answered before reading the body: its pump stops
+            if buffered is not None:
+                buffered.close()
 
     async def _relay(
         self, request: web.BaseRequest, transport: asyncio.Transport, exchange: Exchange
@@ -205,36 +237,52 @@ class Passthrough:
         return sent(message.code, keep_alive)
 
     async def _drain(self, request: web.BaseRequest) -> None:
-        """Wait while the client's buffer is full, at most `idle_timeout_s`."""
+        """Wait while the client's buffer is full, at most `http.send_timeout_s`."""
         if request.protocol.writing_paused:
             try:
-                async with asyncio.timeout(self.config.idle_timeout_s):
+                async with asyncio.timeout(self.send_timeout_s):
                     await request.writer.drain()
             except TimeoutError:
                 raise _ClientFailure("client_idle") from None
 
     async def _tunnel(
-        self, request: web.BaseRequest, transport: asyncio.Transport, tap: ClientTap
+        self,
+        request: web.BaseRequest,
+        transport: asyncio.Transport,
+        tap: ClientTap,
+        target: str,
+        authority: bytes | None,
     ) -> web.StreamResponse:
-        """A websocket handshake: the app's 101 opens a byte tunnel; any other answer is relayed."""
+        """A websocket handshake: the app's 101 opens a byte tunnel; any other answer is relayed.
+
+        Tunnels and handshakes together are at most `upstream.max_websockets`, each on a
+        connection of its own (never one of the pool's)."""
+        stats = self.upstream.stats
+        if stats.websockets + self._handshakes >= self.config.max_websockets:
+            stats.count_error("websockets_full")
+            raise PassthroughBusy("websockets")
         head = request_head(
             request.method,
-            request.raw_path,
+            target,
             request.raw_headers,
             self._forwarding(request, tap),
             None,
             False,
             upgrade=b"websocket",
+            authority=authority,
         )
-        exchange = await self.upstream.exchange(
-            head, None, False, head_only=False, upgrade=True, retryable=True
-        )
+        self._handshakes += 1
+        try:
+            exchange = await self.upstream.exchange(
+                head, None, False, head_only=False, upgrade=True, retryable=False
+            )
+        finally:
+            self._handshakes -= 1
         if exchange.message.code != 101:
             try:
                 return await self._relay(request, transport, exchange)
             finally:
                 exchange.close()
-        stats = self.upstream.stats
         stats.websockets += 1
         try:
             head_101 = response_head(
@@ -257,31 +305,6 @@ def _wants_websocket(request: web.BaseRequest) -> bool:
         and "websocket" in headers.get("Upgrade", "").lower()
         and "upgrade" in headers.get("Connection", "").lower()
     )
-
-
-async def _request_body(request: web.BaseRequest, limit: int, idle_s: float) -> AsyncIterator[bytes]:
-    """The client's body as it arrives, at most `limit` bytes, each chunk within `idle_s` (a timer
-    only when none is buffered: `read_nowait` raises the stream's error as `readany` does)."""
-    content = request.content
-    total = 0
-    while True:
-        try:
-            chunk = content.read_nowait(-1)
-            if not chunk and not content.at_eof():
-                async with asyncio.timeout(idle_s):
-                    chunk = await content.readany()
-        except TimeoutError:
-            raise _ClientFailure("client_idle") from None
-        except (ConnectionError, OSError):
-            raise _ClientFailure("client_gone") from None
-        except Exception:  # aiohttp's payload errors: a broken chunked encoding, a short body
-            raise _ClientFailure("client_error") from None
-        if not chunk:
-            return
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(limit)
-        yield chunk
 
 
 def lane(app: web.Application, full: RequestHandlerFn, on_error: ErrorAnswer) -> RequestHandlerFn:

@@ -23,8 +23,7 @@ from azure.storage.blob.aio import ContainerClient
 from yarl import URL
 
 from devtools.azurite import free_port
-from imgproxy.app import create_app, install_passthrough
-from imgproxy.hot_path import install_hot_path
+from imgproxy.app import create_app, start_runner
 from imgproxy.keys import METRICS, UPSTREAM
 from tests.conftest import ADMIN_TOKEN, UpstreamApp, make_test_config, payload, sha256, upload, wait_until
 from tests.origin_proxy import OriginProxy
@@ -59,12 +58,13 @@ async def start_proxy(
     async def start(lane: bool = True, **overrides: Any) -> Proxy:
         overrides.setdefault("upstream__url", upstream_app.url)
         config = make_test_config(origin.endpoint, container.container_name, **overrides)
-        runner = web.AppRunner(create_app(config))
+        app = create_app(config)
+        if lane:  # the server `python -m imgproxy` runs
+            runner: web.AppRunner = await start_runner(app)
+        else:
+            runner = web.AppRunner(app)
+            await runner.setup()
         runners.append(runner)
-        await runner.setup()
-        if lane:
-            install_passthrough(runner)
-            install_hot_path(runner)
         port = free_port()
         await web.TCPSite(runner, "127.0.0.1", port).start()
         return Proxy(f"http://127.0.0.1:{port}", runner.app)
@@ -192,10 +192,14 @@ async def test_pipelined_requests_are_answered_in_order_ours_and_the_apps(proxy:
     assert first < ours < third
 
 
-async def test_a_chunked_request_body_is_streamed_to_the_app(
-    proxy: Proxy, session: aiohttp.ClientSession
+@pytest.mark.parametrize("lane", [True, False])
+@pytest.mark.parametrize("buffering", [True, False])
+async def test_a_chunked_request_body_reaches_the_app_whole(
+    start_proxy: ProxyFactory, session: aiohttp.ClientSession, lane: bool, buffering: bool
 ) -> None:
-    """A chunked upload (no length) arrives whole, re-chunked for the app."""
+    """A chunked upload (no length) arrives whole: buffered, with its exact Content-Length (as
+    nginx sends it); streamed, re-chunked for the app."""
+    proxy = await start_proxy(lane=lane, upstream__request_buffering=buffering)
     parts = [payload(70_000, seed=i) for i in range(5)]
 
     async def body() -> AsyncIterator[bytes]:
@@ -204,8 +208,12 @@ async def test_a_chunked_request_body_is_streamed_to_the_app(
 
     echoed = await echo(session, proxy.url("/echo/chunked"), "POST", data=body())
     assert echoed["body_sha256"] == sha256(b"".join(parts))
-    assert header_values(echoed, "Transfer-Encoding") == ["chunked"]
-    assert header_values(echoed, "Content-Length") == []
+    if buffering:
+        assert header_values(echoed, "Content-Length") == ["350000"]
+        assert header_values(echoed, "Transfer-Encoding") == []
+    else:
+        assert header_values(echoed, "Transfer-Encoding") == ["chunked"]
+        assert header_values(echoed, "Content-Length") == []
 
 
 async def test_hop_by_hop_request_headers_are_not_forwarded(
@@ -663,10 +671,13 @@ async def test_a_client_that_leaves_mid_answer_frees_the_apps_connection_at_once
     assert proxy.app[UPSTREAM].stats.connections == 0
 
 
+@pytest.mark.parametrize("lane", [True, False])
 async def test_a_client_that_leaves_mid_upload_frees_the_apps_connection_at_once(
-    proxy: Proxy, session: aiohttp.ClientSession, upstream_app: UpstreamApp
+    start_proxy: ProxyFactory, session: aiohttp.ClientSession, upstream_app: UpstreamApp, lane: bool
 ) -> None:
-    """The client disconnects half-way through a chunked upload: the app's connection goes at once."""
+    """Streaming a body (request_buffering off), the client disconnects half-way through a chunked
+    upload: the app's connection goes at once."""
+    proxy = await start_proxy(lane=lane, upstream__request_buffering=False)
     name = token()
     stop = asyncio.Event()
 
