@@ -9,6 +9,7 @@ runs, which ran one right after the other. Pure arithmetic and rendering of the 
 from __future__ import annotations
 
 import statistics
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -132,6 +133,10 @@ def _spread(values: Sequence[float]) -> str:
     return f"{_fmt(statistics.median(values))} ({_fmt(min(values))}-{_fmt(max(values))})"
 
 
+def _subject(subject: str) -> str:
+    return textwrap.shorten(subject, 80, placeholder=" ...")
+
+
 def _single_cell(pair: Pair) -> str:
     if pair.new_single is None or pair.base_single is None:
         return "-"
@@ -153,9 +158,9 @@ def render_baseline(
     new, base = info.new, info.base
     lines = [f"## Against the baseline {info.requested}", ""]
     lines += [
-        f"- `{NEW_NAME}`: this checkout, {new.revision.short} ({new.revision.subject[:80]}), "
+        f"- `{NEW_NAME}`: this checkout, {new.revision.short} ({_subject(new.revision.subject)}), "
         f"imgproxy imported from `{info.imports.get(NEW_NAME, 'n/a')}`",
-        f"- `{BASE_NAME}`: {info.requested} = {base.revision.short} ({base.revision.subject[:80]}), "
+        f"- `{BASE_NAME}`: {info.requested} = {base.revision.short} ({_subject(base.revision.subject)}), "
         f"materialised in `{base.root}`, imgproxy imported from `{info.imports.get(BASE_NAME, 'n/a')}`",
         "",
     ]
@@ -194,9 +199,10 @@ def render_baseline(
             f"before `{BASE_NAME}` (cache workloads: both started and warmed together, then run after "
             "run; pass-through: in turn with the other pass targets, both with `server.workers` = "
             "cores), so a machine that gets busier weighs on both alike. `per repetition`: each "
-            "repetition's req/s ratio of the two back-to-back runs, their median (range): a range that "
-            "spans 1 means the two revisions were not told apart in this run. Above 1 is better for "
-            "req/s, worse for p99 and the one-connection p50 (pass-through only).",
+            "repetition's req/s ratio of the two back-to-back runs, their median (range). Identical code "
+            "differs too, by this machine's noise: `BENCH_BASELINE=HEAD` on a clean tree measures how "
+            "far (the same code twice). Above 1 is better for req/s, worse for p99 and the "
+            "one-connection p50 (pass-through only).",
             "",
         ]
     else:

@@ -212,3 +212,14 @@ def test_materialise_writes_the_tree_once_and_reuses_it(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [code.root.name]
     with pytest.raises(SystemExit):
         materialise("no-such-revision-for-the-bench", tmp_path)
+
+
+def test_long_commit_subjects_are_shortened_at_a_word() -> None:
+    report = Report("2026-12-02 00:00:00 UTC", {"repeat": "1"})
+    baseline = info()
+    long_subject = "bench: " + "a long subject word " * 10
+    baseline.base = Code(baseline.base.root, Revision("b" * 40, long_subject))
+    report.baseline = baseline
+    line = next(x for x in render(report).splitlines() if x.startswith("- `imgproxy-base`"))
+    shown = line.split("(", 1)[1].split("),", 1)[0]
+    assert shown.endswith(" ...") and len(shown) <= 80 and long_subject.startswith(shown[:-4])
