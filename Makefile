@@ -51,7 +51,9 @@ clean:
 # and the in-process limit (BENCH_TRANSFORMS=1|0|only). Writes bench/results/<UTC time>.md (printed)
 # and .json. Knobs: BENCH_DURATION, BENCH_CONNECTIONS, BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS,
 # BENCH_PASS_TARGETS, BENCH_MEMORY, BENCH_REPLICAS, BENCH_REPLICA_REQUESTS, BENCH_REPLICA_PURGES,
-# BENCH_TRANSFORMS, BENCH_TRANSFORM_*, IMGPROXY_BENCH_EXTRA_ENV, IMGPROXY_BENCH_TRANSFORM_ENV
+# BENCH_TRANSFORMS, BENCH_TRANSFORM_*, IMGPROXY_BENCH_EXTRA_ENV, IMGPROXY_BENCH_TRANSFORM_ENV,
+# BENCH_BASELINE=<git revision> (that revision as a second imgproxy, `imgproxy-base`, measured back
+# to back with this checkout in the same run; report section "Against the baseline")
 # (see bench/run.py).
 bench: install
 	$(BIN)/python -m bench.run

@@ -19,8 +19,9 @@ from typing import Final
 from devtools.azurite import ROOT, free_port
 
 from . import nginx
+from .baseline import Code
 from .procs import ManagedProcess
-from .targets import CONFIG, Target, imgproxy_env
+from .targets import CONFIG, Target, code_check, imgproxy_env
 
 PASS_FILES: Final = {"pass-1k": ("1k.bin", 1024), "pass-1m": ("1m.bin", 1024 * 1024)}
 PASS_TARGETS: Final = ("imgproxy", "nginx", "session", "direct")
@@ -93,20 +94,29 @@ def pass_workers() -> int:
 
 
 @contextmanager
-def run_imgproxy_pass(connection_string: str, upstream: Target, workdir: Path) -> Iterator[Target]:
-    """imgproxy with `upstream.url` = the app and `server.workers` = cores."""
+def run_imgproxy_pass(
+    connection_string: str,
+    upstream: Target,
+    workdir: Path,
+    name: str = "imgproxy",
+    code: Code | None = None,
+) -> Iterator[Target]:
+    """imgproxy with `upstream.url` = the app and `server.workers` = cores (`code`: that tree's,
+    for BENCH_BASELINE, as in `targets.run_imgproxy`)."""
     port = free_port()
     workers = pass_workers()
     env = {
-        **imgproxy_env(connection_string, port),
+        **imgproxy_env(connection_string, port, code=code),
         "IMGPROXY_UPSTREAM_URL": upstream.base,
         "IMGPROXY_SERVER_WORKERS": str(workers),
     }
-    argv = [sys.executable, "-m", "imgproxy", "--config", str(CONFIG)]
-    with ManagedProcess("imgproxy-pass", argv, workdir / "imgproxy-pass.log", env=env, cwd=workdir) as proc:
+    imported, revision = code_check(code, env, workdir)
+    argv = [sys.executable, "-m", "imgproxy", "--config", str(code.config if code else CONFIG)]
+    log_path = workdir / f"{name}-pass.log"
+    with ManagedProcess(f"{name}-pass", argv, log_path, env=env, cwd=workdir) as proc:
         proc.wait_for_output("serving on", count=workers, timeout=60)
-        notes = [f"upstream.url, {workers} worker(s), uvloop"]
-        yield Target("imgproxy", f"http://127.0.0.1:{port}", proc, notes, separate_caches=workers)
+        notes = [f"upstream.url, {workers} worker(s), uvloop", *revision]
+        yield Target(name, f"http://127.0.0.1:{port}", proc, notes, workers, imported)
 
 
 @contextmanager

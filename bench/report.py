@@ -15,6 +15,8 @@ from typing import Any
 
 from devtools.azurite import ROOT
 
+from .baseline import BaselineInfo
+from .baseline_report import baseline_dict, render_baseline
 from .client import BurstResult, StreamsResult
 from .procs import find_tool
 from .transform_figures import TransformReport
@@ -128,6 +130,7 @@ class Report:
     seconds: float = 0.0
     environment: dict[str, str] = field(default_factory=dict)  # taken before the run starts
     transforms: TransformReport | None = None  # BENCH_TRANSFORMS (bench/transform_bench.py)
+    baseline: BaselineInfo | None = None  # BENCH_BASELINE (bench/baseline.py)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +147,9 @@ class Report:
             "memory_note": self.memory_note,
             "seconds": self.seconds,
             "transforms": self.transforms.as_dict() if self.transforms else None,
+            "baseline": (
+                baseline_dict(self.baseline, self.loads, self.single) if self.baseline is not None else None
+            ),
         }
 
 
@@ -245,6 +251,9 @@ def render(report: Report) -> str:
 
     if report.loads:
         lines += _loads(report)
+    if report.baseline is not None:
+        repeat = report.settings.get("repeat", "?")
+        lines += render_baseline(report.baseline, report.loads, report.single, report.bursts, repeat)
     if report.bursts:
         lines += _bursts(report)
     if report.memory is not None or report.memory_note:

@@ -24,6 +24,16 @@ transform imgproxy only, e.g. IMGPROXY_TRANSFORM_MAX_CONCURRENCY=1). thumbor 7.8
 into .cache/bench/thumbor-venv (bench/thumbor-requirements.txt) on first use.
 
 `only` in BENCH_REPLICAS or BENCH_TRANSFORMS runs that part alone.
+
+Same run before/after (`bench/baseline.py`): BENCH_BASELINE=<git revision> (empty: off) writes that
+revision's tree into .cache/bench/baseline-<short sha> (`git archive`, reused; the checkout is left
+alone) and runs it as the target `imgproxy-base` with `imgproxy`'s settings (same env and workers, its
+own config.toml, PYTHONPATH = its tree; `imgproxy` gets PYTHONPATH = this checkout, and each
+one's `imgproxy.__file__` is checked before it starts). It joins every cache workload and the
+pass-through workloads wherever `imgproxy` runs, the two measured back to back in each repetition
+(BENCH_REPEAT=3: imgproxy, imgproxy-base, imgproxy, ...). The report's section "Against the
+baseline <rev>" gives both revisions (HEAD's with `-dirty` if the tree has changes) and per
+workload both medians of req/s and p99 and their ratios new / base.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from typing import Any, Final
 from devtools.azurite import ACCOUNT, ROOT, AzuriteServer, connection_string, free_port, run_azurite
 
 from . import client
+from .baseline import BASE_NAME, BASELINE_VAR, BaselineInfo, Code, current, materialise
 from .dataset import BIG_BLOB, BIG_SIZE, BURST_SIZE, CONTAINER, OBJECTS, Dataset, burst_name, seed
 from .origin_counter import STATS_PATH
 from .passthrough import (
@@ -97,6 +108,7 @@ class Settings:
     replicas: str = "1"  # BENCH_REPLICAS: 1, 0 or only
     replica_requests: int = 30_000
     replica_purges: int = 200
+    baseline: str = ""  # BENCH_BASELINE: a git revision measured next to this checkout, or ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -119,6 +131,7 @@ class Settings:
             replica_requests=int(os.environ.get("BENCH_REPLICA_REQUESTS", "30000")),
             replica_purges=int(os.environ.get("BENCH_REPLICA_PURGES", "200")),
             transforms=os.environ.get("BENCH_TRANSFORMS", "1").strip().lower(),
+            baseline=os.environ.get(BASELINE_VAR, "").strip(),
         )
         if settings.transforms not in ("1", "0", "only"):
             raise SystemExit("BENCH_TRANSFORMS must be 1, 0 or only")
@@ -147,6 +160,7 @@ class Settings:
             "pass targets": ",".join(self.pass_targets),
             "transforms": self.transforms,
             EXTRA_ENV_VAR: os.environ.get(EXTRA_ENV_VAR, "") or "(none)",
+            BASELINE_VAR: self.baseline or "(none)",
             "replicas": self.replicas
             + (
                 f" ({self.replica_requests} requests, {self.replica_purges} purges)"
@@ -214,6 +228,22 @@ class Bench:
         self.report = report
         self.dataset = Dataset()
         self.counter_url = ""
+        self.new_code: Code | None = None  # BENCH_BASELINE: this checkout, and the baseline's tree
+        self.base_code: Code | None = None
+
+    def with_base(self, names: list[str]) -> list[str]:
+        """`names` with `imgproxy-base` right after `imgproxy` (BENCH_BASELINE), so that the two are
+        measured back to back."""
+        if self.base_code is None or "imgproxy" not in names:
+            return list(names)
+        at = names.index("imgproxy") + 1
+        return [*names[:at], BASE_NAME, *names[at:]]
+
+    def record_imports(self, target: Target) -> None:
+        """BENCH_BASELINE: which tree a started imgproxy imports (checked before its start)."""
+        if self.report.baseline is not None and target.imports:
+            log(f"{target.name}: imgproxy imported from {target.imports}")
+            self.report.baseline.imports[target.name] = target.imports
 
     def origin_total(self) -> int:
         return sum(client.run(client.origin_stats(self.counter_url)).values())
@@ -223,7 +253,11 @@ class Bench:
     ) -> AbstractContextManager[Target]:
         host, port = counter
         if name == "imgproxy":
-            return run_imgproxy(connection_string(f"http://{host}:{port}"), workdir)
+            return run_imgproxy(connection_string(f"http://{host}:{port}"), workdir, code=self.new_code)
+        if name == BASE_NAME:
+            return run_imgproxy(
+                connection_string(f"http://{host}:{port}"), workdir, name=BASE_NAME, code=self.base_code
+            )
         if name == "nginx":
             return run_nginx(host, port, workdir)
         if name == "varnish":
@@ -231,9 +265,31 @@ class Bench:
         names = [n for n in self.dataset.sizes if n != BIG_BLOB]
         return run_bare(f"{azurite.endpoint}/{ACCOUNT}/{CONTAINER}", names, workdir)
 
-    def run_target(self, target: Target, workdir: Path) -> None:
+    def run_targets(self, targets: list[Target], workdir: Path) -> None:
+        """Warm every target, then each workload's repetitions with the targets in turn within each
+        (one target as before; `imgproxy` and `imgproxy-base` with BENCH_BASELINE)."""
+        settings = self.settings
+        for target in targets:
+            self.warm_up(target)
+        for workload in settings.workloads:
+            if workload == "burst" or workload in PASS_FILES or wrk_binary() is None:
+                continue
+            try:
+                self.run_load(targets, workload, workdir)
+            except Exception as exc:
+                self.failed(f"{', '.join(t.name for t in targets)}: {workload} failed", exc)
+        if "burst" in settings.workloads:
+            for repetition in range(settings.repeat):
+                for target in targets:
+                    try:
+                        self.run_burst(target, repetition)
+                    except Exception as exc:
+                        self.failed(f"{target.name}: burst #{repetition + 1} failed", exc)
+
+    def warm_up(self, target: Target) -> None:
         settings = self.settings
         self.report.target_notes[target.name] = target.notes
+        self.record_imports(target)
         warm_names = {name: self.dataset.sizes[name] for name in (*OBJECTS, *self.dataset.images)}
         check = [FIXED_WORKLOADS[w] for w in settings.workloads if w in FIXED_WORKLOADS]
         if "zipf" in settings.workloads:
@@ -247,20 +303,6 @@ class Bench:
         )
         if warm.bad:
             self.report.notes.append(f"{target.name}: warm-up answers wrong: {'; '.join(warm.bad[:5])}")
-
-        for workload in settings.workloads:
-            if workload == "burst" or workload in PASS_FILES or wrk_binary() is None:
-                continue
-            try:
-                self.run_load(target, workload, workdir)
-            except Exception as exc:  # one failed workload must not cost the others
-                self.failed(f"{target.name}: {workload} failed", exc)
-        if "burst" in settings.workloads:
-            for repetition in range(settings.repeat):
-                try:
-                    self.run_burst(target, repetition)
-                except Exception as exc:
-                    self.failed(f"{target.name}: burst #{repetition + 1} failed", exc)
 
     def failed(self, what: str, exc: Exception) -> None:
         message = f"{what}: {type(exc).__name__}: {exc}"
@@ -278,25 +320,38 @@ class Bench:
         other = sum(v for k, v in delta.items() if k.endswith(f" {blob}")) - gets
         self.report.bursts.setdefault(target.name, []).append(BurstRow(target.name, result, gets, other))
 
-    def run_load(self, target: Target, workload: str, workdir: Path) -> None:
+    def run_load(self, targets: list[Target], workload: str, workdir: Path) -> None:
+        """`workload`'s repetitions, the targets in turn within each; a target whose run fails loses
+        this workload (its row is left out, as before), the others go on."""
         settings = self.settings
         script_dir = workdir / "lua"
         script_dir.mkdir(exist_ok=True)
         if workload == "zipf":
             script = mix_script(script_dir / "zipf.lua", [f"/images/{p}" for p in self.dataset.zipf_paths])
-            url = target.base + "/"
+            path = "/"
             mean = self.dataset.mean_size(self.dataset.zipf_paths)
         else:
             script = fixed_script(script_dir / "fixed.lua")
-            url = f"{target.base}/images/{FIXED_WORKLOADS[workload]}"
+            path = f"/images/{FIXED_WORKLOADS[workload]}"
             mean = float(self.dataset.sizes[FIXED_WORKLOADS[workload]])
-        row = LoadRow(target.name, workload, mean)
+        rows = {target.name: LoadRow(target.name, workload, mean) for target in targets}
         for repetition in range(settings.repeat):
-            log(f"{target.name}: {workload} run {repetition + 1}/{settings.repeat} ({settings.duration_s} s)")
-            before = self.origin_total()
-            row.runs.append(run_wrk(url, script, settings.duration_s, settings.connections))
-            row.origin_requests.append(self.origin_total() - before)
-        self.report.loads.append(row)
+            for target in targets:
+                row = rows.get(target.name)
+                if row is None:
+                    continue
+                run = f"run {repetition + 1}/{settings.repeat} ({settings.duration_s} s)"
+                log(f"{target.name}: {workload} {run}")
+                try:
+                    before = self.origin_total()
+                    row.runs.append(
+                        run_wrk(target.base + path, script, settings.duration_s, settings.connections)
+                    )
+                    row.origin_requests.append(self.origin_total() - before)
+                except Exception as exc:  # one failed workload must not cost the others
+                    self.failed(f"{target.name}: {workload} failed", exc)
+                    del rows[target.name]
+        self.report.loads.extend(rows.values())
 
     def run_passthrough(self, azurite: AzuriteServer, workdir: Path) -> None:
         """The pass-through workloads: every pass target in front of one static app, all started at
@@ -309,7 +364,7 @@ class Bench:
         script = fixed_script(workdir / "pass.lua")
         with run_static(workdir) as app, contextlib.ExitStack() as stack:
             targets: list[Target] = []
-            for name in settings.pass_targets:
+            for name in self.with_base(settings.pass_targets):
                 try:
                     target = stack.enter_context(self.start_pass(name, azurite, app, workdir))
                     self.check_pass(target, workloads)
@@ -319,6 +374,7 @@ class Bench:
                     self.failed(f"{name} (pass-through): skipped", exc)
                     continue
                 self.report.target_notes[f"{name} (pass-through)"] = target.notes
+                self.record_imports(target)
                 targets.append(target)
             rows = {
                 (t.name, w): (
@@ -350,7 +406,9 @@ class Bench:
         self, name: str, azurite: AzuriteServer, app: Target, workdir: Path
     ) -> AbstractContextManager[Target]:
         if name == "imgproxy":
-            return run_imgproxy_pass(azurite.connection_string, app, workdir)
+            return run_imgproxy_pass(azurite.connection_string, app, workdir, code=self.new_code)
+        if name == BASE_NAME:
+            return run_imgproxy_pass(azurite.connection_string, app, workdir, BASE_NAME, self.base_code)
         if name == "nginx":
             return run_nginx_proxy(app, workdir)
         if name == "session":
@@ -397,6 +455,8 @@ def main() -> int:
             "wrk is not available: no throughput workloads, only the burst and memory figures"
         )
     bench = Bench(settings, report)
+    if settings.baseline:
+        prepare_baseline(bench)
     replica_report: ReplicaReport | None = None
     with new_workdir() as tmp, run_azurite() as azurite:
         workdir = Path(tmp)
@@ -417,6 +477,26 @@ def main() -> int:
     return 0
 
 
+def prepare_baseline(bench: Bench) -> None:
+    """BENCH_BASELINE: this checkout's revision and the baseline's tree (written once into
+    .cache/bench); both imgproxy targets then import their own tree (`bench/baseline.py`)."""
+    settings = bench.settings
+    if not settings.cache_run or "imgproxy" not in (*settings.targets, *settings.pass_targets):
+        bench.report.notes.append(f"{BASELINE_VAR}={settings.baseline}: ignored, imgproxy does not run")
+        return
+    log(f"{BASELINE_VAR}={settings.baseline}: materialising its tree")
+    try:
+        bench.new_code = current()
+        bench.base_code = materialise(settings.baseline)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        raise SystemExit(f"{BASELINE_VAR}={settings.baseline}: {exc}") from exc
+    log(
+        f"{BASE_NAME}: {bench.base_code.revision.short} in {bench.base_code.root}; "
+        f"imgproxy: {bench.new_code.revision.short} in {bench.new_code.root}"
+    )
+    bench.report.baseline = BaselineInfo(settings.baseline, bench.new_code, bench.base_code, {})
+
+
 def run_cache_workloads(bench: Bench, azurite: AzuriteServer, workdir: Path) -> ReplicaReport | None:
     """Seed, then every cache target through every workload, the replicas (unless BENCH_REPLICAS
     is 0), the pass-through workloads and the 200 MiB memory figure."""
@@ -424,7 +504,9 @@ def run_cache_workloads(bench: Bench, azurite: AzuriteServer, workdir: Path) -> 
     log(f"Azurite on {azurite.endpoint}; seeding")
     started = time.monotonic()
     bench.dataset = client.run(
-        seed(azurite.connection_string, settings.targets, settings.repeat, big=settings.memory)
+        seed(
+            azurite.connection_string, bench.with_base(settings.targets), settings.repeat, big=settings.memory
+        )
     )
     if settings.replicas != "0":
         client.run(upload_bursts(azurite.connection_string))
@@ -433,11 +515,14 @@ def run_cache_workloads(bench: Bench, azurite: AzuriteServer, workdir: Path) -> 
     with origin_counter(azurite, workdir) as counter:
         bench.counter_url = f"http://{counter[0]}:{counter[1]}{STATS_PATH}"
         for name in settings.targets:
-            target_dir = workdir / name
-            target_dir.mkdir()
+            (workdir / name).mkdir()
             try:
-                with bench.start(name, azurite, counter, target_dir) as target:
-                    bench.run_target(target, target_dir)
+                with contextlib.ExitStack() as stack:
+                    targets = [stack.enter_context(bench.start(name, azurite, counter, workdir / name))]
+                    if name == "imgproxy" and bench.base_code is not None:  # the two side by side
+                        base = start_beside(bench, stack, azurite, counter, workdir)
+                        targets += [base] if base is not None else []
+                    bench.run_targets(targets, workdir / name)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # an anchor that cannot start is skipped, never fatal
@@ -458,6 +543,25 @@ def run_cache_workloads(bench: Bench, azurite: AzuriteServer, workdir: Path) -> 
     else:
         report.memory_note = "skipped (BENCH_MEMORY=0)"
     return replica_report
+
+
+def start_beside(
+    bench: Bench,
+    stack: contextlib.ExitStack[bool | None],
+    azurite: AzuriteServer,
+    counter: tuple[str, int],
+    workdir: Path,
+) -> Target | None:
+    """imgproxy-base, started next to imgproxy (own directory, so own disk tier if that is on);
+    None, with a note, if it cannot start (imgproxy is measured alone then)."""
+    (workdir / BASE_NAME).mkdir()
+    try:
+        return stack.enter_context(bench.start(BASE_NAME, azurite, counter, workdir / BASE_NAME))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        bench.failed(f"{BASE_NAME}: skipped", exc)
+        return None
 
 
 def run_replicas_only(bench: Bench, azurite: AzuriteServer, workdir: Path) -> ReplicaReport | None:
