@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from .config import Config
+from .content_policy import GUARD_HEADERS, ResponsePolicy
 from .errors import (
+    ActiveContentRefused,
     BadPath,
     BadSignature,
     BadTransformParameter,
@@ -35,7 +37,18 @@ from .errors import (
 )
 from .fetcher import Fetcher
 from .handlers import admin, images, ops, passthrough
-from .keys import CONFIG, FETCHER, METRICS, PASSTHROUGH, PEERS, READINESS, REPLICATION, TRANSFORMS, UPSTREAM
+from .keys import (
+    CONFIG,
+    FETCHER,
+    METRICS,
+    PASSTHROUGH,
+    PEERS,
+    READINESS,
+    REPLICATION,
+    RESPONSE_POLICY,
+    TRANSFORMS,
+    UPSTREAM,
+)
 from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
@@ -56,6 +69,7 @@ ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (BadPath, 400, "bad path"),
     (BadTransformParameter, 400, "bad transform parameter"),
     (BadSignature, 403, "bad signature"),
+    (ActiveContentRefused, 403, "not served: not a raster image"),
     (BlobNotFound, 404, "blob not found"),
     (PreconditionFailed, 412, "precondition failed"),
     (RangeNotSatisfiable, 416, "range not satisfiable"),
@@ -77,7 +91,8 @@ def error_response(exc: ImgproxyError) -> web.Response:
     """The HTTP answer for a project error (one row of `ERROR_STATUS`)."""
     for error_type, status, reason in ERROR_STATUS:
         if isinstance(exc, error_type):
-            headers = {"Cache-Control": "no-store"}
+            # Our text/plain, never sniffed or run as anything else (some reasons quote the query).
+            headers = {"Cache-Control": "no-store", **dict(GUARD_HEADERS)}
             if isinstance(exc, BadPath | BadSignature | NotAnImage | SourceTooLarge):
                 reason = f"{reason}: {exc.reason}"
             elif isinstance(exc, BadTransformParameter):
@@ -191,6 +206,7 @@ def create_app(config: Config, shared_disk: bool = False, peers: Peers | None = 
         middlewares.append(passthrough.middleware)
     app = web.Application(middlewares=middlewares)
     app[CONFIG] = config
+    app[RESPONSE_POLICY] = ResponsePolicy.from_config(config.http)
     if peers is not None:
         app[PEERS] = peers
     app[METRICS] = Metrics()
