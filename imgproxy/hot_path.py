@@ -61,7 +61,7 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
                 metrics.count_response(200)
                 metrics.bytes_served += len(body)
                 return SENT
-            response = plain_hit_response(app, hit, head=False, vary_accept=vary_accept)
+            response = plain_hit_response(app, hit, policy, head=False, vary_accept=vary_accept)
         except ActiveContentRefused as exc:  # http.active_content = "refuse": the app's very answer
             response = error_response(exc)
         metrics.count_response(response.status)

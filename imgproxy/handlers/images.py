@@ -7,6 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
+from ..content_policy import ResponsePolicy
 from ..errors import BadPath, PreconditionFailed, RangeNotSatisfiable
 from ..http_semantics import (
     VARY,
@@ -57,12 +58,12 @@ def variant_request(request: web.Request) -> VariantRequest | None:
 
 
 def plain_hit_response(
-    app: web.Application, hit: Resolved, head: bool, vary_accept: bool = False
+    app: web.Application, hit: Resolved, policy: ResponsePolicy, head: bool, vary_accept: bool = False
 ) -> web.Response:
     """The 200 for a fresh in-memory blob asked for without conditional or Range headers.
-    Raises `ActiveContentRefused` for a blob the response policy refuses."""
+    Raises `ActiveContentRefused` for a blob `policy` refuses."""
     assert hit.body is not None  # fresh hits come from the memory cache, which holds bodies
-    headers = hit_headers(hit.meta, app[RESPONSE_POLICY], vary_accept)
+    headers = hit_headers(hit.meta, policy, vary_accept)
     if not head:
         app[METRICS].bytes_served += len(hit.body)
     return web.Response(body=hit.body, headers=headers)
@@ -87,7 +88,7 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     variant = variant_request(request)
     hit = fetcher.fresh_hit(path) if variant is None else None
     if hit is not None and conditions.plain:
-        return plain_hit_response(request.app, hit, head)
+        return plain_hit_response(request.app, hit, policy, head)
     if hit is not None:
         resolved = hit
         policy.admit(hit.meta.content_type)  # before 304, 412 and 416 too
