@@ -18,14 +18,15 @@ from aiohttp import web
 from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDictProxy
 
-from devtools.azurite import free_port
+from devtools.azurite import AzuriteServer, free_port
 from imgproxy.app import create_app, install_passthrough
 from imgproxy.config import Config
 from imgproxy.hot_path import install_hot_path
 from imgproxy.keys import FETCHER
-from tests.conftest import make_test_config, payload, sha256, upload, wait_until
+from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
 from tests.images import png_with_alpha, sniff
 from tests.origin_proxy import OriginProxy
+from tests.process_support import start_server
 
 CSP: Final = "default-src 'none'; sandbox"
 REFUSED: Final = b"not served: not a raster image\n"
@@ -338,3 +339,40 @@ async def test_refuse_mode_refuses_the_original_a_transform_falls_back_to(
         variant = await fetch(session, app.url("photo.png?w=50"), Accept="image/webp,*/*")
     check_refused(svg)
     assert (variant[0], sniff(variant[2]), presented(variant[1])) == (200, "webp", inline("image/webp"))
+
+
+async def test_the_cli_serves_active_content_as_an_attachment(
+    azurite: AzuriteServer, container: ContainerClient
+) -> None:
+    """`python -m imgproxy` (config.toml, uvloop, the hot path): an HTML blob is an attachment on
+    its MISS and on its pre-serialized HIT."""
+    data = ACTIVE["text/html"]
+    await upload(container, "page.html", data, "text/html")
+    with start_server(azurite, container.container_name, IMGPROXY_SERVER_DRAIN_S="0") as running:
+        async with aiohttp.ClientSession() as session:
+            answers = [await fetch(session, f"{running.base}/images/page.html") for _ in range(2)]
+    assert [(status, headers["X-Cache"], body) for status, headers, body in answers] == [
+        (200, "MISS", data),
+        (200, "HIT", data),
+    ]
+    assert presented(answers[0][1]) == presented(answers[1][1]) == ATTACHMENT
+
+
+async def test_the_cli_refuses_active_content_when_told(
+    azurite: AzuriteServer, container: ContainerClient
+) -> None:
+    """`python -m imgproxy` with IMGPROXY_HTTP_ACTIVE_CONTENT=refuse: 403 on the MISS and the hit."""
+    await upload(container, "page.html", ACTIVE["text/html"], "text/html")
+    env = {
+        "IMGPROXY_SERVER_DRAIN_S": "0",
+        "IMGPROXY_HTTP_ACTIVE_CONTENT": "refuse",
+        "IMGPROXY_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    with start_server(azurite, container.container_name, **env) as running:
+        async with aiohttp.ClientSession() as session:
+            answers = [await fetch(session, f"{running.base}/images/page.html") for _ in range(2)]
+            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            stats = await (await session.get(f"{running.base}/admin/cache", headers=auth)).json()
+    for answer in answers:
+        check_refused(answer)
+    assert (stats["cache_size"], stats["hits"]) == (1, 1)  # the second was refused from memory
