@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import web
 
 from .config import Config
+from .content_policy import GUARD_HEADERS, ResponsePolicy
 from .errors import (
+    ActiveContentRefused,
     BadPath,
     BadRequestTarget,
     BadSignature,
@@ -40,7 +42,18 @@ from .fetcher import Fetcher
 from .frontdoor import FrontDoor, FrontDoorRunner, handler_args, hide_versions
 from .handlers import admin, images, ops, passthrough
 from .hot_path import install_hot_path
-from .keys import CONFIG, FETCHER, METRICS, PASSTHROUGH, PEERS, READINESS, REPLICATION, TRANSFORMS, UPSTREAM
+from .keys import (
+    CONFIG,
+    FETCHER,
+    METRICS,
+    PASSTHROUGH,
+    PEERS,
+    READINESS,
+    REPLICATION,
+    RESPONSE_POLICY,
+    TRANSFORMS,
+    UPSTREAM,
+)
 from .metrics import Metrics
 from .origin import open_origin
 from .peers import Peers
@@ -61,6 +74,7 @@ ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
     (BadPath, 400, "bad path"),
     (BadTransformParameter, 400, "bad transform parameter"),
     (BadSignature, 403, "bad signature"),
+    (ActiveContentRefused, 403, "not served: not a raster image"),
     (BlobNotFound, 404, "blob not found"),
     (PreconditionFailed, 412, "precondition failed"),
     (RangeNotSatisfiable, 416, "range not satisfiable"),
@@ -85,7 +99,8 @@ def error_response(exc: ImgproxyError) -> web.Response:
     """The HTTP answer for a project error (one row of `ERROR_STATUS`)."""
     for error_type, status, reason in ERROR_STATUS:
         if isinstance(exc, error_type):
-            headers = {"Cache-Control": "no-store"}
+            # Our text/plain, never sniffed or run as anything else (some reasons quote the query).
+            headers = {"Cache-Control": "no-store", **dict(GUARD_HEADERS)}
             if isinstance(exc, BadPath | BadSignature | NotAnImage | SourceTooLarge):
                 reason = f"{reason}: {exc.reason}"
             elif isinstance(exc, BadTransformParameter):
@@ -195,7 +210,7 @@ async def start_runner(app: web.Application, **runner_kwargs: Any) -> FrontDoorR
     runner = FrontDoorRunner(app, door, **runner_kwargs)
     await runner.setup()
     install_passthrough(runner)  # inside the hot path: a hit is looked for first
-    install_hot_path(runner)
+    install_hot_path(runner, error_response)
     return runner
 
 
@@ -216,6 +231,7 @@ def create_app(config: Config, shared_disk: bool = False, peers: Peers | None = 
     hide_versions()
     app = web.Application(middlewares=middlewares, handler_args=handler_args(config))
     app[CONFIG] = config
+    app[RESPONSE_POLICY] = ResponsePolicy.from_config(config.http)
     if peers is not None:
         app[PEERS] = peers
     app[METRICS] = Metrics()

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from .content_policy import ActiveContent
+
 MIB: Final = 1024 * 1024
 CONNECTION_STRING_ENV: Final = "AZURE_STORAGE_CONNECTION_STRING"
 
@@ -85,6 +87,8 @@ class HttpConfig:
     cache_control: str = "public, max-age=86400"
     stream_chunk_bytes: int = 64 * 1024
     send_timeout_s: float = 60.0
+    # A blob that is not an inert raster image: "attachment", "sandbox" or "refuse" (content_policy).
+    active_content: str = "attachment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +400,11 @@ def _check_consistency(config: Config) -> None:
         ord(ch) < 0x20 or ord(ch) == 0x7F for ch in config.http.cache_control
     ):
         raise ConfigError("http.cache_control: must be a single header value")
+    choices = [mode.value for mode in ActiveContent]
+    if config.http.active_content not in choices:
+        raise ConfigError(
+            f"http.active_content: must be one of {', '.join(choices)}, got {config.http.active_content!r}"
+        )
     _check_ops_prefix(config.server.ops_prefix)
     if config.upstream.url:
         upstream_address(config.upstream.url)

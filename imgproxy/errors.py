@@ -4,6 +4,7 @@ ImgproxyError
 ├── BadPath(reason)              -> 400
 ├── BadTransformParameter(parameter, reason) -> 400  (names the query parameter)
 ├── BadSignature(reason)         -> 403  (missing, wrong, or unsigned parameters not accepted)
+├── ActiveContentRefused(content_type) -> 403  (not a raster image; http.active_content "refuse")
 ├── BlobNotFound(path)           -> 404
 ├── DiskTierFailed(path)         -> 503  (the disk tier kept failing this request; retry)
 ├── PreconditionFailed(path)     -> 412
@@ -61,6 +62,14 @@ class BadSignature(ImgproxyError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ActiveContentRefused(ImgproxyError):
+    """The blob's type is not an inert raster image and `http.active_content` is "refuse"."""
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(content_type)
+        self.content_type = content_type  # never in the answer, whose reason is fixed
 
 
 class BlobNotFound(ImgproxyError):

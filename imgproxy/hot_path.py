@@ -4,8 +4,10 @@
 aiohttp API) after `runner.setup()`. A request it cannot answer outright (another method or route,
 a conditional or Range header, a bad path, anything not fresh in memory) goes on to the
 application unchanged, which gives every other answer, so behaviour is the same either way; only
-the cost of a hit changes (routing and the middleware chain are a third of it). Application
-signals such as `on_response_prepare` do not run for these answers: add none that must see hits.
+the cost of a hit changes (routing and the middleware chain are a third of it). A hit the
+response policy refuses (`http.active_content = "refuse"`) gets `on_error`'s answer (the
+application's error mapping, handed in). Application signals such as `on_response_prepare` do
+not run for these answers: add none that must see hits.
 """
 
 from __future__ import annotations
@@ -14,28 +16,30 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .errors import BadPath
+from .errors import ActiveContentRefused, BadPath, ImgproxyError
 from .handlers.images import PREFIX, plain_hit_response
 from .http_semantics import Conditions
-from .keys import CONFIG, FETCHER, METRICS, TRANSFORMS
+from .keys import CONFIG, FETCHER, METRICS, RESPONSE_POLICY, TRANSFORMS
 from .paths import parse_blob_path_cached
 from .prebuilt import SENT, write_plain_hit
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+ErrorAnswer = Callable[[ImgproxyError], web.Response]
 
 
-def install_hot_path(runner: web.AppRunner) -> None:
-    """Answer plain hits first on `runner`'s server (call after `setup()`, before sites start)."""
+def install_hot_path(runner: web.AppRunner, on_error: ErrorAnswer) -> None:
+    """Answer plain hits first on `runner`'s server (call after `setup()`, before sites start);
+    `on_error` words the answer to a hit that may not be served (`app.error_response`)."""
     server = runner.server
     if server is None:
         raise RuntimeError("install_hot_path needs runner.setup() first")
-    server.request_handler = hot_path(runner.app, server.request_handler)
+    server.request_handler = hot_path(runner.app, server.request_handler, on_error)
 
 
-def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
+def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) -> RequestHandler:
     """`full`, preceded by an answer from memory for the requests that can have one at once."""
     fetcher, metrics = app[FETCHER], app[METRICS]
-    cache_control = app[CONFIG].http.cache_control
+    policy = app[RESPONSE_POLICY]
     # aiohttp's access log reads the size from the response object, which a pre-serialized answer
     # leaves empty: with the log on, hits take aiohttp's Response so each line is true.
     pre_serialize = not app[CONFIG].server.access_log
@@ -48,16 +52,21 @@ def hot_path(app: web.Application, full: RequestHandler) -> RequestHandler:
         hit = fetcher.fresh_hit(key)
         if hit is None:
             return None
-        metrics.count_response(200)
         body = hit.body
-        if (
-            pre_serialize
-            and body is not None
-            and write_plain_hit(request, hit.meta, body, cache_control, vary_accept)
-        ):
-            metrics.bytes_served += len(body)
-            return SENT
-        return plain_hit_response(app, hit, head=False, vary_accept=vary_accept)
+        try:
+            if (
+                pre_serialize
+                and body is not None
+                and write_plain_hit(request, hit.meta, body, policy, vary_accept)
+            ):
+                metrics.count_response(200)
+                metrics.bytes_served += len(body)
+                return SENT
+            response = plain_hit_response(app, hit, policy, head=False, vary_accept=vary_accept)
+        except ActiveContentRefused as exc:  # http.active_content = "refuse"
+            response = on_error(exc)
+        metrics.count_response(response.status)
+        return response
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         raw = request.rel_url.raw_path

@@ -20,6 +20,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.helpers import ETag, parse_http_date
 
+from .content_policy import GUARD_HEADERS, ResponsePolicy
 from .origin import BlobMeta
 
 X_CACHE: Final = "X-Cache"
@@ -155,39 +156,53 @@ def _position(digits: str) -> int:
 
 
 @functools.lru_cache(maxsize=8192)
-def hit_headers(meta: BlobMeta, cache_control: str, vary_accept: bool = False) -> Mapping[str, str]:
+def hit_headers(meta: BlobMeta, policy: ResponsePolicy, vary_accept: bool = False) -> Mapping[str, str]:
     """The headers of a plain 200 hit, built once per blob version and shared: do not modify.
     `vary_accept`: the bytes depend on `Accept` (a negotiated variant), so shared caches key on it.
+    Raises `ActiveContentRefused` for a blob `policy` refuses.
 
     (A plain dict, typed read-only: aiohttp copies it into each response fastest as a dict.)
     """
-    headers = {**dict(_blob_headers(meta, cache_control)), X_CACHE: "HIT"}
+    headers = {**dict(_blob_headers(meta, policy)), X_CACHE: "HIT"}
     if vary_accept:
         headers[VARY] = "Accept"
     return headers
 
 
-def blob_headers(meta: BlobMeta, cache_control: str) -> dict[str, str]:
-    """Headers of every 200/206 answer for this blob version (a fresh dict the caller may extend)."""
-    return dict(_blob_headers(meta, cache_control))
+def blob_headers(meta: BlobMeta, policy: ResponsePolicy) -> dict[str, str]:
+    """Headers of every 200/206 answer for this blob version (a fresh dict the caller may extend).
+    Raises `ActiveContentRefused` for a blob `policy` refuses."""
+    return dict(_blob_headers(meta, policy))
 
 
 @functools.lru_cache(maxsize=8192)
-def _blob_headers(meta: BlobMeta, cache_control: str) -> tuple[tuple[str, str], ...]:
-    # Built once per blob version (formatting the date is the costly part), then copied.
+def _blob_headers(meta: BlobMeta, policy: ResponsePolicy) -> tuple[tuple[str, str], ...]:
+    # Built once per blob version (formatting the date is the costly part), then copied. A refusal
+    # raises, which lru_cache does not keep: refused blobs pay for it, inline ones never do.
     return (
-        ("Content-Type", meta.content_type),
+        *policy.content_headers(meta.content_type),
         ("ETag", meta.etag),
         ("Last-Modified", format_datetime(meta.last_modified, usegmt=True)),
-        ("Cache-Control", cache_control),
+        ("Cache-Control", policy.cache_control),
         ("Accept-Ranges", "bytes"),
-        # The proxy serves whatever was uploaded: browsers must not sniff it into HTML.
-        ("X-Content-Type-Options", "nosniff"),
+        # The proxy serves whatever was uploaded: browsers must not sniff it into HTML, nor run
+        # what a document of it would hold (content_policy).
+        *GUARD_HEADERS,
     )
 
 
 # RFC 9110 section 15.4.5: a 304 carries the fields a 200 would (Vary among them), and X-Cache.
-NOT_MODIFIED_HEADERS: Final = ("ETag", "Last-Modified", "Cache-Control", "Vary", X_CACHE)
+# Not Content-Type nor Content-Disposition (representation metadata, which it should not send);
+# the CSP, though: a cache updates its stored headers from the 304 (RFC 9111 section 4.3.4), so a
+# copy stored before the policy existed gets it too.
+NOT_MODIFIED_HEADERS: Final = (
+    "ETag",
+    "Last-Modified",
+    "Cache-Control",
+    "Vary",
+    X_CACHE,
+    "Content-Security-Policy",
+)
 
 
 def not_modified_headers(headers: dict[str, str]) -> dict[str, str]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .config import Config
+from .content_policy import ResponsePolicy
 from .fetcher import Fetcher
 from .metrics import Metrics
 from .peers import Peers
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # the handler imports these keys
     from .handlers.passthrough import Passthrough
 
 CONFIG = web.AppKey("config", Config)
+RESPONSE_POLICY = web.AppKey("response_policy", ResponsePolicy)  # from [http], made once
 METRICS = web.AppKey("metrics", Metrics)
 FETCHER = web.AppKey("fetcher", Fetcher)
 READINESS = web.AppKey("readiness", Readiness)

@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion11
 
+from .content_policy import ResponsePolicy
 from .http_semantics import SERVER_NAME, hit_headers
 from .origin import BlobMeta
 
@@ -29,12 +30,13 @@ _STATUS_LINE: Final = b"HTTP/1.1 200 OK\r\n"
 
 
 @functools.lru_cache(maxsize=8192)
-def serialized_head(meta: BlobMeta, cache_control: str, vary_accept: bool = False) -> bytes | None:
+def serialized_head(meta: BlobMeta, policy: ResponsePolicy, vary_accept: bool = False) -> bytes | None:
     """Status line and headers of the plain hit (without `Date` and the blank line), or None if a
-    value cannot be sent as is (a CR or LF in it: the ordinary path refuses those)."""
+    value cannot be sent as is (a CR or LF in it: the ordinary path refuses those). Raises
+    `ActiveContentRefused` for a blob `policy` refuses."""
     lines = [_STATUS_LINE]
     extra = (("Content-Length", str(meta.size)), ("Server", SERVER_NAME))
-    for name, value in (*hit_headers(meta, cache_control, vary_accept).items(), *extra):
+    for name, value in (*hit_headers(meta, policy, vary_accept).items(), *extra):
         if "\r" in value or "\n" in value:
             return None
         lines.append(f"{name}: {value}\r\n".encode("latin-1", "strict"))
@@ -78,9 +80,10 @@ SENT: Final = sent(200, True)  # the one pass-through's keep-alive 200s return t
 
 
 def write_plain_hit(
-    request: web.BaseRequest, meta: BlobMeta, body: bytes, cache_control: str, vary_accept: bool = False
+    request: web.BaseRequest, meta: BlobMeta, body: bytes, policy: ResponsePolicy, vary_accept: bool = False
 ) -> bool:
-    """Write the plain 200 hit of `meta` with `body` straight to the transport; False if declined."""
+    """Write the plain 200 hit of `meta` with `body` straight to the transport; False if declined.
+    Raises `ActiveContentRefused` (nothing written) for a blob `policy` refuses."""
     transport = request.transport
     if (
         transport is None
@@ -91,7 +94,7 @@ def write_plain_hit(
         or not request.keep_alive
     ):
         return False
-    head = serialized_head(meta, cache_control, vary_accept)
+    head = serialized_head(meta, policy, vary_accept)
     if head is None or len(body) != meta.size:
         return False
     transport.writelines((head, _date_tail(int(time.time())), body))

@@ -7,6 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
+from ..content_policy import ResponsePolicy
 from ..errors import BadPath, PreconditionFailed, RangeNotSatisfiable
 from ..http_semantics import (
     VARY,
@@ -20,7 +21,7 @@ from ..http_semantics import (
     hit_headers,
     not_modified_headers,
 )
-from ..keys import CONFIG, FETCHER, METRICS, TRANSFORMS
+from ..keys import CONFIG, FETCHER, METRICS, RESPONSE_POLICY, TRANSFORMS
 from ..origin import BlobMeta
 from ..paths import parse_blob_path_cached
 from ..resolved import Resolved, Span
@@ -57,13 +58,14 @@ def variant_request(request: web.Request) -> VariantRequest | None:
 
 
 def plain_hit_response(
-    app: web.Application, hit: Resolved, head: bool, vary_accept: bool = False
+    app: web.Application, hit: Resolved, policy: ResponsePolicy, head: bool, vary_accept: bool = False
 ) -> web.Response:
-    """The 200 for a fresh in-memory blob asked for without conditional or Range headers."""
+    """The 200 for a fresh in-memory blob asked for without conditional or Range headers.
+    Raises `ActiveContentRefused` for a blob `policy` refuses."""
     assert hit.body is not None  # fresh hits come from the memory cache, which holds bodies
+    headers = hit_headers(hit.meta, policy, vary_accept)
     if not head:
         app[METRICS].bytes_served += len(hit.body)
-    headers = hit_headers(hit.meta, app[CONFIG].http.cache_control, vary_accept)
     return web.Response(body=hit.body, headers=headers)
 
 
@@ -71,12 +73,14 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     """Answer with the blob's bytes (or a 206/304/412/416) from the cache, or streamed from Azure."""
     path = blob_path_after(PREFIX, request)
     config = request.app[CONFIG]
+    policy = request.app[RESPONSE_POLICY]
     conditions = Conditions.from_request(request)
     head = request.method == "HEAD"
     decision = Decision(Outcome.FULL)
 
     def choose(meta: BlobMeta) -> Span | None:
         nonlocal decision
+        policy.admit(meta.content_type)  # a refused blob: 403 before any of it is read or sent
         decision = decide(conditions, meta)
         return (decision.start, decision.end) if decision.has_body and not head else None
 
@@ -84,9 +88,10 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     variant = variant_request(request)
     hit = fetcher.fresh_hit(path) if variant is None else None
     if hit is not None and conditions.plain:
-        return plain_hit_response(request.app, hit, head)
+        return plain_hit_response(request.app, hit, policy, head)
     if hit is not None:
         resolved = hit
+        policy.admit(hit.meta.content_type)  # before 304, 412 and 416 too
         decision = decide(conditions, hit.meta)
     elif variant is not None:
         resolved = await request.app[TRANSFORMS].variants.resolve(path, variant, choose)
@@ -98,7 +103,7 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     if decision.outcome is Outcome.RANGE_NOT_SATISFIABLE:
         raise RangeNotSatisfiable(meta.size)
 
-    headers = blob_headers(meta, config.http.cache_control)
+    headers = blob_headers(meta, policy)
     headers[X_CACHE] = resolved.status.value
     if resolved.vary_accept:
         headers[VARY] = "Accept"  # the bytes depend on Accept: shared caches must key on it

@@ -16,7 +16,7 @@ from yarl import URL
 
 from devtools.azurite import free_port
 from imgproxy import hot_path, prebuilt
-from imgproxy.app import create_app
+from imgproxy.app import create_app, error_response
 from imgproxy.config import Config
 from imgproxy.hot_path import install_hot_path
 from imgproxy.prebuilt import MAX_BODY
@@ -70,7 +70,7 @@ async def served(config: Config, to_app: list[str], runners: list[web.AppRunner]
         return await application(request)
 
     runner.server.request_handler = recorded
-    install_hot_path(runner)
+    install_hot_path(runner, error_response)
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
@@ -287,7 +287,7 @@ async def test_with_the_access_log_on_hits_are_logged_with_their_size(
     config = make_test_config(origin.endpoint, container.container_name, server__access_log=True)
     runner = web.AppRunner(create_app(config), access_log=logging.getLogger("aiohttp.access"))
     await runner.setup()
-    install_hot_path(runner)
+    install_hot_path(runner, error_response)
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     data = payload(12_345, seed=47)

@@ -281,6 +281,36 @@ def test_cache_control_must_be_a_single_header_value(value: str) -> None:
     expect_error(None, {**CONN, "IMGPROXY_HTTP_CACHE_CONTROL": value}, "http.cache_control")
 
 
+def test_active_content_defaults_to_attachment() -> None:
+    """Without a setting, http.active_content is "attachment"."""
+    assert load_config(None, CONN).http.active_content == "attachment"
+
+
+@pytest.mark.parametrize("mode", ["attachment", "sandbox", "refuse"])
+def test_active_content_modes_are_accepted(tmp_path: Path, mode: str) -> None:
+    """Each of the three modes loads, from the file and from the environment."""
+    path = write_config(tmp_path, f'[http]\nactive_content = "{mode}"\n')
+    assert load_config(path, CONN).http.active_content == mode
+    assert load_config(None, {**CONN, "IMGPROXY_HTTP_ACTIVE_CONTENT": mode}).http.active_content == mode
+
+
+@pytest.mark.parametrize("value", ["", "inline", "Attachment", "refuse ", "sandbox allow-scripts"])
+def test_unknown_active_content_is_refused_naming_the_key(value: str) -> None:
+    """Any other value (case and spaces count) is a ConfigError naming the key and the choices."""
+    expect_error(
+        None,
+        {**CONN, "IMGPROXY_HTTP_ACTIVE_CONTENT": value},
+        "http.active_content",
+        "attachment, sandbox, refuse",
+        repr(value),
+    )
+
+
+def test_active_content_of_another_type_is_refused(tmp_path: Path) -> None:
+    """A TOML value that is not a string is refused naming the key."""
+    expect_error(write_config(tmp_path, "[http]\nactive_content = true\n"), CONN, "http.active_content")
+
+
 def test_missing_config_file_is_refused(tmp_path: Path) -> None:
     """A path that does not exist raises ConfigError naming the file."""
     missing = tmp_path / "nope.toml"

@@ -12,6 +12,8 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.test_utils import make_mocked_request
 
+from imgproxy.content_policy import ActiveContent, ResponsePolicy
+from imgproxy.errors import ActiveContentRefused
 from imgproxy.origin import BlobMeta
 from imgproxy.prebuilt import MAX_BODY, SENT, sent, serialized_head, write_plain_hit
 
@@ -19,6 +21,9 @@ MODIFIED = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 BODY = b"\x89PNG" + bytes(range(256)) * 4
 META = BlobMeta(size=len(BODY), etag='"0xABC"', last_modified=MODIFIED, content_type="image/png")
 CACHE_CONTROL = "public, max-age=60"
+POLICY = ResponsePolicy(CACHE_CONTROL)
+# Keeps a declared type that is not an image as it is (the default would send octet-stream).
+SANDBOX = ResponsePolicy(CACHE_CONTROL, ActiveContent.SANDBOX)
 
 
 class RecordingTransport(asyncio.Transport):
@@ -59,7 +64,7 @@ def parse(raw: bytes) -> tuple[str, dict[str, str], bytes]:
 
 def test_written_answer_is_a_complete_200_with_every_header_of_the_hit() -> None:
     transport = RecordingTransport()
-    assert write_plain_hit(request(transport), META, BODY, CACHE_CONTROL)
+    assert write_plain_hit(request(transport), META, BODY, POLICY)
     status, headers, body = parse(b"".join(transport.written))
     assert status == "HTTP/1.1 200 OK"
     assert body == BODY
@@ -70,6 +75,7 @@ def test_written_answer_is_a_complete_200_with_every_header_of_the_hit() -> None
         "cache-control": CACHE_CONTROL,
         "accept-ranges": "bytes",
         "x-content-type-options": "nosniff",
+        "content-security-policy": "default-src 'none'; sandbox",
         "x-cache": "HIT",
         "content-length": str(len(BODY)),
         "server": "imgproxy",
@@ -100,24 +106,24 @@ def test_declines_where_aiohttp_must_answer(
     body: bytes,
 ) -> None:
     meta = META if len(body) != MAX_BODY + 1 else BlobMeta(len(body), '"big"', MODIFIED, "image/png")
-    assert not write_plain_hit(request(transport, version, **headers), meta, body, CACHE_CONTROL), case
+    assert not write_plain_hit(request(transport, version, **headers), meta, body, POLICY), case
     assert transport.written == []
 
 
 @pytest.mark.parametrize("bad", ["image/png\r\nSet-Cookie: x=1", "image/png\nX: y", "image/png\r"])
 def test_a_header_value_with_a_line_break_is_never_serialized(bad: str) -> None:
     meta = BlobMeta(size=len(BODY), etag='"0xBAD"', last_modified=MODIFIED, content_type=bad)
-    assert serialized_head(meta, CACHE_CONTROL) is None
+    assert serialized_head(meta, SANDBOX) is None
     transport = RecordingTransport()
-    assert not write_plain_hit(request(transport), meta, BODY, CACHE_CONTROL)
+    assert not write_plain_hit(request(transport), meta, BODY, SANDBOX)
     assert transport.written == []
 
 
 def test_head_is_built_once_per_blob_version() -> None:
-    first = serialized_head(META, CACHE_CONTROL)
-    assert first is not None and serialized_head(META, CACHE_CONTROL) is first
+    first = serialized_head(META, POLICY)
+    assert first is not None and serialized_head(META, POLICY) is first
     changed = BlobMeta(size=len(BODY), etag='"0xDEF"', last_modified=MODIFIED, content_type="image/png")
-    other = serialized_head(changed, CACHE_CONTROL)
+    other = serialized_head(changed, POLICY)
     assert other is not None and b'ETag: "0xDEF"' in other
 
 
@@ -135,3 +141,25 @@ def test_sent_responses_are_shared_per_status_and_keep_alive() -> None:
     assert sent(502, False) is closing
     assert (closing.status, closing.keep_alive) == (502, False)
     assert sent(502, True) is not closing and sent(502, True).keep_alive is True
+
+
+def test_an_active_blob_is_serialized_as_an_attachment() -> None:
+    """Under the default policy an HTML hit goes out pre-serialized as octet-stream, attachment."""
+    html = BlobMeta(size=len(BODY), etag='"0xHTML"', last_modified=MODIFIED, content_type="text/html")
+    transport = RecordingTransport()
+    assert write_plain_hit(request(transport), html, BODY, POLICY)
+    status, headers, body = parse(b"".join(transport.written))
+    assert (status, body) == ("HTTP/1.1 200 OK", BODY)
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["content-disposition"] == "attachment"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == "default-src 'none'; sandbox"
+
+
+def test_a_refused_blob_is_never_written() -> None:
+    """Under `refuse` an SVG hit raises ActiveContentRefused and nothing reaches the transport."""
+    svg = BlobMeta(size=len(BODY), etag='"0xSVG"', last_modified=MODIFIED, content_type="image/svg+xml")
+    transport = RecordingTransport()
+    with pytest.raises(ActiveContentRefused):
+        write_plain_hit(request(transport), svg, BODY, ResponsePolicy(CACHE_CONTROL, ActiveContent.REFUSE))
+    assert transport.written == []
