@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 from aiohttp import web, web_response
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from .config import Config
@@ -170,6 +171,16 @@ class FrontDoorHandler(RequestHandler):
         if self._head_bytes:
             self.transport.write(_REQUEST_TIMEOUT)
         self.force_close()
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """A malformed request is the client's mistake, one line at INFO; aiohttp logs each with a
+        traceback at ERROR, which anyone on the internet could fill the log with."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            reason = (exc.message or type(exc).__name__).strip().splitlines()[0][:120]
+            self.logger.info("bad request from %s: %r", self._client_ip or self.peername, reason)
+            return
+        super().log_exception(*args, **kwargs)
 
     def pause_writing(self) -> None:
         super().pause_writing()
