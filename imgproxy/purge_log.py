@@ -16,6 +16,12 @@ It resumes from its last id after a disconnect. When it cannot know what it miss
 - the stream key holds something that is not a stream (then the stream is started afresh).
 The order matters: the current end is read first and `on_lost` runs after, so every purge
 appended meanwhile is either covered by the emptying or read afterwards.
+
+With `redis.signing_key` each entry also carries `m`, an HMAC (`redis_signing`) over what the
+appender knows: replica, kind, path, time and a nonce (`prev` and `e` are made inside the script
+and cannot be covered). An entry without a valid MAC is skipped and counted (`forged`): not
+applied, and not taken for a gap either (that would let whoever can write to Redis empty every
+replica's caches by adding one entry); the follower's id moves past it, so the chain holds.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from typing import Final
 from .background import stop_task
 from .errors import RedisBadReply, RedisFailure
 from .redis_link import Client, RedisLink, retry_pause_s
+from .redis_signing import PURGE, Signer, signer_for
 
 log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 100  # entries per XREAD: bounds one reply, not the log
 ALL: Final = b"all"
 PATH: Final = b"path"
+SIGNED_FIELDS: Final = (b"r", b"k", b"p", b"t", b"n")  # what an entry's MAC (`m`) covers, in order
 
 
 def _epoch_and_last(candidate: str) -> str:
@@ -56,11 +64,13 @@ if last[1] then last_id = last[1][1] end
 """
 
 
-# KEYS: stream, epoch. ARGV: max length, candidate epoch, replica, kind, path, appended-at.
+# KEYS: stream, epoch. ARGV: max length, candidate epoch, replica, kind, path, appended-at, nonce,
+# MAC ('' unsigned).
 _APPEND: Final = (
     _epoch_and_last("ARGV[2]")
     + """return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  'r', ARGV[3], 'k', ARGV[4], 'p', ARGV[5], 'prev', last_id, 'e', epoch, 't', ARGV[6])
+  'r', ARGV[3], 'k', ARGV[4], 'p', ARGV[5], 'prev', last_id, 'e', epoch, 't', ARGV[6],
+  'n', ARGV[7], 'm', ARGV[8])
 """
 )
 
@@ -107,6 +117,7 @@ class PurgeLogStats:
     applied: int
     skipped_own: int
     lost: int  # times the follower could not know what it missed and emptied the caches
+    forged: int  # entries skipped for a missing or wrong MAC (with `redis.signing_key`)
     following: bool
 
 
@@ -148,9 +159,11 @@ class PurgeLog:
         self._stopping = False
         self._following = asyncio.Event()
         self._caught_up = asyncio.Event()  # the first read from the cursor has been applied
+        self._signer: Signer | None = signer_for(link.config, link.base)
         self._append_script = link.client.register_script(_APPEND)
         self._sync_script = link.client.register_script(_SYNC)
         self._appended = self._append_failures = self._applied = self._skipped = self._lost = 0
+        self._forged = 0
 
     async def __aenter__(self) -> PurgeLog:
         self._task = asyncio.create_task(self._follow(), name="purge-log-follower")
@@ -186,20 +199,24 @@ class PurgeLog:
 
     def stats(self) -> PurgeLogStats:
         return PurgeLogStats(
-            self._appended, self._append_failures, self._applied, self._skipped, self._lost, self.following
+            self._appended,
+            self._append_failures,
+            self._applied,
+            self._skipped,
+            self._lost,
+            self._forged,
+            self.following,
         )
 
     async def append(self, path: str | None) -> bool:
         """Log a purge of `path` (None: everything). False if Redis did not take it."""
         kind, target = (ALL, b"") if path is None else (PATH, path.encode())
-        args: list[bytes | str | int] = [
-            self._max_len,
-            secrets.token_hex(8),
-            self.replica_id,
-            kind,
-            target,
-            repr(time.time()),
-        ]
+        nonce = secrets.token_hex(8).encode()
+        # The fields r, k, p, t, n, in the order of SIGNED_FIELDS.
+        signed = (self.replica_id.encode(), kind, target, repr(time.time()).encode(), nonce)
+        mac = b"" if self._signer is None else self._signer.mac(PURGE, *signed).hex().encode()
+        candidate_epoch = secrets.token_hex(8)
+        args: list[bytes | str | int] = [self._max_len, candidate_epoch, *signed, mac]
         try:
             await self._link.call(
                 lambda client: self._append_script(
@@ -291,6 +308,14 @@ class PurgeLog:
         for entry_id, fields in entries:
             cursor = self._cursor
             assert cursor is not None
+            if self._signer is not None and not _signed_by(self._signer, fields):
+                # Not ours: neither applied nor a gap (whoever wrote it could otherwise empty
+                # every replica's caches at will). Passed, so the next entry's `prev` chains.
+                self._forged += 1
+                if self._forged == 1:
+                    log.warning("purge log: entry %s has no valid MAC; skipped (counted in forged)", entry_id)
+                self._cursor = LogCursor(cursor.epoch, entry_id)
+                continue
             purge = _purge(entry_id, fields)
             chained = (
                 fields.get(b"e") == cursor.epoch.encode() and fields.get(b"prev") == cursor.last_id.encode()
@@ -315,6 +340,17 @@ class PurgeLog:
             log.exception("purge log callback failed")
             return False
         return True
+
+
+def _signed_by(signer: Signer, fields: dict[bytes, bytes]) -> bool:
+    """Whether the entry's `m` is the MAC of its signed fields."""
+    parts = [fields.get(name) for name in SIGNED_FIELDS]
+    present = [part for part in parts if part is not None]
+    try:
+        mac = bytes.fromhex(fields.get(b"m", b"").decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return len(present) == len(parts) and signer.verify(mac, PURGE, *present)
 
 
 def _entries(reply: object) -> list[tuple[str, dict[bytes, bytes]]]:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 
 from devtools.redis_server import RedisServer, cli
 from imgproxy.config import RedisConfig
 from imgproxy.purge_log import LogCursor, Purge, PurgeLog, log_keys
-from imgproxy.redis_link import RedisLink
+from imgproxy.redis_link import Client, RedisLink
 from tests.conftest import wait_until
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.tcp_proxy import TcpProxy
@@ -52,6 +54,11 @@ class Replica:
         async with asyncio.timeout(WAIT_S):
             await self.link.wait_up()
         assert await self.purge_log.append(path)
+
+    async def link_call(self, op: Callable[[Client], Awaitable[Any]]) -> Any:
+        """One command through this replica's link (e.g. to trim or dump the stream)."""
+        assert self.link is not None
+        return await self.link.call(op)
 
     @property
     def purge_log(self) -> PurgeLog:
@@ -245,3 +252,42 @@ async def test_a_follower_survives_a_hung_redis_and_applies_what_follows(own_red
         await a.append_once_up("after-hang.png")
         assert (await b.next_purge()).path == "after-hang.png"
         assert b.emptied.empty()
+
+
+# --- signed records (redis.signing_key) -------------------------------------------------------
+
+KEY = "a-signing-key-of-32-characters!!"
+
+
+async def test_with_a_signing_key_forged_entries_are_skipped_without_emptying_anything(
+    redis_target: RedisTarget,
+) -> None:
+    """Entries without a valid MAC (none, not hex, zeros, another key's, a signed entry with its
+    path changed) are counted as forged, never applied and never taken for a gap: the signed
+    purges around them are applied and nobody empties."""
+    config = redis_target.config(signing_key=KEY, log_block_s=0.2)
+    other = dataclasses.replace(config, signing_key="another-key-of-32-characters!!!!")
+    async with replicas(config, 2) as (a, b), replica(other, "intruder") as intruder:
+        assert await a.purge_log.append("first.png")
+        assert (await b.next_purge()).path == "first.png"
+        stream = a.purge_log.stream_key
+        entries = await a.link_call(lambda c: c.xrevrange(stream, count=1))
+        genuine: dict[bytes, bytes] = dict(entries[0][1])
+        assert await intruder.purge_log.append("other-key.png")
+
+        async def add(fields: dict[bytes, bytes]) -> None:
+            await a.link_call(lambda c: c.xadd(stream, fields))  # type: ignore[arg-type]
+
+        await add({k: v for k, v in genuine.items() if k != b"m"})
+        await add({**genuine, b"m": b"not hex"})
+        await add({**genuine, b"m": b"0" * 64})
+        await add({**genuine, b"p": b"changed.png"})
+        assert await a.purge_log.append("second.png")
+        assert (await b.next_purge()).path == "second.png"
+        assert b.purges.empty() and b.emptied.empty()
+        assert (b.purge_log.stats().forged, b.purge_log.stats().applied, b.purge_log.stats().lost) == (
+            5,
+            2,
+            0,
+        )
+        assert a.emptied.empty() and a.purge_log.stats().forged == 5
