@@ -197,6 +197,7 @@ _LOG_COUNTERS: Final = {
     "applied": "Other replicas' purges applied here.",
     "lost": "Times this replica could not know what it missed in the log and emptied its caches.",
     "forged": "Log entries skipped for a missing or wrong MAC (redis.signing_key set).",
+    "checks": "Times the follower compared the stream's end with its position (reconnects, idle periods).",
 }
 
 

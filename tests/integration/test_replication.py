@@ -376,3 +376,4 @@ async def test_with_a_signing_key_injected_values_and_purges_are_never_served_or
     assert (stats["purge_log"]["forged"], stats["purge_log"]["lost"]) == (1, 0)
     metrics = (await (await b.get("/metrics")).text()).splitlines()
     assert "imgproxy_purge_log_forged_total 1.0" in metrics
+    assert any(line.startswith("imgproxy_purge_log_checks_total ") for line in metrics)
