@@ -160,6 +160,8 @@ class RedisConfig:
     log_block_s: float = 1.0
     announce_ttl_s: float = 30.0
     catch_up_s: float = 2.0
+    # HMAC-SHA256 key of shared entries and purge-log records; empty: Redis is trusted unsigned.
+    signing_key: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +246,7 @@ _MINIMUM: Final[dict[str, float]] = {
 }
 PRESET_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
+MIN_SIGNING_KEY_CHARS: Final = 16  # a short key is guessable offline from one signed value
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -468,6 +471,12 @@ def _check_redis(redis: RedisConfig) -> None:
     if "{" in redis.prefix or "}" in redis.prefix:
         # Keys of one path share a cluster hash tag; a brace in the prefix would become the tag.
         raise ConfigError(f"redis.prefix: must not contain braces, got {redis.prefix!r}")
+    if redis.signing_key and len(redis.signing_key) < MIN_SIGNING_KEY_CHARS:
+        # Not echoed: it is a secret.
+        raise ConfigError(
+            f"redis.signing_key: empty (off) or at least {MIN_SIGNING_KEY_CHARS} characters, "
+            f"got {len(redis.signing_key)}"
+        )
     if any(ord(ch) < 0x21 or ord(ch) == 0x7F for ch in redis.prefix):
         raise ConfigError(
             f"redis.prefix: must not contain spaces or control characters, got {redis.prefix!r}"

@@ -197,6 +197,8 @@ _LOG_COUNTERS: Final = {
     "append_failures": "Purges that could not be logged (answered 502, logged: false).",
     "applied": "Other replicas' purges applied here.",
     "lost": "Times this replica could not know what it missed in the log and emptied its caches.",
+    "forged": "Log entries skipped for a missing or wrong MAC (redis.signing_key set).",
+    "checks": "Times the follower compared the stream's end with its position (reconnects, idle periods).",
 }
 
 

@@ -213,6 +213,16 @@ class RedisLink:
         except RedisFailure:  # raised by `op` itself on an answer of the wrong shape
             self._answered()
             raise
+        except redis_exceptions.RedisClusterException as exc:
+            # Not a RedisError: the cluster client's own. No node reachable (it carries the
+            # connection's error as its cause, e.g. every node refused or failed AUTH) or a slot
+            # no node serves is Redis being away; anything else is a bug of ours.
+            if not isinstance(exc, redis_exceptions.SlotNotCoveredError) and not isinstance(
+                exc.__cause__, CONNECTION_LOST
+            ):
+                raise
+            self._failed()
+            raise RedisUnavailable(f"{type(exc).__name__}: {exc}") from exc
         except CONNECTION_LOST as exc:
             # Refused, reset, a cluster that lost its slots, or bytes that are not RESP.
             self._failed()

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 from typing import Final
 
+# KEYS: entry. ARGV: the largest value to return, in bytes.
+# Returns the value, nil, or (over the cap) its length as an integer instead: a value no entry can
+# be (written by someone else) never leaves Redis, whatever its size.
+READ_ENTRY: Final = """
+local size = redis.call('STRLEN', KEYS[1])
+if size > tonumber(ARGV[1]) then return size end
+return redis.call('GET', KEYS[1])
+"""
+
 # KEYS: lock, members, purged, vpurged, entry. ARGV: token, lock ms.
 # Returns {1 or 0, purge token or false, variant purge token or false}. Not taken (0) while the
 # entry exists: it was published since the claimer's lookup missed (the publisher's store freed

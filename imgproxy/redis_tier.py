@@ -2,7 +2,10 @@
 
 `lookup(path, variant)` reads the tier's generation, the entry and the path's purge tokens in one
 pipeline and returns a verified `SharedEntry` or None (a miss: garbage, truncation, a wrong hash,
-another generation are deleted and counted). It never raises: Redis failing costs a miss.
+another generation, a missing or wrong MAC with `redis.signing_key`, a value larger than any entry
+can be are deleted and counted). The entry is read through a script that answers its length
+instead of a value over `redis_codec.max_value_bytes`, so such a value never leaves Redis. It
+never raises: Redis failing costs a miss.
 
 Storing needs a `StoreTicket` taken before the download began, so that a purge in between (on
 any replica) refuses the store and old bytes never come back:
@@ -37,19 +40,21 @@ from .errors import RedisBadReply, RedisFailure
 from .origin import BlobMeta
 from .redis_codec import (
     FETCHED_AT_OFFSET,
-    MAGIC,
     SharedEntry,
     decode_entry,
     encode_entry,
     entry_keys,
     etag_digest,
     generation_key,
+    magic_of,
+    max_value_bytes,
     members_key,
     pack_fetched_at,
     purge_token_keys,
 )
 from .redis_link import Client, RedisLink
 from .redis_notify import notify_channel
+from .redis_signing import signer_for
 
 ScriptArg = bytes | str | int | float
 SEEN_MAX_PATHS: Final = 10_000  # purge tokens remembered for tickets (a few dozen bytes each)
@@ -104,6 +109,8 @@ class RedisTier:
         self.base = link.base
         self.config = link.config
         self.channel = notify_channel(link.base)
+        self._signer = signer_for(link.config, link.base)
+        self._max_value = max_value_bytes(link.config.max_item_bytes)
         client = link.client
         self._claim = client.register_script(scripts.CLAIM)
         self._store = client.register_script(scripts.STORE)
@@ -154,7 +161,9 @@ class RedisTier:
             return False
         keys = entry_keys(self.base, ticket.path, ticket.variant)
         fetched = time.time() if fetched_at is None else fetched_at
-        value = encode_entry(ticket.path, ticket.variant, ticket.generation, meta, body, fetched, source_etag)
+        value = encode_entry(
+            ticket.path, ticket.variant, ticket.generation, meta, body, fetched, source_etag, self._signer
+        )
         args: list[ScriptArg] = [
             ticket.lock_token, value, _ms(self.config.ttl_s), self.channel,
             b"s " + keys.members.encode(), ticket.purged, ticket.vpurged,
@@ -180,7 +189,7 @@ class RedisTier:
         """Azure confirmed version `etag` at `fetched_at`: renew that entry's age and expiry."""
         keys = entry_keys(self.base, path, variant)
         args: list[ScriptArg] = [
-            MAGIC,
+            magic_of(self._signer),
             etag_digest(etag),
             pack_fetched_at(fetched_at),
             _ms(self.config.ttl_s),
@@ -284,7 +293,12 @@ class RedisTier:
 
         async def read(client: Client) -> list[object]:
             pipe = client.pipeline(transaction=False)
-            for key in (generation_key(self.base), keys.entry, keys.purged, keys.vpurged):
+            pipe.get(generation_key(self.base))
+            # EVAL with the script's text, not EVALSHA: redis-py's cluster pipeline refuses
+            # EVALSHA, and its standalone pipeline, given a script object, sends SCRIPT EXISTS
+            # first (a second round trip per lookup). Redis keeps the script compiled by its SHA-1.
+            pipe.eval(scripts.READ_ENTRY, 1, keys.entry, self._max_value)
+            for key in (keys.purged, keys.vpurged):
                 pipe.get(key)
             if with_lock:
                 pipe.exists(keys.lock)
@@ -305,7 +319,12 @@ class RedisTier:
         if raw is None:
             self._misses += 1
             return None, locked
-        entry = decode_entry(raw, path, variant, current if isinstance(current, str) else None)
+        # An integer is the script's answer for a value over the cap (its length): garbage.
+        entry = None
+        if not isinstance(raw, int):
+            entry = decode_entry(
+                raw, path, variant, current if isinstance(current, str) else None, self._signer
+            )
         if entry is None:
             self._garbage += 1
             self._misses += 1

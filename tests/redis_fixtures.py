@@ -26,6 +26,7 @@ class RedisTarget:
     url: str
     cluster: bool
     node: RedisServer  # the server, or one node of the cluster
+    nodes: tuple[RedisServer, ...] = ()  # every node (the server alone, or the cluster's masters)
 
     def keyslot(self, key: str) -> int:
         """The cluster slot of `key`, as Redis itself computes it (CLUSTER KEYSLOT)."""
@@ -68,6 +69,6 @@ def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
     """The shared standalone server, then the shared cluster (each started on first use)."""
     if request.param == "cluster":
         cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-        return RedisTarget(cluster.url, cluster=True, node=cluster.nodes[0])
+        return RedisTarget(cluster.url, cluster=True, node=cluster.nodes[0], nodes=tuple(cluster.nodes))
     server: RedisServer = request.getfixturevalue("redis_server")
-    return RedisTarget(server.url, cluster=False, node=server)
+    return RedisTarget(server.url, cluster=False, node=server, nodes=(server,))

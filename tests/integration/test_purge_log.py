@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 
 from devtools.redis_server import RedisServer, cli
 from imgproxy.config import RedisConfig
 from imgproxy.purge_log import LogCursor, Purge, PurgeLog, log_keys
-from imgproxy.redis_link import RedisLink
+from imgproxy.redis_link import Client, RedisLink
 from tests.conftest import wait_until
 from tests.redis_fixtures import RedisTarget, redis_config
+from tests.redis_partition import partitioned
 from tests.tcp_proxy import TcpProxy
 
 WAIT_S = 10.0  # bound on every wait for a purge or an emptying
@@ -52,6 +55,17 @@ class Replica:
         async with asyncio.timeout(WAIT_S):
             await self.link.wait_up()
         assert await self.purge_log.append(path)
+
+    async def more_checks(self, count: int) -> None:
+        """Wait (bounded) until the follower has compared the stream's end with its id `count`
+        more times (a counter: there is no event for it)."""
+        target = self.purge_log.stats().checks + count
+        await wait_until(lambda: self.purge_log.stats().checks >= target, timeout_s=WAIT_S)
+
+    async def link_call(self, op: Callable[[Client], Awaitable[Any]]) -> Any:
+        """One command through this replica's link (e.g. to trim or dump the stream)."""
+        assert self.link is not None
+        return await self.link.call(op)
 
     @property
     def purge_log(self) -> PurgeLog:
@@ -245,3 +259,134 @@ async def test_a_follower_survives_a_hung_redis_and_applies_what_follows(own_red
         await a.append_once_up("after-hang.png")
         assert (await b.next_purge()).path == "after-hang.png"
         assert b.emptied.empty()
+
+
+# --- lost entries: the stream's end compared with the follower's ------------------------------
+
+
+async def test_a_stream_trimmed_empty_while_a_follower_is_cut_off_makes_it_empty_itself_once(
+    redis_target: RedisTarget,
+) -> None:
+    """Cut off while another replica logs a purge and the stream is trimmed to nothing: back, the
+    follower finds nothing to read past its id yet the stream moved on, so it empties its caches
+    once (not again at later checks), then applies new purges."""
+    config = redis_target.config(breaker_cooldown_s=0.05, log_block_s=0.2)
+    async with (
+        partitioned(redis_target, config) as (cut_config, partition),
+        replica(config, "a") as a,
+        replica(cut_config, "b") as b,
+    ):
+        assert await a.purge_log.append("before.png")
+        assert (await b.next_purge()).path == "before.png"
+        partition.cut()
+        assert await a.purge_log.append("missed.png")
+        stream = a.purge_log.stream_key
+        await a.link_call(lambda c: c.xtrim(stream, maxlen=0, approximate=False))
+        partition.heal()
+        await b.next_emptying()
+        await b.more_checks(3)
+        assert await a.purge_log.append("after.png")
+        assert (await b.next_purge()).path == "after.png"
+        assert b.emptied.empty() and b.purge_log.stats().lost == 1
+        assert b.purge_log.stats().applied == 2  # before.png and after.png; missed.png was lost
+
+
+async def test_a_follower_resumed_after_the_stream_was_trimmed_empty_empties_itself_once(
+    redis_target: RedisTarget,
+) -> None:
+    """Stopped, then a purge is logged and the stream trimmed to nothing: resumed from its saved
+    id the follower reads nothing, sees the stream's last id ahead of its own, and empties once."""
+    config = redis_target.config(log_block_s=0.2)
+    async with replica(config, "appender") as appender:
+        async with replica(config, "b") as b:
+            cursor = b.purge_log.cursor
+        assert await appender.purge_log.append("missed.png")
+        stream = appender.purge_log.stream_key
+        await appender.link_call(lambda c: c.xtrim(stream, maxlen=0, approximate=False))
+        async with replica(config, "b", resume=cursor) as b_again:
+            await b_again.next_emptying()
+            assert await appender.purge_log.append("after.png")
+            assert (await b_again.next_purge()).path == "after.png"
+            assert b_again.emptied.empty() and b_again.purge_log.stats().lost == 1
+
+
+async def test_a_stream_restored_to_an_older_copy_makes_its_followers_empty_themselves_once(
+    redis_server: RedisServer,
+) -> None:
+    """A failover to a replica that lacked the last entry, played as RESTORE of a DUMP taken before
+    it: the followers' ids are now ahead of the stream's end, so each empties once; purges
+    appended afterwards chain to the restored end and are applied."""
+    config = redis_config(redis_server.url, log_block_s=0.2)
+    async with replicas(config, 2) as (a, b):
+        stream = a.purge_log.stream_key
+        assert await a.purge_log.append("one.png")
+        assert (await b.next_purge()).path == "one.png"
+        older = await a.link_call(lambda c: c.dump(stream))
+        assert isinstance(older, bytes)
+        assert await a.purge_log.append("two.png")
+        assert (await b.next_purge()).path == "two.png"
+        await a.link_call(lambda c: c.restore(stream, 0, older, replace=True))
+        await a.next_emptying()
+        await b.next_emptying()
+        assert await a.purge_log.append("three.png")
+        assert (await b.next_purge()).path == "three.png"
+        assert all(r.emptied.empty() and r.purge_log.stats().lost == 1 for r in (a, b))
+
+
+async def test_idle_followers_with_nothing_lost_never_empty_themselves(redis_target: RedisTarget) -> None:
+    """Many idle checks, purges appended and read, and the stream trimmed to nothing after both
+    read everything: no follower empties its caches."""
+    config = redis_target.config(log_block_s=0.05)
+    async with replicas(config, 2) as (a, b):
+        assert await a.purge_log.append("x.png")
+        assert (await b.next_purge()).path == "x.png"
+        assert await b.purge_log.append("y.png")
+        assert (await a.next_purge()).path == "y.png"
+        # Each has also read past its own entry (else trimming it unread is a loss to that follower).
+        await wait_until(lambda: all(r.purge_log.stats().skipped_own == 1 for r in (a, b)), timeout_s=WAIT_S)
+        stream = a.purge_log.stream_key
+        await a.link_call(lambda c: c.xtrim(stream, maxlen=0, approximate=False))
+        for r in (a, b):
+            await r.more_checks(10)
+        assert await a.purge_log.append("z.png")
+        assert (await b.next_purge()).path == "z.png"
+        assert all(r.emptied.empty() and r.purge_log.stats().lost == 0 for r in (a, b))
+
+
+# --- signed records (redis.signing_key) -------------------------------------------------------
+
+KEY = "a-signing-key-of-32-characters!!"
+
+
+async def test_with_a_signing_key_forged_entries_are_skipped_without_emptying_anything(
+    redis_target: RedisTarget,
+) -> None:
+    """Entries without a valid MAC (none, not hex, zeros, another key's, a signed entry with its
+    path changed) are counted as forged, never applied and never taken for a gap: the signed
+    purges around them are applied and nobody empties."""
+    config = redis_target.config(signing_key=KEY, log_block_s=0.2)
+    other = dataclasses.replace(config, signing_key="another-key-of-32-characters!!!!")
+    async with replicas(config, 2) as (a, b), replica(other, "intruder") as intruder:
+        assert await a.purge_log.append("first.png")
+        assert (await b.next_purge()).path == "first.png"
+        stream = a.purge_log.stream_key
+        entries = await a.link_call(lambda c: c.xrevrange(stream, count=1))
+        genuine: dict[bytes, bytes] = dict(entries[0][1])
+        assert await intruder.purge_log.append("other-key.png")
+
+        async def add(fields: dict[bytes, bytes]) -> None:
+            await a.link_call(lambda c: c.xadd(stream, fields))  # type: ignore[arg-type]
+
+        await add({k: v for k, v in genuine.items() if k != b"m"})
+        await add({**genuine, b"m": b"not hex"})
+        await add({**genuine, b"m": b"0" * 64})
+        await add({**genuine, b"p": b"changed.png"})
+        assert await a.purge_log.append("second.png")
+        assert (await b.next_purge()).path == "second.png"
+        assert b.purges.empty() and b.emptied.empty()
+        assert (b.purge_log.stats().forged, b.purge_log.stats().applied, b.purge_log.stats().lost) == (
+            5,
+            2,
+            0,
+        )
+        assert a.emptied.empty() and a.purge_log.stats().forged == 5

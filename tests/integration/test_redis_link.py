@@ -19,6 +19,7 @@ from devtools.redis_server import RedisServer, free_port, run_redis
 from imgproxy.errors import RedisBadReply, RedisTimeout, RedisUnavailable
 from imgproxy.redis_link import Client, RedisLink, retry_pause_s
 from tests.redis_fixtures import RedisTarget, redis_config
+from tests.redis_partition import partitioned
 from tests.tcp_proxy import TcpProxy
 from tests.tls import loopback_tls
 
@@ -101,6 +102,25 @@ async def test_the_probe_closes_the_breaker_when_redis_is_back(own_redis: RedisS
             await link.wait_up()
         assert await link.call(ping)
         assert not link.stats().breaker_open
+
+
+async def test_a_client_cut_off_from_redis_is_unavailable_then_up_again_once_healed(
+    redis_target: RedisTarget,
+) -> None:
+    """Cut off (standalone: connections reset; cluster: every node refuses the client at AUTH),
+    calls fail as RedisUnavailable and count against the breaker; healed, the probe brings the
+    link up again."""
+    cut_off = partitioned(redis_target, redis_target.config(breaker_cooldown_s=0.05))
+    async with cut_off as (config, partition), RedisLink(config, "images") as link:
+        assert await link.call(ping)
+        partition.cut()
+        with pytest.raises(RedisUnavailable):
+            await link.call(ping)
+        assert not link.up and link.stats().failures >= 1
+        partition.heal()
+        async with asyncio.timeout(5):
+            await link.wait_up()
+        assert await link.call(ping)
 
 
 async def test_a_hung_redis_costs_at_most_timeout_s_per_call(own_redis: RedisServer) -> None:

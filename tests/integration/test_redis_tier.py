@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 
-from devtools.redis_server import RedisServer
+from devtools.redis_server import RedisServer, cli
 from imgproxy.config import RedisConfig
 from imgproxy.errors import RedisFailure
-from imgproxy.redis_codec import entry_keys, members_key
+from imgproxy.redis_codec import entry_keys, max_value_bytes, members_key
 from imgproxy.redis_tier import ClaimState, RedisTier
 from tests.conftest import payload
 from tests.redis_fixtures import RedisTarget, redis_config
@@ -268,3 +270,99 @@ async def test_a_variant_key_that_looks_like_a_variant_marker_in_the_container_i
         await put(tier, "o.png", b"var", variant="w=1")
         assert await tier.purge("o.png", variants_only=True) == 1
         assert await tier.lookup("o.png") is not None
+
+
+KEY = "a-signing-key-of-32-characters!!"
+
+
+def net_output_bytes(server: RedisServer) -> int:
+    """What the server has written to all its clients so far (INFO stats)."""
+    for line in cli(server, "INFO", "stats").splitlines():
+        if line.startswith("total_net_output_bytes:"):
+            return int(line.split(":", 1)[1])
+    raise AssertionError("INFO stats has no total_net_output_bytes")
+
+
+async def test_a_value_larger_than_any_entry_is_refused_and_deleted(redis_target: RedisTarget) -> None:
+    """A value over max_item_bytes plus the metadata bound is a miss, counted as garbage and deleted."""
+    config = redis_target.config(max_item_bytes=1000)
+    async with open_tier(config) as tier:
+        key = entry_keys(config.prefix + "images:", "huge.png", None).entry
+        await tier._link.call(lambda c: c.set(key, b"IPX2" + b"\x00" * max_value_bytes(1000)))
+        assert await tier.lookup("huge.png") is None
+        assert (tier.stats().garbage, tier.stats().misses) == (1, 1)
+        assert await tier._link.call(lambda c: c.exists(key)) == 0
+
+
+async def test_a_value_over_the_cap_never_leaves_redis(own_redis: RedisServer) -> None:
+    """Looking up a 4 MiB value with a 1000-byte cap makes the server send a few KiB, not the value."""
+    config = redis_config(own_redis.url, max_item_bytes=1000)
+    async with open_tier(config) as tier:
+        key = entry_keys(config.prefix + "images:", "huge.png", None).entry
+        await tier._link.call(lambda c: c.set(key, payload(4 * 1024 * 1024, seed=9)))
+        before = net_output_bytes(own_redis)
+        assert await tier.lookup("huge.png") is None
+        sent = net_output_bytes(own_redis) - before  # the lookup, its DEL and one INFO reply
+        assert sent < 64 * 1024
+        assert tier.stats().garbage == 1
+
+
+async def test_an_entry_of_max_item_bytes_signed_is_served(redis_target: RedisTarget) -> None:
+    """The cap leaves room for the largest legitimate entry: a body of max_item_bytes, signed."""
+    config = redis_target.config(max_item_bytes=5000, signing_key=KEY)
+    body = payload(5000, seed=10)
+    async with open_tier(config) as writer, open_tier(config) as reader:
+        await put(writer, "max.png", body)
+        entry = await reader.lookup("max.png")
+        assert entry is not None and hashlib.sha256(entry.body).digest() == hashlib.sha256(body).digest()
+
+
+async def test_a_fetched_at_in_the_future_reads_as_the_moment_of_the_lookup(
+    redis_target: RedisTarget,
+) -> None:
+    """An entry written with fetched-at a year ahead is as old as the lookup, never fresher."""
+    async with open_tier(redis_target.config()) as tier:
+        await put(tier, "future.png", b"ahead", fetched_at=time.time() + 365 * 86400)
+        started = time.time()
+        entry = await tier.lookup("future.png")
+        assert entry is not None and started <= entry.fetched_at <= time.time()
+
+
+@pytest.mark.parametrize(
+    ("writer_key", "reader_key", "served"),
+    [
+        pytest.param(KEY, KEY, True, id="same-key"),
+        pytest.param(KEY, "another-key-of-32-characters!!!!", False, id="other-key"),
+        pytest.param(KEY, "", False, id="reader-unsigned"),
+        pytest.param("", KEY, False, id="writer-unsigned"),
+    ],
+)
+async def test_with_a_signing_key_only_entries_signed_with_it_are_served(
+    redis_target: RedisTarget, writer_key: str, reader_key: str, served: bool
+) -> None:
+    """A reader serves an entry only if it was signed with the reader's key (or neither has one);
+    anything else is garbage: a miss, counted and deleted."""
+    base = redis_target.config()
+    body = payload(3000, seed=11)
+    async with (
+        open_tier(dataclasses.replace(base, signing_key=writer_key)) as writer,
+        open_tier(dataclasses.replace(base, signing_key=reader_key)) as reader,
+    ):
+        await put(writer, "signed.png", body)
+        entry = await reader.lookup("signed.png")
+        key = entry_keys(base.prefix + "images:", "signed.png", None).entry
+        if served:
+            assert entry is not None and entry.body == body and reader.stats().garbage == 0
+        else:
+            assert entry is None and reader.stats().garbage == 1
+            assert await reader._link.call(lambda c: c.exists(key)) == 0
+
+
+async def test_renew_keeps_a_signed_entry_valid(redis_target: RedisTarget) -> None:
+    """renew() rewrites fetched-at in place; the signed entry still verifies, with the new age."""
+    async with open_tier(redis_target.config(signing_key=KEY)) as tier:
+        body = payload(3000, seed=12)
+        await put(tier, "renewed.png", body, fetched_at=10.0)
+        assert await tier.renew("renewed.png", None, meta_of(body).etag, 20.5)
+        entry = await tier.lookup("renewed.png")
+        assert entry is not None and entry.fetched_at == 20.5 and entry.body == body

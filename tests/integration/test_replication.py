@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,7 +24,9 @@ from azure.storage.blob.aio import ContainerClient
 from devtools.redis_server import RedisServer
 from imgproxy.app import create_app
 from imgproxy.keys import FETCHER, REPLICATION
-from imgproxy.redis_codec import entry_keys
+from imgproxy.origin import BlobMeta
+from imgproxy.purge_log import log_keys
+from imgproxy.redis_codec import encode_entry, entry_keys, generation_key
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
 from tests.disk_support import data_files
 from tests.origin_proxy import OriginProxy
@@ -326,3 +329,51 @@ async def test_admin_stats_list_the_replicas_and_say_redis_up(
     assert ids <= {replica["id"] for replica in body["replicas"]}
     metrics = await (await a.get("/metrics")).text()
     assert "imgproxy_redis_up 1.0" in metrics.splitlines()
+
+
+# --- redis.signing_key ---------------------------------------------------------------------------
+
+SIGNING_KEY: Final = "a-signing-key-of-32-characters!!"
+
+
+async def test_with_a_signing_key_injected_values_and_purges_are_never_served_or_applied(
+    make_replica: MakeReplica, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
+) -> None:
+    """Replicas sharing a signing key share a blob through Redis as before. A well-formed unsigned
+    entry with other bytes, written over it by someone without the key, is a MISS from Azure with
+    the right bytes (counted as garbage); an unsigned purge record is skipped (counted as forged in
+    /admin/cache and /metrics), and the blob stays a memory HIT."""
+    data, evil = payload(40_000, seed=20), payload(40_000, seed=21)
+    await upload(container, "signed.png", data)
+    a, b, c = await replicas(make_replica, redis_target, 3, redis__signing_key=SIGNING_KEY)
+    assert (await get(a, "signed.png"))[:2] == (200, "MISS")
+    await wait_until(lambda: stat(a, "redis_stores") == 1)
+    status, cache, body = await get(b, "signed.png")
+    assert (status, cache, sha256(body)) == (200, "HIT", sha256(data))
+
+    base = a.app[REPLICATION].base
+    stream = a.app[REPLICATION].log.stream_key
+    raw = redis_client(redis_target)
+    try:
+        generation = (await raw.get(generation_key(base))).decode()
+        meta = BlobMeta(len(evil), '"evil"', datetime.now(UTC), "image/png", None)
+        injected = encode_entry("signed.png", None, generation, meta, evil, time.time())
+        await raw.set(entry_keys(base, "signed.png", None).entry, injected)
+        status, cache, body = await get(c, "signed.png")
+        assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
+        assert stat(c, "redis_garbage") == 1
+
+        epoch = await raw.get(log_keys(base)[1])
+        forged = {"r": "intruder", "k": "path", "p": "signed.png", "prev": "0-0", "e": epoch, "t": "1.0"}
+        await raw.xadd(stream, {**forged, "n": "00", "m": "00" * 32})
+    finally:
+        await raw.aclose()
+    await wait_until(lambda: b.app[REPLICATION].log.stats().forged == 1)
+    assert (await get(b, "signed.png"))[1] == "HIT"
+    assert stat(b, "redis_hits") == 1  # still from B's memory: the forged purge was not applied
+    assert origin.count("signed.png") == 2  # A's download and C's, after the injected value
+    stats = await (await b.get("/admin/cache", headers=AUTH)).json()
+    assert (stats["purge_log"]["forged"], stats["purge_log"]["lost"]) == (1, 0)
+    metrics = (await (await b.get("/metrics")).text()).splitlines()
+    assert "imgproxy_purge_log_forged_total 1.0" in metrics
+    assert any(line.startswith("imgproxy_purge_log_checks_total ") for line in metrics)

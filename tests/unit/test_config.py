@@ -539,6 +539,20 @@ def test_redis_is_off_by_default_with_the_documented_bounds() -> None:
     redis = load_config(None, CONN).redis
     assert (redis.url, redis.cluster, redis.prefix) == ("", False, "imgproxy:")
     assert (redis.timeout_s, redis.max_item_bytes) == (0.1, 1024 * 1024)
+    assert redis.signing_key == ""  # nothing signed
+
+
+def test_the_redis_signing_key_comes_from_the_environment_and_stays_out_of_the_repr() -> None:
+    """IMGPROXY_REDIS_SIGNING_KEY sets it; printing the config does not show it."""
+    config = load_config(None, {**CONN, "IMGPROXY_REDIS_SIGNING_KEY": "sixteen-or-more-chars"})
+    assert config.redis.signing_key == "sixteen-or-more-chars"
+    assert "sixteen-or-more-chars" not in repr(config)
+
+
+def test_a_short_redis_signing_key_is_refused_without_echoing_it() -> None:
+    """Under 16 characters is refused naming redis.signing_key, and the key is not repeated."""
+    message = expect_error(None, {**CONN, "IMGPROXY_REDIS_SIGNING_KEY": "short-secret"}, "redis.signing_key")
+    assert "short-secret" not in message
 
 
 def test_redis_settings_come_from_the_environment() -> None:

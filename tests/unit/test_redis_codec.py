@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import struct
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -14,16 +15,20 @@ from imgproxy.origin import BlobMeta
 from imgproxy.redis_codec import (
     FETCHED_AT_OFFSET,
     MAGIC,
+    SIGNED_MAGIC,
+    body_hash,
     decode_entry,
     encode_entry,
     entry_keys,
     etag_digest,
     generation_key,
+    max_value_bytes,
     members_key,
     pack_fetched_at,
     path_tag,
     purge_token_keys,
 )
+from imgproxy.redis_signing import MAC_BYTES, Signer
 
 BASE = "imgproxy:images:"
 META = BlobMeta(5, '"0x8D1"', datetime(2026, 11, 1, 12, 30, 5, tzinfo=UTC), "image/png", b"\x01" * 16)
@@ -175,3 +180,91 @@ def test_fetched_at_lives_at_its_fixed_offset() -> None:
 def test_garbage_truncation_and_wrong_hashes_never_decode(raw: object) -> None:
     """Anything but a whole, verified entry is a miss."""
     assert decode_entry(raw, "a/b.png", None, "g1") is None
+
+
+KEY = "a-signing-key-of-32-characters!!"
+SIGNER = Signer(KEY, BASE)
+
+
+def test_a_fetched_at_in_the_future_is_read_as_now() -> None:
+    """An entry claiming to be fetched after the moment it is read is exactly as old as that moment."""
+    entry = decode_entry(encoded(fetched_at=5_000.0), "a/b.png", None, "g1", now=1_000.0)
+    assert entry is not None and entry.fetched_at == 1_000.0
+    past = decode_entry(encoded(fetched_at=500.0), "a/b.png", None, "g1", now=1_000.0)
+    assert past is not None and past.fetched_at == 500.0
+
+
+def test_a_fetched_at_in_the_future_is_clamped_by_the_clock_by_default() -> None:
+    """Without `now`, the clamp is the wall clock at decoding."""
+    entry = decode_entry(encoded(fetched_at=time.time() + 10**6), "a/b.png", None, "g1")
+    assert entry is not None and entry.fetched_at <= time.time()
+
+
+def test_a_signed_entry_round_trips_under_its_own_magic() -> None:
+    """Signed with the key: same metadata, body and fetched-at back, and a magic of its own."""
+    raw = encoded(signer=SIGNER)
+    assert raw.startswith(SIGNED_MAGIC) and not raw.startswith(MAGIC)
+    entry = decode_entry(raw, "a/b.png", None, "g1", SIGNER)
+    assert entry is not None and (entry.meta, entry.body, entry.fetched_at) == (META, BODY, 1.5)
+
+
+def test_renewing_fetched_at_in_place_keeps_a_signed_entry_valid() -> None:
+    """The MAC leaves fetched-at out: the renew script's SETRANGE does not void it."""
+    raw = bytearray(encoded(signer=SIGNER))
+    raw[FETCHED_AT_OFFSET : FETCHED_AT_OFFSET + 8] = pack_fetched_at(99.25)
+    entry = decode_entry(bytes(raw), "a/b.png", None, "g1", SIGNER)
+    assert entry is not None and entry.fetched_at == 99.25 and entry.body == BODY
+
+
+def replaced_body(raw: bytes, body: bytes, signed: bool = True) -> bytes:
+    """`raw` with another body and the header's size and hash made to match it, as anyone who can
+    write to Redis could do (the MAC, if any, left as it was)."""
+    (length,) = struct.unpack_from(">I", raw, 4)
+    start = 24 + (MAC_BYTES if signed else 0)
+    header = json.loads(raw[start : start + length])
+    header["s"], header["h"] = len(body), body_hash(body)
+    new_header = json.dumps(header, separators=(",", ":")).encode()
+    return raw[:4] + struct.pack(">I", len(new_header)) + raw[8:start] + new_header + body
+
+
+def flipped(raw: bytes, index: int) -> bytes:
+    return raw[:index] + bytes([raw[index] ^ 1]) + raw[index + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("raw", "signer"),
+    [
+        pytest.param(encoded(), SIGNER, id="unsigned-read-with-a-key"),
+        pytest.param(encoded(signer=SIGNER), None, id="signed-read-without-a-key"),
+        pytest.param(
+            encoded(signer=Signer("another-key-of-32-characters!!!!", BASE)), SIGNER, id="other-key"
+        ),
+        pytest.param(encoded(signer=Signer(KEY, "imgproxy:other:")), SIGNER, id="other-deployment"),
+        pytest.param(MAGIC + encoded(signer=SIGNER)[4:], SIGNER, id="magic-swapped"),
+        pytest.param(flipped(encoded(signer=SIGNER), 30), SIGNER, id="mac-flipped"),
+        pytest.param(flipped(encoded(signer=SIGNER), 24 + MAC_BYTES + 3), SIGNER, id="header-flipped"),
+        pytest.param(flipped(encoded(signer=SIGNER), 20), SIGNER, id="etag-digest-flipped"),
+        pytest.param(replaced_body(encoded(signer=SIGNER), b"evil!"), SIGNER, id="body-and-hash-replaced"),
+        pytest.param(encoded(signer=SIGNER)[: 24 + MAC_BYTES - 1], SIGNER, id="cut-in-the-mac"),
+    ],
+)
+def test_an_entry_without_a_valid_mac_never_decodes(raw: bytes, signer: Signer | None) -> None:
+    """Unsigned, signed by another key or for another deployment, or changed anywhere the MAC
+    covers (the body through its hash): a miss."""
+    assert decode_entry(raw, "a/b.png", None, "g1", signer) is None
+
+
+def test_without_a_key_a_replaced_body_with_its_hash_is_served() -> None:
+    """What signing is for: unsigned, a writer to Redis who fixes the hash can serve any bytes."""
+    entry = decode_entry(replaced_body(encoded(), b"evil!", signed=False), "a/b.png", None, "g1")
+    assert entry is not None and entry.body == b"evil!"
+
+
+def test_the_largest_entry_fits_the_value_cap() -> None:
+    """A body of max_item_bytes with the longest path and a signature is not over max_value_bytes."""
+    body = b"x" * 1000
+    meta = dataclasses.replace(META, size=len(body))
+    path = "ü" * 1024  # two bytes each in the header
+    raw = encode_entry(path, "w=100&h=100&fm=webp", "g1", meta, body, 1.5, '"src"', SIGNER)
+    assert len(raw) <= max_value_bytes(len(body))
+    assert decode_entry(raw, path, "w=100&h=100&fm=webp", "g1", SIGNER) is not None
