@@ -195,14 +195,14 @@ def render_baseline(
         lines += _table(header, rows)
         lines += [
             "",
-            f"req/s and p99: medians of {repeat} run(s) each. In every repetition `{NEW_NAME}` ran right "
-            f"before `{BASE_NAME}` (cache workloads: both started and warmed together, then run after "
-            "run; pass-through: in turn with the other pass targets, both with `server.workers` = "
-            "cores), so a machine that gets busier weighs on both alike. `per repetition`: each "
-            "repetition's req/s ratio of the two back-to-back runs, their median (range). Identical code "
-            "differs too, by this machine's noise: `BENCH_BASELINE=HEAD` on a clean tree measures how "
-            "far (the same code twice). Above 1 is better for req/s, worse for p99 and the "
-            "one-connection p50 (pass-through only).",
+            f"req/s and p99: medians of {repeat} run(s) each. `{NEW_NAME}` and `{BASE_NAME}` ran back "
+            "to back in every repetition, taking turns to go first (cache workloads: both started and "
+            "warmed together, then run after run; pass-through: in turn with the other pass targets, "
+            "both with `server.workers` = cores), so a machine that gets busier weighs on both alike. "
+            "`per repetition`: each repetition's req/s ratio of the two back-to-back runs, their "
+            "median (range). Identical code differs too, by this machine's noise: "
+            "`BENCH_BASELINE=HEAD` on a clean tree measures how far (the same code twice). Above 1 is "
+            "better for req/s, worse for p99 and the one-connection p50 (pass-through only).",
             "",
         ]
     else:

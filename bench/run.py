@@ -30,9 +30,9 @@ revision's tree into .cache/bench/baseline-<short sha> (`git archive`, reused; t
 alone) and runs it as the target `imgproxy-base` with `imgproxy`'s settings (same env and workers, its
 own config.toml, PYTHONPATH = its tree; `imgproxy` gets PYTHONPATH = this checkout, and each
 one's `imgproxy.__file__` is checked before it starts). It joins every cache workload and the
-pass-through workloads wherever `imgproxy` runs, the two measured back to back in each repetition
-(BENCH_REPEAT=3: imgproxy, imgproxy-base, imgproxy, ...). The report's section "Against the
-baseline <rev>" gives both revisions (HEAD's with `-dirty` if the tree has changes) and per
+pass-through workloads wherever `imgproxy` runs, the two measured back to back in each repetition,
+first one then the other first (BENCH_REPEAT=3: new, base; base, new; new, base). The section
+"Against the baseline <rev>" gives both revisions (HEAD's with `-dirty` if the tree has changes) and per
 workload both medians of req/s and p99 and their ratios new / base.
 """
 
@@ -336,7 +336,7 @@ class Bench:
             mean = float(self.dataset.sizes[FIXED_WORKLOADS[workload]])
         rows = {target.name: LoadRow(target.name, workload, mean) for target in targets}
         for repetition in range(settings.repeat):
-            for target in targets:
+            for target in in_turn(targets, repetition):
                 row = rows.get(target.name)
                 if row is None:
                     continue
@@ -386,7 +386,7 @@ class Bench:
             }
             for repetition in range(settings.repeat):
                 for workload in workloads:
-                    for target in targets:
+                    for target in in_turn(targets, repetition):
                         log(f"{target.name}: {workload} run {repetition + 1}/{settings.repeat}")
                         url = f"{target.base}/{PASS_FILES[workload][0]}"
                         loaded, single = rows[(target.name, workload)]
@@ -495,6 +495,13 @@ def prepare_baseline(bench: Bench) -> None:
         f"imgproxy: {bench.new_code.revision.short} in {bench.new_code.root}"
     )
     bench.report.baseline = BaselineInfo(settings.baseline, bench.new_code, bench.base_code, {})
+
+
+def in_turn(targets: list[Target], repetition: int) -> list[Target]:
+    """The order of one repetition: as listed, then reversed, and so on (A B, B A, A B, ...), so
+    that neither of two targets compared side by side always runs first (the first run after a
+    pause measured lower here, on both sides alike)."""
+    return targets if repetition % 2 == 0 else targets[::-1]
 
 
 def run_cache_workloads(bench: Bench, azurite: AzuriteServer, workdir: Path) -> ReplicaReport | None:
