@@ -49,6 +49,10 @@ _OWN_FORMAT: Final = frozenset(CONTENT_TYPES[image_format] for image_format in S
 _FAMILY_BUCKETS: Final = frozenset({FormatBucket.SOURCE, FormatBucket.ORIGINAL})
 UNDECODABLE_MAX_ITEMS: Final = 10_000  # source versions remembered as not an image
 HOT_MEMO_ITEMS: Final = 4096  # (path, query) pairs the hot path remembers
+# Longer pairs (those of hits are a few hundred characters at most) are parsed each time, not
+# remembered: 4,096 keys of 512 characters and their answers (the path, and a key per output
+# format: three at most) stay under about 10 MiB with Python's overhead.
+HOT_MEMO_MAX_CHARS: Final = 512
 
 Choose = Callable[[BlobMeta], Span | None]
 
@@ -101,7 +105,7 @@ class _HotQuery:
 
 class HotKeys:
     """The cache key a GET with a query asks for, found without a lookup, for the hot path:
-    remembered for the last `HOT_MEMO_ITEMS` (path, query) pairs, whose answers never change (a
+    remembered for the last `HOT_MEMO_ITEMS` short (path, query) pairs, whose answers never change (a
     signature verified once verifies every time). With `transform.auto_format`, options get
     `fm=auto` as on the full path, and a query without transform parameters goes there (the
     blob's type decides its answer)."""
@@ -115,15 +119,18 @@ class HotKeys:
     def key(self, raw_path: str, raw_query: str, headers: Mapping[str, str]) -> tuple[str, bool] | None:
         """The key of this request's answer and whether it varies with `Accept`; None when the
         full path must answer (a bad or unsigned query, perhaps the original of a variant)."""
-        memo = f"{raw_path}?{raw_query}"
-        hot = self._queries.get(memo)
-        if hot is None:
-            if memo in self._queries:
-                return None
+        if len(raw_path) + len(raw_query) > HOT_MEMO_MAX_CHARS:
             hot = self._parse(raw_path, raw_query)
-            self._queries.put(memo, hot)
+        else:
+            memo = f"{raw_path}?{raw_query}"
+            hot = self._queries.get(memo)
             if hot is None:
-                return None
+                if memo in self._queries:
+                    return None
+                hot = self._parse(raw_path, raw_query)
+                self._queries.put(memo, hot)
+        if hot is None:
+            return None
         if isinstance(hot, str):
             return hot, False
         accept_bucket = hot.fixed

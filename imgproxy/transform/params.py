@@ -53,7 +53,9 @@ __all__ = [
 
 PRESET: Final = "preset"
 PARSE_MEMO_ITEMS: Final = 4096  # (path, query) pairs whose options are remembered
-PARSE_MEMO_MAX_CHARS: Final = 1024  # longer ones are parsed each time (the memo stays small)
+# Longer pairs are parsed each time, not remembered: the memo's keys hold at most 4,096 x 512
+# characters, about 3.5 MiB with Python's overhead and the options.
+PARSE_MEMO_MAX_CHARS: Final = 512
 
 
 class Fit(enum.StrEnum):
