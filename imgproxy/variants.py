@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from .transform.result import CONTENT_TYPES, SOURCE_FAMILY, Source
 
 if TYPE_CHECKING:  # the pool (and pyvips behind it) loads only when transforms are on
     from .transform.pool import TransformPool
+
+log = logging.getLogger(__name__)
 
 # Content types the source itself answers for format-only options that resolve to its own format.
 _OWN_FORMAT: Final = frozenset(CONTENT_TYPES[image_format] for image_format in SOURCE_FAMILY)
@@ -214,11 +217,14 @@ class Variants:
             if etag == current.source_etag:
                 return dataclasses.replace(current, fetched_at=confirmed_at)
         sources: list[Resolved] = []  # what was opened for the transform: closed once it is done
+        remembered = False  # the source version is already known not to be an image
 
         async def load() -> Source:
+            nonlocal remembered
             source = await self._fetcher.resolve(path, self._whole)
             sources.append(source)
             if (reason := self._undecodable.get(f"{path}\0{source.meta.etag}")) is not None:
+                remembered = True
                 raise NotAnImage(reason)
             return await self._bytes_of(source)
 
@@ -230,8 +236,10 @@ class Variants:
             else:
                 result = await self._pool.run(await load(), request.options, request.bucket)
         except NotAnImage as exc:
-            if sources:
-                self._undecodable.put(f"{path}\0{sources[0].meta.etag}", exc.reason)
+            if not remembered:  # once per failure, with the path: libvips' words are not the client's
+                log.warning("cannot transform %r: %s (%s)", path, exc.reason, exc.detail or "no detail")
+                if sources:
+                    self._undecodable.put(f"{path}\0{sources[0].meta.etag}", exc.reason)
             raise
         finally:
             for source in sources:
@@ -251,7 +259,9 @@ class Variants:
 
     def _whole(self, meta: BlobMeta) -> Span | None:
         if meta.size > self._max_src_bytes:
-            raise SourceTooLarge(f"{meta.size} bytes, over transform.max_src_bytes ({self._max_src_bytes})")
+            raise SourceTooLarge(
+                f"more bytes than transform.max_src_bytes ({self._max_src_bytes})", f"{meta.size} bytes"
+            )
         if meta.size == 0:
             raise NotAnImage("empty blob")
         return 0, meta.size - 1

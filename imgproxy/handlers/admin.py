@@ -69,6 +69,8 @@ async def purge_one(request: web.Request) -> web.Response:
     path = blob_path_after(request.app[CONFIG].server.ops_prefix + PURGE_PREFIX, request)
     purged = await request.app[FETCHER].purge(path)
     logged = await _log_purge(request, path)
+    # The path is echoed: the authenticated admin's own input, validated and sent as JSON (not
+    # a client's, and never in an HTML or text body).
     return await _everywhere(
         request,
         {"path": path, "purged": purged},
