@@ -38,6 +38,7 @@ class ServerConfig:
     workers: int = 1
     access_log: bool = False
     ops_prefix: str = ""
+    metrics_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
 
 
 @dataclass(frozen=True, slots=True)
