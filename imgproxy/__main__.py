@@ -177,7 +177,8 @@ def sign_main(argv: list[str]) -> int:
     try:
         unsigned.parse(args.path, args.params)
     except BadTransformParameter as exc:
-        print(f"imgproxy sign: bad parameter {exc}", file=sys.stderr)
+        # The operator's own tool: the parameters are echoed (the server's 400 never echoes them).
+        print(f"imgproxy sign: bad parameter {exc} in {args.params!r}", file=sys.stderr)
         return 2
     print(sign_url(args.base, args.path, args.params, key))
     return 0

@@ -59,6 +59,7 @@ from .origin import open_origin
 from .peers import Peers
 from .readiness import Readiness
 from .replication import follow_purges, open_redis, replica_factory
+from .signing import PARAMETERS
 from .tiers.disk import DiskTier
 from .transform.params import QueryParser
 from .upstream import open_upstream
@@ -96,7 +97,8 @@ ERROR_STATUS: Final[tuple[tuple[type[ImgproxyError], int, str], ...]] = (
 
 
 def error_response(exc: ImgproxyError) -> web.Response:
-    """The HTTP answer for a project error (one row of `ERROR_STATUS`)."""
+    """The HTTP answer for a project error (one row of `ERROR_STATUS`): its status and fixed words
+    of ours, never a value from the request nor a library's message (those are logged)."""
     for error_type, status, reason in ERROR_STATUS:
         if isinstance(exc, error_type):
             # Our text/plain, never sniffed or run as anything else (some reasons quote the query).
@@ -104,7 +106,9 @@ def error_response(exc: ImgproxyError) -> web.Response:
             if isinstance(exc, BadPath | BadSignature | NotAnImage | SourceTooLarge):
                 reason = f"{reason}: {exc.reason}"
             elif isinstance(exc, BadTransformParameter):
-                reason = f"{reason} {exc.parameter}: {exc.reason}"
+                # Named only from our own set (a spelling of the client's is never echoed).
+                named = f" {exc.parameter}" if exc.parameter in PARAMETERS else ""
+                reason = f"{reason}{named}: {exc.reason}"
             elif isinstance(exc, RangeNotSatisfiable):
                 headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 section 15.5.17
             elif isinstance(exc, OriginShedding | TransformBusy | PassthroughBusy):
@@ -116,7 +120,11 @@ def error_response(exc: ImgproxyError) -> web.Response:
                 log.warning("origin error: %s: %s", type(exc).__name__, exc)
             elif isinstance(exc, UpstreamError):
                 log.warning("application error: %s: %s", type(exc).__name__, exc)
-            if isinstance(exc, TransformError):  # each refused or failed transform is a log line
+            if isinstance(exc, SourceTooLarge):
+                log.warning("transform refused: %s: %s (%s)", type(exc).__name__, exc, exc.detail)
+            elif isinstance(exc, TransformError) and not isinstance(exc, NotAnImage):
+                # Each refused transform is a log line; a source that is not an image is logged
+                # once, with its path and libvips' words, where it failed (`Variants`).
                 log.warning("transform refused: %s: %s", type(exc).__name__, exc)
             response = web.Response(status=status, text=reason + "\n", headers=headers)
             if isinstance(exc, RequestTimeout | BodyTooLarge):

@@ -43,6 +43,7 @@ class ServerConfig:
     header_timeout_s: float = 15.0
     keepalive_timeout_s: float = 75.0
     max_connections_per_ip: int = 0  # 0: no cap
+    metrics_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
 
 
 @dataclass(frozen=True, slots=True)

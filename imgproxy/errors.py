@@ -1,8 +1,11 @@
 """The project's exceptions. Each carries data; `app.py` maps them to HTTP statuses in one table.
 
+A `reason` is said to the client: fixed words of ours, never a value the client sent nor a
+library's message (those go to the log as a `detail`, where there is one).
+
 ImgproxyError
 ├── BadPath(reason)              -> 400
-├── BadTransformParameter(parameter, reason) -> 400  (names the query parameter)
+├── BadTransformParameter(parameter, reason) -> 400  (names the query parameter, not its value)
 ├── BadSignature(reason)         -> 403  (missing, wrong, or unsigned parameters not accepted)
 ├── ActiveContentRefused(content_type) -> 403  (not a raster image; http.active_content "refuse")
 ├── BlobNotFound(path)           -> 404
@@ -10,8 +13,8 @@ ImgproxyError
 ├── PreconditionFailed(path)     -> 412
 ├── RangeNotSatisfiable(size)    -> 416
 ├── TransformError
-│   ├── NotAnImage(reason)       -> 422  (not an image, damaged, truncated, unsupported)
-│   ├── SourceTooLarge(reason)   -> 422  (transform.max_src_pixels / max_src_bytes)
+│   ├── NotAnImage(reason, detail) -> 422  (not an image, damaged, truncated, unsupported)
+│   ├── SourceTooLarge(reason, detail) -> 422  (transform.max_src_pixels / max_src_bytes)
 │   ├── TransformBusy            -> 429  (transform.max_queue waiting already; Retry-After)
 │   └── TransformTimeout         -> 503  (ran longer than transform.timeout_s)
 ├── OriginError                  -> 502
@@ -110,19 +113,23 @@ class TransformError(ImgproxyError):
 
 
 class NotAnImage(TransformError):
-    """The source is not an image we can decode: another kind of file, damaged or truncated."""
+    """The source is not an image we can decode: another kind of file, damaged or truncated.
+    `detail`, for the log only: what libvips said, or the loader it chose."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
 
 
 class SourceTooLarge(TransformError):
-    """The source's header announces more pixels or frames, or it has more bytes, than allowed."""
+    """The source's header announces more pixels or frames, or it has more bytes, than allowed.
+    `detail`, for the log only: the source's figures."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.detail = detail
 
 
 class TransformBusy(TransformError):

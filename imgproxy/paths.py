@@ -9,18 +9,28 @@ they are refused here, before anything reaches the origin.
 from __future__ import annotations
 
 import functools
+import hashlib
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from .errors import BadPath
 
 MAX_PATH_CHARS: Final = 1024
-_MEMO_RAW_CHARS: Final = 256  # hot paths are short; memoizing only those bounds the memo's memory
+# Hot paths are short; memoizing only those bounds the memo's memory: 4,096 raw paths of at most
+# 256 characters and their decoded forms, about 3 MiB with Python's overhead.
+_MEMO_RAW_CHARS: Final = 256
 
 
 def parse_blob_path_cached(raw: str) -> str:
     """`parse_blob_path`, remembered for the last 4,096 short paths that were valid (hits repeat)."""
     return _parse_short(raw) if len(raw) <= _MEMO_RAW_CHARS else parse_blob_path(raw)
+
+
+def index_key(path: str) -> str:
+    """`path` as the key of an index of paths that clients name (missing blobs, purge tokens
+    seen): a 32-character digest, so that such an index is bounded in bytes, not only in count (a
+    path may be 1,024 characters of up to 4 bytes each)."""
+    return hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def parse_blob_path(raw: str) -> str:

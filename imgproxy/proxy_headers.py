@@ -117,14 +117,18 @@ _DROP: Final = 1
 _CONNECTION: Final = 2
 _CAPTURE: Final = 3  # not copied, but handed to the caller (the fields a request head rewrites)
 _MEMO_NAMES: Final = 4096  # field names remembered per filter; past that, decided each time
+# Longer names (real ones are under 64 bytes) and `Connection` values are decided each time and
+# not remembered: a filter's two memos hold at most 4,096 keys of 64 bytes each, about 2.5 MiB
+# with Python's overhead and the sets of named fields, however long the fields clients send.
+_MEMO_KEY_BYTES: Final = 64
 
 
 class _Filter:
     """Copies the fields of a head but hop-by-hop ones and those in `skip` (lower-case names).
 
-    The decision per field name (as the peer spells it) is remembered, bounded: a head's fields
-    are copied in one pass of dictionary lookups. A `Connection` naming other fields (rare) costs
-    a second pass that drops those too.
+    The decision per field name (as the peer spells it) is remembered, bounded in count and in
+    key length: a head's fields are copied in one pass of dictionary lookups. A `Connection`
+    naming other fields (rare) costs a second pass that drops those too.
     """
 
     __slots__ = ("_capture", "_memo", "_named", "_skip")
@@ -145,7 +149,7 @@ class _Filter:
             kind = _DROP
         else:
             kind = _KEEP
-        if len(self._memo) < _MEMO_NAMES:
+        if len(self._memo) < _MEMO_NAMES and len(name) <= _MEMO_KEY_BYTES:
             self._memo[name] = kind
         return kind
 
@@ -153,7 +157,7 @@ class _Filter:
         named = self._named.get(value)
         if named is None:
             named = _options(value) - self._skip
-            if len(self._named) < _MEMO_NAMES:
+            if len(self._named) < _MEMO_NAMES and len(value) <= _MEMO_KEY_BYTES:
                 self._named[value] = named
         return named
 
@@ -205,14 +209,20 @@ def _node(client_ip: str) -> str:
     return client_ip
 
 
-@functools.lru_cache(maxsize=4096)
-def _this_hop(client_ip: str, scheme: str, host: bytes | None) -> tuple[bytes, bytes, bytes]:
+def _hop(client_ip: str, scheme: str, host: bytes | None) -> tuple[bytes, bytes, bytes]:
     """What we say of the hop from the client to us: its address, the scheme, our `Forwarded`
-    element (RFC 7239 section 4). Remembered for the last few thousand clients."""
+    element (RFC 7239 section 4)."""
     element = f"for={_node(client_ip)};proto={scheme}"
     if host:
         element += ";host=" + _quoted(host.decode("latin-1"))
     return client_ip.encode("ascii", "replace") or b"unknown", scheme.encode(), element.encode("latin-1")
+
+
+# `_hop` remembered for the last few thousand clients whose `Host` is at most _MEMO_HOST_BYTES
+# (real ones are under 256); a longer one is formatted each time. The host is held twice (key and
+# element): at most 4,096 x 2 x 256 bytes, about 4 MiB with Python's overhead per entry.
+_MEMO_HOST_BYTES: Final = 256
+_this_hop: Final = functools.lru_cache(maxsize=4096)(_hop)
 
 
 def request_head(
@@ -257,7 +267,8 @@ def request_head(
 
     trust = forwarding.trust_forwarded
     sent_host = host if forwarding.preserve_host and host else forwarding.upstream_host
-    ip, scheme, ours = _this_hop(forwarding.client_ip, forwarding.scheme, host)
+    hop = _this_hop if host is None or len(host) <= _MEMO_HOST_BYTES else _hop
+    ip, scheme, ours = hop(forwarding.client_ip, forwarding.scheme, host)
     lines += (b"Host: ", sent_host, _CRLF)
     lines += (b"X-Forwarded-For: ", b", ".join([*xff, ip]) if trust and xff else ip, _CRLF)
     lines += (b"X-Forwarded-Proto: ", proto if trust and proto else scheme, _CRLF)

@@ -38,6 +38,7 @@ from typing import Final
 from . import redis_scripts as scripts
 from .errors import RedisBadReply, RedisFailure
 from .origin import BlobMeta
+from .paths import index_key
 from .redis_codec import (
     FETCHED_AT_OFFSET,
     SharedEntry,
@@ -57,7 +58,8 @@ from .redis_notify import notify_channel
 from .redis_signing import signer_for
 
 ScriptArg = bytes | str | int | float
-SEEN_MAX_PATHS: Final = 10_000  # purge tokens remembered for tickets (a few dozen bytes each)
+# Purge tokens remembered for tickets, by the path's `index_key` (a few hundred bytes each).
+SEEN_MAX_PATHS: Final = 10_000
 
 
 class ClaimState(enum.Enum):
@@ -121,7 +123,7 @@ class RedisTier:
         self._purge = client.register_script(scripts.PURGE)
         self._generation = client.register_script(scripts.GENERATION)
         self._known_generation = ""
-        self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()  # path -> purge tokens seen
+        self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()  # index_key -> purge tokens seen
         self._stored: set[str] = set()  # lock tokens whose store consumed the lock
         self._hits = self._misses = self._stores = self._refused = self._garbage = 0
 
@@ -138,7 +140,7 @@ class RedisTier:
 
     def ticket(self, path: str, variant: str | None = None) -> StoreTicket:
         """A ticket from what the last lookup of `path` saw (none yet: a ticket that stores nothing)."""
-        seen = self._seen.get(path)
+        seen = self._seen.get(index_key(path))
         if seen is None:
             return StoreTicket(path, variant, "")
         return StoreTicket(path, variant, self._known_generation, purged=seen[0], vpurged=seen[1])
@@ -343,8 +345,9 @@ class RedisTier:
             purged.decode() if isinstance(purged, bytes) else "",
             vpurged.decode() if isinstance(vpurged, bytes) else "",
         )
-        self._seen[path] = tokens
-        self._seen.move_to_end(path)
+        key = index_key(path)
+        self._seen[key] = tokens
+        self._seen.move_to_end(key)
         while len(self._seen) > SEEN_MAX_PATHS:
             self._seen.popitem(last=False)
 

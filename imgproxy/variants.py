@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,11 +45,17 @@ from .transform.result import CONTENT_TYPES, SOURCE_FAMILY, Source
 if TYPE_CHECKING:  # the pool (and pyvips behind it) loads only when transforms are on
     from .transform.pool import TransformPool
 
+log = logging.getLogger(__name__)
+
 # Content types the source itself answers for format-only options that resolve to its own format.
 _OWN_FORMAT: Final = frozenset(CONTENT_TYPES[image_format] for image_format in SOURCE_FAMILY)
 _FAMILY_BUCKETS: Final = frozenset({FormatBucket.SOURCE, FormatBucket.ORIGINAL})
 UNDECODABLE_MAX_ITEMS: Final = 10_000  # source versions remembered as not an image
 HOT_MEMO_ITEMS: Final = 4096  # (path, query) pairs the hot path remembers
+# Longer pairs (those of hits are a few hundred characters at most) are parsed each time, not
+# remembered: 4,096 keys of 512 characters and their answers (the path, and a key per output
+# format: three at most) stay under about 10 MiB with Python's overhead.
+HOT_MEMO_MAX_CHARS: Final = 512
 
 Choose = Callable[[BlobMeta], Span | None]
 
@@ -101,7 +108,7 @@ class _HotQuery:
 
 class HotKeys:
     """The cache key a GET with a query asks for, found without a lookup, for the hot path:
-    remembered for the last `HOT_MEMO_ITEMS` (path, query) pairs, whose answers never change (a
+    remembered for the last `HOT_MEMO_ITEMS` short (path, query) pairs, whose answers never change (a
     signature verified once verifies every time). With `transform.auto_format`, options get
     `fm=auto` as on the full path, and a query without transform parameters goes there (the
     blob's type decides its answer)."""
@@ -115,15 +122,18 @@ class HotKeys:
     def key(self, raw_path: str, raw_query: str, headers: Mapping[str, str]) -> tuple[str, bool] | None:
         """The key of this request's answer and whether it varies with `Accept`; None when the
         full path must answer (a bad or unsigned query, perhaps the original of a variant)."""
-        memo = f"{raw_path}?{raw_query}"
-        hot = self._queries.get(memo)
-        if hot is None:
-            if memo in self._queries:
-                return None
+        if len(raw_path) + len(raw_query) > HOT_MEMO_MAX_CHARS:
             hot = self._parse(raw_path, raw_query)
-            self._queries.put(memo, hot)
+        else:
+            memo = f"{raw_path}?{raw_query}"
+            hot = self._queries.get(memo)
             if hot is None:
-                return None
+                if memo in self._queries:
+                    return None
+                hot = self._parse(raw_path, raw_query)
+                self._queries.put(memo, hot)
+        if hot is None:
+            return None
         if isinstance(hot, str):
             return hot, False
         accept_bucket = hot.fixed
@@ -207,11 +217,14 @@ class Variants:
             if etag == current.source_etag:
                 return dataclasses.replace(current, fetched_at=confirmed_at)
         sources: list[Resolved] = []  # what was opened for the transform: closed once it is done
+        remembered = False  # the source version is already known not to be an image
 
         async def load() -> Source:
+            nonlocal remembered
             source = await self._fetcher.resolve(path, self._whole)
             sources.append(source)
             if (reason := self._undecodable.get(f"{path}\0{source.meta.etag}")) is not None:
+                remembered = True
                 raise NotAnImage(reason)
             return await self._bytes_of(source)
 
@@ -223,8 +236,10 @@ class Variants:
             else:
                 result = await self._pool.run(await load(), request.options, request.bucket)
         except NotAnImage as exc:
-            if sources:
-                self._undecodable.put(f"{path}\0{sources[0].meta.etag}", exc.reason)
+            if not remembered:  # once per failure, with the path: libvips' words are not the client's
+                log.warning("cannot transform %r: %s (%s)", path, exc.reason, exc.detail or "no detail")
+                if sources:
+                    self._undecodable.put(f"{path}\0{sources[0].meta.etag}", exc.reason)
             raise
         finally:
             for source in sources:
@@ -244,7 +259,9 @@ class Variants:
 
     def _whole(self, meta: BlobMeta) -> Span | None:
         if meta.size > self._max_src_bytes:
-            raise SourceTooLarge(f"{meta.size} bytes, over transform.max_src_bytes ({self._max_src_bytes})")
+            raise SourceTooLarge(
+                f"more bytes than transform.max_src_bytes ({self._max_src_bytes})", f"{meta.size} bytes"
+            )
         if meta.size == 0:
             raise NotAnImage("empty blob")
         return 0, meta.size - 1

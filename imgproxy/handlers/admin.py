@@ -9,7 +9,6 @@ when Redis did not take it; it was applied here all the same.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Callable
 from typing import Any, Final
@@ -18,6 +17,7 @@ from aiohttp import web
 
 from ..keys import CONFIG, FETCHER, PEERS, REPLICATION
 from ..peers import RELAYED_HEADER, relay_to_siblings
+from .bearer import require_bearer
 from .images import blob_path_after
 
 PURGE_PREFIX: Final = "/admin/cache/"
@@ -25,13 +25,7 @@ _SHARED: Final = frozenset({"disk_size", "disk_bytes"})  # figures of the direct
 
 
 def _require_token(request: web.Request) -> None:
-    expected = request.app[CONFIG].admin.token.encode()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise web.HTTPUnauthorized(
-            text="admin token required\n",
-            headers={"WWW-Authenticate": 'Bearer realm="imgproxy-admin"'},
-        )
+    require_bearer(request, request.app[CONFIG].admin.token, "admin")
 
 
 async def cache_stats(request: web.Request) -> web.Response:
@@ -69,6 +63,8 @@ async def purge_one(request: web.Request) -> web.Response:
     path = blob_path_after(request.app[CONFIG].server.ops_prefix + PURGE_PREFIX, request)
     purged = await request.app[FETCHER].purge(path)
     logged = await _log_purge(request, path)
+    # The path is echoed: the authenticated admin's own input, validated and sent as JSON (not
+    # a client's, and never in an HTML or text body).
     return await _everywhere(
         request,
         {"path": path, "purged": purged},

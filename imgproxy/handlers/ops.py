@@ -1,12 +1,14 @@
-"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+"""Operations endpoints: liveness, readiness and Prometheus metrics (behind `server.metrics_token`
+when it is set; the scrape relayed to sibling workers carries the same `Authorization`)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from ..keys import METRICS, PEERS, READINESS
+from ..keys import CONFIG, METRICS, PEERS, READINESS
 from ..metrics import CONTENT_TYPE, merge_workers
 from ..peers import relay_to_siblings
+from .bearer import require_bearer
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -23,6 +25,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of every metric (of every worker, labelled `worker`, if several)."""
+    token = request.app[CONFIG].server.metrics_token
+    if token:  # checked before any relay: an unauthorised scrape costs the siblings nothing
+        require_bearer(request, token, "metrics")
     body = request.app[METRICS].render()
     peers = request.app.get(PEERS)
     relayed = await relay_to_siblings(request, peers)

@@ -47,6 +47,7 @@ from .result import (
 )
 
 ANIMATED_SOURCES: Final = frozenset({ImageFormat.GIF, ImageFormat.WEBP})
+CANNOT_DECODE: Final = "cannot decode (damaged, truncated or unsupported)"  # libvips' words go to the log
 # libvips loader class names (less their Buffer/File/Source suffix) we accept; anything else
 # (CSV, matrix, PPM, FITS, ...) is "not an image" here even though libvips could read it.
 _LOADERS: Final = {
@@ -103,7 +104,9 @@ def _loader(source: Source) -> tuple[str, ImageFormat]:
     for prefix, image_format in _LOADERS.items():
         if name.startswith(prefix):
             return name, image_format
-    raise NotAnImage("not an image format we read" if not name else f"unsupported format ({name})")
+    if not name:
+        raise NotAnImage("not an image format we read")
+    raise NotAnImage("unsupported format", f"libvips loader {name}")
 
 
 def _load(source: Source, loader: str, **options: Any) -> pyvips.Image:
@@ -124,13 +127,15 @@ def probe(source: Source, limits: Limits) -> SourceInfo:
     try:
         return _probe(source, limits)[1]
     except pyvips.Error as exc:
-        raise NotAnImage(_reason(exc)) from None
+        raise NotAnImage(CANNOT_DECODE, _message(exc)) from None
 
 
 def _probe(source: Source, limits: Limits) -> tuple[str, SourceInfo]:
     size = source.stat().st_size if isinstance(source, Path) else len(source)
     if size > limits.max_src_bytes:
-        raise SourceTooLarge(f"{size} bytes, more than transform.max_src_bytes ({limits.max_src_bytes})")
+        raise SourceTooLarge(
+            f"more bytes than transform.max_src_bytes ({limits.max_src_bytes})", f"{size} bytes"
+        )
     loader, image_format = _loader(source)
     header = _load(source, loader, access="sequential")
     heif_compression = header.get("heif-compression") if header.get_typeof("heif-compression") else ""
@@ -139,7 +144,7 @@ def _probe(source: Source, limits: Limits) -> tuple[str, SourceInfo]:
     width, height = header.width, header.height
     if width * height > limits.max_src_pixels:
         raise SourceTooLarge(
-            f"{width}x{height} pixels, more than transform.max_src_pixels ({limits.max_src_pixels})"
+            f"more pixels than transform.max_src_pixels ({limits.max_src_pixels})", f"{width}x{height} pixels"
         )
     orientation = _field(header, "orientation", 1)
     if not 1 <= orientation <= 8:
@@ -187,12 +192,13 @@ def transform(
     except pyvips.Error as exc:
         if cancel is not None and cancel.is_set():
             raise Cancelled from None
-        raise NotAnImage(_reason(exc)) from None
+        raise NotAnImage(CANNOT_DECODE, _message(exc)) from None
 
 
-def _reason(exc: pyvips.Error) -> str:
+def _message(exc: pyvips.Error) -> str:
+    """libvips' last line about the failure: for the log, never for the client."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else "cannot decode"
+    return lines[-1] if lines else ""
 
 
 class _Job:
@@ -215,7 +221,7 @@ class _Job:
         loader, info = _probe(self.source, self.limits)
         output = resolve_format(self.bucket, info)
         target = plan(info.width, info.height, self.options)
-        self._check_output(target, info)
+        self._check_output(target)
         frames = 1
         # Pages of a TIFF are documents, not an animation (and may differ in size): first page.
         if info.frames > 1 and info.format in ANIMATED_SOURCES and output in ANIMATED_OUTPUTS:
@@ -233,7 +239,7 @@ class _Job:
         self.check()
         return self._encode(image, output, target, frames)
 
-    def _check_output(self, target: Plan, info: SourceInfo) -> None:
+    def _check_output(self, target: Plan) -> None:
         limits, options = self.limits, self.options
         if not options.resizes:
             return  # no larger than the source, which max_src_pixels bounds
@@ -243,8 +249,8 @@ class _Job:
             name = "w" if options.width is not None else "h"
             raise BadTransformParameter(
                 name,
-                f"the {info.width}x{info.height} source would become {width}x{height}, beyond "
-                f"transform.max_width x max_height ({limits.max_width}x{limits.max_height})",
+                "the output would be larger than transform.max_width x max_height "
+                f"({limits.max_width}x{limits.max_height})",
             )
 
     def _still(self, image: pyvips.Image, info: SourceInfo, target: Plan) -> pyvips.Image:

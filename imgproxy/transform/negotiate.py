@@ -31,6 +31,9 @@ class FormatBucket(enum.StrEnum):
 AVIF_TYPE: Final = "image/avif"
 WEBP_TYPE: Final = "image/webp"
 ACCEPT_MEMO_ITEMS: Final = 4096  # distinct Accept headers remembered
+# Longer Accept values (browsers send under 256 characters) are read each time, not remembered:
+# the memo holds at most 4,096 x 256 characters of keys, about 2 MiB with Python's overhead.
+ACCEPT_MEMO_MAX_CHARS: Final = 256
 
 
 def accepted_types(accept: str | None) -> frozenset[str]:
@@ -60,13 +63,21 @@ def _quality(parameters: list[str]) -> float:
     return 1.0
 
 
-@functools.lru_cache(maxsize=ACCEPT_MEMO_ITEMS)
 def negotiate(accept: str | None, auto_avif: bool) -> FormatBucket:
-    """The bucket for `fm=auto` given the request's `Accept` header (remembered: browsers send a
-    handful of distinct headers, and every `fm=auto` request asks)."""
+    """The bucket for `fm=auto` given the request's `Accept` header (remembered when short:
+    browsers send a handful of distinct headers, and every `fm=auto` request asks)."""
+    if accept is not None and len(accept) > ACCEPT_MEMO_MAX_CHARS:
+        return _negotiate(accept, auto_avif)
+    return _remembered(accept, auto_avif)
+
+
+def _negotiate(accept: str | None, auto_avif: bool) -> FormatBucket:
     named = accepted_types(accept)
     if auto_avif and AVIF_TYPE in named:
         return FormatBucket.AVIF
     if WEBP_TYPE in named:
         return FormatBucket.WEBP
     return FormatBucket.SOURCE
+
+
+_remembered: Final = functools.lru_cache(maxsize=ACCEPT_MEMO_ITEMS)(_negotiate)

@@ -4,7 +4,8 @@
 so that the signature covers exactly what was sent) and returns `TransformOptions`, or `None` when
 no recognised parameter is present (the original is then served untouched). Unknown parameters
 (`?v=123`) are ignored and never reach `canonical`. Errors: `BadTransformParameter` (400) names
-the parameter, `BadSignature` (403).
+the parameter and what it must be, never the value given (the answer does not echo the client's
+input), `BadSignature` (403).
 
 Rules decided here (the README repeats them):
 - A recognised parameter given twice (`?w=1&w=2`) is a 400 naming it: the signer and the server
@@ -53,7 +54,9 @@ __all__ = [
 
 PRESET: Final = "preset"
 PARSE_MEMO_ITEMS: Final = 4096  # (path, query) pairs whose options are remembered
-PARSE_MEMO_MAX_CHARS: Final = 1024  # longer ones are parsed each time (the memo stays small)
+# Longer pairs are parsed each time, not remembered: the memo's keys hold at most 4,096 x 512
+# characters, about 3.5 MiB with Python's overhead and the options.
+PARSE_MEMO_MAX_CHARS: Final = 512
 
 
 class Fit(enum.StrEnum):
@@ -210,7 +213,7 @@ MAX_DPR: Final = Decimal(4)
 def _integer(name: str, value: str, low: int, high: int, high_name: str = "") -> int:
     if not _INTEGER.fullmatch(value) or not low <= int(value) <= high:
         bound = f"{high} (transform.{high_name})" if high_name else str(high)
-        raise BadTransformParameter(name, f"must be an integer from {low} to {bound}, got {value!r}")
+        raise BadTransformParameter(name, f"must be an integer from {low} to {bound}")
     return int(value)
 
 
@@ -223,12 +226,12 @@ def _choice(name: str, value: str, kind: type[_Choice], aliases: Mapping[str, st
         return kind(aliases.get(lowered, lowered))
     except ValueError:
         allowed = ", ".join(member.value for member in kind if member.value != "original")
-        raise BadTransformParameter(name, f"must be one of {allowed}, got {value!r}") from None
+        raise BadTransformParameter(name, f"must be one of {allowed}") from None
 
 
 def _color(name: str, value: str) -> Color:
     if not _HEX_COLOR.fullmatch(value):
-        raise BadTransformParameter(name, f"must be a hex colour (rgb, rrggbb or rrggbbaa), got {value!r}")
+        raise BadTransformParameter(name, "must be a hex colour (rgb, rrggbb or rrggbbaa)")
     if len(value) == 3:
         value = "".join(digit * 2 for digit in value)
     channels = [int(value[i : i + 2], 16) for i in range(0, len(value), 2)]
@@ -243,7 +246,7 @@ def _box_side(values: Mapping[str, str], name: str, dpr: Decimal, limit: int, li
     if pixels > limit:
         raise BadTransformParameter(
             "dpr" if dpr != 1 else name,
-            f"{name}={size} x dpr={dpr} is {pixels} px, beyond transform.{limit_name} ({limit})",
+            f"{name} x dpr is beyond transform.{limit_name} ({limit})",
         )
     return pixels
 
@@ -254,7 +257,7 @@ def build_options(values: Mapping[str, str], max_width: int, max_height: int) ->
     if "dpr" in values:
         text = values["dpr"]
         if not _DECIMAL.fullmatch(text) or not 1 <= Decimal(text) <= MAX_DPR:
-            raise BadTransformParameter("dpr", f"must be a number from 1 to 4, got {text!r}")
+            raise BadTransformParameter("dpr", "must be a number from 1 to 4")
         dpr = Decimal(text)
     width = _box_side(values, "w", dpr, max_width, "max_width")
     height = _box_side(values, "h", dpr, max_height, "max_height")
@@ -278,7 +281,7 @@ def build_options(values: Mapping[str, str], max_width: int, max_height: int) ->
         background=_color("bg", values["bg"]) if "bg" in values else WHITE,
     )
     if "fm" in values and options.format is RequestedFormat.ORIGINAL:  # "original" is not a value of fm
-        raise BadTransformParameter("fm", f"must be one of jpeg, png, webp, avif, auto, got {values['fm']!r}")
+        raise BadTransformParameter("fm", "must be one of jpeg, png, webp, avif, auto")
     return _normalised(options)
 
 
@@ -346,7 +349,7 @@ class QueryParser:
         if PRESET in given:
             preset = unquote(given[PRESET])
             if preset not in self._presets:
-                raise BadTransformParameter(PRESET, f"no preset named {preset!r}")
+                raise BadTransformParameter(PRESET, "no such preset")
             values.update(self._presets[preset])
         for name, value in given.items():
             if name not in (PRESET, SIGNATURE):

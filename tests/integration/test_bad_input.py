@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from tests.conftest import ADMIN_TOKEN, payload, sha256, upload
+from imgproxy.app import create_app
+from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload
 from tests.origin_proxy import OriginProxy
 
 Client = TestClient[Any, Any]
@@ -216,6 +217,83 @@ async def test_method_unknown_to_the_http_parser_is_400(client: Client, origin: 
     assert status == 400
     assert origin.requests == []
     await assert_still_healthy(client)
+
+
+# --- error bodies never echo what the client sent ----------------------------------------------
+
+CRAFTED: Final = "<script>alert(1)</script>"
+SIGNING_KEY: Final = "bad-input-key"
+TRANSFORM_PARAMETERS: Final = ("w", "h", "dpr", "fit", "pos", "enlarge", "fm", "q", "bg", "preset")
+
+
+@pytest.fixture
+async def transforms_client(
+    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
+) -> Client:
+    """The app with transforms on, unsigned parameters allowed, and a preset."""
+    config = make_test_config(
+        origin.endpoint,
+        container.container_name,
+        transform__enabled=True,
+        transform__allow_unsigned=True,
+        transform__presets={"thumb": "w=10"},
+    )
+    made: Client = await aiohttp_client(create_app(config))
+    return made
+
+
+def assert_not_echoed(body: bytes) -> None:
+    """The crafted value, as sent or decoded, and even a piece of it, is not in `body`."""
+    for form in (CRAFTED, quote(CRAFTED), quote(CRAFTED, safe=""), "script", "alert"):
+        assert form.encode() not in body, body
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        *(pytest.param(f"{name}={quote(CRAFTED)}", id=name) for name in TRANSFORM_PARAMETERS),
+        pytest.param(f"w=10&w={quote(CRAFTED)}", id="repeated"),
+        pytest.param(f"w=0&v={quote(CRAFTED)}", id="beside-an-unknown-parameter"),
+        pytest.param(f"fm=webp{quote(CRAFTED)}&q=80", id="appended-to-a-good-value"),
+        pytest.param("preset=" + quote(CRAFTED) * 200, id="long-preset-name"),
+    ],
+)
+async def test_a_crafted_transform_value_never_appears_in_the_400(
+    query: str, transforms_client: Client, small_blob: bytes
+) -> None:
+    """A crafted value in any transform parameter (or the preset's name) gets a 400 in fixed words
+    naming the parameter: the value, encoded or decoded, is not echoed."""
+    status, headers, body = await send(transforms_client, "GET", f"/images/{SMALL_NAME}?{query}")
+
+    assert status == 400
+    assert body.startswith(b"bad transform parameter ")
+    assert headers["Content-Type"].startswith("text/plain")
+    assert_not_echoed(body)
+
+
+async def test_a_crafted_path_signature_or_blob_name_never_appears_in_an_error_body(
+    aiohttp_client: AiohttpClient,
+    transforms_client: Client,
+    origin: OriginProxy,
+    container: ContainerClient,
+) -> None:
+    """A crafted path (400), signature (403) or name of a blob that is not an image (422) gets
+    fixed words: what the client sent is not echoed."""
+    await upload(container, f"x{CRAFTED}.jpg", f"{CRAFTED}\n".encode() * 20, content_type="image/jpeg")
+    config = make_test_config(
+        origin.endpoint, container.container_name, transform__enabled=True, transform__signing_key=SIGNING_KEY
+    )
+    signed: Client = await aiohttp_client(create_app(config))
+    answers = [
+        await send(transforms_client, "GET", f"/images/{quote(CRAFTED)}/%2e%2e/x.png"),
+        await send(transforms_client, "GET", f"/images/{quote(CRAFTED)}%00.png"),
+        await send(signed, "GET", f"/images/{SMALL_NAME}?w=10&s={quote(CRAFTED)}"),
+        await send(transforms_client, "GET", f"/images/x{quote(CRAFTED)}.jpg?w=10"),
+    ]
+
+    assert [status for status, _, _ in answers] == [400, 400, 403, 422]
+    for _, _, body in answers:
+        assert_not_echoed(body)
 
 
 # --- Range and conditional headers on an existing blob -----------------------------------------

@@ -21,6 +21,7 @@ from imgproxy.config import Config
 from imgproxy.hot_path import install_hot_path
 from imgproxy.prebuilt import MAX_BODY
 from imgproxy.signing import sign_url
+from imgproxy.variants import HOT_MEMO_MAX_CHARS
 from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
 from tests.images import jpeg
 from tests.origin_proxy import OriginProxy
@@ -352,6 +353,23 @@ async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
     # A query without transform parameters (a cache buster) is the original's hit, from here too.
     assert busted[1] == original[1] and busted[2] == original[2] and busted[1]["x-cache"] == "HIT"
     assert [line.split("?")[0] for line in to_app] == ["GET /images/pic.jpg"] * 5
+
+
+async def test_a_variant_hit_with_a_long_query_takes_the_hot_path_without_being_remembered(
+    variant_url: str, container: ContainerClient, to_app: list[str]
+) -> None:
+    """A path and query too long for the hot path's memo still find their hit there, every time,
+    and a forged one still reaches the application (which refuses it)."""
+    await upload(container, "long.jpg", jpeg(400, 300), content_type="image/jpeg")
+    signed = sign_url("", "long.jpg", "w=120&fm=webp", "k") + "&v=" + "x" * HOT_MEMO_MAX_CHARS
+    async with aiohttp.ClientSession() as session:
+        made = await fetch(session, variant_url + signed)
+        hot = [await fetch(session, variant_url + signed) for _ in range(2)]
+        forged = await fetch(session, variant_url + signed.replace("w=120", "w=121"))
+    assert (made[0], made[1]["x-cache"]) == (200, "MISS")
+    assert [(h[1], h[2]) for h in hot] == [({**made[1], "x-cache": "HIT"}, made[2])] * 2
+    assert forged[0] == 403
+    assert [line.split("?")[0] for line in to_app] == ["GET /images/long.jpg"] * 2
 
 
 async def test_with_auto_format_variant_hits_take_the_hot_path_and_plain_requests_do_not(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
+import pytest
 from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
-from tests.conftest import payload, upload
+from imgproxy.app import create_app
+from tests.conftest import AiohttpClient, make_test_config, payload, upload
 from tests.origin_proxy import OriginProxy
 
 Client = TestClient[Any, Any]
@@ -62,3 +64,32 @@ async def test_metrics_expose_requests_cache_and_origin(client: Client, containe
     assert float(samples["imgproxy_cache_bytes"]) == 1234
     assert float(samples["imgproxy_http_sent_bytes_total"]) == 2 * 1234
     assert float(samples['imgproxy_origin_request_seconds_count{kind="whole"}']) == 2
+
+
+METRICS_TOKEN: Final = "test-metrics-token"
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", f"Basic {METRICS_TOKEN}", f"Bearer {METRICS_TOKEN}x", "Bearer"],
+    ids=["none", "wrong", "other-scheme", "longer", "empty"],
+)
+async def test_metrics_need_the_token_when_one_is_set(
+    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient, authorization: str | None
+) -> None:
+    """With server.metrics_token set, a scrape without that bearer token is a 401 that asks for
+    one and shows no metric; with it, the exposition as before."""
+    config = make_test_config(origin.endpoint, container.container_name, server__metrics_token=METRICS_TOKEN)
+    client: Client = await aiohttp_client(create_app(config))
+    headers = {} if authorization is None else {"Authorization": authorization}
+
+    refused = await client.get("/metrics", headers=headers)
+    assert refused.status == 401
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "imgproxy_" not in await refused.text()
+    granted = await client.get("/metrics", headers={"Authorization": f"bearer  {METRICS_TOKEN} "})
+    assert granted.status == 200
+    assert "imgproxy_http_requests_total" in await granted.text()
+    # The other operations routes stay open.
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200

@@ -17,6 +17,7 @@ from azure.storage.blob.aio import ContainerClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import AzuriteServer, connection_string
+from imgproxy.peers import RELAYED_HEADER
 from tests.conftest import UpstreamApp, payload
 from tests.disk_support import data_files
 from tests.images import decode, jpeg
@@ -306,6 +307,38 @@ async def test_metrics_and_stats_cover_every_worker(
     assert origin.count("counted.png") == (1 if disk else 2)
     if disk:
         assert (stats["disk_size"], stats["disk_bytes"]) == (1, len(data))
+
+
+async def test_with_a_metrics_token_two_workers_answer_one_authorised_scrape_together(
+    container: ContainerClient, origin: OriginProxy
+) -> None:
+    """server.metrics_token with two workers: a scrape without the token (or marked as relayed)
+    is a 401 whichever worker takes it; with it, the worker relays the scrape with the same token
+    and the answer holds both workers' samples, none unreached."""
+    token = "process-metrics-token"
+    with two_workers(origin, container, IMGPROXY_SERVER_METRICS_TOKEN=token) as running:
+        # A new connection per request, so the kernel spreads them over both workers.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            url = f"{running.base}/metrics"
+            refused = []
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {RELAYED_HEADER: "1"}):
+                for _ in range(10):
+                    async with session.get(url, headers=headers) as response:
+                        refused.append((response.status, "WWW-Authenticate" in response.headers))
+            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+                status, exposition = response.status, await response.text()
+        running.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(running.proc.wait, 60) == 0
+    assert refused == [(401, True)] * 30
+    assert status == 200
+    samples = {
+        (s.name, s.labels.get("worker")): s.value
+        for family in text_string_to_metric_families(exposition)
+        for s in family.samples
+        if s.name in ("imgproxy_workers_unreached", "imgproxy_cache_misses_total")
+    }
+    assert samples[("imgproxy_workers_unreached", None)] == 0
+    assert {w for n, w in samples if n == "imgproxy_cache_misses_total"} == {"0", "1"}
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Final
 
@@ -18,6 +19,7 @@ from multidict import CIMultiDict
 from imgproxy.app import create_app
 from imgproxy.keys import FETCHER, TRANSFORMS
 from imgproxy.signing import sign_url
+from imgproxy.transform.engine import CANNOT_DECODE
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, sha256, upload, wait_until
 from tests.disk_support import data_files
 from tests.images import (
@@ -253,6 +255,28 @@ async def test_a_text_blob_and_a_truncated_jpeg_answer_422(
     assert status == 422
     status, _, body = await fetch(client, f"/images/{name}")
     assert (status, body) == (200, data)
+
+
+async def test_libvips_words_go_to_the_log_once_with_the_path_never_to_the_client(
+    make_client: Any, container: ContainerClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A truncated JPEG's 422 says so in our words; libvips' message is logged at WARNING once,
+    with the path, not again for the later refusals of that source version."""
+    await upload(container, "cut.jpg", jpeg(400, 300)[:2000], content_type="image/jpeg")
+    client = await make_client()
+    with caplog.at_level(logging.WARNING, logger="imgproxy"):
+        answers = [await fetch(client, f"/images/cut.jpg?w={width}") for width in (50, 60, 70)]
+    assert [(status, body) for status, _, body in answers] == [
+        (422, f"not an image: {CANNOT_DECODE}\n".encode())
+    ] * 3
+    logged = [r for r in caplog.records if r.name == "imgproxy.variants"]
+    assert len(logged) == 1 and logged[0].levelno == logging.WARNING
+    message = logged[0].getMessage()
+    assert message.startswith(f"cannot transform 'cut.jpg': {CANNOT_DECODE} (")
+    libvips_words = message.removeprefix(f"cannot transform 'cut.jpg': {CANNOT_DECODE} (")[:-1]
+    assert libvips_words and libvips_words != "no detail"
+    assert all(libvips_words.encode() not in body for _, _, body in answers)
+    assert not [r for r in caplog.records if r.name == "imgproxy.app" and "NotAnImage" in r.getMessage()]
 
 
 async def test_a_source_that_is_not_an_image_is_not_decoded_twice(

@@ -87,3 +87,14 @@ def test_accepted_types_lists_named_types_with_positive_weight() -> None:
 def test_garbage_is_tolerated() -> None:
     """Malformed elements are skipped, never an error."""
     assert negotiate(",,;;,webp,image/webp;;q=1;,", auto_avif=False) is FormatBucket.WEBP
+
+
+def test_a_long_accept_is_read_as_a_short_one_is() -> None:
+    """An Accept too long to be remembered still chooses its bucket, every time it comes."""
+    accept = "image/webp," + ",".join(f"image/x-{i}" for i in range(40))
+    assert len(accept) > 256
+    for _ in range(2):
+        assert negotiate(accept, auto_avif=False) is FormatBucket.WEBP
+        assert (
+            negotiate(accept.replace("image/webp", "image/webp;q=0"), auto_avif=False) is FormatBucket.SOURCE
+        )

@@ -228,3 +228,22 @@ def test_a_101_keeps_the_protocol_switch() -> None:
         (b"Connection", b"Upgrade"),
         (b"Upgrade", b"websocket"),
     ]
+
+
+def test_long_names_connection_values_and_hosts_are_decided_alike_off_the_memo() -> None:
+    """Fields too long to be remembered get the answer short ones get, every time they come."""
+    long_proxy = b"Proxy-" + b"x" * 100  # hop-by-hop by prefix
+    long_kept = b"X-" + b"k" * 100
+    listing = b"x-secret, " + b", ".join(b"t%d" % i for i in range(20))  # over the memo's length
+    host = b"h" * 300
+    raw = (
+        (b"Host", host),
+        (long_proxy, b"1"),
+        (long_kept, b"2"),
+        (b"Connection", listing),
+        (b"X-Secret", b"3"),
+    )
+    for _ in range(2):  # the second time finds nothing remembered either
+        got = fields(request_head("GET", "/", raw, FWD, None, False))
+        assert [name for name, _ in got if name in (long_proxy, long_kept, b"X-Secret")] == [long_kept]
+        assert dict(got)[b"Forwarded"] == b'for=192.0.2.7;proto=http;host="' + host + b'"'

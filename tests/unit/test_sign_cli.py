@@ -59,9 +59,10 @@ def test_no_key_is_exit_2(capsys: pytest.CaptureFixture[str], monkeypatch: pytes
 
 
 def test_a_bad_value_is_not_signed(capsys: pytest.CaptureFixture[str]) -> None:
-    """A value the server would refuse is reported naming the parameter, exit 2."""
+    """A value the server would refuse is reported naming the parameter and echoing what was
+    given (the operator's own input), exit 2."""
     status, out, err = run_sign(capsys, "a.jpg", "w=0&fm=webp", "--key", "k")
-    assert (status, out) == (2, "") and "w:" in err
+    assert (status, out) == (2, "") and "w:" in err and "'w=0&fm=webp'" in err
 
 
 def test_base_is_put_before_the_path(capsys: pytest.CaptureFixture[str]) -> None:
