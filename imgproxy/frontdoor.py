@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Final, cast
 
 from aiohttp import web, web_response
@@ -171,6 +172,19 @@ class FrontDoorHandler(RequestHandler):
         if self._head_bytes:
             self.transport.write(_REQUEST_TIMEOUT)
         self.force_close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request its parser refused quotes the offending bytes: ours is the
+        status in fixed words (a client's input is never echoed)."""
+        if status != HTTPStatus.INTERNAL_SERVER_ERROR:
+            message = f"{status} {HTTPStatus(status).phrase}\n"
+        return super().handle_error(request, status, exc, message)
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         """A malformed request is the client's mistake, one line at INFO; aiohttp logs each with a
