@@ -21,9 +21,9 @@ from redis.utils import HIREDIS_AVAILABLE
 from devtools.redis_server import run_redis
 from imgproxy.config import RedisConfig
 from imgproxy.origin import BlobMeta
-from imgproxy.purge_log import Purge, PurgeLog
-from imgproxy.redis_link import RedisLink
-from imgproxy.redis_tier import RedisTier
+from imgproxy.replication.link import RedisLink
+from imgproxy.replication.purge_log import Purge, PurgeLog
+from imgproxy.replication.store import RedisTier
 
 
 def meta(size: int) -> BlobMeta:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from typing import Final
 
-from imgproxy.signing import sign_url
+from imgproxy.transform.signing import sign_url
 
 from .azurite import ROOT, free_port, run_azurite
 from .seed import seed

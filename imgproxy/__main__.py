@@ -35,13 +35,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .app import begin_drain, create_app, start_runner
-from .config import Config, ConfigError, load_config, load_transform_config
-from .errors import BadTransformParameter
-from .peers import Peers
-from .signing import sign_url
-from .tiers.disk import clean_disk
-from .transform.params import QueryParser
+from imgproxy.app import begin_drain, create_app, start_runner
+from imgproxy.cache.disk.tier import clean_disk
+from imgproxy.config import Config, ConfigError, load_config, load_transform_config
+from imgproxy.core.errors import BadTransformParameter
+from imgproxy.transform.params import QueryParser
+from imgproxy.transform.signing import sign_url
+from imgproxy.web.peers import Peers
 
 log = logging.getLogger("imgproxy")
 

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from .config import Config
-from .content_policy import GUARD_HEADERS, ResponsePolicy
-from .errors import (
+from imgproxy.cache.disk.tier import DiskTier
+from imgproxy.cache.fetcher import Fetcher
+from imgproxy.config import Config
+from imgproxy.core.errors import (
     ActiveContentRefused,
     BadPath,
     BadRequestTarget,
@@ -38,11 +39,19 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from .fetcher import Fetcher
-from .frontdoor import FrontDoor, FrontDoorRunner, handler_args, hide_versions
-from .handlers import admin, images, ops, passthrough
-from .hot_path import install_hot_path
-from .keys import (
+from imgproxy.http.content_policy import GUARD_HEADERS, ResponsePolicy
+from imgproxy.metrics import Metrics
+from imgproxy.origin import open_origin
+from imgproxy.passthrough import lane as passthrough
+from imgproxy.passthrough.pool import open_upstream
+from imgproxy.replication.service import follow_purges, open_redis, replica_factory
+from imgproxy.transform.params import QueryParser
+from imgproxy.transform.signing import PARAMETERS
+from imgproxy.transform.variants import HotKeys, Transforms, Variants
+from imgproxy.web import admin, images, ops
+from imgproxy.web.frontdoor import FrontDoor, FrontDoorRunner, handler_args, hide_versions
+from imgproxy.web.hot_path import install_hot_path
+from imgproxy.web.keys import (
     CONFIG,
     FETCHER,
     METRICS,
@@ -54,19 +63,11 @@ from .keys import (
     TRANSFORMS,
     UPSTREAM,
 )
-from .metrics import Metrics
-from .origin import open_origin
-from .peers import Peers
-from .readiness import Readiness
-from .replication import follow_purges, open_redis, replica_factory
-from .signing import PARAMETERS
-from .tiers.disk import DiskTier
-from .transform.params import QueryParser
-from .upstream import open_upstream
-from .variants import HotKeys, Transforms, Variants
+from imgproxy.web.peers import Peers
+from imgproxy.web.readiness import Readiness
 
 if TYPE_CHECKING:
-    from .transform.pool import TransformPool
+    from imgproxy.transform.pool import TransformPool
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,9 @@ async def _origin_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[
         app[READINESS] = readiness
         pool: TransformPool | None = None
         if config.transform.enabled:
-            from .transform.pool import TransformPool  # here: pyvips loads only when transforms are on
+            from imgproxy.transform.pool import (
+                TransformPool,  # here: pyvips loads only when transforms are on
+            )
 
             pool = TransformPool(config.transform, processes=config.server.workers)
             app[METRICS].watch_transforms(pool.stats)

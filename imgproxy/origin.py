@@ -37,9 +37,9 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry, StorageStreamDownloader
 
-from .breaker import CircuitBreaker
-from .config import OriginConfig
-from .errors import (
+from imgproxy.config import OriginConfig
+from imgproxy.core.breaker import CircuitBreaker
+from imgproxy.core.errors import (
     BlobChanged,
     BlobNotFound,
     CircuitOpen,

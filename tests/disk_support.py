@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from aiohttp.test_utils import TestClient
 
-from imgproxy.keys import FETCHER
+from imgproxy.web.keys import FETCHER
 from tests.conftest import ADMIN_TOKEN, wait_until
 
 Client = TestClient[Any, Any]

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 from imgproxy.config import RedisConfig
 from imgproxy.origin import BlobMeta
-from imgproxy.redis_link import RedisLink
-from imgproxy.redis_lock import SharedDownloads
-from imgproxy.redis_notify import Notifier
-from imgproxy.redis_tier import RedisTier
+from imgproxy.replication.flight import SharedDownloads
+from imgproxy.replication.link import RedisLink
+from imgproxy.replication.notify import Notifier
+from imgproxy.replication.store import RedisTier
 
 WHEN = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

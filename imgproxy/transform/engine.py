@@ -29,11 +29,11 @@ from typing import Any, Final
 
 import pyvips
 
-from ..errors import BadTransformParameter, NotAnImage, SourceTooLarge
-from .geometry import Finish, Plan, jpeg_shrink, plan
-from .negotiate import FormatBucket
-from .params import DEFAULT_QUALITY, Color, Position, TransformOptions
-from .result import (
+from imgproxy.core.errors import BadTransformParameter, NotAnImage, SourceTooLarge
+from imgproxy.transform.geometry import Finish, Plan, jpeg_shrink, plan
+from imgproxy.transform.negotiate import FormatBucket
+from imgproxy.transform.params import DEFAULT_QUALITY, Color, Position, TransformOptions
+from imgproxy.transform.result import (
     ALPHA_OUTPUTS,
     ANIMATED_OUTPUTS,
     CONTENT_TYPES,

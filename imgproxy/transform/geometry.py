@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from .params import Fit, TransformOptions
+from imgproxy.transform.params import Fit, TransformOptions
 
 
 class Finish(enum.Enum):

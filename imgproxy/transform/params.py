@@ -31,12 +31,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import unquote
 
-from ..errors import BadSignature, BadTransformParameter
-from ..signing import PARAMETERS, SIGNATURE, sign, sign_url, split_query, verify
-from .negotiate import FormatBucket, negotiate
+from imgproxy.core.errors import BadSignature, BadTransformParameter
+from imgproxy.transform.negotiate import FormatBucket, negotiate
+from imgproxy.transform.signing import PARAMETERS, SIGNATURE, sign, sign_url, split_query, verify
 
 if TYPE_CHECKING:  # config imports this module to check presets at load
-    from ..config import TransformConfig
+    from imgproxy.config import TransformConfig
 
 __all__ = [
     "DEFAULT_QUALITY",

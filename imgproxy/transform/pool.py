@@ -27,12 +27,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..config import TransformConfig
-from ..errors import BadTransformParameter, NotAnImage, SourceTooLarge, TransformBusy, TransformTimeout
-from ..metrics import ORIGIN_BUCKETS_S
-from .negotiate import FormatBucket
-from .params import TransformOptions
-from .result import Limits, Source, TransformResult
+from imgproxy.config import TransformConfig
+from imgproxy.core.errors import (
+    BadTransformParameter,
+    NotAnImage,
+    SourceTooLarge,
+    TransformBusy,
+    TransformTimeout,
+)
+from imgproxy.metrics import ORIGIN_BUCKETS_S
+from imgproxy.transform.negotiate import FormatBucket
+from imgproxy.transform.params import TransformOptions
+from imgproxy.transform.result import Limits, Source, TransformResult
 
 # The function a slot runs: the engine's `transform` in production.
 Work = Callable[[Source, TransformOptions, FormatBucket, Limits, threading.Event], TransformResult]
@@ -100,7 +106,7 @@ class TransformPool:
     def __init__(self, config: TransformConfig, work: Work | None = None, processes: int = 1) -> None:
         self._slots = default_slots(config, processes)
         if work is None:
-            from . import engine  # the first pyvips import of the process
+            from imgproxy.transform import engine  # the first pyvips import of the process
 
             engine.configure(threads_per_transform=max(1, _share(processes) // self._slots))
             work = engine.transform

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from ..config import TransformConfig
+    from imgproxy.config import TransformConfig
 
 # A source: bytes from memory or Azure, or a file of the disk tier (libvips opens it itself).
 Source = bytes | Path

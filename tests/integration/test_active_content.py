@@ -21,8 +21,8 @@ from multidict import CIMultiDictProxy
 from devtools.azurite import AzuriteServer, free_port
 from imgproxy.app import create_app, error_response, install_passthrough
 from imgproxy.config import Config
-from imgproxy.hot_path import install_hot_path
-from imgproxy.keys import FETCHER
+from imgproxy.web.hot_path import install_hot_path
+from imgproxy.web.keys import FETCHER
 from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
 from tests.images import png_with_alpha, sniff
 from tests.origin_proxy import OriginProxy

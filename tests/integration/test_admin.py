@@ -16,7 +16,7 @@ from azure.storage.blob.aio import ContainerClient
 from devtools.azurite import free_port
 from imgproxy.app import create_app
 from imgproxy.config import Config
-from imgproxy.peers import RELAYED_HEADER, Peers
+from imgproxy.web.peers import RELAYED_HEADER, Peers
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, upload
 from tests.origin_proxy import OriginProxy
 

@@ -11,7 +11,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from imgproxy.app import create_app
 from imgproxy.config import Config
-from imgproxy.keys import FETCHER
+from imgproxy.web.keys import FETCHER
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, payload, sha256, upload, wait_until
 from tests.origin_proxy import OriginProxy
 

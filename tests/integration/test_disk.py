@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
+from imgproxy.cache.disk.tier import DiskTier
 from imgproxy.config import DiskConfig
-from imgproxy.keys import FETCHER
-from imgproxy.tiers.disk import DiskTier
+from imgproxy.web.keys import FETCHER
 from tests.conftest import payload, sha256, upload, wait_until
 from tests.disk_support import AUTH, ITEM_LIMIT, MIB, MakeClient, files_under, get, settled, stats
 from tests.origin_proxy import OriginProxy, reads_from
@@ -416,7 +416,7 @@ async def test_a_lock_cancelled_while_its_file_opens_leaves_no_descriptor(
 WAITER_SCRIPT = """
 import asyncio, sys
 from imgproxy.config import DiskConfig
-from imgproxy.tiers.disk import DiskTier
+from imgproxy.cache.disk.tier import DiskTier
 
 async def main() -> None:
     disk = DiskTier(DiskConfig(enabled=True, path=sys.argv[1], lock_timeout_s=0.2), "c", shared=True)

@@ -15,13 +15,14 @@ from azure.storage.blob.aio import ContainerClient
 from yarl import URL
 
 from devtools.azurite import free_port
-from imgproxy import hot_path, prebuilt
 from imgproxy.app import create_app, error_response
 from imgproxy.config import Config
-from imgproxy.hot_path import install_hot_path
-from imgproxy.prebuilt import MAX_BODY
-from imgproxy.signing import sign_url
-from imgproxy.variants import HOT_MEMO_MAX_CHARS
+from imgproxy.http import prebuilt
+from imgproxy.http.prebuilt import MAX_BODY
+from imgproxy.transform.signing import sign_url
+from imgproxy.transform.variants import HOT_MEMO_MAX_CHARS
+from imgproxy.web import hot_path
+from imgproxy.web.hot_path import install_hot_path
 from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
 from tests.images import jpeg
 from tests.origin_proxy import OriginProxy

@@ -24,7 +24,7 @@ from yarl import URL
 
 from devtools.azurite import free_port
 from imgproxy.app import create_app, start_runner
-from imgproxy.keys import METRICS, UPSTREAM
+from imgproxy.web.keys import METRICS, UPSTREAM
 from tests.conftest import ADMIN_TOKEN, UpstreamApp, make_test_config, payload, sha256, upload, wait_until
 from tests.origin_proxy import OriginProxy
 

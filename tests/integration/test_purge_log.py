@@ -15,8 +15,8 @@ import pytest
 
 from devtools.redis_server import RedisServer, cli
 from imgproxy.config import RedisConfig
-from imgproxy.purge_log import LogCursor, Purge, PurgeLog, log_keys
-from imgproxy.redis_link import Client, RedisLink
+from imgproxy.replication.link import Client, RedisLink
+from imgproxy.replication.purge_log import LogCursor, Purge, PurgeLog, log_keys
 from tests.conftest import wait_until
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.redis_partition import partitioned

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from devtools.redis_server import RedisServer, free_port, run_redis
-from imgproxy.errors import RedisBadReply, RedisTimeout, RedisUnavailable
-from imgproxy.redis_link import Client, RedisLink, retry_pause_s
+from imgproxy.core.errors import RedisBadReply, RedisTimeout, RedisUnavailable
+from imgproxy.replication.link import Client, RedisLink, retry_pause_s
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.redis_partition import partitioned
 from tests.tcp_proxy import TcpProxy

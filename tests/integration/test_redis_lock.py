@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 from devtools.redis_server import RedisServer
-from imgproxy.redis_tier import ClaimState
+from imgproxy.replication.store import ClaimState
 from tests.conftest import payload, wait_until
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.redis_replica import SharedReplica, meta_of, shared_replica

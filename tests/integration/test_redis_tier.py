@@ -15,9 +15,9 @@ import pytest
 
 from devtools.redis_server import RedisServer, cli
 from imgproxy.config import RedisConfig
-from imgproxy.errors import RedisFailure
-from imgproxy.redis_codec import entry_keys, max_value_bytes, members_key
-from imgproxy.redis_tier import ClaimState, RedisTier
+from imgproxy.core.errors import RedisFailure
+from imgproxy.replication.codec import entry_keys, max_value_bytes, members_key
+from imgproxy.replication.store import ClaimState, RedisTier
 from tests.conftest import payload
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.redis_replica import meta_of, put, shared_replica

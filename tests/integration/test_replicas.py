@@ -6,8 +6,8 @@ import asyncio
 import time
 from contextlib import AsyncExitStack
 
-from imgproxy.redis_link import RedisLink
-from imgproxy.replicas import Replica, ReplicaRegistry, make_replica_id
+from imgproxy.replication.link import RedisLink
+from imgproxy.replication.registry import Replica, ReplicaRegistry, make_replica_id
 from tests.redis_fixtures import RedisTarget
 
 

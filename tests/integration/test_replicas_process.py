@@ -27,8 +27,8 @@ from azure.storage.blob.aio import ContainerClient
 
 from devtools.redis_server import RedisServer
 from imgproxy import client as admin
-from imgproxy.purge_log import log_keys
-from imgproxy.redis_codec import entry_keys
+from imgproxy.replication.codec import entry_keys
+from imgproxy.replication.purge_log import log_keys
 from tests.conftest import payload, sha256, upload
 from tests.images import jpeg
 from tests.origin_proxy import OriginProxy

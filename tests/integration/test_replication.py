@@ -23,10 +23,10 @@ from azure.storage.blob.aio import ContainerClient
 
 from devtools.redis_server import RedisServer
 from imgproxy.app import create_app
-from imgproxy.keys import FETCHER, REPLICATION
 from imgproxy.origin import BlobMeta
-from imgproxy.purge_log import log_keys
-from imgproxy.redis_codec import encode_entry, entry_keys, generation_key
+from imgproxy.replication.codec import encode_entry, entry_keys, generation_key
+from imgproxy.replication.purge_log import log_keys
+from imgproxy.web.keys import FETCHER, REPLICATION
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
 from tests.disk_support import data_files
 from tests.origin_proxy import OriginProxy

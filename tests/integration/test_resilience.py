@@ -15,7 +15,7 @@ from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDictProxy
 
 from imgproxy.app import create_app
-from imgproxy.keys import FETCHER, METRICS
+from imgproxy.web.keys import FETCHER, METRICS
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
 from tests.origin_proxy import OriginProxy, reads_from
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from imgproxy.errors import BadTransformParameter, NotAnImage, SourceTooLarge
+from imgproxy.core.errors import BadTransformParameter, NotAnImage, SourceTooLarge
 from imgproxy.transform import engine
 from imgproxy.transform.engine import CANNOT_DECODE
 from imgproxy.transform.negotiate import FormatBucket

@@ -22,7 +22,7 @@ import pytest
 
 from devtools.azurite import ROOT
 from imgproxy.config import TransformConfig
-from imgproxy.errors import NotAnImage, TransformBusy, TransformTimeout
+from imgproxy.core.errors import NotAnImage, TransformBusy, TransformTimeout
 from imgproxy.transform import engine
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import TransformOptions

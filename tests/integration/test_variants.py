@@ -17,9 +17,9 @@ from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDict
 
 from imgproxy.app import create_app
-from imgproxy.keys import FETCHER, TRANSFORMS
-from imgproxy.signing import sign_url
 from imgproxy.transform.engine import CANNOT_DECODE
+from imgproxy.transform.signing import sign_url
+from imgproxy.web.keys import FETCHER, TRANSFORMS
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, sha256, upload, wait_until
 from tests.disk_support import data_files
 from tests.images import (
@@ -269,7 +269,7 @@ async def test_libvips_words_go_to_the_log_once_with_the_path_never_to_the_clien
     assert [(status, body) for status, _, body in answers] == [
         (422, f"not an image: {CANNOT_DECODE}\n".encode())
     ] * 3
-    logged = [r for r in caplog.records if r.name == "imgproxy.variants"]
+    logged = [r for r in caplog.records if r.name == "imgproxy.transform.variants"]
     assert len(logged) == 1 and logged[0].levelno == logging.WARNING
     message = logged[0].getMessage()
     assert message.startswith(f"cannot transform 'cut.jpg': {CANNOT_DECODE} (")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from imgproxy.breaker import BreakerState, CircuitBreaker
-from imgproxy.errors import CircuitOpen
+from imgproxy.core.breaker import BreakerState, CircuitBreaker
+from imgproxy.core.errors import CircuitOpen
 
 
 class Clock:

@@ -1,10 +1,10 @@
-"""Unit tests for `imgproxy.cache`: the LRU bookkeeping and the fill tickets of `MemoryCache`."""
+"""Unit tests for `imgproxy.core.lru`: the LRU bookkeeping and the fill tickets of `MemoryCache`."""
 
 from __future__ import annotations
 
 import pytest
 
-from imgproxy.cache import LRU, CacheStats, FillTicket, MemoryCache
+from imgproxy.core.lru import LRU, CacheStats, FillTicket, MemoryCache
 
 
 def make_lru(max_items: int = 10, max_bytes: int = 100) -> LRU[bytes]:

@@ -9,9 +9,14 @@ import pytest
 
 from imgproxy.app import error_response
 from imgproxy.config import HttpConfig
-from imgproxy.content_policy import CONTENT_SECURITY_POLICY, ActiveContent, ResponsePolicy, is_inert_image
-from imgproxy.errors import ActiveContentRefused, BlobNotFound, ImgproxyError, RangeNotSatisfiable
-from imgproxy.http_semantics import blob_headers, hit_headers, not_modified_headers
+from imgproxy.core.errors import ActiveContentRefused, BlobNotFound, ImgproxyError, RangeNotSatisfiable
+from imgproxy.http.content_policy import (
+    CONTENT_SECURITY_POLICY,
+    ActiveContent,
+    ResponsePolicy,
+    is_inert_image,
+)
+from imgproxy.http.semantics import blob_headers, hit_headers, not_modified_headers
 from imgproxy.origin import BlobMeta
 from imgproxy.transform.result import CONTENT_TYPES
 

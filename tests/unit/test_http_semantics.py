@@ -8,7 +8,7 @@ import pytest
 from aiohttp.helpers import ETag
 from aiohttp.test_utils import make_mocked_request
 
-from imgproxy.http_semantics import Conditions, Decision, Outcome, decide, resolve_range
+from imgproxy.http.semantics import Conditions, Decision, Outcome, decide, resolve_range
 from imgproxy.origin import BlobMeta
 
 MODIFIED = datetime(2026, 5, 1, 12, 0, 0, 500_000, tzinfo=UTC)

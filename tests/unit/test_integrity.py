@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from imgproxy.integrity import FileIdentity, body_digest, content_mismatch, identity_mismatch
+from imgproxy.cache.disk.integrity import FileIdentity, body_digest, content_mismatch, identity_mismatch
 
 BODY = b"the bytes that were written" * 100
 

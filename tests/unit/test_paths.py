@@ -1,11 +1,11 @@
-"""Unit tests for `imgproxy.paths.parse_blob_path`: what a request may name inside the container."""
+"""Unit tests for `imgproxy.http.paths.parse_blob_path`: what a request may name inside the container."""
 
 from __future__ import annotations
 
 import pytest
 
-from imgproxy.errors import BadPath
-from imgproxy.paths import MAX_PATH_CHARS, parse_blob_path, parse_blob_path_cached
+from imgproxy.core.errors import BadPath
+from imgproxy.http.paths import MAX_PATH_CHARS, parse_blob_path, parse_blob_path_cached
 
 
 @pytest.mark.parametrize(

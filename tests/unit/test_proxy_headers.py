@@ -1,4 +1,4 @@
-"""Unit tests for `imgproxy.proxy_headers`: the request and response heads of the pass-through."""
+"""Unit tests for `imgproxy.passthrough.headers`: the request and response heads of the pass-through."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Final
 
 import pytest
 
-from imgproxy.proxy_headers import (
+from imgproxy.passthrough.headers import (
     LAST_CHUNK,
     Forwarding,
     connection_options,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from imgproxy.origin import BlobMeta
-from imgproxy.redis_codec import (
+from imgproxy.replication.codec import (
     FETCHED_AT_OFFSET,
     MAGIC,
     SIGNED_MAGIC,
@@ -28,7 +28,7 @@ from imgproxy.redis_codec import (
     path_tag,
     purge_token_keys,
 )
-from imgproxy.redis_signing import MAC_BYTES, Signer
+from imgproxy.replication.signing import MAC_BYTES, Signer
 
 BASE = "imgproxy:images:"
 META = BlobMeta(5, '"0x8D1"', datetime(2026, 11, 1, 12, 30, 5, tzinfo=UTC), "image/png", b"\x01" * 16)

@@ -11,7 +11,7 @@ import pytest
 
 from devtools.azurite import ROOT
 from imgproxy.__main__ import main
-from imgproxy.signing import sign_url
+from imgproxy.transform.signing import sign_url
 
 KEY_ENV = "IMGPROXY_TRANSFORM_SIGNING_KEY"
 

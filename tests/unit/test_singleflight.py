@@ -1,4 +1,4 @@
-"""Unit tests for `imgproxy.singleflight`: one task per key, shared by every concurrent caller."""
+"""Unit tests for `imgproxy.core.singleflight`: one task per key, shared by every concurrent caller."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from imgproxy.singleflight import Outcome, SingleFlight
+from imgproxy.core.singleflight import Outcome, SingleFlight
 
 
 class Boom(Exception):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from imgproxy.app import error_response
-from imgproxy.errors import (
+from imgproxy.core.errors import (
     BadSignature,
     BadTransformParameter,
     ImgproxyError,

@@ -1,4 +1,4 @@
-"""Unit tests for `imgproxy.transform.params` and `imgproxy.signing`: parsing, canonical forms,
+"""Unit tests for `imgproxy.transform.params` and `imgproxy.transform.signing`: parsing, canonical forms,
 presets, signatures and their rules."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from imgproxy.config import TransformConfig
-from imgproxy.errors import BadSignature, BadTransformParameter
-from imgproxy.signing import canonical_string, sign, sign_url, verify
+from imgproxy.core.errors import BadSignature, BadTransformParameter
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import (
     Color,
@@ -22,6 +21,7 @@ from imgproxy.transform.params import (
     apply_auto_format,
     check_preset,
 )
+from imgproxy.transform.signing import canonical_string, sign, sign_url, verify
 
 KEY = "test-signing-key"
 PRESETS = {"thumb": "w=200&h=200&fit=cover&fm=auto", "wide": "w=800"}

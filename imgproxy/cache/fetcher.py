@@ -1,0 +1,362 @@
+"""Cache-or-origin orchestration: the tiers in order, freshness, revalidation, coalesced downloads.
+
+Lookup order: the memory tier, the disk tier, the index of large blobs (`large`), then Azure. A
+blob small enough (`cache.max_item_bytes`) is read whole by a download that a `SingleFlight`
+owns, stored in every tier it fits and handed to every waiter. A larger blob is never held whole:
+the download stops after the first GET, its metadata goes into the large index, and every waiter
+streams the bytes it needs (`large`). The fetcher knows the tiers through `tiers.Tier` only, plus
+what only the disk tier does: files to send, and sibling processes to coalesce with.
+
+Freshness (`cache.ttl_s`): a fresh entry is a HIT. An expired one is revalidated with a
+conditional request (ETag, If-None-Match), coalesced per blob like a download. Within
+`cache.stale_while_revalidate_s` of expiry the stale entry is served at once and the revalidation
+runs in the background; when Azure fails, a stale entry younger than `cache.stale_if_error_s`
+past expiry is served instead of the error. A 404 is remembered for `cache.negative_ttl_s`.
+Purges void downloads already under way (see `cache.FillTicket`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from imgproxy.cache.disk.files import DamagedEntry
+from imgproxy.cache.disk.tier import DiskTier
+from imgproxy.cache.downloads import Downloads, Outcome, Producer
+from imgproxy.cache.large import INDEX_MAX_ITEMS, LargeBlobs
+from imgproxy.cache.memory import MemoryTier
+from imgproxy.cache.resolved import CacheStatus, Resolved, Span
+from imgproxy.cache.tier import Entry, Tier, path_of
+from imgproxy.config import CacheConfig
+from imgproxy.core.background import Background
+from imgproxy.core.errors import BlobChanged, BlobNotFound, DiskTierFailed, ImgproxyError, OriginError
+from imgproxy.core.lru import MemoryCache
+from imgproxy.core.singleflight import SingleFlight
+from imgproxy.http.paths import index_key
+from imgproxy.metrics import Metrics
+from imgproxy.origin import BlobMeta, NotModified, Origin
+from imgproxy.replication.shared_tier import SharedTier
+
+__all__ = ["CacheStatus", "Fetcher", "Resolved", "Span"]
+
+log = logging.getLogger(__name__)
+
+# Lookups of one request: a disk file that vanished or was damaged, or a blob overwritten since
+# its metadata was read, makes the request look again (and each time that entry is gone).
+ATTEMPTS: Final = 3
+
+
+class _LookAgain(Exception):
+    """The disk entry a request found was replaced or vanished: look the blob up again."""
+
+
+class Fetcher:
+    """Answers `resolve(path, choose)` from the tiers or from Azure, one download per blob."""
+
+    def __init__(
+        self,
+        origin: Origin,
+        config: CacheConfig,
+        metrics: Metrics,
+        disk: DiskTier | None = None,
+        shared: Callable[[Background], SharedTier] | None = None,
+    ) -> None:
+        self._origin = origin
+        self._config = config
+        self._metrics = metrics
+        self._counters = metrics.counters
+        self._background = Background()  # write-throughs and disk fills
+        self._memory = MemoryTier(config)
+        self._disk = disk
+        self._tiers: tuple[Tier, ...] = (self._memory,) if disk is None else (self._memory, disk)
+        self._large = LargeBlobs(origin, disk, metrics, self._background)
+        self._shared = shared(self._background) if shared is not None else None
+        self._downloads = Downloads(
+            origin, config, metrics, self._tiers, disk, self._background, self._shared
+        )
+        # Missing blobs by `index_key` (10,000 digests, about 2.5 MiB, whatever the paths' length).
+        self._missing: MemoryCache[float] = MemoryCache(INDEX_MAX_ITEMS, 1, lambda _: 0)
+        self._flights: SingleFlight[Entry] = SingleFlight()
+        metrics.watch_cache(self._memory.cache_stats)
+        if disk is not None:
+            metrics.watch_disk(disk.disk_stats)
+
+    async def resolve(self, path: str, choose: Callable[[BlobMeta], Span | None]) -> Resolved:
+        """Metadata of `path`, and the body span `choose(meta)` asks for (streamed if large)."""
+        return await self._resolve(path, choose)
+
+    async def resolve_variant(
+        self, key: str, choose: Callable[[BlobMeta], Span | None], produce: Producer
+    ) -> Resolved:
+        """The variant entry of `key` from the tiers, or made by `produce` (one per key at a time),
+        revalidated through `produce` once expired: freshness as for originals."""
+        return await self._resolve(key, choose, produce)
+
+    async def _resolve(
+        self, key: str, choose: Callable[[BlobMeta], Span | None], produce: Producer | None = None
+    ) -> Resolved:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                resolved = await self._lookup(key, produce)
+            except ImgproxyError as exc:
+                if not (isinstance(exc, BlobNotFound) and exc.cached):
+                    self._counters.misses += 1
+                raise
+            span = choose(resolved.meta)
+            if span is None or resolved.body is not None:
+                self._count(resolved.status)
+                return resolved
+            try:
+                if resolved.file is not None:
+                    answer = await self._from_disk(key, resolved)
+                else:
+                    answer = await self._large.serve(key, resolved, span)
+            except BlobChanged:
+                if attempt == ATTEMPTS:
+                    raise
+                # Overwritten since we learnt its metadata: forget it and look again.
+                await self._large.forget(key)
+                continue
+            except (FileNotFoundError, DamagedEntry, _LookAgain) as exc:
+                if attempt == ATTEMPTS:
+                    raise DiskTierFailed(path_of(key)) from exc
+                # Evicted or removed under us, damaged (the entry is dropped), or replaced by a
+                # newer entry: look again, which asks Azure unless a good copy is there.
+                if isinstance(exc, FileNotFoundError) and self._disk is not None:
+                    self._disk.forget(key)
+                continue
+            self._count(answer.status)
+            return answer
+        raise AssertionError("unreachable")
+
+    async def metadata(self, path: str) -> BlobMeta:
+        """The metadata of `path` (downloaded if not known), not counted as a request."""
+        return (await self._lookup(path)).meta
+
+    async def source_version(self, path: str, etag: str) -> tuple[str, float] | None:
+        """The current version of `path` for a variant made from version `etag`: its ETag and when
+        Azure confirmed it (None: no such blob). From the tiers while fresh there (revalidated once
+        for all if expired), else one conditional request."""
+        entry = await self._held(path)
+        try:
+            if entry is not None:
+                resolved = await self._lookup(path, found=entry)
+                return resolved.meta.etag, resolved.fetched_at
+            with self._metrics.origin_call("revalidate"):
+                meta = await self._origin.properties(path, if_none_match=etag)
+        except BlobNotFound:
+            return None
+        return (etag if isinstance(meta, NotModified) else meta.etag), time.time()
+
+    async def drop_variants(self, path: str) -> None:
+        """Forget every variant of `path` (its source changed): in every tier, and those being made."""
+        self._flights.forget_where(lambda key: key != path and path_of(key) == path)
+        for tier in self._tiers:
+            await tier.purge(path, variants_only=True)
+        if self._shared is not None:  # other replicas must not adopt them either; best effort
+            self._background.spawn(self._shared.purge(path, variants_only=True))
+
+    def fresh_hit(self, path: str) -> Resolved | None:
+        """A fresh in-memory body, found without awaiting (the hot path, counted as a hit), or
+        None: then `resolve` does the full lookup."""
+        entry = self._memory.peek(path)
+        if entry is None or time.time() - entry.fetched_at >= self._config.ttl_s:
+            return None
+        self._counters.hits += 1
+        return Resolved(entry.meta, CacheStatus.HIT, entry.body)  # the fewest fields: the hot path
+
+    def _count(self, status: CacheStatus) -> None:
+        if status is CacheStatus.HIT:
+            self._counters.hits += 1
+        elif status is CacheStatus.MISS:
+            self._counters.misses += 1
+        else:
+            self._counters.stale += 1
+
+    async def purge(self, path: str) -> bool:
+        """Drop `path` and its variants from every tier; a download of it under way will not be stored."""
+        self._flights.forget_where(lambda key: path_of(key) == path)
+        removed = [await self._large.purge(path), await self._missing.pop(index_key(path))]
+        removed += [await tier.purge(path) for tier in self._tiers]
+        return any(removed)
+
+    async def purge_all(self) -> int:
+        """Drop everything; downloads under way will not be stored."""
+        self._flights.forget_all()
+        await self._large.purge_all()
+        await self._missing.clear()
+        return max([await tier.purge_all() for tier in self._tiers])
+
+    async def purge_shared(self, path: str | None) -> None:
+        """Delete the shared tier's copies of `path` and its variants (None: everything); raises
+        `RedisFailure` (the caller says the purge did not reach them). Nothing without a shared tier."""
+        if self._shared is None:
+            return
+        if path is None:
+            await self._shared.purge_all()
+        else:
+            await self._shared.purge(path)
+
+    def stats(self) -> dict[str, int | bool]:
+        """Sizes, limits and counters of every tier for the admin API (`disk_enabled` false without one)."""
+        body: dict[str, int | bool] = {**self._memory.stats(), "in_flight": self.in_flight()}
+        body.update(self._counters.as_dict())
+        if self._disk is None:
+            body["disk_enabled"] = False
+        else:
+            body.update(self._disk.stats())
+            body["disk_fills"] = self._large.fills
+        if self._shared is not None:
+            body.update(self._shared.stats())
+        return body
+
+    def counters(self) -> dict[str, int]:
+        """Hits, misses, coalesced waiters, origin requests and the like, so far."""
+        return self._counters.as_dict()
+
+    def disk_stats(self) -> dict[str, int | bool]:
+        """The disk tier's part of `stats`."""
+        return {k: v for k, v in self.stats().items() if k.startswith("disk_")}
+
+    def waiting(self, path: str) -> int:
+        """Requests currently waiting on the download or revalidation of `path`."""
+        return self._flights.waiting(path)
+
+    def in_flight(self) -> int:
+        """Downloads and revalidations currently running."""
+        return len(self._flights)
+
+    async def close(self) -> None:
+        await self._flights.close()
+        await self._background.close()
+
+    # --- lookups --------------------------------------------------------------------------
+    async def _held(self, key: str, original: bool = True) -> Entry | None:
+        """The entry of `key` in this process's tiers: memory, disk, and for an original the index
+        of large blobs (streamed, never held whole)."""
+        entry = await self._memory.lookup(key) or self._on_disk(key)
+        if entry is None and original:
+            entry = await self._large.lookup(key)
+        return entry
+
+    async def _lookup(
+        self, key: str, produce: Producer | None = None, found: Entry | None = None
+    ) -> Resolved:
+        """`key` from the tiers (`found`: already looked up), revalidated once expired; else the
+        shared tier, else a download (an original) or `produce` (a variant)."""
+        now = time.time()
+        entry = found or await self._held(key, original=produce is None)
+        if entry is not None:
+            overdue = entry.age(now) - self._config.ttl_s
+            if overdue < 0:
+                return Resolved.of(entry, CacheStatus.HIT)
+            return await self._revalidate(key, entry, overdue, produce)
+        if produce is None:  # the negative cache holds originals
+            missing_since = await self._missing.get(index_key(key))
+            if missing_since is not None and now - missing_since < self._config.negative_ttl_s:
+                self._counters.negative_hits += 1
+                raise BlobNotFound(key, cached=True)
+        shared = await self._from_shared(key, now, produce)
+        if shared is not None:
+            return shared
+        entry = await self._flight(key, None, produce)
+        return Resolved.of(entry, CacheStatus.MISS)
+
+    async def _from_shared(self, key: str, now: float, produce: Producer | None = None) -> Resolved | None:
+        """The entry of `key` another replica put in the shared tier (verified there), promoted to
+        memory: a HIT while fresh, revalidated (one conditional request) once expired."""
+        if self._shared is None:
+            return None
+        ticket = self._memory.begin_fill(key)  # before the lookup: a purge meanwhile voids it
+        entry = await self._shared.lookup(key)
+        if entry is None:
+            self._memory.release(ticket)
+            return None
+        overdue = entry.age(now) - self._config.ttl_s
+        if overdue >= 0:
+            self._memory.release(ticket)
+            return await self._revalidate(key, entry, overdue, produce)
+        await self._memory.store(ticket, entry)
+        return Resolved.of(entry, CacheStatus.HIT)
+
+    def _on_disk(self, key: str) -> Entry | None:
+        found = self._disk.get(key) if self._disk is not None else None
+        return None if found is None else found.as_entry()
+
+    async def _revalidate(
+        self, key: str, stale: Entry, overdue: float, produce: Producer | None = None
+    ) -> Resolved:
+        if overdue < self._config.stale_while_revalidate_s:
+            self._flights.launch(key, lambda: self._refresh_quietly(key, stale, produce))
+            return Resolved.of(stale, CacheStatus.STALE)
+        try:
+            entry = await self._flight(key, stale, produce)
+        except OriginError as exc:
+            if overdue < self._config.stale_if_error_s:
+                log.warning("serving stale %r: %s", key, exc)
+                return Resolved.of(stale, CacheStatus.STALE)
+            raise
+        unchanged = entry.meta.etag == stale.meta.etag
+        status = CacheStatus.HIT if unchanged else CacheStatus.MISS
+        return Resolved.of(entry, status)
+
+    async def _flight(self, key: str, current: Entry | None, produce: Producer | None = None) -> Entry:
+        outcome = await self._flights.do(key, lambda: self._fetch(key, current, produce))
+        if outcome.shared:
+            self._counters.coalesced += 1
+        return outcome.value
+
+    async def _refresh_quietly(self, key: str, current: Entry, produce: Producer | None) -> Entry:
+        try:
+            return await self._fetch(key, current, produce)
+        except ImgproxyError as exc:  # a background refresh has no client to tell
+            log.warning("background revalidation of %r failed: %s", key, exc)
+            return current
+
+    async def _fetch(self, key: str, current: Entry | None, produce: Producer | None) -> Entry:
+        """Make a variant (`produce`), or download the original `key`, or revalidate `current`;
+        keep the outcome in the tiers and, for an original, in the large and missing indexes."""
+        if produce is not None:
+            return await self._downloads.run(key, current, produce)
+        path = key
+        # Tickets are taken before the first await, so a purge from here on voids them.
+        large_ticket, missing_ticket = self._large.begin_fill(path), self._missing.begin_fill(index_key(path))
+        outcome = Outcome()
+        try:
+            return await self._downloads.run(
+                path, current, lambda current: self._downloads.read_original(path, current), outcome
+            )
+        finally:
+            entry = outcome.entry
+            await self._large.settle(
+                large_ticket, entry if entry and entry.body is None else None, outcome.settled
+            )
+            await self._missing.finish_fill(
+                missing_ticket, time.time() if outcome.gone else None, drop=outcome.settled
+            )
+            if outcome.gone or outcome.changed:
+                await self.drop_variants(path)  # made from a version that is no more
+
+    async def _from_disk(self, path: str, resolved: Resolved) -> Resolved:
+        """A disk hit: promoted to memory when it fits there (bytes verified), else opened and
+        checked for sendfile. Raises `DamagedEntry` or `_LookAgain` when it is not there."""
+        assert self._disk is not None and resolved.file is not None
+        found = self._disk.get(path)
+        if found is None or found.data != resolved.file:
+            raise FileNotFoundError(resolved.file)
+        try:
+            if resolved.meta.size > self._config.max_item_bytes:
+                opened = await self._disk.open_entry(found)
+                self._counters.disk_hits += 1
+                return dataclasses.replace(resolved, file=None, opened=opened)
+            body = await self._disk.read(found)
+        except FileNotFoundError:
+            self._disk.forget(path, found)  # that entry only: a newer one may be indexed now
+            raise _LookAgain(path) from None
+        self._counters.disk_hits += 1
+        promoted = dataclasses.replace(found.as_entry(), body=body, file=None)
+        await self._memory.store(self._memory.begin_fill(path), promoted)
+        return dataclasses.replace(resolved, body=body, file=None)

@@ -1,0 +1,93 @@
+"""The hot path: plain GETs of fresh in-memory blobs, answered before aiohttp's router and middleware.
+
+`install_hot_path(runner)` wraps the low-level server's request handler (`runner.server`, public
+aiohttp API) after `runner.setup()`. A request it cannot answer outright (another method or route,
+a conditional or Range header, a bad path, anything not fresh in memory) goes on to the
+application unchanged, which gives every other answer, so behaviour is the same either way; only
+the cost of a hit changes (routing and the middleware chain are a third of it). A hit the
+response policy refuses (`http.active_content = "refuse"`) gets `on_error`'s answer (the
+application's error mapping, handed in). Application signals such as `on_response_prepare` do
+not run for these answers: add none that must see hits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from imgproxy.core.errors import ActiveContentRefused, BadPath, ImgproxyError
+from imgproxy.http.paths import parse_blob_path_cached
+from imgproxy.http.prebuilt import SENT, write_plain_hit
+from imgproxy.http.semantics import Conditions
+from imgproxy.web.images import PREFIX, plain_hit_response
+from imgproxy.web.keys import CONFIG, FETCHER, METRICS, RESPONSE_POLICY, TRANSFORMS
+
+RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+ErrorAnswer = Callable[[ImgproxyError], web.Response]
+
+
+def install_hot_path(runner: web.AppRunner, on_error: ErrorAnswer) -> None:
+    """Answer plain hits first on `runner`'s server (call after `setup()`, before sites start);
+    `on_error` words the answer to a hit that may not be served (`app.error_response`)."""
+    server = runner.server
+    if server is None:
+        raise RuntimeError("install_hot_path needs runner.setup() first")
+    server.request_handler = hot_path(runner.app, server.request_handler, on_error)
+
+
+def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) -> RequestHandler:
+    """`full`, preceded by an answer from memory for the requests that can have one at once."""
+    fetcher, metrics = app[FETCHER], app[METRICS]
+    policy = app[RESPONSE_POLICY]
+    # aiohttp's access log reads the size from the response object, which a pre-serialized answer
+    # leaves empty: with the log on, hits take aiohttp's Response so each line is true.
+    pre_serialize = not app[CONFIG].server.access_log
+    transforms = app.get(TRANSFORMS)
+    # With auto_format on, a plain request's answer depends on Accept and may be a variant or the
+    # original by its type: such requests go to the application, which knows.
+    plain_to_app = transforms is not None and app[CONFIG].transform.auto_format
+
+    def answer(request: web.BaseRequest, key: str, vary_accept: bool) -> web.StreamResponse | None:
+        hit = fetcher.fresh_hit(key)
+        if hit is None:
+            return None
+        body = hit.body
+        try:
+            if (
+                pre_serialize
+                and body is not None
+                and write_plain_hit(request, hit.meta, body, policy, vary_accept)
+            ):
+                metrics.count_response(200)
+                metrics.bytes_served += len(body)
+                return SENT
+            response = plain_hit_response(app, hit, policy, head=False, vary_accept=vary_accept)
+        except ActiveContentRefused as exc:  # http.active_content = "refuse"
+            response = on_error(exc)
+        metrics.count_response(response.status)
+        return response
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        raw = request.rel_url.raw_path
+        if request.method != "GET" or not raw.startswith(PREFIX):
+            return await full(request)
+        if not Conditions.from_request(request).plain:
+            return await full(request)
+        query = request.rel_url.raw_query_string
+        if query and transforms is not None:
+            # A variant (or the original, for a query without transform parameters): its key from
+            # the query (remembered), then a fresh hit of it in memory.
+            hot = transforms.hot.key(raw[len(PREFIX) :], query, request.headers)
+            found = answer(request, *hot) if hot is not None else None
+            return found if found is not None else await full(request)
+        if plain_to_app:
+            return await full(request)
+        try:
+            path = parse_blob_path_cached(raw[len(PREFIX) :])
+        except BadPath:
+            return await full(request)  # the application words the 400
+        found = answer(request, path, False)
+        return found if found is not None else await full(request)
+
+    return handle
