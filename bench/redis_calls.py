@@ -23,7 +23,7 @@ from imgproxy.config import RedisConfig
 from imgproxy.origin import BlobMeta
 from imgproxy.replication.link import RedisLink
 from imgproxy.replication.purge_log import Purge, PurgeLog
-from imgproxy.replication.store import RedisTier
+from imgproxy.replication.store import RedisStore
 
 
 def meta(size: int) -> BlobMeta:
@@ -47,7 +47,7 @@ async def run(url: str, calls: int) -> None:
     config = RedisConfig(url=url, prefix="bench:", timeout_s=1.0)
     async with RedisLink(config, "calls") as link:
         await link.wait_up()
-        tier = RedisTier(link)
+        tier = RedisStore(link)
         for size in (20 * 1024, 200 * 1024, 1024 * 1024):
             claim = await tier.claim(f"hit{size}")
             assert await tier.store(claim, meta(size), b"x" * size)

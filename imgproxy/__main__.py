@@ -14,7 +14,7 @@ exits 0 when they all did. Each worker has its own memory cache and coalescing; 
 tier they share its directory (cleaned once by the supervisor), each evicting within an equal share
 of `disk.max_bytes`, and coalesce through per-entry lock files, so that N workers still make one
 origin download of a blob. Each worker also listens on a Unix socket in a private directory the
-supervisor makes, so that an admin purge received by one worker reaches the others (`peers`).
+supervisor makes, so that an admin purge received by one worker reaches the others (`siblings`).
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ from imgproxy.config import Config, ConfigError, load_config, load_transform_con
 from imgproxy.core.errors import BadTransformParameter
 from imgproxy.transform.params import QueryParser
 from imgproxy.transform.signing import sign_url
-from imgproxy.web.peers import Peers
+from imgproxy.web.siblings import Siblings
 
 log = logging.getLogger("imgproxy")
 
 
 async def serve(
-    config: Config, reuse_port: bool = False, shared_disk: bool = False, peers: Peers | None = None
+    config: Config, reuse_port: bool = False, shared_disk: bool = False, siblings: Siblings | None = None
 ) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
     # The handlers first: a signal during start-up (a disk scan, catching up on purges) must end
@@ -63,7 +63,7 @@ async def serve(
 
     loop.add_signal_handler(signal.SIGTERM, stop, True)
     loop.add_signal_handler(signal.SIGINT, stop, False)
-    app = create_app(config, shared_disk=shared_disk, peers=peers)
+    app = create_app(config, shared_disk=shared_disk, siblings=siblings)
     runner = await start_runner(
         app,
         shutdown_timeout=config.server.shutdown_timeout_s,
@@ -73,8 +73,8 @@ async def serve(
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)
         await site.start()
-        if peers is not None:  # where sibling workers relay purges
-            await web.UnixSite(runner, str(peers.socket(peers.index))).start()
+        if siblings is not None:  # where sibling workers relay purges
+            await web.UnixSite(runner, str(siblings.socket(siblings.index))).start()
         log.info("serving on http://%s:%d", config.server.host, config.server.port)
         await stopping.wait()
         if drain and config.server.drain_s > 0:
@@ -133,7 +133,7 @@ def supervise(argv: list[str], workers: int) -> int:
 
 
 def _supervise(argv: list[str], workers: int, sockets: str) -> int:
-    worker_argv = [sys.executable, "-m", "imgproxy", *argv, "--peers", sockets, "--worker"]
+    worker_argv = [sys.executable, "-m", "imgproxy", *argv, "--siblings", sockets, "--worker"]
     procs = [subprocess.Popen([*worker_argv, str(index)]) for index in range(workers)]
 
     def forward(signum: int, frame: object) -> None:
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgproxy", description="Serve Azure blobs through a cache.")
     parser.add_argument("--config", type=Path, default=None, help="path to config.toml")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--peers", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--siblings", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(arguments)
     try:
         config = load_config(args.config)
@@ -211,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             log.info("disk tier at %s: %d incomplete entries discarded", config.disk.path, discarded)
         forwarded = ["--config", str(args.config)] if args.config is not None else []
         return supervise(forwarded, workers)
-    peers: Peers | None = None
+    siblings: Siblings | None = None
     if args.worker is not None:
         config = worker_config(config)
-        if args.peers is not None:
-            peers = Peers(args.peers, args.worker, workers)
-    run(serve(config, reuse_port=workers > 1, shared_disk=args.worker is not None, peers=peers))
+        if args.siblings is not None:
+            siblings = Siblings(args.siblings, args.worker, workers)
+    run(serve(config, reuse_port=workers > 1, shared_disk=args.worker is not None, siblings=siblings))
     log.info("stopped")
     return 0
 

@@ -56,15 +56,15 @@ from imgproxy.web.keys import (
     FETCHER,
     METRICS,
     PASSTHROUGH,
-    PEERS,
     READINESS,
     REPLICATION,
     RESPONSE_POLICY,
+    SIBLINGS,
     TRANSFORMS,
     UPSTREAM,
 )
-from imgproxy.web.peers import Peers
 from imgproxy.web.readiness import Readiness
+from imgproxy.web.siblings import Siblings
 
 if TYPE_CHECKING:
     from imgproxy.transform.pool import TransformPool
@@ -230,11 +230,13 @@ def begin_drain(app: web.Application) -> None:
     app[READINESS].draining = True
 
 
-def create_app(config: Config, shared_disk: bool = False, peers: Peers | None = None) -> web.Application:
+def create_app(
+    config: Config, shared_disk: bool = False, siblings: Siblings | None = None
+) -> web.Application:
     """The whole service as an aiohttp application (the same factory for tests and production).
 
     `shared_disk`: sibling processes (workers) use the same disk directory at the same time.
-    `peers`: this process is one of several workers; purges are relayed to the others.
+    `siblings`: this process is one of several workers; purges are relayed to the others.
     """
     middlewares = [error_middleware]
     if config.upstream.url:  # what the router does not know goes to the main application
@@ -243,8 +245,8 @@ def create_app(config: Config, shared_disk: bool = False, peers: Peers | None = 
     app = web.Application(middlewares=middlewares, handler_args=handler_args(config))
     app[CONFIG] = config
     app[RESPONSE_POLICY] = ResponsePolicy.from_config(config.http)
-    if peers is not None:
-        app[PEERS] = peers
+    if siblings is not None:
+        app[SIBLINGS] = siblings
     app[METRICS] = Metrics()
     app.cleanup_ctx.append(functools.partial(_origin_ctx, shared_disk=shared_disk))
     if config.upstream.url:

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 
 from imgproxy.config import RedisConfig
 from imgproxy.origin import BlobMeta
-from imgproxy.replication.flight import SharedDownloads
+from imgproxy.replication.flight import ReplicaFlight
 from imgproxy.replication.link import RedisLink
 from imgproxy.replication.notify import Notifier
-from imgproxy.replication.store import RedisTier
+from imgproxy.replication.store import RedisStore
 
 WHEN = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -27,8 +27,8 @@ def meta_of(body: bytes) -> BlobMeta:
 @dataclass(frozen=True, slots=True)
 class SharedReplica:
     link: RedisLink
-    tier: RedisTier
-    downloads: SharedDownloads
+    tier: RedisStore
+    downloads: ReplicaFlight
     notifier: Notifier | None
 
 
@@ -44,12 +44,12 @@ async def shared_replica(
             notifier = await stack.enter_async_context(Notifier(link))
             async with asyncio.timeout(10):
                 await notifier.wait_ready()
-        tier = RedisTier(link)
-        yield SharedReplica(link, tier, SharedDownloads(tier, notifier), notifier)
+        tier = RedisStore(link)
+        yield SharedReplica(link, tier, ReplicaFlight(tier, notifier), notifier)
 
 
 async def put(
-    tier: RedisTier, path: str, body: bytes, variant: str | None = None, fetched_at: float = 1.0
+    tier: RedisStore, path: str, body: bytes, variant: str | None = None, fetched_at: float = 1.0
 ) -> None:
     """Store `body` as the lock holder would (claim, store)."""
     claim = await tier.claim(path, variant)

@@ -37,7 +37,7 @@ Producer = Callable[[Entry | None], Awaitable[Entry]]
 
 
 @dataclass(slots=True)
-class Outcome:
+class DownloadResult:
     """How a download ended, for the callers that keep indexes of their own (large, missing)."""
 
     entry: Entry | None = None
@@ -84,10 +84,10 @@ class Downloads:
         self._shared = shared
 
     async def run(
-        self, key: str, current: Entry | None, produce: Producer, outcome: Outcome | None = None
+        self, key: str, current: Entry | None, produce: Producer, outcome: DownloadResult | None = None
     ) -> Entry:
         """The entry of `key` from `produce` (or a sibling), stored in every tier it fits."""
-        outcome = outcome if outcome is not None else Outcome()
+        outcome = outcome if outcome is not None else DownloadResult()
         # Tickets are taken before the first await, so a purge from here on voids them.
         tickets = [tier.begin_fill(key) for tier in self._tiers]
         shared_ticket = self._shared.begin_fill(key) if self._shared is not None else None
@@ -146,7 +146,7 @@ class Downloads:
         return Entry(path, outcome.meta, time.time(), head=outcome.head)
 
     async def _settle(
-        self, key: str, outcome: Outcome, tickets: list[FillTicket], lock: EntryLock | None
+        self, key: str, outcome: DownloadResult, tickets: list[FillTicket], lock: EntryLock | None
     ) -> None:
         """Store the outcome where it belongs and drop the key elsewhere; after a failure keep
         what there was (a stale entry may still serve), unless the blob is gone."""
@@ -161,7 +161,7 @@ class Downloads:
                 tier.release(ticket)
 
     async def _settle_disk(
-        self, key: str, outcome: Outcome, ticket: FillTicket, lock: EntryLock | None
+        self, key: str, outcome: DownloadResult, ticket: FillTicket, lock: EntryLock | None
     ) -> None:
         """Bring the disk tier in line with a download or revalidation that just ended.
 
@@ -186,7 +186,7 @@ class Downloads:
             if outcome.gone or (result is not None and current is not None and current.file is not None):
                 await disk.remove(key)  # deleted, or changed: the file on disk is stale
 
-    def _settle_shared(self, outcome: Outcome, ticket: FillTicket) -> None:
+    def _settle_shared(self, outcome: DownloadResult, ticket: FillTicket) -> None:
         """Bring the shared tier in line, in the background: publish a new entry (which wakes the
         replicas waiting for it), renew an unchanged one, forget a changed or deleted one."""
         shared, result = self._shared, outcome.entry

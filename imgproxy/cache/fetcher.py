@@ -25,7 +25,7 @@ from typing import Final
 
 from imgproxy.cache.disk.files import DamagedEntry
 from imgproxy.cache.disk.tier import DiskTier
-from imgproxy.cache.downloads import Downloads, Outcome, Producer
+from imgproxy.cache.downloads import DownloadResult, Downloads, Producer
 from imgproxy.cache.large import INDEX_MAX_ITEMS, LargeBlobs
 from imgproxy.cache.memory import MemoryTier
 from imgproxy.cache.resolved import CacheStatus, Resolved, Span
@@ -33,7 +33,7 @@ from imgproxy.cache.tier import Entry, Tier, path_of
 from imgproxy.config import CacheConfig
 from imgproxy.core.background import Background
 from imgproxy.core.errors import BlobChanged, BlobNotFound, DiskTierFailed, ImgproxyError, OriginError
-from imgproxy.core.lru import MemoryCache
+from imgproxy.core.lru import AsyncLRU
 from imgproxy.core.singleflight import SingleFlight
 from imgproxy.http.paths import index_key
 from imgproxy.metrics import Metrics
@@ -78,7 +78,7 @@ class Fetcher:
             origin, config, metrics, self._tiers, disk, self._background, self._shared
         )
         # Missing blobs by `index_key` (10,000 digests, about 2.5 MiB, whatever the paths' length).
-        self._missing: MemoryCache[float] = MemoryCache(INDEX_MAX_ITEMS, 1, lambda _: 0)
+        self._missing: AsyncLRU[float] = AsyncLRU(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._flights: SingleFlight[Entry] = SingleFlight()
         metrics.watch_cache(self._memory.cache_stats)
         if disk is not None:
@@ -324,7 +324,7 @@ class Fetcher:
         path = key
         # Tickets are taken before the first await, so a purge from here on voids them.
         large_ticket, missing_ticket = self._large.begin_fill(path), self._missing.begin_fill(index_key(path))
-        outcome = Outcome()
+        outcome = DownloadResult()
         try:
             return await self._downloads.run(
                 path, current, lambda current: self._downloads.read_original(path, current), outcome

@@ -22,7 +22,7 @@ from imgproxy.cache.resolved import CacheStatus, Resolved, Span
 from imgproxy.cache.tier import Entry
 from imgproxy.core.background import Background
 from imgproxy.core.errors import BlobChanged, ImgproxyError, IncompleteBody
-from imgproxy.core.lru import FillTicket, MemoryCache
+from imgproxy.core.lru import AsyncLRU, FillTicket
 from imgproxy.metrics import Metrics
 from imgproxy.origin import BlobMeta, Origin
 
@@ -42,7 +42,7 @@ class LargeBlobs:
         self._metrics = metrics
         self._counters = metrics.counters
         self._background = background
-        self._index: MemoryCache[Entry] = MemoryCache(INDEX_MAX_ITEMS, 1, lambda _: 0)
+        self._index: AsyncLRU[Entry] = AsyncLRU(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._fills: dict[str, PendingFile] = {}  # being written to disk, by path
 
     @property

@@ -1,5 +1,5 @@
 """The memory tier: bodies of originals and variants up to `cache.max_item_bytes`, in one LRU
-bounded by `cache.max_items` and `cache.max_bytes` (the asyncio-locked `MemoryCache`)."""
+bounded by `cache.max_items` and `cache.max_bytes` (the asyncio-locked `AsyncLRU`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Final
 
 from imgproxy.cache.tier import Entry, VariantIndex, path_of
 from imgproxy.config import CacheConfig
-from imgproxy.core.lru import CacheStats, FillTicket, MemoryCache
+from imgproxy.core.lru import AsyncLRU, CacheStats, FillTicket
 
 NAME: Final = "memory"
 
@@ -24,7 +24,7 @@ class MemoryTier:
     def __init__(self, config: CacheConfig) -> None:
         self.max_item_bytes = config.max_item_bytes
         self._variants = VariantIndex()
-        self._cache: MemoryCache[Entry] = MemoryCache(
+        self._cache: AsyncLRU[Entry] = AsyncLRU(
             config.max_items, config.max_bytes, _body_bytes, group=path_of, on_evict=self._evicted
         )
 

@@ -1,6 +1,6 @@
 """In-memory LRU bounded by entry count and total bytes, behind an asyncio lock.
 
-`LRU` is plain bookkeeping with no locking and no I/O, so it can be tested alone. `MemoryCache`
+`LRU` is plain bookkeeping with no locking and no I/O, so it can be tested alone. `AsyncLRU`
 is the async façade the service uses: every operation takes the lock, none awaits anything else
 while holding it. It also hands out *fill tickets*: a download takes a ticket before it starts and
 presents it when storing its result; a purge of that key (or of everything) in between voids the
@@ -158,7 +158,7 @@ def _itself(key: str) -> str:
     return key
 
 
-class MemoryCache(Generic[V]):
+class AsyncLRU(Generic[V]):
     """The async, lock-guarded LRU the request path uses."""
 
     def __init__(

@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome(Generic[T]):
+class FlightResult(Generic[T]):
     """The result of `SingleFlight.do`, and whether this caller joined someone else's call."""
 
     value: T
@@ -37,7 +37,7 @@ class SingleFlight(Generic[T]):
     def __len__(self) -> int:
         return len(self._calls)
 
-    async def do(self, key: str, work: Callable[[], Coroutine[Any, Any, T]]) -> Outcome[T]:
+    async def do(self, key: str, work: Callable[[], Coroutine[Any, Any, T]]) -> FlightResult[T]:
         """Run `work()` for `key`, or join the call already running for it."""
         task = self._calls.get(key)
         shared = task is not None
@@ -46,7 +46,7 @@ class SingleFlight(Generic[T]):
         self._waiting[key] = self._waiting.get(key, 0) + 1
         try:
             # shield: cancelling this caller must not cancel the shared task.
-            return Outcome(await asyncio.shield(task), shared)
+            return FlightResult(await asyncio.shield(task), shared)
         finally:
             self._waiting[key] -= 1
             if not self._waiting[key]:

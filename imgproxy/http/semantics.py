@@ -31,7 +31,7 @@ _RANGE_RE: Final = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
 _ETAG_RE: Final = re.compile(r'(W/)?"([^"]*)"')
 
 
-class Outcome(enum.Enum):
+class AnswerKind(enum.Enum):
     """What kind of answer a request gets, before any body is chosen."""
 
     FULL = 200
@@ -45,7 +45,7 @@ class Outcome(enum.Enum):
 class Decision:
     """An outcome and, for FULL and PARTIAL, the inclusive byte span to send."""
 
-    outcome: Outcome
+    outcome: AnswerKind
     start: int = 0
     end: int = -1
 
@@ -55,7 +55,7 @@ class Decision:
 
     @property
     def has_body(self) -> bool:
-        return self.outcome in (Outcome.FULL, Outcome.PARTIAL) and self.length > 0
+        return self.outcome in (AnswerKind.FULL, AnswerKind.PARTIAL) and self.length > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,25 +93,25 @@ _PLAIN: Final = {method: Conditions(method=method, plain=True) for method in ("G
 
 def decide(conditions: Conditions, meta: BlobMeta) -> Decision:
     """Evaluate preconditions in the order of RFC 9110 section 13.2.2, then Range (section 14)."""
-    full = Decision(Outcome.FULL, 0, meta.size - 1)
+    full = Decision(AnswerKind.FULL, 0, meta.size - 1)
     # Step 1-2: If-Match, else If-Unmodified-Since (strong comparison).
     if conditions.if_match is not None:
         if not any(_strong_match(tag, meta.etag) for tag in conditions.if_match):
-            return Decision(Outcome.PRECONDITION_FAILED)
+            return Decision(AnswerKind.PRECONDITION_FAILED)
     elif (
         conditions.if_unmodified_since is not None
         and _seconds(meta.last_modified) > conditions.if_unmodified_since
     ):
-        return Decision(Outcome.PRECONDITION_FAILED)
+        return Decision(AnswerKind.PRECONDITION_FAILED)
     # Step 3-4: If-None-Match (weak comparison), else If-Modified-Since.
     if conditions.if_none_match is not None:
         if any(_weak_match(tag, meta.etag) for tag in conditions.if_none_match):
-            return Decision(Outcome.NOT_MODIFIED)
+            return Decision(AnswerKind.NOT_MODIFIED)
     elif (
         conditions.if_modified_since is not None
         and _seconds(meta.last_modified) <= conditions.if_modified_since
     ):
-        return Decision(Outcome.NOT_MODIFIED)
+        return Decision(AnswerKind.NOT_MODIFIED)
     # Step 5: Range applies to GET only (section 14.2), and only if If-Range still holds.
     if conditions.method != "GET" or conditions.range is None:
         return full
@@ -135,15 +135,15 @@ def resolve_range(header: str, size: int) -> Decision | None:
     if not first:  # suffix: the last N bytes (section 14.1.2)
         suffix = _position(last)
         if suffix == 0 or size == 0:
-            return Decision(Outcome.RANGE_NOT_SATISFIABLE)
-        return Decision(Outcome.PARTIAL, max(size - suffix, 0), size - 1)
+            return Decision(AnswerKind.RANGE_NOT_SATISFIABLE)
+        return Decision(AnswerKind.PARTIAL, max(size - suffix, 0), size - 1)
     start = _position(first)
     if last and _position(last) < start:
         return None  # invalid range-spec: ignore the header
     if start >= size:
-        return Decision(Outcome.RANGE_NOT_SATISFIABLE)
+        return Decision(AnswerKind.RANGE_NOT_SATISFIABLE)
     end = min(_position(last), size - 1) if last else size - 1
-    return Decision(Outcome.PARTIAL, start, end)
+    return Decision(AnswerKind.PARTIAL, start, end)
 
 
 _BEYOND_ANY_BLOB: Final = 2**63  # larger than any blob: positions past it compare the same

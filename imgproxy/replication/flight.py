@@ -23,7 +23,7 @@ from typing import Any, Final
 from imgproxy.core.background import stop_task
 from imgproxy.replication.codec import SharedEntry, members_key
 from imgproxy.replication.notify import Notifier
-from imgproxy.replication.store import Claim, ClaimState, RedisTier
+from imgproxy.replication.store import Claim, ClaimState, RedisStore
 
 POLL_FRACTION: Final = 10  # the safety-net poll runs lock_wait_s / 10 apart (at least POLL_MIN_S)
 POLL_MIN_S: Final = 0.05
@@ -33,7 +33,7 @@ Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[Any]"]
 
 
 @dataclass(slots=True)
-class LockOutcome:
+class Claimed:
     """What `start` found: ours to download (`claim.held`), another's value, or neither."""
 
     claim: Claim
@@ -47,10 +47,10 @@ class DownloadStats:
     waits_served: int  # waits that ended with another replica's value
 
 
-class SharedDownloads:
+class ReplicaFlight:
     """Claims, waits and renewals for one tier; `notifier` (entered) wakes the waits."""
 
-    def __init__(self, tier: RedisTier, notifier: Notifier | None = None) -> None:
+    def __init__(self, tier: RedisStore, notifier: Notifier | None = None) -> None:
         self.tier = tier
         self._notifier = notifier
         self._config = tier.config
@@ -61,19 +61,19 @@ class SharedDownloads:
 
     async def start(
         self, path: str, variant: str | None = None, spawn: Spawn = asyncio.create_task
-    ) -> LockOutcome:
+    ) -> Claimed:
         """Claim the entry's download lock. Held: its renewer runs (started by `spawn`) until the
         caller cancels it. Another replica's: wait for its value (`outcome.entry`; None: go alone).
         Redis failed: neither."""
         claim = await self.tier.claim(path, variant)
         if claim.held:
-            return LockOutcome(claim, renewer=spawn(self.keep(claim)))
+            return Claimed(claim, renewer=spawn(self.keep(claim)))
         if claim.state is ClaimState.BUSY:
-            return LockOutcome(claim, await self.wait_for_value(path, variant))
-        return LockOutcome(claim)
+            return Claimed(claim, await self.wait_for_value(path, variant))
+        return Claimed(claim)
 
     @contextlib.asynccontextmanager
-    async def download_lock(self, path: str, variant: str | None = None) -> AsyncIterator[LockOutcome]:
+    async def download_lock(self, path: str, variant: str | None = None) -> AsyncIterator[Claimed]:
         """`start` for the block: a held lock is kept renewed while the block downloads (and
         stores), and released after."""
         outcome = await self.start(path, variant)

@@ -6,7 +6,7 @@ connection per process (a task it owns) and wakes the local waiters of that path
 for the value themselves. One channel, not one per key: waiting needs no SUBSCRIBE round trip,
 and a message is a few dozen bytes per download. In a cluster, PUBLISH reaches every node over the
 cluster bus, so one subscription on any node hears all. While the subscription is down, waiters
-fall back to a slow poll (see `SharedDownloads.wait_for_value`).
+fall back to a slow poll (see `ReplicaFlight.wait_for_value`).
 """
 
 from __future__ import annotations

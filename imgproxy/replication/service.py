@@ -32,13 +32,13 @@ from imgproxy.cache.fetcher import Fetcher
 from imgproxy.config import Config
 from imgproxy.core.background import Background, stop_task
 from imgproxy.core.errors import RedisFailure
-from imgproxy.replication.flight import SharedDownloads
+from imgproxy.replication.flight import ReplicaFlight
 from imgproxy.replication.link import RedisLink
 from imgproxy.replication.notify import Notifier
 from imgproxy.replication.purge_log import LogCursor, Purge, PurgeLog
 from imgproxy.replication.registry import Replica, ReplicaRegistry, make_replica_id
 from imgproxy.replication.shared_tier import SharedTier
-from imgproxy.replication.store import RedisTier
+from imgproxy.replication.store import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ class RedisParts:
     """What `open_redis` opened: the link and the pieces the shared tier is made of."""
 
     link: RedisLink
-    tier: RedisTier
-    downloads: SharedDownloads
+    tier: RedisStore
+    downloads: ReplicaFlight
 
     def shared_tier(self, background: Background) -> SharedTier:
         return SharedTier(self.link, self.tier, self.downloads, background)
@@ -65,8 +65,8 @@ async def open_redis(config: Config) -> AsyncIterator[RedisParts | None]:
         yield None
         return
     async with RedisLink(config.redis, config.origin.container) as link, Notifier(link) as notifier:
-        tier = RedisTier(link)
-        yield RedisParts(link, tier, SharedDownloads(tier, notifier))
+        tier = RedisStore(link)
+        yield RedisParts(link, tier, ReplicaFlight(tier, notifier))
 
 
 class Replication:

@@ -1,6 +1,6 @@
 """The Redis tier behind the `Tier` interface: entries every replica shares, and one download for all.
 
-`redis_tier.RedisTier` does the Redis side (verified entries, tickets that purges on any replica
+`redis_tier.RedisStore` does the Redis side (verified entries, tickets that purges on any replica
 void, download locks); this adapter speaks the fetcher's keys (`path` NUL `variant`) and adds
 what only a shared tier does: `claim`, taken by a miss before it asks Azure, which either makes
 this replica the one that downloads (and later publishes, waking the others) or waits, bounded by
@@ -19,9 +19,9 @@ from imgproxy.cache.tier import Entry, split_key
 from imgproxy.core.background import Background
 from imgproxy.core.lru import FillTicket
 from imgproxy.replication.codec import SharedEntry
-from imgproxy.replication.flight import SharedDownloads
+from imgproxy.replication.flight import ReplicaFlight
 from imgproxy.replication.link import RedisLink
-from imgproxy.replication.store import Claim, RedisTier, StoreTicket
+from imgproxy.replication.store import Claim, RedisStore, StoreTicket
 
 NAME: Final = "redis"
 
@@ -45,7 +45,7 @@ class SharedTier:
     name = NAME
 
     def __init__(
-        self, link: RedisLink, tier: RedisTier, downloads: SharedDownloads, background: Background
+        self, link: RedisLink, tier: RedisStore, downloads: ReplicaFlight, background: Background
     ) -> None:
         self._link = link
         self._tier = tier

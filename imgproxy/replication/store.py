@@ -95,7 +95,7 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
-class RedisTierStats:
+class RedisStoreStats:
     hits: int
     misses: int
     stores: int
@@ -103,7 +103,7 @@ class RedisTierStats:
     garbage: int  # values deleted because they did not verify
 
 
-class RedisTier:
+class RedisStore:
     """Shared entries and purges of one deployment (`link.base`); build it inside the link's `async with`."""
 
     def __init__(self, link: RedisLink) -> None:
@@ -127,8 +127,8 @@ class RedisTier:
         self._stored: set[str] = set()  # lock tokens whose store consumed the lock
         self._hits = self._misses = self._stores = self._refused = self._garbage = 0
 
-    def stats(self) -> RedisTierStats:
-        return RedisTierStats(self._hits, self._misses, self._stores, self._refused, self._garbage)
+    def stats(self) -> RedisStoreStats:
+        return RedisStoreStats(self._hits, self._misses, self._stores, self._refused, self._garbage)
 
     def fits(self, size: int) -> bool:
         return size <= self.config.max_item_bytes

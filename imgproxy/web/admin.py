@@ -1,7 +1,7 @@
 """Admin API (registered only when `admin.token` is set): cache statistics and purges.
 
 Every call needs `Authorization: Bearer <admin.token>`, compared in constant time. With several
-workers a purge is relayed to the siblings (`peers`): the answer says how many workers there are
+workers a purge is relayed to the siblings (`siblings`): the answer says how many workers there are
 and which did not confirm (then it is a 502: the purge is idempotent, send it again). With Redis
 (`redis.url`) the purge is also logged for every other replica: `"logged": false` (and a 502)
 when Redis did not take it; it was applied here all the same.
@@ -17,8 +17,8 @@ from aiohttp import web
 
 from imgproxy.web.bearer import require_bearer
 from imgproxy.web.images import blob_path_after
-from imgproxy.web.keys import CONFIG, FETCHER, PEERS, REPLICATION
-from imgproxy.web.peers import RELAYED_HEADER, relay_to_siblings
+from imgproxy.web.keys import CONFIG, FETCHER, REPLICATION, SIBLINGS
+from imgproxy.web.siblings import RELAYED_HEADER, relay_to_siblings
 
 PURGE_PREFIX: Final = "/admin/cache/"
 _SHARED: Final = frozenset({"disk_size", "disk_bytes"})  # figures of the directory the workers share
@@ -35,10 +35,10 @@ async def cache_stats(request: web.Request) -> web.Response:
     replication = request.app.get(REPLICATION)
     if replication is not None:
         body.update(await replication.stats())
-    peers = request.app.get(PEERS)
-    relayed = await relay_to_siblings(request, peers)
-    if peers is not None and relayed is not None:
-        per_worker = {peers.index: body, **{i: json.loads(b) for i, b in relayed.answers.items()}}
+    siblings = request.app.get(SIBLINGS)
+    relayed = await relay_to_siblings(request, siblings)
+    if siblings is not None and relayed is not None:
+        per_worker = {siblings.index: body, **{i: json.loads(b) for i, b in relayed.answers.items()}}
         body = {
             # Sums over the workers (each has its own memory cache, limits and counters), but for
             # the shared disk directory's contents: an entry adopted from a sibling is in both
@@ -49,7 +49,7 @@ async def cache_stats(request: web.Request) -> web.Response:
                 if type(v) is int
             },
             **{k: v for k, v in body.items() if type(v) is not int},
-            "workers": peers.count,
+            "workers": siblings.count,
             "workers_unreached": relayed.failures,
             "per_worker": {str(i): per_worker[i] for i in sorted(per_worker)},
         }
@@ -102,15 +102,15 @@ async def _everywhere(
     502 when a sibling did not confirm or the purge log did not take it (send it again)."""
     if logged is not None:
         local = {**local, "logged": logged}
-    peers = request.app.get(PEERS)
-    relayed = await relay_to_siblings(request, peers)
-    if peers is None or relayed is None:
+    siblings = request.app.get(SIBLINGS)
+    relayed = await relay_to_siblings(request, siblings)
+    if siblings is None or relayed is None:
         return web.json_response(local, status=502 if logged is False else 200)
     answers = [json.loads(body) for body in relayed.answers.values()]
     body = {
         **local,
         "purged": combine(answers),
-        "workers": peers.count,
+        "workers": siblings.count,
         "workers_unreached": relayed.failures,
     }
     return web.json_response(body, status=502 if relayed.failures or logged is False else 200)

@@ -14,9 +14,9 @@ from imgproxy.http.paths import parse_blob_path_cached
 from imgproxy.http.semantics import (
     VARY,
     X_CACHE,
+    AnswerKind,
     Conditions,
     Decision,
-    Outcome,
     blob_headers,
     content_range,
     decide,
@@ -76,7 +76,7 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     policy = request.app[RESPONSE_POLICY]
     conditions = Conditions.from_request(request)
     head = request.method == "HEAD"
-    decision = Decision(Outcome.FULL)
+    decision = Decision(AnswerKind.FULL)
 
     def choose(meta: BlobMeta) -> Span | None:
         nonlocal decision
@@ -98,25 +98,25 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     else:
         resolved = await fetcher.resolve(path, choose)
     meta = resolved.meta
-    if decision.outcome is Outcome.PRECONDITION_FAILED:
+    if decision.outcome is AnswerKind.PRECONDITION_FAILED:
         raise PreconditionFailed(path)
-    if decision.outcome is Outcome.RANGE_NOT_SATISFIABLE:
+    if decision.outcome is AnswerKind.RANGE_NOT_SATISFIABLE:
         raise RangeNotSatisfiable(meta.size)
 
     headers = blob_headers(meta, policy)
     headers[X_CACHE] = resolved.status.value
     if resolved.vary_accept:
         headers[VARY] = "Accept"  # the bytes depend on Accept: shared caches must key on it
-    if decision.outcome is Outcome.NOT_MODIFIED:
+    if decision.outcome is AnswerKind.NOT_MODIFIED:
         return web.Response(status=304, headers=not_modified_headers(headers))
     status = decision.outcome.value
-    if decision.outcome is Outcome.PARTIAL:
+    if decision.outcome is AnswerKind.PARTIAL:
         headers["Content-Range"] = content_range(decision, meta.size)
 
     metrics = request.app[METRICS]
     if resolved.body is not None:
         body: bytes | memoryview = resolved.body
-        if decision.outcome is Outcome.PARTIAL:
+        if decision.outcome is AnswerKind.PARTIAL:
             body = memoryview(body)[decision.start : decision.end + 1]
         if not head:
             metrics.bytes_served += len(body)

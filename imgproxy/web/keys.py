@@ -13,8 +13,8 @@ from imgproxy.metrics import Metrics
 from imgproxy.passthrough.pool import Upstream
 from imgproxy.replication.service import Replication
 from imgproxy.transform.variants import Transforms
-from imgproxy.web.peers import Peers
 from imgproxy.web.readiness import Readiness
+from imgproxy.web.siblings import Siblings
 
 if TYPE_CHECKING:  # the handler imports these keys
     from imgproxy.passthrough.lane import Passthrough
@@ -24,7 +24,7 @@ RESPONSE_POLICY = web.AppKey("response_policy", ResponsePolicy)  # from [http], 
 METRICS = web.AppKey("metrics", Metrics)
 FETCHER = web.AppKey("fetcher", Fetcher)
 READINESS = web.AppKey("readiness", Readiness)
-PEERS = web.AppKey("peers", Peers)  # set only when running as one of several workers
+SIBLINGS = web.AppKey("siblings", Siblings)  # set only when running as one of several workers
 UPSTREAM = web.AppKey("upstream", Upstream)  # set only when upstream.url is set
 PASSTHROUGH: web.AppKey[Passthrough] = web.AppKey("passthrough")  # set with UPSTREAM
 TRANSFORMS = web.AppKey("transforms", Transforms)  # set only when transform.enabled

@@ -7,8 +7,8 @@ from aiohttp import web
 
 from imgproxy.metrics import CONTENT_TYPE, merge_workers
 from imgproxy.web.bearer import require_bearer
-from imgproxy.web.keys import CONFIG, METRICS, PEERS, READINESS
-from imgproxy.web.peers import relay_to_siblings
+from imgproxy.web.keys import CONFIG, METRICS, READINESS, SIBLINGS
+from imgproxy.web.siblings import relay_to_siblings
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -29,8 +29,8 @@ async def metrics(request: web.Request) -> web.Response:
     if token:  # checked before any relay: an unauthorised scrape costs the siblings nothing
         require_bearer(request, token, "metrics")
     body = request.app[METRICS].render()
-    peers = request.app.get(PEERS)
-    relayed = await relay_to_siblings(request, peers)
-    if peers is not None and relayed is not None:
-        body = merge_workers({peers.index: body, **relayed.answers}, len(relayed.failures))
+    siblings = request.app.get(SIBLINGS)
+    relayed = await relay_to_siblings(request, siblings)
+    if siblings is not None and relayed is not None:
+        body = merge_workers({siblings.index: body, **relayed.answers}, len(relayed.failures))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})

@@ -16,7 +16,7 @@ from azure.storage.blob.aio import ContainerClient
 from devtools.azurite import free_port
 from imgproxy.app import create_app
 from imgproxy.config import Config
-from imgproxy.web.peers import RELAYED_HEADER, Peers
+from imgproxy.web.siblings import RELAYED_HEADER, Siblings
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, upload
 from tests.origin_proxy import OriginProxy
 
@@ -169,7 +169,7 @@ async def test_purges_are_relayed_to_sibling_workers_and_a_missing_one_is_report
     runners = []
     try:
         for index in range(2):
-            runner = web.AppRunner(create_app(config, peers=Peers(sockets, index, 3)))
+            runner = web.AppRunner(create_app(config, siblings=Siblings(sockets, index, 3)))
             await runner.setup()
             await web.UnixSite(runner, str(sockets / f"{index}.sock")).start()
             runners.append(runner)

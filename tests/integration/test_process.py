@@ -17,7 +17,7 @@ from azure.storage.blob.aio import ContainerClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import AzuriteServer, connection_string
-from imgproxy.web.peers import RELAYED_HEADER
+from imgproxy.web.siblings import RELAYED_HEADER
 from tests.conftest import UpstreamApp, payload
 from tests.disk_support import data_files
 from tests.images import decode, jpeg

@@ -17,14 +17,14 @@ from devtools.redis_server import RedisServer, cli
 from imgproxy.config import RedisConfig
 from imgproxy.core.errors import RedisFailure
 from imgproxy.replication.codec import entry_keys, max_value_bytes, members_key
-from imgproxy.replication.store import ClaimState, RedisTier
+from imgproxy.replication.store import ClaimState, RedisStore
 from tests.conftest import payload
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.redis_replica import meta_of, put, shared_replica
 
 
 @asynccontextmanager
-async def open_tier(config: RedisConfig) -> AsyncIterator[RedisTier]:
+async def open_tier(config: RedisConfig) -> AsyncIterator[RedisStore]:
     """A replica's tier, on a link of its own."""
     async with shared_replica(config, notify=False) as replica:
         yield replica.tier

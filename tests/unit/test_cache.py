@@ -1,10 +1,10 @@
-"""Unit tests for `imgproxy.core.lru`: the LRU bookkeeping and the fill tickets of `MemoryCache`."""
+"""Unit tests for `imgproxy.core.lru`: the LRU bookkeeping and the fill tickets of `AsyncLRU`."""
 
 from __future__ import annotations
 
 import pytest
 
-from imgproxy.core.lru import LRU, CacheStats, FillTicket, MemoryCache
+from imgproxy.core.lru import LRU, AsyncLRU, CacheStats, FillTicket
 
 
 def make_lru(max_items: int = 10, max_bytes: int = 100) -> LRU[bytes]:
@@ -12,9 +12,9 @@ def make_lru(max_items: int = 10, max_bytes: int = 100) -> LRU[bytes]:
     return LRU(max_items, max_bytes, len)
 
 
-def make_cache(max_items: int = 10, max_bytes: int = 100) -> MemoryCache[bytes]:
-    """A MemoryCache of byte strings whose size is their length."""
-    return MemoryCache(max_items, max_bytes, len)
+def make_cache(max_items: int = 10, max_bytes: int = 100) -> AsyncLRU[bytes]:
+    """A AsyncLRU of byte strings whose size is their length."""
+    return AsyncLRU(max_items, max_bytes, len)
 
 
 def keys_in_order(lru: LRU[bytes]) -> list[str]:
@@ -254,7 +254,7 @@ def test_items_lists_entries_least_recently_used_first() -> None:
     assert lru.items() == [("b", b"2"), ("a", b"1")]
 
 
-# --- MemoryCache and fill tickets ------------------------------------------------------------------
+# --- AsyncLRU and fill tickets ------------------------------------------------------------------
 
 
 async def test_finish_fill_stores_value_when_ticket_valid() -> None:
@@ -411,7 +411,7 @@ async def test_stats_is_a_snapshot_of_sizes_limits_and_evictions() -> None:
 
 
 async def test_memory_cache_get_marks_most_recently_used() -> None:
-    """`MemoryCache.get` refreshes recency like `LRU.get`, so the read key survives the next eviction."""
+    """`AsyncLRU.get` refreshes recency like `LRU.get`, so the read key survives the next eviction."""
     cache = make_cache(max_items=2)
     await cache.finish_fill(cache.begin_fill("a"), b"a")
     await cache.finish_fill(cache.begin_fill("b"), b"b")

@@ -8,12 +8,12 @@ import pytest
 from aiohttp.helpers import ETag
 from aiohttp.test_utils import make_mocked_request
 
-from imgproxy.http.semantics import Conditions, Decision, Outcome, decide, resolve_range
+from imgproxy.http.semantics import AnswerKind, Conditions, Decision, decide, resolve_range
 from imgproxy.origin import BlobMeta
 
 MODIFIED = datetime(2026, 5, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 META = BlobMeta(size=1000, etag='"0xABC"', last_modified=MODIFIED, content_type="image/png")
-PARTIAL, FULL = Outcome.PARTIAL, Outcome.FULL
+PARTIAL, FULL = AnswerKind.PARTIAL, AnswerKind.FULL
 
 
 @pytest.mark.parametrize(
@@ -27,11 +27,11 @@ PARTIAL, FULL = Outcome.PARTIAL, Outcome.FULL
         ("bytes=500-5000", 1000, Decision(PARTIAL, 500, 999)),
         ("Bytes=1-2", 1000, Decision(PARTIAL, 1, 2)),
         (" bytes=1-2 ", 1000, Decision(PARTIAL, 1, 2)),
-        ("bytes=1000-", 1000, Decision(Outcome.RANGE_NOT_SATISFIABLE)),
-        ("bytes=1000-2000", 1000, Decision(Outcome.RANGE_NOT_SATISFIABLE)),
-        ("bytes=-0", 1000, Decision(Outcome.RANGE_NOT_SATISFIABLE)),
-        ("bytes=0-", 0, Decision(Outcome.RANGE_NOT_SATISFIABLE)),
-        ("bytes=-1", 0, Decision(Outcome.RANGE_NOT_SATISFIABLE)),
+        ("bytes=1000-", 1000, Decision(AnswerKind.RANGE_NOT_SATISFIABLE)),
+        ("bytes=1000-2000", 1000, Decision(AnswerKind.RANGE_NOT_SATISFIABLE)),
+        ("bytes=-0", 1000, Decision(AnswerKind.RANGE_NOT_SATISFIABLE)),
+        ("bytes=0-", 0, Decision(AnswerKind.RANGE_NOT_SATISFIABLE)),
+        ("bytes=-1", 0, Decision(AnswerKind.RANGE_NOT_SATISFIABLE)),
         ("bytes=5-1", 1000, None),
         ("bytes=0-1,5-9", 1000, None),
         ("bytes=", 1000, None),
@@ -42,7 +42,7 @@ PARTIAL, FULL = Outcome.PARTIAL, Outcome.FULL
         ("items=1-2", 1000, None),
         ("", 1000, None),
         ("bytes=000000000000000000000000000001-2", 1000, Decision(PARTIAL, 1, 2)),
-        ("bytes=" + "9" * 5000 + "-", 1000, Decision(Outcome.RANGE_NOT_SATISFIABLE)),
+        ("bytes=" + "9" * 5000 + "-", 1000, Decision(AnswerKind.RANGE_NOT_SATISFIABLE)),
         ("bytes=-" + "9" * 5000, 1000, Decision(PARTIAL, 0, 999)),
         ("bytes=0-" + "9" * 5000, 1000, Decision(PARTIAL, 0, 999)),
         ("bytes=" + "9" * 5000 + "-1", 1000, None),
@@ -61,27 +61,27 @@ def etags(*values: str, weak: bool = False) -> tuple[ETag, ...]:
     ("conditions", "outcome"),
     [
         (Conditions(), FULL),
-        (Conditions(if_none_match=etags("0xABC")), Outcome.NOT_MODIFIED),
-        (Conditions(if_none_match=etags("0xABC", weak=True)), Outcome.NOT_MODIFIED),
-        (Conditions(if_none_match=etags("other", "0xABC")), Outcome.NOT_MODIFIED),
-        (Conditions(if_none_match=etags("*")), Outcome.NOT_MODIFIED),
+        (Conditions(if_none_match=etags("0xABC")), AnswerKind.NOT_MODIFIED),
+        (Conditions(if_none_match=etags("0xABC", weak=True)), AnswerKind.NOT_MODIFIED),
+        (Conditions(if_none_match=etags("other", "0xABC")), AnswerKind.NOT_MODIFIED),
+        (Conditions(if_none_match=etags("*")), AnswerKind.NOT_MODIFIED),
         (Conditions(if_none_match=etags("other")), FULL),
-        (Conditions(if_modified_since=MODIFIED.replace(microsecond=0)), Outcome.NOT_MODIFIED),
-        (Conditions(if_modified_since=datetime(2027, 1, 1, tzinfo=UTC)), Outcome.NOT_MODIFIED),
+        (Conditions(if_modified_since=MODIFIED.replace(microsecond=0)), AnswerKind.NOT_MODIFIED),
+        (Conditions(if_modified_since=datetime(2027, 1, 1, tzinfo=UTC)), AnswerKind.NOT_MODIFIED),
         (Conditions(if_modified_since=datetime(2025, 1, 1, tzinfo=UTC)), FULL),
         # If-None-Match takes precedence over If-Modified-Since (section 13.2.2).
         (Conditions(if_none_match=etags("other"), if_modified_since=MODIFIED), FULL),
         (Conditions(if_match=etags("0xABC")), FULL),
         (Conditions(if_match=etags("*")), FULL),
-        (Conditions(if_match=etags("0xABC", weak=True)), Outcome.PRECONDITION_FAILED),
-        (Conditions(if_match=etags("other")), Outcome.PRECONDITION_FAILED),
-        (Conditions(if_unmodified_since=datetime(2025, 1, 1, tzinfo=UTC)), Outcome.PRECONDITION_FAILED),
+        (Conditions(if_match=etags("0xABC", weak=True)), AnswerKind.PRECONDITION_FAILED),
+        (Conditions(if_match=etags("other")), AnswerKind.PRECONDITION_FAILED),
+        (Conditions(if_unmodified_since=datetime(2025, 1, 1, tzinfo=UTC)), AnswerKind.PRECONDITION_FAILED),
         (Conditions(if_unmodified_since=MODIFIED.replace(microsecond=0)), FULL),
         # If-Match decides before If-None-Match.
-        (Conditions(if_match=etags("other"), if_none_match=etags("0xABC")), Outcome.PRECONDITION_FAILED),
+        (Conditions(if_match=etags("other"), if_none_match=etags("0xABC")), AnswerKind.PRECONDITION_FAILED),
     ],
 )
-def test_preconditions_table(conditions: Conditions, outcome: Outcome) -> None:
+def test_preconditions_table(conditions: Conditions, outcome: AnswerKind) -> None:
     """Preconditions are evaluated in the order and with the comparisons of RFC 9110."""
     assert decide(conditions, META).outcome is outcome
 
@@ -98,7 +98,7 @@ def test_preconditions_table(conditions: Conditions, outcome: Outcome) -> None:
         ("not a date", FULL),
     ],
 )
-def test_if_range_table(if_range: str | None, outcome: Outcome) -> None:
+def test_if_range_table(if_range: str | None, outcome: AnswerKind) -> None:
     """If-Range honours the range only for a strong ETag match or the exact date."""
     conditions = Conditions(range="bytes=0-9", if_range=if_range)
     assert decide(conditions, META).outcome is outcome
@@ -112,7 +112,7 @@ def test_head_ignores_range() -> None:
 def test_not_modified_wins_over_range() -> None:
     """A matching If-None-Match answers 304 even with a Range header."""
     conditions = Conditions(range="bytes=0-9", if_none_match=etags("0xABC"))
-    assert decide(conditions, META).outcome is Outcome.NOT_MODIFIED
+    assert decide(conditions, META).outcome is AnswerKind.NOT_MODIFIED
 
 
 @pytest.mark.parametrize(

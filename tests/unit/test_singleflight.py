@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from imgproxy.core.singleflight import Outcome, SingleFlight
+from imgproxy.core.singleflight import FlightResult, SingleFlight
 
 
 class Boom(Exception):
@@ -54,7 +54,7 @@ async def wait_until(predicate: Callable[[], bool], limit: int = 100) -> None:
 
 def start_callers(
     flight: SingleFlight[str], key: str, work: Callable[[], Coroutine[Any, Any, str]], count: int
-) -> list[asyncio.Task[Outcome[str]]]:
+) -> list[asyncio.Task[FlightResult[str]]]:
     """`count` concurrent callers of `flight.do(key, work)`."""
     return [asyncio.create_task(flight.do(key, work)) for _ in range(count)]
 
@@ -84,8 +84,8 @@ async def test_call_after_completion_runs_work_again() -> None:
     work.release.set()
     first = await flight.do("k", work)
     second = await flight.do("k", work)
-    assert first == Outcome("value-1", False)
-    assert second == Outcome("value-2", False)
+    assert first == FlightResult("value-1", False)
+    assert second == FlightResult("value-2", False)
     assert work.runs == 2
 
 
@@ -103,7 +103,7 @@ async def test_exception_reaches_every_caller_and_is_not_remembered() -> None:
 
     work.error = None
     outcome = await flight.do("k", work)
-    assert outcome == Outcome("value-2", False)
+    assert outcome == FlightResult("value-2", False)
     assert work.runs == 2
 
 
@@ -213,14 +213,14 @@ async def test_forget_lets_next_caller_start_new_task_while_old_runs() -> None:
     assert flight.waiting("k") == 2
 
     old_work.release.set()
-    assert await old_caller == Outcome("old-1", False)
+    assert await old_caller == FlightResult("old-1", False)
     assert len(flight) == 1  # the old run finishing must not drop the new run's registration
 
     joiner = asyncio.create_task(flight.do("k", old_work))
     await wait_until(lambda: flight.waiting("k") == 2)
     new_work.release.set()
-    assert await new_caller == Outcome("new-1", False)
-    assert await joiner == Outcome("new-1", True)
+    assert await new_caller == FlightResult("new-1", False)
+    assert await joiner == FlightResult("new-1", True)
     assert old_work.runs == 1
     assert new_work.runs == 1
     assert len(flight) == 0
@@ -237,7 +237,7 @@ async def test_forget_all_releases_every_key() -> None:
     for work in works.values():
         work.release.set()
     assert [outcome.value for outcome in await asyncio.gather(*old)] == ["a-1", "b-1"]
-    assert (await flight.do("a", works["a"])) == Outcome("a-2", False)
+    assert (await flight.do("a", works["a"])) == FlightResult("a-2", False)
 
 
 async def test_close_cancels_running_work() -> None:
@@ -317,11 +317,11 @@ async def test_different_keys_run_independently() -> None:
     await work_b.started.wait()
     assert len(flight) == 2
     work_b.release.set()
-    assert await caller_b == Outcome("b-1", False)
+    assert await caller_b == FlightResult("b-1", False)
     assert not caller_a.done()
     assert len(flight) == 1
     work_a.release.set()
-    assert await caller_a == Outcome("a-1", False)
+    assert await caller_a == FlightResult("a-1", False)
     assert work_a.runs == 1
     assert work_b.runs == 1
 
@@ -354,5 +354,5 @@ async def test_launch_is_joined_by_later_callers_and_skipped_when_running() -> N
     caller = asyncio.create_task(flight.do("k", other))
     await wait_until(lambda: flight.waiting("k") == 1)
     work.release.set()
-    assert await caller == Outcome("value-1", True)
+    assert await caller == FlightResult("value-1", True)
     assert other.runs == 0

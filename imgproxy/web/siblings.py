@@ -25,7 +25,7 @@ RELAY_TIMEOUT_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
-class Peers:
+class Siblings:
     """This worker's place among its siblings: their sockets live in `directory`."""
 
     directory: Path
@@ -35,7 +35,8 @@ class Peers:
     def socket(self, index: int) -> Path:
         return self.directory / f"{index}.sock"
 
-    def siblings(self) -> list[int]:
+    def others(self) -> list[int]:
+        """The other workers' indexes."""
         return [i for i in range(self.count) if i != self.index]
 
 
@@ -47,19 +48,21 @@ class Relayed:
     failures: list[str]
 
 
-async def relay_to_siblings(request: web.BaseRequest, peers: Peers | None) -> Relayed | None:
+async def relay_to_siblings(request: web.BaseRequest, workers: Siblings | None) -> Relayed | None:
     """Send `request` (method, raw path, `Authorization`) to every sibling at once; None when there
     are no siblings, or when the request is itself a relayed one (answered alone, never relayed again)."""
-    if peers is None or RELAYED_HEADER in request.headers:
+    if workers is None or RELAYED_HEADER in request.headers:
         return None
-    return await relay(peers, request.method, request.rel_url.raw_path, request.headers.get("Authorization"))
+    return await relay(
+        workers, request.method, request.rel_url.raw_path, request.headers.get("Authorization")
+    )
 
 
-async def relay(peers: Peers, method: str, raw_path: str, authorization: str | None = None) -> Relayed:
+async def relay(workers: Siblings, method: str, raw_path: str, authorization: str | None = None) -> Relayed:
     """Send `method raw_path` to every sibling at once."""
 
     async def one(index: int) -> bytes | str:
-        connector = aiohttp.UnixConnector(path=str(peers.socket(index)))
+        connector = aiohttp.UnixConnector(path=str(workers.socket(index)))
         timeout = aiohttp.ClientTimeout(total=RELAY_TIMEOUT_S)
         headers = {RELAYED_HEADER: "1"}
         if authorization is not None:
@@ -76,9 +79,9 @@ async def relay(peers: Peers, method: str, raw_path: str, authorization: str | N
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return f"worker {index}: {type(exc).__name__}"
 
-    siblings = peers.siblings()
-    results = await asyncio.gather(*(one(index) for index in siblings))
+    others = workers.others()
+    results = await asyncio.gather(*(one(index) for index in others))
     return Relayed(
-        answers={i: r for i, r in zip(siblings, results, strict=True) if isinstance(r, bytes)},
+        answers={i: r for i, r in zip(others, results, strict=True) if isinstance(r, bytes)},
         failures=[r for r in results if isinstance(r, str)],
     )
