@@ -20,7 +20,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from devtools.redis_server import run_redis
 from imgproxy.config import RedisConfig
-from imgproxy.origin import BlobMeta
+from imgproxy.core.blob import BlobMeta
 from imgproxy.replication.link import RedisLink
 from imgproxy.replication.purge_log import Purge, PurgeLog
 from imgproxy.replication.store import RedisStore

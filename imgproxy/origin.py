@@ -38,6 +38,7 @@ from azure.core.exceptions import (
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry, StorageStreamDownloader
 
 from imgproxy.config import OriginConfig
+from imgproxy.core.blob import BlobMeta
 from imgproxy.core.breaker import CircuitBreaker
 from imgproxy.core.errors import (
     BlobChanged,
@@ -51,21 +52,6 @@ from imgproxy.core.errors import (
 )
 
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
-
-
-@dataclass(frozen=True, slots=True)
-class BlobMeta:
-    """What we know of a blob version: enough to answer headers and validate bytes."""
-
-    size: int
-    etag: str
-    last_modified: datetime
-    content_type: str
-    content_md5: bytes | None = None
-
-    def __hash__(self) -> int:
-        # Hashed on every hit (header memo): the ETag alone is cheap and nearly unique.
-        return hash(self.etag)
 
 
 @dataclass(frozen=True, slots=True)

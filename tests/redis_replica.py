@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from imgproxy.config import RedisConfig
-from imgproxy.origin import BlobMeta
+from imgproxy.core.blob import BlobMeta
 from imgproxy.replication.flight import ReplicaFlight
 from imgproxy.replication.link import RedisLink
 from imgproxy.replication.notify import Notifier

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from imgproxy.cache.disk.files import DamagedEntry
 from imgproxy.cache.disk.locks import EntryLock, release
 from imgproxy.cache.disk.tier import DiskTier
-from imgproxy.cache.tier import Entry, Tier
+from imgproxy.cache.tier import Tier
 from imgproxy.config import CacheConfig
 from imgproxy.core.background import Background
+from imgproxy.core.blob import Entry
 from imgproxy.core.errors import BlobNotFound
 from imgproxy.core.lru import FillTicket
 from imgproxy.metrics import Metrics

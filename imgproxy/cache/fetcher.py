@@ -29,15 +29,16 @@ from imgproxy.cache.downloads import DownloadResult, Downloads, Producer
 from imgproxy.cache.large import INDEX_MAX_ITEMS, LargeBlobs
 from imgproxy.cache.memory import MemoryTier
 from imgproxy.cache.resolved import CacheStatus, Resolved, Span
-from imgproxy.cache.tier import Entry, Tier, path_of
+from imgproxy.cache.tier import Tier
 from imgproxy.config import CacheConfig
 from imgproxy.core.background import Background
+from imgproxy.core.blob import BlobMeta, Entry, path_of
 from imgproxy.core.errors import BlobChanged, BlobNotFound, DiskTierFailed, ImgproxyError, OriginError
 from imgproxy.core.lru import AsyncLRU
 from imgproxy.core.singleflight import SingleFlight
 from imgproxy.http.paths import index_key
 from imgproxy.metrics import Metrics
-from imgproxy.origin import BlobMeta, NotModified, Origin
+from imgproxy.origin import NotModified, Origin
 from imgproxy.replication.shared_tier import SharedTier
 
 __all__ = ["CacheStatus", "Fetcher", "Resolved", "Span"]

@@ -19,12 +19,12 @@ from imgproxy.cache.disk.fill import PendingFile
 from imgproxy.cache.disk.locks import EntryLock, release
 from imgproxy.cache.disk.tier import DiskTier
 from imgproxy.cache.resolved import CacheStatus, Resolved, Span
-from imgproxy.cache.tier import Entry
 from imgproxy.core.background import Background
+from imgproxy.core.blob import BlobMeta, Entry
 from imgproxy.core.errors import BlobChanged, ImgproxyError, IncompleteBody
 from imgproxy.core.lru import AsyncLRU, FillTicket
 from imgproxy.metrics import Metrics
-from imgproxy.origin import BlobMeta, Origin
+from imgproxy.origin import Origin
 
 log = logging.getLogger(__name__)
 

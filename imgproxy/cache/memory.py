@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from imgproxy.cache.tier import Entry, VariantIndex, path_of
+from imgproxy.cache.tier import VariantIndex
 from imgproxy.config import CacheConfig
+from imgproxy.core.blob import Entry, path_of
 from imgproxy.core.lru import AsyncLRU, CacheStats, FillTicket
 
 NAME: Final = "memory"

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgproxy.cache.disk.files import OpenEntry
-from imgproxy.cache.tier import Entry
-from imgproxy.origin import BlobMeta
+from imgproxy.core.blob import BlobMeta, Entry
 
 # (start, end) inclusive: the bytes a request needs, or None when it needs no body.
 Span = tuple[int, int]

@@ -1,64 +1,18 @@
-"""The cache tiers: what they hold (`Entry`), how entries are named (keys), and their one interface.
+"""The cache tiers' one interface (`Tier`), and the index of variant keys by path they share.
 
-A tier keeps entries by key. The key of an original is its blob path; the key of a variant (a
-transform of it) is the path, a NUL, and the variant's canonical name. Blob paths never hold NUL
-(`paths` refuses control characters), so `path_of(key)` is exact, and a purge of a path reaches
-the original and every variant of it in every tier.
-
-The fetcher chains the tiers (memory, disk, then shared ones, then Azure) through `Tier` and
-knows nothing else of them: a download takes a fill ticket from each tier first, and a purge of
-the key's path voids it, so bytes fetched before a purge are never stored after it.
+A tier keeps `core.blob.Entry`s by key (an original's path, or a variant's key). The fetcher
+chains the tiers (memory, disk, then shared ones, then Azure) through `Tier` and knows nothing
+else of them: a download takes a fill ticket from each tier first, and a purge of the key's path
+voids it, so bytes fetched before a purge are never stored after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Final, Protocol
+from typing import Protocol
 
+from imgproxy.core.blob import Entry, is_variant, path_of
 from imgproxy.core.lru import FillTicket
-from imgproxy.origin import BlobMeta
-
-VARIANT_SEPARATOR: Final = "\0"
-
-
-def variant_key(path: str, variant: str) -> str:
-    """The key of a variant of the blob at `path` (`variant` is its canonical name)."""
-    return f"{path}{VARIANT_SEPARATOR}{variant}"
-
-
-def split_key(key: str) -> tuple[str, str | None]:
-    """The blob path of a key and its variant's canonical name (None for an original's key)."""
-    path, separator, variant = key.partition(VARIANT_SEPARATOR)
-    return path, (variant if separator else None)
-
-
-def path_of(key: str) -> str:
-    """The blob path of a key (an original's key is its path)."""
-    return key.partition(VARIANT_SEPARATOR)[0]
-
-
-def is_variant(key: str) -> bool:
-    return VARIANT_SEPARATOR in key
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One version of an original or a variant, as a tier holds it."""
-
-    key: str
-    meta: BlobMeta
-    fetched_at: float  # wall clock (time.time): when Azure last confirmed this version
-    body: bytes | None = None  # None: a large blob (metadata only, or a disk `file`)
-    file: Path | None = None  # the disk tier's complete data file (not opened yet)
-    source_etag: str | None = None  # a variant's: the ETag of the source it was made from
-    # A large blob just read: the bytes its first GET moved. Handed to the requests of that
-    # download only (never stored), so that their stream or disk fill starts after them.
-    head: bytes = b""
-
-    def age(self, now: float) -> float:
-        return max(0.0, now - self.fetched_at)
 
 
 class Tier(Protocol):

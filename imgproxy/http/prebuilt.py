@@ -21,9 +21,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http import HttpVersion11
 
+from imgproxy.core.blob import BlobMeta
 from imgproxy.http.content_policy import ResponsePolicy
 from imgproxy.http.semantics import SERVER_NAME, hit_headers
-from imgproxy.origin import BlobMeta
 
 MAX_BODY: Final = 256 * 1024  # larger bodies are bound by bandwidth, not by per-request work
 _STATUS_LINE: Final = b"HTTP/1.1 200 OK\r\n"

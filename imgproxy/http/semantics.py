@@ -20,8 +20,8 @@ from typing import Final
 from aiohttp import web
 from aiohttp.helpers import ETag, parse_http_date
 
+from imgproxy.core.blob import BlobMeta
 from imgproxy.http.content_policy import GUARD_HEADERS, ResponsePolicy
-from imgproxy.origin import BlobMeta
 
 X_CACHE: Final = "X-Cache"
 SERVER_NAME: Final = "imgproxy"  # our `Server` value: no versions for a scanner to match

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from imgproxy.origin import BlobMeta
+from imgproxy.core.blob import BlobMeta
 from imgproxy.replication.signing import ENTRY, MAC_BYTES, Signer
 
 MAGIC: Final = b"IPX2"

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final
 
-from imgproxy.cache.tier import Entry, split_key
 from imgproxy.core.background import Background
+from imgproxy.core.blob import Entry, split_key
 from imgproxy.core.lru import FillTicket
 from imgproxy.replication.codec import SharedEntry
 from imgproxy.replication.flight import ReplicaFlight

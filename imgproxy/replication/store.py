@@ -35,9 +35,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
+from imgproxy.core.blob import BlobMeta
 from imgproxy.core.errors import RedisBadReply, RedisFailure
 from imgproxy.http.paths import index_key
-from imgproxy.origin import BlobMeta
 from imgproxy.replication import scripts
 from imgproxy.replication.codec import (
     FETCHED_AT_OFFSET,

@@ -32,12 +32,11 @@ from typing import TYPE_CHECKING, Final
 
 from imgproxy.cache.fetcher import Fetcher
 from imgproxy.cache.resolved import Resolved, Span
-from imgproxy.cache.tier import Entry, variant_key
 from imgproxy.config import TransformConfig
+from imgproxy.core.blob import BlobMeta, Entry, variant_key
 from imgproxy.core.errors import BlobNotFound, ImgproxyError, NotAnImage, SourceTooLarge, TransformError
 from imgproxy.core.lru import LRU
 from imgproxy.http.paths import parse_blob_path_cached
-from imgproxy.origin import BlobMeta
 from imgproxy.transform.negotiate import FormatBucket, negotiate
 from imgproxy.transform.params import QueryParser, TransformOptions, apply_auto_format
 from imgproxy.transform.result import CONTENT_TYPES, SOURCE_FAMILY, Source

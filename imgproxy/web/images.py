@@ -8,6 +8,7 @@ from typing import Final
 from aiohttp import web
 
 from imgproxy.cache.resolved import Resolved, Span
+from imgproxy.core.blob import BlobMeta
 from imgproxy.core.errors import BadPath, PreconditionFailed, RangeNotSatisfiable
 from imgproxy.http.content_policy import ResponsePolicy
 from imgproxy.http.paths import parse_blob_path_cached
@@ -24,7 +25,6 @@ from imgproxy.http.semantics import (
     not_modified_headers,
 )
 from imgproxy.http.streaming import send_file, send_stream
-from imgproxy.origin import BlobMeta
 from imgproxy.transform.params import apply_auto_format
 from imgproxy.transform.signing import ROUTE_PREFIX
 from imgproxy.transform.variants import VariantRequest

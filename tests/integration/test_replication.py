@@ -23,7 +23,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from devtools.redis_server import RedisServer
 from imgproxy.app import create_app
-from imgproxy.origin import BlobMeta
+from imgproxy.core.blob import BlobMeta
 from imgproxy.replication.codec import encode_entry, entry_keys, generation_key
 from imgproxy.replication.purge_log import log_keys
 from imgproxy.web.keys import FETCHER, REPLICATION

@@ -8,8 +8,8 @@ import pytest
 from aiohttp.helpers import ETag
 from aiohttp.test_utils import make_mocked_request
 
+from imgproxy.core.blob import BlobMeta
 from imgproxy.http.semantics import AnswerKind, Conditions, Decision, decide, resolve_range
-from imgproxy.origin import BlobMeta
 
 MODIFIED = datetime(2026, 5, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 META = BlobMeta(size=1000, etag='"0xABC"', last_modified=MODIFIED, content_type="image/png")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from imgproxy.origin import BlobMeta
+from imgproxy.core.blob import BlobMeta
 from imgproxy.replication.codec import (
     FETCHED_AT_OFFSET,
     MAGIC,

@@ -28,8 +28,7 @@ import aiofiles.os
 import aiofiles.threadpool
 
 from imgproxy.cache.disk.integrity import FileIdentity, content_mismatch, identity_mismatch
-from imgproxy.cache.tier import Entry, split_key
-from imgproxy.origin import BlobMeta
+from imgproxy.core.blob import BlobMeta, Entry, split_key
 
 log = logging.getLogger(__name__)
 

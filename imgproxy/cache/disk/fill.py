@@ -23,9 +23,9 @@ import aiofiles.os
 from imgproxy.cache.disk.files import TMP_SUFFIX, DiskEntry, open_file, unlink
 from imgproxy.cache.disk.integrity import FileIdentity, new_hasher
 from imgproxy.cache.disk.locks import EntryLock, Locks, flock_now
+from imgproxy.core.blob import BlobMeta
 from imgproxy.core.errors import IncompleteBody
 from imgproxy.core.lru import FillTicket
-from imgproxy.origin import BlobMeta
 
 if TYPE_CHECKING:
     from imgproxy.cache.disk.tier import DiskTier

@@ -58,10 +58,10 @@ from imgproxy.cache.disk.files import (
 from imgproxy.cache.disk.fill import PendingFile, follow
 from imgproxy.cache.disk.integrity import identity_mismatch
 from imgproxy.cache.disk.locks import EntryLock, Locks
-from imgproxy.cache.tier import Entry, VariantIndex, path_of
+from imgproxy.cache.tier import VariantIndex
 from imgproxy.config import DiskConfig
+from imgproxy.core.blob import BlobMeta, Entry, path_of
 from imgproxy.core.lru import LRU, FillTicket, TicketBook
-from imgproxy.origin import BlobMeta
 
 log = logging.getLogger(__name__)
 
