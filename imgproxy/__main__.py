@@ -39,7 +39,7 @@ from imgproxy.app import begin_drain, create_app, start_runner
 from imgproxy.cache.disk.tier import clean_disk
 from imgproxy.config import Config, ConfigError, load_config, load_transform_config
 from imgproxy.core.errors import BadTransformParameter
-from imgproxy.transform.params import QueryParser
+from imgproxy.transform.params import QueryParser, check_presets
 from imgproxy.transform.signing import sign_url
 from imgproxy.web.siblings import Siblings
 
@@ -162,6 +162,7 @@ def sign_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         transform = load_transform_config(args.config)
+        check_presets(transform)
     except ConfigError as exc:
         print(f"imgproxy sign: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     try:
         config = load_config(args.config)
+        check_presets(config.transform)
     except ConfigError as exc:
         print(f"imgproxy: configuration error: {exc}", file=sys.stderr)
         return 2

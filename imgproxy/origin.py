@@ -50,6 +50,7 @@ from imgproxy.core.errors import (
     OriginTimeout,
     OriginUnavailable,
 )
+from imgproxy.core.stats import OriginStats
 
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
 
@@ -76,17 +77,6 @@ class TooLarge:
 
     meta: BlobMeta
     head: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class OriginStats:
-    """A snapshot of the origin's admission state."""
-
-    in_flight: int
-    queued: int
-    shed: int
-    breaker_open: bool
-    breaker_opened: int
 
 
 class Origin:

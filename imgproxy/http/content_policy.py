@@ -18,14 +18,11 @@ origin) and nosniff, whatever the type.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+from imgproxy.config import ActiveContent, HttpConfig
 from imgproxy.core.errors import ActiveContentRefused
-
-if TYPE_CHECKING:
-    from imgproxy.config import HttpConfig
 
 CONTENT_SECURITY_POLICY: Final = "default-src 'none'; sandbox"
 # Sent with every answer of ours, images and errors alike.
@@ -61,14 +58,6 @@ _ATTACHMENT: Final = (
     ("Content-Type", "application/octet-stream"),
     ("Content-Disposition", "attachment"),
 )
-
-
-class ActiveContent(enum.StrEnum):
-    """`http.active_content`: what a blob that is not an inert raster image gets."""
-
-    ATTACHMENT = "attachment"
-    SANDBOX = "sandbox"
-    REFUSE = "refuse"
 
 
 def is_inert_image(content_type: str) -> bool:

@@ -7,12 +7,10 @@ and the admin JSON; a collector reads them, and the cache's size, at scrape time
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -20,77 +18,25 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from imgproxy.cache.disk.tier import DiskStats
 from imgproxy.core.errors import OriginError
 from imgproxy.core.lru import CacheStats
-from imgproxy.origin import OriginStats
-from imgproxy.web.frontdoor import FrontDoorStats
+from imgproxy.core.stats import (
+    LATENCY_BUCKETS_S,
+    ORIGIN_BUCKETS_S,
+    DiskStats,
+    FetchCounters,
+    FrontDoorStats,
+    OriginStats,
+    UpstreamStats,
+)
 
 if TYPE_CHECKING:
-    from imgproxy.replication.purge_log import PurgeLogStats
+    from imgproxy.core.stats import PurgeLogStats
 
 if TYPE_CHECKING:  # only the type: /metrics must not import the transform pool (nor pyvips)
-    from imgproxy.transform.pool import TransformStats
+    from imgproxy.core.stats import TransformStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-LATENCY_BUCKETS_S: Final = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
-_STATUS_CLASS: Final = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
-
-
-@dataclass(slots=True)
-class FetchCounters:
-    """Monotonic counts kept by the fetcher (one increment per request or per origin call)."""
-
-    hits: int = 0
-    misses: int = 0
-    coalesced: int = 0
-    disk_hits: int = 0
-    stale: int = 0
-    negative_hits: int = 0
-    revalidations: int = 0
-    origin_fetches: int = 0
-    origin_errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass(slots=True)
-class UpstreamStats:
-    """Plain counters of the pass-through to the main application (kept by `upstream`)."""
-
-    requests: dict[str, int] = field(default_factory=dict)  # by status class: "2xx", ...
-    errors: dict[str, int] = field(default_factory=dict)  # by kind: refused, timeout, idle, ...
-    websockets: int = 0  # tunnels open now
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
-    latency_sum_s: float = 0.0
-    connections: int = 0  # open to the app now (in use, idle, tunnels)
-    idle: int = 0
-
-    def count_error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def observe(self, status: int, seconds: float) -> None:
-        key = _STATUS_CLASS[min(status // 100, 5)]
-        self.requests[key] = self.requests.get(key, 0) + 1
-        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
-        self.latency_sum_s += seconds
 
 
 _COUNTER_HELP: Final = {

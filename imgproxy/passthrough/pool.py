@@ -34,7 +34,7 @@ from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 
 from imgproxy.config import UpstreamConfig, upstream_address
 from imgproxy.core.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from imgproxy.metrics import UpstreamStats
+from imgproxy.core.stats import UpstreamStats
 from imgproxy.passthrough.headers import LAST_CHUNK, framed, host_field
 
 READ_BUFFER: Final = 64 * 1024  # the parser pauses the app's socket at twice this unread

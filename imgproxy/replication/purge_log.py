@@ -47,6 +47,7 @@ from typing import Final
 
 from imgproxy.core.background import stop_task
 from imgproxy.core.errors import RedisBadReply, RedisFailure
+from imgproxy.core.stats import PurgeLogStats
 from imgproxy.replication.link import Client, RedisLink, retry_pause_s
 from imgproxy.replication.signing import PURGE, Signer, signer_for
 
@@ -148,18 +149,6 @@ class LogCursor:
 
     epoch: str
     last_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PurgeLogStats:
-    appended: int
-    append_failures: int
-    applied: int
-    skipped_own: int
-    lost: int  # times the follower could not know what it missed and emptied the caches
-    forged: int  # entries skipped for a missing or wrong MAC (with `redis.signing_key`)
-    checks: int  # times the follower compared the stream's end with its last id
-    following: bool
 
 
 PurgeCallback = Callable[[Purge], Awaitable[None]]

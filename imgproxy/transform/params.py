@@ -28,15 +28,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, TypeVar
 from urllib.parse import unquote
 
+from imgproxy.config import ConfigError, TransformConfig
 from imgproxy.core.errors import BadSignature, BadTransformParameter
 from imgproxy.transform.negotiate import FormatBucket, negotiate
 from imgproxy.transform.signing import PARAMETERS, SIGNATURE, sign, sign_url, split_query, verify
-
-if TYPE_CHECKING:  # config imports this module to check presets at load
-    from imgproxy.config import TransformConfig
 
 __all__ = [
     "DEFAULT_QUALITY",
@@ -306,6 +304,15 @@ def _preset_values(query: str) -> dict[str, str]:
             raise BadTransformParameter(name, "given more than once")
         values[name] = unquote(value)
     return values
+
+
+def check_presets(config: TransformConfig) -> None:
+    """Raise `ConfigError` naming `transform.presets.<name>` for a preset the server could not
+    serve: checked by the same parser that reads request queries, at start-up."""
+    for name, query in config.presets.items():
+        problem = check_preset(query, config)
+        if problem is not None:
+            raise ConfigError(f"transform.presets.{name}: {problem}")
 
 
 def check_preset(query: str, config: TransformConfig) -> str | None:

@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -35,7 +35,7 @@ from imgproxy.core.errors import (
     TransformBusy,
     TransformTimeout,
 )
-from imgproxy.metrics import ORIGIN_BUCKETS_S
+from imgproxy.core.stats import ORIGIN_BUCKETS_S, TransformStats
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import TransformOptions
 from imgproxy.transform.result import Limits, Source, TransformResult
@@ -44,21 +44,6 @@ from imgproxy.transform.result import Limits, Source, TransformResult
 Work = Callable[[Source, TransformOptions, FormatBucket, Limits, threading.Event], TransformResult]
 SECONDS_BUCKETS: Final = ORIGIN_BUCKETS_S  # transforms take as long as downloads: the same scale
 REJECTIONS: Final = ("busy", "timeout", "not_an_image", "too_large", "bad_parameter")
-
-
-@dataclass(frozen=True, slots=True)
-class TransformStats:
-    """A snapshot for `/metrics`: slots, queue, work done by output format, seconds, rejections."""
-
-    slots: int
-    running: int  # slots taken, timed-out jobs whose thread still runs included
-    queued: int
-    max_queue: int
-    transforms: Mapping[str, int]  # completed, by output format
-    seconds_buckets: tuple[tuple[float, int], ...]  # (upper bound, cumulative count), +Inf last
-    seconds_sum: float
-    rejected: Mapping[str, int]  # by reason, every one of REJECTIONS present
-    killed: int  # timed-out or abandoned jobs that libvips stopped before they finished
 
 
 @dataclass(slots=True)

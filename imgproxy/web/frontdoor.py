@@ -27,7 +27,6 @@ on its own answers (a 400 for a malformed request) too.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Final, cast
 
@@ -36,6 +35,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from imgproxy.config import Config
+from imgproxy.core.stats import FrontDoorStats
 from imgproxy.http.semantics import SERVER_NAME
 
 
@@ -62,17 +62,6 @@ def hide_versions() -> None:
     has no `Server` of its own (its own 400s included), so that constant is what we set.
     """
     web_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
-
-
-@dataclass(slots=True)
-class FrontDoorStats:
-    """Connections cut off by the front door, by reason (head_timeout, send_timeout, per_ip)."""
-
-    cut: dict[str, int] = field(default_factory=dict)
-    open: int = 0
-
-    def count(self, reason: str) -> None:
-        self.cut[reason] = self.cut.get(reason, 0) + 1
 
 
 class FrontDoor:

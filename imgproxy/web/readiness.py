@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from imgproxy.core.errors import OriginError
 from imgproxy.core.singleflight import SingleFlight
-from imgproxy.metrics import FetchCounters
+from imgproxy.core.stats import FetchCounters
 from imgproxy.origin import Origin
 
 

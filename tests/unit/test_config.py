@@ -16,6 +16,7 @@ from imgproxy.config import (
     load_transform_config,
     upstream_address,
 )
+from imgproxy.transform.params import check_presets
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 CONN = {CONNECTION_STRING_ENV: "x"}
@@ -29,9 +30,10 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 
 def expect_error(path: Path | None, environ: dict[str, str], *fragments: str) -> str:
-    """Assert that `load_config` raises ConfigError whose message contains every fragment."""
+    """Assert that loading as `python -m imgproxy` does (`load_config`, then the presets'
+    queries by the transform package) raises ConfigError whose message contains every fragment."""
     with pytest.raises(ConfigError) as excinfo:
-        load_config(path, environ)
+        check_presets(load_config(path, environ).transform)
     message = str(excinfo.value)
     for fragment in fragments:
         assert fragment in message, message
@@ -531,7 +533,7 @@ def test_load_transform_config_needs_no_origin(tmp_path: Path) -> None:
     assert load_transform_config(path, {}).signing_key == "from-file"
     assert load_transform_config(path, {"IMGPROXY_TRANSFORM_SIGNING_KEY": "env"}).signing_key == "env"
     with pytest.raises(ConfigError, match=r"transform\.presets\.x"):
-        load_transform_config(write_config(tmp_path, '[transform.presets]\nx = "w=0"\n'), {})
+        check_presets(load_transform_config(write_config(tmp_path, '[transform.presets]\nx = "w=0"\n'), {}))
 
 
 def test_redis_is_off_by_default_with_the_documented_bounds() -> None:

@@ -12,9 +12,10 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.test_utils import make_mocked_request
 
+from imgproxy.config import ActiveContent
 from imgproxy.core.blob import BlobMeta
 from imgproxy.core.errors import ActiveContentRefused
-from imgproxy.http.content_policy import ActiveContent, ResponsePolicy
+from imgproxy.http.content_policy import ResponsePolicy
 from imgproxy.http.prebuilt import MAX_BODY, SENT, sent, serialized_head, write_plain_hit
 
 MODIFIED = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -6,8 +6,9 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from imgproxy.core.stats import TransformStats
 from imgproxy.metrics import Metrics
-from imgproxy.transform.pool import REJECTIONS, SECONDS_BUCKETS, TransformStats
+from imgproxy.transform.pool import REJECTIONS, SECONDS_BUCKETS
 
 
 def stats() -> TransformStats:

@@ -16,7 +16,7 @@ import os
 import secrets
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import aiofiles.os
 
@@ -27,13 +27,19 @@ from imgproxy.core.blob import BlobMeta
 from imgproxy.core.errors import IncompleteBody
 from imgproxy.core.lru import FillTicket
 
-if TYPE_CHECKING:
-    from imgproxy.cache.disk.tier import DiskTier
-
 log = logging.getLogger(__name__)
 
 READ_BYTES: Final = 256 * 1024  # one read of a tailing reader (its memory bound)
 FOLLOW_POLL_S: Final = 0.01  # how often a sibling's growing fill file is looked at
+
+
+class FillOwner(Protocol):
+    """What a fill needs of the tier that started it (the disk tier): to publish the finished
+    file as an entry, or to hand back its ticket."""
+
+    async def publish(self, pending: PendingFile) -> bool: ...
+
+    def release(self, ticket: FillTicket) -> None: ...
 
 
 class PendingFile:
@@ -41,7 +47,7 @@ class PendingFile:
 
     def __init__(
         self,
-        disk: DiskTier,
+        disk: FillOwner,
         key: str,
         meta: BlobMeta,
         data: Path,

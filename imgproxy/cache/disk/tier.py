@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -62,20 +61,11 @@ from imgproxy.cache.tier import VariantIndex
 from imgproxy.config import DiskConfig
 from imgproxy.core.blob import BlobMeta, Entry, path_of
 from imgproxy.core.lru import LRU, FillTicket, TicketBook
+from imgproxy.core.stats import DiskStats
 
 log = logging.getLogger(__name__)
 
 NAME: Final = "disk"
-
-
-@dataclass(frozen=True, slots=True)
-class DiskStats:
-    items: int
-    bytes: int
-    max_bytes: int
-    evictions: int
-    discarded_at_start: int
-    corrupt: int  # entries found damaged while serving and dropped
 
 
 class DiskTier:

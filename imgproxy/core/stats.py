@@ -1,0 +1,134 @@
+"""The figures each component keeps (plain counters and snapshots) and how they combine.
+
+Components count into these types; `metrics` renders them for Prometheus and the admin API
+reports them; neither reaches into a component for its figures. Pure: no I/O, no dependency.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Final
+
+ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+LATENCY_BUCKETS_S: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+STATUS_CLASS: Final = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+@dataclass(slots=True)
+class FetchCounters:
+    """Monotonic counts kept by the fetcher (one increment per request or per origin call)."""
+
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0
+    disk_hits: int = 0
+    stale: int = 0
+    negative_hits: int = 0
+    revalidations: int = 0
+    origin_fetches: int = 0
+    origin_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(slots=True)
+class UpstreamStats:
+    """Plain counters of the pass-through to the main application (kept by `upstream`)."""
+
+    requests: dict[str, int] = field(default_factory=dict)  # by status class: "2xx", ...
+    errors: dict[str, int] = field(default_factory=dict)  # by kind: refused, timeout, idle, ...
+    websockets: int = 0  # tunnels open now
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    latency_sum_s: float = 0.0
+    connections: int = 0  # open to the app now (in use, idle, tunnels)
+    idle: int = 0
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def observe(self, status: int, seconds: float) -> None:
+        key = STATUS_CLASS[min(status // 100, 5)]
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.latency_sum_s += seconds
+
+
+@dataclass(frozen=True, slots=True)
+class OriginStats:
+    """A snapshot of the origin's admission state."""
+
+    in_flight: int
+    queued: int
+    shed: int
+    breaker_open: bool
+    breaker_opened: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStats:
+    items: int
+    bytes: int
+    max_bytes: int
+    evictions: int
+    discarded_at_start: int
+    corrupt: int  # entries found damaged while serving and dropped
+
+
+@dataclass(slots=True)
+class FrontDoorStats:
+    """Connections cut off by the front door, by reason (head_timeout, send_timeout, per_ip)."""
+
+    cut: dict[str, int] = field(default_factory=dict)
+    open: int = 0
+
+    def count(self, reason: str) -> None:
+        self.cut[reason] = self.cut.get(reason, 0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class TransformStats:
+    """A snapshot for `/metrics`: slots, queue, work done by output format, seconds, rejections."""
+
+    slots: int
+    running: int  # slots taken, timed-out jobs whose thread still runs included
+    queued: int
+    max_queue: int
+    transforms: Mapping[str, int]  # completed, by output format
+    seconds_buckets: tuple[tuple[float, int], ...]  # (upper bound, cumulative count), +Inf last
+    seconds_sum: float
+    rejected: Mapping[str, int]  # by reason, every one of REJECTIONS present
+    killed: int  # timed-out or abandoned jobs that libvips stopped before they finished
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeLogStats:
+    appended: int
+    append_failures: int
+    applied: int
+    skipped_own: int
+    lost: int  # times the follower could not know what it missed and emptied the caches
+    forged: int  # entries skipped for a missing or wrong MAC (with `redis.signing_key`)
+    checks: int  # times the follower compared the stream's end with its last id
+    following: bool
