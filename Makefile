@@ -31,10 +31,12 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
+# layout_check: no import cycle in imgproxy/ (TYPE_CHECKING and local imports count), no module over 400 lines.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m devtools.layout_check imgproxy
 
 constraints: $(PY_STAMP)
 	{ echo "# Exact versions installed by 'make install' (pip install -c constraints.txt -e '.[test]')."; \

@@ -29,7 +29,8 @@ from typing import Any
 from devtools.redis_server import run_redis, run_redis_cluster
 from imgproxy.config import RedisConfig
 from imgproxy.replication.link import RedisLink
-from imgproxy.replication.purge_log import Purge, PurgeLog
+from imgproxy.replication.purge_log import PurgeLog
+from imgproxy.replication.purge_records import Purge
 
 CONTAINER = "bench"
 

@@ -22,7 +22,8 @@ from devtools.redis_server import run_redis
 from imgproxy.config import RedisConfig
 from imgproxy.core.blob import BlobMeta
 from imgproxy.replication.link import RedisLink
-from imgproxy.replication.purge_log import Purge, PurgeLog
+from imgproxy.replication.purge_log import PurgeLog
+from imgproxy.replication.purge_records import Purge
 from imgproxy.replication.store import RedisStore
 
 

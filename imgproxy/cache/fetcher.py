@@ -34,7 +34,7 @@ from imgproxy.config import CacheConfig
 from imgproxy.core.background import Background
 from imgproxy.core.blob import BlobMeta, Entry, path_of
 from imgproxy.core.errors import BlobChanged, BlobNotFound, DiskTierFailed, ImgproxyError, OriginError
-from imgproxy.core.lru import AsyncLRU
+from imgproxy.core.lru import AsyncLRU, CacheStats
 from imgproxy.core.singleflight import SingleFlight
 from imgproxy.http.paths import index_key
 from imgproxy.metrics import Metrics
@@ -81,9 +81,6 @@ class Fetcher:
         # Missing blobs by `index_key` (10,000 digests, about 2.5 MiB, whatever the paths' length).
         self._missing: AsyncLRU[float] = AsyncLRU(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._flights: SingleFlight[Entry] = SingleFlight()
-        metrics.watch_cache(self._memory.cache_stats)
-        if disk is not None:
-            metrics.watch_disk(disk.disk_stats)
 
     async def resolve(self, path: str, choose: Callable[[BlobMeta], Span | None]) -> Resolved:
         """Metadata of `path`, and the body span `choose(meta)` asks for (streamed if large)."""
@@ -159,6 +156,10 @@ class Fetcher:
             await tier.purge(path, variants_only=True)
         if self._shared is not None:  # other replicas must not adopt them either; best effort
             self._background.spawn(self._shared.purge(path, variants_only=True))
+
+    def memory_stats(self) -> CacheStats:
+        """The memory tier's size and limits, for `/metrics`."""
+        return self._memory.cache_stats()
 
     def fresh_hit(self, path: str) -> Resolved | None:
         """A fresh in-memory body, found without awaiting (the hot path, counted as a hit), or

@@ -10,14 +10,14 @@ errors (mapped to 502/504/413 by `app.py`); after it, the client's connection is
 body never looks complete. A `ClientTap` on the client's transport reports the moment the client
 goes away: the wait for the app is cancelled and its connection released at once.
 
-Two entries: `lane` on aiohttp's low-level server before routing (`app.install_passthrough`, the
-way `hot_path` answers hits), and `middleware` for what the router does not know (tests' apps).
+`web.lanes` puts it in front of aiohttp's router (as the hot path is for hits), and also offers
+it as a middleware for what the router does not know.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -26,17 +26,12 @@ from aiohttp.http import HttpVersion11
 
 from imgproxy.config import Config
 from imgproxy.core.errors import BodyTooLarge, ImgproxyError, PassthroughBusy, RequestTimeout, UpstreamError
-from imgproxy.http.prebuilt import sent
+from imgproxy.http.prebuilt import closing_answer, sent
 from imgproxy.passthrough import request_body
+from imgproxy.passthrough.connection import Exchange
 from imgproxy.passthrough.headers import Forwarding, framed, origin_form, request_head, response_head
-from imgproxy.passthrough.pool import Exchange, Upstream
+from imgproxy.passthrough.pool import Upstream
 from imgproxy.passthrough.tunnel import ClientTap, Tunnel
-from imgproxy.web.frontdoor import closing_answer
-from imgproxy.web.images import PREFIX as IMAGES_PREFIX
-from imgproxy.web.keys import METRICS, PASSTHROUGH
-
-RequestHandlerFn = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-ErrorAnswer = Callable[[ImgproxyError], web.Response]
 
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSED: Final = sent(499, False)  # nothing sent: nginx's "client closed request"
@@ -61,15 +56,10 @@ class _ClientFailure(Exception):
 
 @dataclass(frozen=True, slots=True)
 class OwnRoutes:
-    """The paths this service answers itself (they never reach the app), per `server.ops_prefix`."""
+    """The paths this service answers itself (they never reach the app): given by `web.routes`."""
 
     prefixes: tuple[str, ...]
     exact: frozenset[str]
-
-    @classmethod
-    def of(cls, ops_prefix: str) -> OwnRoutes:
-        ops = ("healthz", "readyz", "metrics")
-        return cls((IMAGES_PREFIX, f"{ops_prefix}/admin/"), frozenset(f"{ops_prefix}/{name}" for name in ops))
 
     def __contains__(self, path: object) -> bool:
         return isinstance(path, str) and (path in self.exact or path.startswith(self.prefixes))
@@ -84,14 +74,14 @@ def _decoded_path(request: web.BaseRequest) -> str:
 
 
 class Passthrough:
-    """Forwards requests to the app of one worker (`upstream`), per `config.upstream`: one per
-    application (`keys.PASSTHROUGH`, made with the upstream pool)."""
+    """Forwards the requests for paths not in `own` to the app of one worker (`upstream`), per
+    `config.upstream`: one per application, made with the upstream pool."""
 
-    def __init__(self, config: Config, upstream: Upstream) -> None:
+    def __init__(self, config: Config, upstream: Upstream, own: OwnRoutes) -> None:
         self.config = config.upstream
         self.send_timeout_s = config.http.send_timeout_s
         self.upstream = upstream
-        self.own = OwnRoutes.of(config.server.ops_prefix)
+        self.own = own
         self.budget = request_body.BufferBudget(config.upstream)
         self._handshakes = 0  # websocket handshakes under way (not tunnels yet)
 
@@ -305,36 +295,3 @@ def _wants_websocket(request: web.BaseRequest) -> bool:
         and "websocket" in headers.get("Upgrade", "").lower()
         and "upgrade" in headers.get("Connection", "").lower()
     )
-
-
-def lane(app: web.Application, full: RequestHandlerFn, on_error: ErrorAnswer) -> RequestHandlerFn:
-    """`full`, preceded by the pass-through of every request whose path is not ours."""
-    passthrough = app[PASSTHROUGH]
-    metrics = app[METRICS]
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        if not passthrough.forwards(request):
-            return await full(request)
-        try:
-            response = await passthrough.forward(request, send_continue=True)
-        except ImgproxyError as exc:
-            response = on_error(exc)
-        metrics.count_response(response.status)
-        return response
-
-    return handle
-
-
-@web.middleware
-async def middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """What the router does not know and is not ours goes to the app (405s stay ours)."""
-    passthrough = request.app.get(PASSTHROUGH)
-    if (
-        passthrough is not None
-        and isinstance(request.match_info.http_exception, web.HTTPNotFound)
-        and passthrough.forwards(request)
-    ):
-        return await passthrough.forward(request, send_continue=False)
-    return await handler(request)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from aiohttp.web_protocol import RequestHandler
 
+from imgproxy.passthrough.connection import AppProtocol
 from imgproxy.passthrough.headers import Forwarding
-from imgproxy.passthrough.pool import AppProtocol
 
 
 class ClientTap(asyncio.Protocol):

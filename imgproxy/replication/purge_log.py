@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -49,98 +48,23 @@ from imgproxy.core.background import stop_task
 from imgproxy.core.errors import RedisBadReply, RedisFailure
 from imgproxy.core.stats import PurgeLogStats
 from imgproxy.replication.link import Client, RedisLink, retry_pause_s
+from imgproxy.replication.purge_log_scripts import APPEND, CHECK, SYNC
+from imgproxy.replication.purge_records import (
+    ALL,
+    PATH,
+    Purge,
+    check_reply,
+    entries_of,
+    lost_reason,
+    purge_of,
+    signed_by,
+    stream_id,
+)
 from imgproxy.replication.signing import PURGE, Signer, signer_for
 
 log = logging.getLogger(__name__)
 
 READ_COUNT: Final = 100  # entries per XREAD: bounds one reply, not the log
-ALL: Final = b"all"
-PATH: Final = b"path"
-SIGNED_FIELDS: Final = (b"r", b"k", b"p", b"t", b"n")  # what an entry's MAC (`m`) covers, in order
-_STREAM_ID: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-_ID_LIMIT: Final = 2**64  # both halves of a stream id are unsigned 64-bit integers
-
-StreamId = tuple[int, int]  # (milliseconds, sequence): ids compare as numbers, not as text
-
-# Lua shared by the scripts: the stream's last generated id ('0-0' when there is no stream). Not
-# its last entry's id: that one goes back to nothing when the stream is trimmed empty.
-_LAST_GENERATED: Final = """
-local function last_generated(stream)
-  if redis.call('EXISTS', stream) == 0 then return '0-0' end
-  local info = redis.call('XINFO', 'STREAM', stream)
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then return info[i + 1] end
-  end
-  error('XINFO STREAM answered no last-generated-id')
-end
-"""
-
-
-def _epoch_and_last(candidate: str) -> str:
-    """Lua shared by the append and sync scripts: the stream's epoch (a new one, and the stream
-    emptied, if it has none) and its last generated id."""
-    return (
-        _LAST_GENERATED
-        + f"""
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], {candidate})
-  epoch = {candidate}
-end
-local last_id = last_generated(KEYS[1])
-"""
-    )
-
-
-# KEYS: stream, epoch. ARGV: max length, candidate epoch, replica, kind, path, appended-at, nonce,
-# MAC ('' unsigned).
-_APPEND: Final = (
-    _epoch_and_last("ARGV[2]")
-    + """return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  'r', ARGV[3], 'k', ARGV[4], 'p', ARGV[5], 'prev', last_id, 'e', epoch, 't', ARGV[6],
-  'n', ARGV[7], 'm', ARGV[8])
-"""
-)
-
-# KEYS: stream, epoch. ARGV: candidate epoch, '1' to start afresh. Returns {epoch, last id}.
-# Afresh deletes only keys of the wrong type, so a second follower doing it does not delete the
-# good stream the first one started (and the purges appended to it since).
-_SYNC: Final = (
-    """
-if ARGV[2] == '1' then
-  local stream = redis.call('TYPE', KEYS[1])['ok']
-  local epoch = redis.call('TYPE', KEYS[2])['ok']
-  if (stream ~= 'stream' and stream ~= 'none') or (epoch ~= 'string' and epoch ~= 'none') then
-    redis.call('DEL', KEYS[1], KEYS[2])
-  end
-end
-"""
-    + _epoch_and_last("ARGV[1]")
-    + "return {epoch, last_id}\n"
-)
-
-# KEYS: stream, epoch. Read only. Returns {epoch or nil, last generated id, last entry's id or
-# '0-0'}: in one script, so the three describe one moment.
-_CHECK: Final = (
-    _LAST_GENERATED
-    + """
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local last_entry = '0-0'
-if last[1] then last_entry = last[1][1] end
-return {redis.call('GET', KEYS[2]), last_generated(KEYS[1]), last_entry}
-"""
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Purge:
-    """One entry of the log: a path, or everything (`path` None)."""
-
-    path: str | None
-    entry_id: str
-    replica: str
-    appended_at: float  # the appender's wall clock, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +114,9 @@ class PurgeLog:
         self._following = asyncio.Event()
         self._caught_up = asyncio.Event()  # the first read from the cursor has been applied
         self._signer: Signer | None = signer_for(link.config, link.base)
-        self._append_script = link.client.register_script(_APPEND)
-        self._sync_script = link.client.register_script(_SYNC)
-        self._check_script = link.client.register_script(_CHECK)
+        self._append_script = link.client.register_script(APPEND)
+        self._sync_script = link.client.register_script(SYNC)
+        self._check_script = link.client.register_script(CHECK)
         self._appended = self._append_failures = self._applied = self._skipped = self._lost = 0
         self._forged = self._checks = 0
 
@@ -317,7 +241,7 @@ class PurgeLog:
         reply = await self._link.call(
             lambda client: self._check_script(keys=[self._stream, self._epoch_key], client=client)
         )
-        epoch, generated, last_entry = _check_reply(reply)
+        epoch, generated, last_entry = check_reply(reply)
         self._checks += 1
         return lost_reason(cursor.epoch, position, epoch, generated, last_entry)
 
@@ -349,11 +273,11 @@ class PurgeLog:
             timeout_s=self._block_s + self._link.config.timeout_s,
             client=reader,
         )
-        entries = _entries(reply)
+        entries = entries_of(reply)
         for entry_id, fields in entries:
             cursor = self._cursor
             assert cursor is not None
-            if self._signer is not None and not _signed_by(self._signer, fields):
+            if self._signer is not None and not signed_by(self._signer, fields):
                 # Not ours: neither applied nor a gap (whoever wrote it could otherwise empty
                 # every replica's caches at will). Passed, so the next entry's `prev` chains.
                 self._forged += 1
@@ -361,7 +285,7 @@ class PurgeLog:
                     log.warning("purge log: entry %s has no valid MAC; skipped (counted in forged)", entry_id)
                 self._cursor = LogCursor(cursor.epoch, entry_id)
                 continue
-            purge = _purge(entry_id, fields)
+            purge = purge_of(entry_id, fields)
             chained = (
                 fields.get(b"e") == cursor.epoch.encode() and fields.get(b"prev") == cursor.last_id.encode()
             )
@@ -388,114 +312,3 @@ class PurgeLog:
             log.exception("purge log callback failed")
             return False
         return True
-
-
-def stream_id(text: str) -> StreamId | None:
-    """`ms-seq` as two numbers, or None if `text` is not a complete stream id."""
-    match = _STREAM_ID.fullmatch(text)
-    if match is None:
-        return None
-    ms, seq = int(match[1]), int(match[2])
-    return (ms, seq) if ms < _ID_LIMIT and seq < _ID_LIMIT else None
-
-
-def lost_reason(
-    known_epoch: str, position: StreamId, epoch: str | None, generated: StreamId, last_entry: StreamId
-) -> str | None:
-    """Why a follower at `position` of epoch `known_epoch` may have missed entries of a stream
-    whose epoch, last generated id and last entry's id are these; None if it can read on."""
-    if epoch != known_epoch:
-        return "the stream's epoch changed or is gone"
-    if generated < position:
-        return "the stream's last id went back before the follower's (a failover or a restore)"
-    if generated > position and last_entry <= position:
-        return "the entries appended since the follower's last id were trimmed away"
-    return None
-
-
-def _check_reply(reply: object) -> tuple[str | None, StreamId, StreamId]:
-    """The check script's answer as (epoch, last generated id, last entry's id), or RedisBadReply."""
-    items = _as_list(reply)
-    if len(items) != 3:
-        raise RedisBadReply(f"purge log check answered {reply!r}")
-    epoch, generated, last_entry = items
-    if not (epoch is None or isinstance(epoch, bytes)):
-        raise RedisBadReply(f"purge log check answered {reply!r}")
-    return None if epoch is None else epoch.decode("ascii", "replace"), _id_of(generated), _id_of(last_entry)
-
-
-def _id_of(value: object) -> StreamId:
-    parsed = stream_id(value.decode("ascii", "replace")) if isinstance(value, bytes) else None
-    if parsed is None:
-        raise RedisBadReply(f"expected a stream id, got {value!r}")
-    return parsed
-
-
-def _signed_by(signer: Signer, fields: dict[bytes, bytes]) -> bool:
-    """Whether the entry's `m` is the MAC of its signed fields."""
-    parts = [fields.get(name) for name in SIGNED_FIELDS]
-    present = [part for part in parts if part is not None]
-    try:
-        mac = bytes.fromhex(fields.get(b"m", b"").decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return False
-    return len(present) == len(parts) and signer.verify(mac, PURGE, *present)
-
-
-def _entries(reply: object) -> list[tuple[str, dict[bytes, bytes]]]:
-    """The (id, fields) pairs of an XREAD reply, or RedisBadReply.
-
-    RESP2 gives `[[name, [(id, fields), ...]]]`; RESP3 (`?protocol=3` in the URL) gives
-    `{name: [[(id, fields), ...]]}`.
-    """
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        batches = [_only(value) for value in reply.values()]
-    else:
-        batches = [_pair(stream)[1] for stream in _as_list(reply)]
-    out: list[tuple[str, dict[bytes, bytes]]] = []
-    for batch in batches:
-        for item in _as_list(batch):
-            entry_id, fields = _pair(item)
-            if not isinstance(entry_id, bytes) or not isinstance(fields, dict):
-                raise RedisBadReply(f"XREAD entry {item!r}")
-            if not all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in fields.items()):
-                raise RedisBadReply(f"XREAD fields {fields!r}")
-            out.append((entry_id.decode("ascii", "replace"), fields))
-    return out
-
-
-def _as_list(value: object) -> list[object]:
-    if not isinstance(value, list | tuple):
-        raise RedisBadReply(f"expected a list, got {type(value).__name__}")
-    return list(value)
-
-
-def _pair(value: object) -> tuple[object, object]:
-    items = _as_list(value)
-    if len(items) != 2:
-        raise RedisBadReply(f"expected a pair, got {len(items)} items")
-    return items[0], items[1]
-
-
-def _only(value: object) -> object:
-    items = _as_list(value)
-    if len(items) != 1:
-        raise RedisBadReply(f"expected one batch, got {len(items)}")
-    return items[0]
-
-
-def _purge(entry_id: str, fields: dict[bytes, bytes]) -> Purge | None:
-    """The purge an entry records, or None if it is not one of ours (missing or odd fields)."""
-    kind, replica, path, at = fields.get(b"k"), fields.get(b"r"), fields.get(b"p"), fields.get(b"t")
-    if replica is None or at is None or path is None or kind not in (ALL, PATH):
-        return None
-    try:
-        appended_at = float(at)
-        target = path.decode() if kind == PATH else None
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if kind == PATH and not target:
-        return None
-    return Purge(target, entry_id, replica.decode("utf-8", "replace"), appended_at)

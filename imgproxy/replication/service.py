@@ -35,7 +35,8 @@ from imgproxy.core.errors import RedisFailure
 from imgproxy.replication.flight import ReplicaFlight
 from imgproxy.replication.link import RedisLink
 from imgproxy.replication.notify import Notifier
-from imgproxy.replication.purge_log import LogCursor, Purge, PurgeLog
+from imgproxy.replication.purge_log import LogCursor, PurgeLog
+from imgproxy.replication.purge_records import Purge
 from imgproxy.replication.registry import Replica, ReplicaRegistry, make_replica_id
 from imgproxy.replication.shared_tier import SharedTier
 from imgproxy.replication.store import RedisStore

@@ -1,4 +1,4 @@
-"""The image engine: the only module that imports pyvips (libvips, shipped in pyvips-binary).
+"""The image engine: with `vips_ops`, the only modules that import pyvips (libvips, shipped in pyvips-binary).
 
 `probe` reads a source's header and checks the limits before anything is decoded; `transform`
 makes one variant, synchronously (the pool in `pool.py` runs it off the event loop; libvips
@@ -32,9 +32,8 @@ import pyvips
 from imgproxy.core.errors import BadTransformParameter, NotAnImage, SourceTooLarge
 from imgproxy.transform.geometry import Finish, Plan, jpeg_shrink, plan
 from imgproxy.transform.negotiate import FormatBucket
-from imgproxy.transform.params import DEFAULT_QUALITY, Color, Position, TransformOptions
+from imgproxy.transform.params import DEFAULT_QUALITY, TransformOptions
 from imgproxy.transform.result import (
-    ALPHA_OUTPUTS,
     ANIMATED_OUTPUTS,
     CONTENT_TYPES,
     SOURCE_FAMILY,
@@ -45,6 +44,7 @@ from imgproxy.transform.result import (
     SourceInfo,
     TransformResult,
 )
+from imgproxy.transform.vips_ops import crop, flatten, ink, resize, to_srgb, with_colour
 
 ANIMATED_SOURCES: Final = frozenset({ImageFormat.GIF, ImageFormat.WEBP})
 CANNOT_DECODE: Final = "cannot decode (damaged, truncated or unsupported)"  # libvips' words go to the log
@@ -57,16 +57,6 @@ _LOADERS: Final = {
     "VipsForeignLoadNsgif": ImageFormat.GIF,
     "VipsForeignLoadHeif": ImageFormat.HEIC,  # AVIF when its compression is av1
     "VipsForeignLoadTiff": ImageFormat.TIFF,
-}
-_GRAVITY: Final = {
-    Position.NORTH: (0.5, 0.0),
-    Position.NORTHEAST: (1.0, 0.0),
-    Position.EAST: (1.0, 0.5),
-    Position.SOUTHEAST: (1.0, 1.0),
-    Position.SOUTH: (0.5, 1.0),
-    Position.SOUTHWEST: (0.0, 1.0),
-    Position.WEST: (0.0, 0.5),
-    Position.NORTHWEST: (0.0, 0.0),
 }
 # Below this many pixels an optimised baseline JPEG is smaller than a progressive one; above it
 # progressive wins (measured on photo-like sources at q80: 267x200 baseline 2 % smaller,
@@ -235,7 +225,7 @@ class _Job:
         else:
             image = _load(self.source, loader, access="sequential", **_shrink_on_load(info, target))
             image = self._still(image, info, target)
-        image = _flatten(image, output, self.options.background)
+        image = flatten(image, output, self.options.background)
         self.check()
         return self._encode(image, output, target, frames)
 
@@ -254,13 +244,13 @@ class _Job:
             )
 
     def _still(self, image: pyvips.Image, info: SourceInfo, target: Plan) -> pyvips.Image:
-        image = _to_srgb(image)
+        image = to_srgb(image)
         # Resized in the stored orientation, rotated after: rotating needs the whole image, and
         # the resized one is small.
         width, height = target.resized_width, target.resized_height
         if info.orientation >= 5:
             width, height = height, width
-        image = _resize(image, width, height)
+        image = resize(image, width, height)
         if info.orientation != 1:
             image = image.copy_memory().autorot()
         return self._finish(image, target)
@@ -270,12 +260,12 @@ class _Job:
         found = image.get("delay") if image.get_typeof("delay") != 0 else []
         delays = [int(delay) for delay in found] if isinstance(found, list) else []
         loop = _field(image, "loop", 0)
-        image = _to_srgb(image)
+        image = to_srgb(image)
         pages = [image.crop(0, index * page_height, image.width, page_height) for index in range(frames)]
         done = []
         for page in pages:
             self.check()
-            done.append(self._finish(_resize(page, target.resized_width, target.resized_height), target))
+            done.append(self._finish(resize(page, target.resized_width, target.resized_height), target))
         strip = pyvips.Image.arrayjoin(done, across=1).copy()
         strip.set_type(pyvips.GValue.gint_type, "page-height", done[0].height)
         strip.set_type(pyvips.GValue.gint_type, "loop", loop)
@@ -286,17 +276,17 @@ class _Job:
     def _finish(self, image: pyvips.Image, target: Plan) -> pyvips.Image:
         options = self.options
         if target.finish is Finish.CROP:
-            return _crop(image, target.out_width, target.out_height, options.position)
+            return crop(image, target.out_width, target.out_height, options.position)
         if target.finish is Finish.EMBED:
             background = options.background
             if background.alpha < 255 and not image.hasalpha():
-                image = _with_colour(image).bandjoin_const([255])
-            return _with_colour(image).gravity(
+                image = with_colour(image).bandjoin_const([255])
+            return with_colour(image).gravity(
                 "centre",
                 target.out_width,
                 target.out_height,
                 extend="background",
-                background=_ink(background, image.hasalpha() or background.alpha < 255),
+                background=ink(background, image.hasalpha() or background.alpha < 255),
             )
         return image
 
@@ -336,60 +326,6 @@ def _shrink_on_load(info: SourceInfo, target: Plan) -> dict[str, Any]:
         scale = max(target.resized_width / info.width, target.resized_height / info.height)
         return {"scale": scale} if scale < 1 else {}
     return {}
-
-
-def _to_srgb(image: pyvips.Image) -> pyvips.Image:
-    if image.get_typeof("icc-profile-data") != 0:
-        try:
-            return image.icc_transform("srgb", embedded=True, intent="perceptual")
-        except pyvips.Error:
-            pass  # a broken profile: convert by interpretation instead
-    if image.interpretation in ("b-w", "grey16"):
-        return image if image.format == "uchar" else image.colourspace("b-w")
-    if image.interpretation != "srgb" or image.format != "uchar":
-        return image.colourspace("srgb")
-    return image
-
-
-def _with_colour(image: pyvips.Image) -> pyvips.Image:
-    """Grey images as sRGB, for operations that take an RGB colour."""
-    return image.colourspace("srgb") if image.bands < 3 else image
-
-
-def _resize(image: pyvips.Image, width: int, height: int) -> pyvips.Image:
-    if (image.width, image.height) == (width, height):
-        return image
-    alpha, band_format = image.hasalpha(), image.format
-    if alpha:
-        # Back to the band format after premultiplying, as libvips' thumbnail does: the resize
-        # stays in integer arithmetic (a float resize took 28 ms of CPU where this takes 17).
-        image = image.premultiply().cast(band_format)
-    image = image.resize(width / image.width, vscale=height / image.height, kernel="lanczos3")
-    if alpha:
-        image = image.unpremultiply().cast(band_format)
-    if (image.width, image.height) != (width, height):  # a rounding difference of one pixel
-        image = image.gravity("centre", width, height, extend="copy")
-    return image
-
-
-def _crop(image: pyvips.Image, width: int, height: int, position: Position) -> pyvips.Image:
-    if position in (Position.ATTENTION, Position.ENTROPY):
-        return image.copy_memory().smartcrop(width, height, interesting=position.value)
-    fx, fy = _GRAVITY.get(position, (0.5, 0.5))
-    left = round((image.width - width) * fx)
-    top = round((image.height - height) * fy)
-    return image.crop(left, top, width, height)
-
-
-def _ink(color: Color, alpha: bool) -> list[float]:
-    rgb = [float(color.red), float(color.green), float(color.blue)]
-    return [*rgb, float(color.alpha)] if alpha else rgb
-
-
-def _flatten(image: pyvips.Image, output: ImageFormat, background: Color) -> pyvips.Image:
-    if output in ALPHA_OUTPUTS or not image.hasalpha():
-        return image
-    return _with_colour(image).flatten(background=_ink(background, False))
 
 
 __all__ = [

@@ -36,20 +36,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from imgproxy.config import Config
 from imgproxy.core.stats import FrontDoorStats
+from imgproxy.http.prebuilt import closing_answer
 from imgproxy.http.semantics import SERVER_NAME
-
-
-def closing_answer(status: int, phrase: str, text: str, retry_after_s: int | None = None) -> bytes:
-    """A whole plain-text answer that ends the connection, as bytes: for the moments no request
-    object can carry one (a head that never completed, a connection refused on arrival) or the
-    connection must close right after it (a body that did not arrive)."""
-    body = text.encode() + b"\n"
-    retry = b"" if retry_after_s is None else b"Retry-After: %d\r\n" % retry_after_s
-    return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n%s"
-        b"Connection: close\r\nServer: %s\r\n\r\n%s"
-    ) % (status, phrase.encode(), len(body), retry, SERVER_NAME.encode(), body)
-
 
 _REQUEST_TIMEOUT: Final = closing_answer(408, "Request Timeout", "request head not received in time")
 _TOO_MANY: Final = closing_answer(503, "Service Unavailable", "too many connections from one address", 1)

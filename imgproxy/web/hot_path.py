@@ -1,10 +1,11 @@
 """The hot path: plain GETs of fresh in-memory blobs, answered before aiohttp's router and middleware.
 
-`install_hot_path(runner)` wraps the low-level server's request handler (`runner.server`, public
-aiohttp API) after `runner.setup()`. A request it cannot answer outright (another method or route,
-a conditional or Range header, a bad path, anything not fresh in memory) goes on to the
-application unchanged, which gives every other answer, so behaviour is the same either way; only
-the cost of a hit changes (routing and the middleware chain are a third of it). A hit the
+`hot_path(app, full, on_error)` wraps the low-level server's request handler (`web.lanes` installs
+it on `runner.server`, public aiohttp API, after `runner.setup()`). A request it cannot answer
+outright (another method or route, a conditional or Range header, a bad path, anything not fresh
+in memory) goes on to the application unchanged, which gives every other answer, so behaviour
+is the same either way; only the cost of a hit changes (routing and the middleware chain are a
+third of it). A hit the
 response policy refuses (`http.active_content = "refuse"`) gets `on_error`'s answer (the
 application's error mapping, handed in). Application signals such as `on_response_prepare` do
 not run for these answers: add none that must see hits.
@@ -25,15 +26,6 @@ from imgproxy.web.keys import CONFIG, FETCHER, METRICS, RESPONSE_POLICY, TRANSFO
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 ErrorAnswer = Callable[[ImgproxyError], web.Response]
-
-
-def install_hot_path(runner: web.AppRunner, on_error: ErrorAnswer) -> None:
-    """Answer plain hits first on `runner`'s server (call after `setup()`, before sites start);
-    `on_error` words the answer to a hit that may not be served (`app.error_response`)."""
-    server = runner.server
-    if server is None:
-        raise RuntimeError("install_hot_path needs runner.setup() first")
-    server.request_handler = hot_path(runner.app, server.request_handler, on_error)
 
 
 def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) -> RequestHandler:

@@ -19,10 +19,10 @@ from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDictProxy
 
 from devtools.azurite import AzuriteServer, free_port
-from imgproxy.app import create_app, error_response, install_passthrough
+from imgproxy.app import create_app
 from imgproxy.config import Config
-from imgproxy.web.hot_path import install_hot_path
 from imgproxy.web.keys import FETCHER
+from imgproxy.web.lanes import install_lanes
 from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
 from tests.images import png_with_alpha, sniff
 from tests.origin_proxy import OriginProxy
@@ -73,8 +73,7 @@ async def served(config: Config) -> AsyncIterator[Served]:
         return await application(request)
 
     runner.server.request_handler = recorded
-    install_passthrough(runner)
-    install_hot_path(runner, error_response)
+    install_lanes(runner)
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:

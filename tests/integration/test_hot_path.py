@@ -15,14 +15,14 @@ from azure.storage.blob.aio import ContainerClient
 from yarl import URL
 
 from devtools.azurite import free_port
-from imgproxy.app import create_app, error_response
+from imgproxy.app import create_app
 from imgproxy.config import Config
 from imgproxy.http import prebuilt
 from imgproxy.http.prebuilt import MAX_BODY
 from imgproxy.transform.signing import sign_url
 from imgproxy.transform.variants import HOT_MEMO_MAX_CHARS
 from imgproxy.web import hot_path
-from imgproxy.web.hot_path import install_hot_path
+from imgproxy.web.lanes import install_lanes
 from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
 from tests.images import jpeg
 from tests.origin_proxy import OriginProxy
@@ -72,7 +72,7 @@ async def served(config: Config, to_app: list[str], runners: list[web.AppRunner]
         return await application(request)
 
     runner.server.request_handler = recorded
-    install_hot_path(runner, error_response)
+    install_lanes(runner)
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
@@ -289,7 +289,7 @@ async def test_with_the_access_log_on_hits_are_logged_with_their_size(
     config = make_test_config(origin.endpoint, container.container_name, server__access_log=True)
     runner = web.AppRunner(create_app(config), access_log=logging.getLogger("aiohttp.access"))
     await runner.setup()
-    install_hot_path(runner, error_response)
+    install_lanes(runner)
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     data = payload(12_345, seed=47)

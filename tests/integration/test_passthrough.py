@@ -23,7 +23,8 @@ from azure.storage.blob.aio import ContainerClient
 from yarl import URL
 
 from devtools.azurite import free_port
-from imgproxy.app import create_app, start_runner
+from imgproxy.app import create_app
+from imgproxy.server import start_runner
 from imgproxy.web.keys import METRICS, UPSTREAM
 from tests.conftest import ADMIN_TOKEN, UpstreamApp, make_test_config, payload, sha256, upload, wait_until
 from tests.origin_proxy import OriginProxy

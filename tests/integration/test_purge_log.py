@@ -16,7 +16,8 @@ import pytest
 from devtools.redis_server import RedisServer, cli
 from imgproxy.config import RedisConfig
 from imgproxy.replication.link import Client, RedisLink
-from imgproxy.replication.purge_log import LogCursor, Purge, PurgeLog, log_keys
+from imgproxy.replication.purge_log import LogCursor, PurgeLog, log_keys
+from imgproxy.replication.purge_records import Purge
 from tests.conftest import wait_until
 from tests.redis_fixtures import RedisTarget, redis_config
 from tests.redis_partition import partitioned

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from imgproxy.app import error_response
 from imgproxy.config import ActiveContent, HttpConfig
 from imgproxy.core.blob import BlobMeta
 from imgproxy.core.errors import ActiveContentRefused, BlobNotFound, ImgproxyError, RangeNotSatisfiable
 from imgproxy.http.content_policy import CONTENT_SECURITY_POLICY, ResponsePolicy, is_inert_image
 from imgproxy.http.semantics import blob_headers, hit_headers, not_modified_headers
+from imgproxy.http.statuses import error_response
 from imgproxy.transform.result import CONTENT_TYPES
 
 MODIFIED = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imgproxy.replication.purge_log import lost_reason, stream_id
+from imgproxy.replication.purge_records import lost_reason, stream_id
 
 
 def test_stream_ids_compare_as_numbers_not_as_text() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from imgproxy.app import error_response
 from imgproxy.core.errors import (
     BadSignature,
     BadTransformParameter,
@@ -15,6 +14,7 @@ from imgproxy.core.errors import (
     TransformBusy,
     TransformTimeout,
 )
+from imgproxy.http.statuses import error_response
 
 
 @pytest.mark.parametrize(

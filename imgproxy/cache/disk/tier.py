@@ -24,7 +24,6 @@ opening it fails, and looked up again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -37,17 +36,13 @@ from typing import Final
 import aiofiles.os
 
 from imgproxy.cache.disk.files import (
-    LOCK_SUFFIX,
-    META_SUFFIX,
     TMP_SUFFIX,
-    VARIANTS_SUFFIX,
     Damage,
     DamagedEntry,
     DiskEntry,
     Layout,
     OpenEntry,
     delete_entry,
-    discard,
     meta_json,
     open_raw,
     read_verified,
@@ -57,6 +52,7 @@ from imgproxy.cache.disk.files import (
 from imgproxy.cache.disk.fill import PendingFile, follow
 from imgproxy.cache.disk.integrity import identity_mismatch
 from imgproxy.cache.disk.locks import EntryLock, Locks
+from imgproxy.cache.disk.scan import scan
 from imgproxy.cache.tier import VariantIndex
 from imgproxy.config import DiskConfig
 from imgproxy.core.blob import BlobMeta, Entry, path_of
@@ -91,9 +87,10 @@ class DiskTier:
     # --- lifecycle ------------------------------------------------------------------------
     async def open(self) -> None:
         """Create the directory and rebuild the index from what is on disk."""
-        entries = await asyncio.to_thread(self._scan, not self.shared)
-        for entry in sorted(entries, key=lambda e: e[0]):
-            self._put(entry[1])
+        scanned = await asyncio.to_thread(scan, self.root, self._layout, not self.shared)
+        self.discarded_at_start += scanned.discarded
+        for _, entry in sorted(scanned.entries, key=lambda e: e[0]):
+            self._put(entry)
 
     async def close(self) -> None:
         """Wait for evicted files still being deleted."""
@@ -370,45 +367,3 @@ class DiskTier:
         text = json.dumps(meta_json(self._container, entry))
         # One thread call writes, fsyncs and renames: a cancellation cannot leave a file open.
         await asyncio.to_thread(write_atomically, Layout.meta_path(entry.data), text.encode())
-
-    def _scan(self, clean: bool = True) -> list[tuple[float, DiskEntry]]:
-        """Read every entry on disk; unless told not to `clean` (a sibling may be writing),
-        delete temporaries, orphans and incomplete or damaged entries."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        found: list[tuple[float, DiskEntry]] = []
-        files = [*self.root.glob("*/*/*"), *self.root.glob(f"*/*/*{VARIANTS_SUFFIX}/*")]
-        metas: set[Path] = set()
-        for file in files:
-            if file.name.endswith(TMP_SUFFIX) and clean:
-                discard(file)
-                self.discarded_at_start += 1
-            elif file.name.endswith(META_SUFFIX):
-                metas.add(file)
-        for meta_path in metas:
-            data = meta_path.with_name(meta_path.name[: -len(META_SUFFIX)])
-            entry, _ = self._layout.inspect(meta_path, data)
-            if entry is not None:
-                with contextlib.suppress(OSError):
-                    found.append((data.stat().st_atime, entry))
-            elif clean:
-                discard(meta_path)
-                discard(data)
-                self.discarded_at_start += 1
-        if not clean:
-            return found
-        for file in files:
-            if file.name.endswith((META_SUFFIX, LOCK_SUFFIX, TMP_SUFFIX)) or (
-                file.name.endswith(VARIANTS_SUFFIX) and file.is_dir()
-            ):
-                continue
-            if Layout.meta_path(file) not in metas:
-                discard(file)  # data without metadata: a crash between the renames
-                self.discarded_at_start += 1
-        return found
-
-
-def clean_disk(config: DiskConfig, container: str) -> int:
-    """Delete temporaries, orphans and incomplete entries before workers share the directory."""
-    disk = DiskTier(config, container)
-    disk._scan(clean=True)
-    return disk.discarded_at_start
