@@ -102,7 +102,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
     config, metrics = app[CONFIG], app[METRICS]
-    fetcher = Fetcher(app[ORIGIN], config.cache, metrics, app.get(DISK), replica_factory(app.get(REDIS)))
+    fetcher = Fetcher(
+        app[ORIGIN], config.cache, metrics.fetch, app.get(DISK), replica_factory(app.get(REDIS))
+    )
     metrics.watch_cache(fetcher.memory_stats)
     app[FETCHER] = fetcher
     try:

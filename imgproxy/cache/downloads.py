@@ -22,15 +22,14 @@ from dataclasses import dataclass
 from imgproxy.cache.disk.files import DamagedEntry
 from imgproxy.cache.disk.locks import EntryLock, release
 from imgproxy.cache.disk.tier import DiskTier
-from imgproxy.cache.tier import Tier
+from imgproxy.cache.tier import SharedTier, Tier
 from imgproxy.config import CacheConfig
 from imgproxy.core.background import Background
 from imgproxy.core.blob import Entry
 from imgproxy.core.errors import BlobNotFound
 from imgproxy.core.lru import FillTicket
-from imgproxy.metrics import Metrics
+from imgproxy.core.stats import FetchStats
 from imgproxy.origin import Blob, NotModified, Origin, TooLarge
-from imgproxy.replication.shared_tier import SharedTier
 
 # What makes the entry of a key: given the expired entry being revalidated (or None), the new or
 # renewed entry. Raising leaves the tiers as they were (a stale entry may still serve).
@@ -70,7 +69,7 @@ class Downloads:
         self,
         origin: Origin,
         config: CacheConfig,
-        metrics: Metrics,
+        stats: FetchStats,
         tiers: Sequence[Tier],
         disk: DiskTier | None,
         background: Background,
@@ -78,7 +77,7 @@ class Downloads:
     ) -> None:
         self._origin = origin
         self._config = config
-        self._metrics = metrics
+        self._stats = stats
         self._tiers = tuple(tiers)
         self._disk = disk
         self._background = background
@@ -127,7 +126,7 @@ class Downloads:
         """Download `path` from Azure, or revalidate `current` with a conditional request."""
         limit = self._config.max_item_bytes
         if current is not None and current.body is None:
-            with self._metrics.origin_call("revalidate"):
+            with self._stats.origin_call("revalidate"):
                 meta = await self._origin.properties(path, if_none_match=current.meta.etag)
             if isinstance(meta, NotModified):
                 return dataclasses.replace(current, fetched_at=time.time())
@@ -136,7 +135,7 @@ class Downloads:
             current = None  # it shrank enough to cache: read it whole
         kind = "whole" if current is None else "revalidate"
         etag = None if current is None else current.meta.etag
-        with self._metrics.origin_call(kind):
+        with self._stats.origin_call(kind):
             outcome = await self._origin.fetch(path, limit, if_none_match=etag)
         if isinstance(outcome, NotModified):
             assert current is not None

@@ -29,17 +29,16 @@ from imgproxy.cache.downloads import DownloadResult, Downloads, Producer
 from imgproxy.cache.large import INDEX_MAX_ITEMS, LargeBlobs
 from imgproxy.cache.memory import MemoryTier
 from imgproxy.cache.resolved import CacheStatus, Resolved, Span
-from imgproxy.cache.tier import Tier
+from imgproxy.cache.tier import SharedTier, Tier
 from imgproxy.config import CacheConfig
 from imgproxy.core.background import Background
 from imgproxy.core.blob import BlobMeta, Entry, path_of
 from imgproxy.core.errors import BlobChanged, BlobNotFound, DiskTierFailed, ImgproxyError, OriginError
 from imgproxy.core.lru import AsyncLRU, CacheStats
 from imgproxy.core.singleflight import SingleFlight
+from imgproxy.core.stats import FetchStats
 from imgproxy.http.paths import index_key
-from imgproxy.metrics import Metrics
 from imgproxy.origin import NotModified, Origin
-from imgproxy.replication.shared_tier import SharedTier
 
 __all__ = ["CacheStatus", "Fetcher", "Resolved", "Span"]
 
@@ -61,23 +60,21 @@ class Fetcher:
         self,
         origin: Origin,
         config: CacheConfig,
-        metrics: Metrics,
+        stats: FetchStats,
         disk: DiskTier | None = None,
         shared: Callable[[Background], SharedTier] | None = None,
     ) -> None:
         self._origin = origin
         self._config = config
-        self._metrics = metrics
-        self._counters = metrics.counters
+        self._stats = stats
+        self._counters = stats.counters
         self._background = Background()  # write-throughs and disk fills
         self._memory = MemoryTier(config)
         self._disk = disk
         self._tiers: tuple[Tier, ...] = (self._memory,) if disk is None else (self._memory, disk)
-        self._large = LargeBlobs(origin, disk, metrics, self._background)
+        self._large = LargeBlobs(origin, disk, stats, self._background)
         self._shared = shared(self._background) if shared is not None else None
-        self._downloads = Downloads(
-            origin, config, metrics, self._tiers, disk, self._background, self._shared
-        )
+        self._downloads = Downloads(origin, config, stats, self._tiers, disk, self._background, self._shared)
         # Missing blobs by `index_key` (10,000 digests, about 2.5 MiB, whatever the paths' length).
         self._missing: AsyncLRU[float] = AsyncLRU(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._flights: SingleFlight[Entry] = SingleFlight()
@@ -143,7 +140,7 @@ class Fetcher:
             if entry is not None:
                 resolved = await self._lookup(path, found=entry)
                 return resolved.meta.etag, resolved.fetched_at
-            with self._metrics.origin_call("revalidate"):
+            with self._stats.origin_call("revalidate"):
                 meta = await self._origin.properties(path, if_none_match=etag)
         except BlobNotFound:
             return None

@@ -23,7 +23,7 @@ from imgproxy.core.background import Background
 from imgproxy.core.blob import BlobMeta, Entry
 from imgproxy.core.errors import BlobChanged, ImgproxyError, IncompleteBody
 from imgproxy.core.lru import AsyncLRU, FillTicket
-from imgproxy.metrics import Metrics
+from imgproxy.core.stats import FetchStats
 from imgproxy.origin import Origin
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,12 @@ class LargeBlobs:
     """The index of large blobs and the streams and disk fills of their bytes."""
 
     def __init__(
-        self, origin: Origin, disk: DiskTier | None, metrics: Metrics, background: Background
+        self, origin: Origin, disk: DiskTier | None, stats: FetchStats, background: Background
     ) -> None:
         self._origin = origin
         self._disk = disk
-        self._metrics = metrics
-        self._counters = metrics.counters
+        self._stats = stats
+        self._counters = stats.counters
         self._background = background
         self._index: AsyncLRU[Entry] = AsyncLRU(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._fills: dict[str, PendingFile] = {}  # being written to disk, by path
@@ -136,7 +136,7 @@ class LargeBlobs:
                 if pending.following:  # served part of a sibling's file that was not published
                     raise IncompleteBody(f"{path}: the sibling process's download failed")
             await pending.open(shared_name=lock is not None and lock.held)
-            with self._metrics.origin_call("fill"):
+            with self._stats.origin_call("fill"):
                 async with contextlib.aclosing(source) as chunks:
                     async for chunk in chunks:
                         await pending.append(chunk)
@@ -157,7 +157,7 @@ class LargeBlobs:
         """Fetch the first chunk now (errors still become a status), the rest as it is read."""
         chunks = self._from_origin(path, resolved.meta, span[0], span[1], resolved.head)
         try:
-            with self._metrics.origin_call("range"):
+            with self._stats.origin_call("range"):
                 first = await anext(chunks)
         except BaseException:
             await chunks.aclose()

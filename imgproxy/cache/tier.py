@@ -78,3 +78,13 @@ class VariantIndex:
 
     def clear(self) -> None:
         self._by_path.clear()
+
+
+class SharedTier(Tier, Protocol):
+    """A tier other replicas share (Redis, `replication`): besides a `Tier`, one download for all
+    of them. `claim` is asked by a miss before it goes to Azure: None means "download it yourself
+    and store it under this ticket" (the others wait for it), an entry is what another replica
+    published meanwhile (waited for, bounded)."""
+
+    async def claim(self, key: str, ticket: FillTicket) -> Entry | None:
+        """What another replica published for `key`, or None: this replica downloads."""

@@ -1,15 +1,19 @@
 """The figures each component keeps (plain counters and snapshots) and how they combine.
 
 Components count into these types; `metrics` renders them for Prometheus and the admin API
-reports them; neither reaches into a component for its figures. Pure: no I/O, no dependency.
+reports them; neither reaches into a component for its figures. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Final
+
+from imgproxy.core.errors import OriginError
 
 ORIGIN_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -132,3 +136,57 @@ class PurgeLogStats:
     forged: int  # entries skipped for a missing or wrong MAC (with `redis.signing_key`)
     checks: int  # times the follower compared the stream's end with its last id
     following: bool
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Observations counted per bucket (`bounds`, upper bounds, one more bucket past the last)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations at or under it), +Inf last, as Prometheus renders them."""
+        out: list[tuple[float, int]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
+
+
+@dataclass(slots=True)
+class FetchStats:
+    """What the cache counts: requests by how they were answered, and every call to Azure (timed
+    by kind: whole, range, fill, revalidate)."""
+
+    counters: FetchCounters = field(default_factory=FetchCounters)
+    origin_seconds: dict[str, Histogram] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def origin_call(self, kind: str) -> Iterator[None]:
+        """Count one request to Azure of `kind` and time it (a failure counts as an origin error)."""
+        counters = self.counters
+        counters.origin_fetches += 1
+        if kind == "revalidate":
+            counters.revalidations += 1
+        started = time.perf_counter()
+        try:
+            yield
+        except OriginError:
+            counters.origin_errors += 1
+            raise
+        finally:
+            histogram = self.origin_seconds.get(kind)
+            if histogram is None:
+                histogram = self.origin_seconds[kind] = Histogram(ORIGIN_BUCKETS_S)
+            histogram.observe(time.perf_counter() - started)

@@ -13,14 +13,24 @@ import logging
 import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Protocol
 
 from aiohttp import web
 
-from imgproxy.cache.disk.files import OpenEntry
 from imgproxy.core.errors import OriginError
 
 log = logging.getLogger(__name__)
+
+
+class OpenFile(Protocol):
+    """A file opened and checked for sending (the disk tier's `OpenEntry`)."""
+
+    file: BinaryIO
+
+    async def damaged(self, reason: str) -> None:
+        """The send came up short: the file is not what was recorded (drop its entry)."""
+
+    def close(self) -> None: ...
 
 COPY_BYTES: Final = 256 * 1024  # one read of a disk file sent without sendfile (its memory bound)
 # asyncio's sendfile waits for the socket itself, past the protocol's flow control, so the front
@@ -57,7 +67,7 @@ async def send_stream(
 async def send_file(
     request: web.Request,
     response: web.StreamResponse,
-    opened: OpenEntry,
+    opened: OpenFile,
     offset: int,
     count: int,
     send_timeout_s: float,
@@ -128,7 +138,7 @@ async def _send_body(
     return sent
 
 
-async def _cut_short(request: web.Request, opened: OpenEntry, sent: int, count: int, reason: str) -> None:
+async def _cut_short(request: web.Request, opened: OpenFile, sent: int, count: int, reason: str) -> None:
     log.warning("aborting %s after %d of %d bytes: disk file %s", request.path, sent, count, reason)
     _abort(request)
     await opened.damaged(reason)

@@ -7,34 +7,27 @@ and the admin JSON; a collector reads them, and the cache's size, at scrape time
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from imgproxy.core.errors import OriginError
 from imgproxy.core.lru import CacheStats
 from imgproxy.core.stats import (
     LATENCY_BUCKETS_S,
-    ORIGIN_BUCKETS_S,
     DiskStats,
     FetchCounters,
+    FetchStats,
     FrontDoorStats,
     OriginStats,
+    PurgeLogStats,
+    TransformStats,
     UpstreamStats,
 )
-
-if TYPE_CHECKING:
-    from imgproxy.core.stats import PurgeLogStats
-
-if TYPE_CHECKING:  # only the type: /metrics must not import the transform pool (nor pyvips)
-    from imgproxy.core.stats import TransformStats
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -265,6 +258,22 @@ class _UpstreamCollector(Collector):
         )
 
 
+class _OriginTimingCollector(Collector):
+    def __init__(self, fetch: FetchStats) -> None:
+        self._fetch = fetch
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "imgproxy_origin_request_seconds",
+            "Latency of requests to Azure, by kind (whole, range, fill, revalidate).",
+            labels=["kind"],
+        )
+        for kind, histogram in sorted(self._fetch.origin_seconds.items()):
+            buckets = [(_le(bound), count) for bound, count in histogram.cumulative()]
+            family.add_metric([kind], buckets=buckets, sum_value=histogram.total)
+        yield family
+
+
 class _FrontDoorCollector(Collector):
     def __init__(self, stats: FrontDoorStats) -> None:
         self._stats = stats
@@ -287,34 +296,16 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.counters = FetchCounters()
+        self.fetch = FetchStats()  # the cache counts here (and times its calls to Azure)
         self.active_streams = 0  # responses being streamed from Azure right now
         # Plain integers on the hot path; rendered by the collector at scrape time.
         self.responses: dict[int, int] = {}
         self.bytes_served = 0
-        self.origin_seconds = Histogram(
-            "imgproxy_origin_request_seconds",
-            "Latency of requests to Azure, by kind (whole, range, revalidate).",
-            ["kind"],
-            buckets=ORIGIN_BUCKETS_S,
-            registry=self.registry,
-        )
+        self.registry.register(_OriginTimingCollector(self.fetch))
 
-    @contextlib.contextmanager
-    def origin_call(self, kind: str) -> Iterator[None]:
-        """Count one request to Azure of `kind` and time it (a failure counts as an origin error)."""
-        counters = self.counters
-        counters.origin_fetches += 1
-        if kind == "revalidate":
-            counters.revalidations += 1
-        started = time.perf_counter()
-        try:
-            yield
-        except OriginError:
-            counters.origin_errors += 1
-            raise
-        finally:
-            self.origin_seconds.labels(kind).observe(time.perf_counter() - started)
+    @property
+    def counters(self) -> FetchCounters:
+        return self.fetch.counters
 
     def watch_cache(self, cache_stats: Callable[[], CacheStats]) -> None:
         """Report the counters and the cache's size at every scrape."""

@@ -38,7 +38,7 @@ from imgproxy.replication.notify import Notifier
 from imgproxy.replication.purge_log import LogCursor, PurgeLog
 from imgproxy.replication.purge_records import Purge
 from imgproxy.replication.registry import Replica, ReplicaRegistry, make_replica_id
-from imgproxy.replication.shared_tier import SharedTier
+from imgproxy.replication.shared_tier import ReplicatedTier
 from imgproxy.replication.store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ class RedisParts:
     tier: RedisStore
     downloads: ReplicaFlight
 
-    def shared_tier(self, background: Background) -> SharedTier:
-        return SharedTier(self.link, self.tier, self.downloads, background)
+    def shared_tier(self, background: Background) -> ReplicatedTier:
+        return ReplicatedTier(self.link, self.tier, self.downloads, background)
 
 
 @contextlib.asynccontextmanager
@@ -178,6 +178,6 @@ def _read_cursor(file: Path) -> LogCursor | None:
         return None
 
 
-def replica_factory(parts: RedisParts | None) -> Callable[[Background], SharedTier] | None:
+def replica_factory(parts: RedisParts | None) -> Callable[[Background], ReplicatedTier] | None:
     """The fetcher's shared tier, when Redis is configured."""
     return None if parts is None else parts.shared_tier

@@ -39,7 +39,7 @@ class RedisFill(FillTicket):
         self.renewer: asyncio.Task[Any] | None = None
 
 
-class SharedTier:
+class ReplicatedTier:
     """The Redis tier of one replica."""
 
     name = NAME
