@@ -28,19 +28,27 @@ from imgproxy.cache.disk.tier import DiskTier
 from imgproxy.cache.downloads import DownloadResult, Downloads, Producer
 from imgproxy.cache.large import INDEX_MAX_ITEMS, LargeBlobs
 from imgproxy.cache.memory import MemoryTier
-from imgproxy.cache.resolved import CacheStatus, Resolved, Span
+from imgproxy.cache.representation import CacheStatus, Found, Opened, Span, Superseded
 from imgproxy.cache.tier import SharedTier, Tier
 from imgproxy.config import CacheConfig
 from imgproxy.core.background import Background
 from imgproxy.core.blob import BlobMeta, Entry, path_of
-from imgproxy.core.errors import BlobChanged, BlobNotFound, DiskTierFailed, ImgproxyError, OriginError
+from imgproxy.core.errors import (
+    BlobChanged,
+    BlobNotFound,
+    DiskTierFailed,
+    ImgproxyError,
+    NotAnImage,
+    OriginError,
+    SourceTooLarge,
+)
 from imgproxy.core.lru import AsyncLRU, CacheStats
 from imgproxy.core.singleflight import SingleFlight
 from imgproxy.core.stats import FetchStats
 from imgproxy.http.paths import index_key
 from imgproxy.origin import NotModified, Origin
 
-__all__ = ["CacheStatus", "Fetcher", "Resolved", "Span"]
+__all__ = ["CacheStatus", "Fetcher", "Found", "Opened", "Span", "Superseded"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,8 @@ class _LookAgain(Exception):
 
 
 class Fetcher:
-    """Answers `resolve(path, choose)` from the tiers or from Azure, one download per blob."""
+    """Finds blobs (and variants) in the tiers or in Azure, one download per blob, and opens
+    their bytes for the span a request chose."""
 
     def __init__(
         self,
@@ -79,53 +88,78 @@ class Fetcher:
         self._missing: AsyncLRU[float] = AsyncLRU(INDEX_MAX_ITEMS, 1, lambda _: 0)
         self._flights: SingleFlight[Entry] = SingleFlight()
 
-    async def resolve(self, path: str, choose: Callable[[BlobMeta], Span | None]) -> Resolved:
-        """Metadata of `path`, and the body span `choose(meta)` asks for (streamed if large)."""
-        return await self._resolve(path, choose)
+    async def find(self, path: str) -> Found:
+        """What `path` is now and where its bytes are (memory, a disk file, or Azure for a large
+        blob): from the tiers while fresh, else revalidated or downloaded (one download per blob)."""
+        return await self._find(path)
 
-    async def resolve_variant(
-        self, key: str, choose: Callable[[BlobMeta], Span | None], produce: Producer
-    ) -> Resolved:
+    async def find_variant(self, key: str, produce: Producer) -> Found:
         """The variant entry of `key` from the tiers, or made by `produce` (one per key at a time),
         revalidated through `produce` once expired: freshness as for originals."""
-        return await self._resolve(key, choose, produce)
+        return await self._find(key, produce)
 
-    async def _resolve(
-        self, key: str, choose: Callable[[BlobMeta], Span | None], produce: Producer | None = None
-    ) -> Resolved:
+    async def _find(self, key: str, produce: Producer | None = None) -> Found:
+        try:
+            return await self._lookup(key, produce)
+        except ImgproxyError as exc:
+            if not (isinstance(exc, BlobNotFound) and exc.cached):
+                self._counters.misses += 1  # a request the cache could not answer
+            raise
+
+    async def open(self, found: Found, span: Span) -> Opened:
+        """The bytes `span` of what `find` found: a slice of memory, the disk file opened and
+        checked (or read into memory, when it fits there), or a stream (the disk fill of a large
+        blob, or Azure). Raises `Superseded` when they went away or changed meanwhile."""
+        start, end = span
+        if found.body is not None:
+            whole = start == 0 and end == len(found.body) - 1
+            return Opened(found.status, body=found.body if whole else memoryview(found.body)[start : end + 1])
+        key = found.key
+        try:
+            if found.file is not None:
+                return await self._from_disk(found, span)
+            return await self._large.open(found, span)
+        except BlobChanged as exc:
+            await self._large.forget(key)  # overwritten since we learnt its metadata
+            raise Superseded(exc) from exc
+        except (FileNotFoundError, DamagedEntry, _LookAgain) as exc:
+            # Evicted or removed under us, damaged (the entry is dropped), or replaced by a newer
+            # entry: finding again asks Azure unless a good copy is there.
+            if isinstance(exc, FileNotFoundError) and self._disk is not None:
+                self._disk.forget(key)
+            raise Superseded(DiskTierFailed(path_of(key))) from exc
+
+    async def source(self, path: str, max_bytes: int) -> tuple[Found, Opened]:
+        """The whole blob at `path` for a transform (counted as a request): its bytes in memory,
+        its disk file, or a stream from Azure. Raises `SourceTooLarge` past `max_bytes`, and
+        `NotAnImage` for an empty blob."""
         for attempt in range(1, ATTEMPTS + 1):
+            found = await self.find(path)
+            size = found.meta.size
+            if size > max_bytes:
+                raise SourceTooLarge(
+                    f"more bytes than transform.max_src_bytes ({max_bytes})", f"{size} bytes"
+                )
+            if size == 0:
+                raise NotAnImage("empty blob")
             try:
-                resolved = await self._lookup(key, produce)
-            except ImgproxyError as exc:
-                if not (isinstance(exc, BlobNotFound) and exc.cached):
-                    self._counters.misses += 1
-                raise
-            span = choose(resolved.meta)
-            if span is None or resolved.body is not None:
-                self._count(resolved.status)
-                return resolved
-            try:
-                if resolved.file is not None:
-                    answer = await self._from_disk(key, resolved)
-                else:
-                    answer = await self._large.serve(key, resolved, span)
-            except BlobChanged:
+                opened = await self.open(found, (0, size - 1))
+            except Superseded as exc:
                 if attempt == ATTEMPTS:
-                    raise
-                # Overwritten since we learnt its metadata: forget it and look again.
-                await self._large.forget(key)
+                    raise exc.failure from exc
                 continue
-            except (FileNotFoundError, DamagedEntry, _LookAgain) as exc:
-                if attempt == ATTEMPTS:
-                    raise DiskTierFailed(path_of(key)) from exc
-                # Evicted or removed under us, damaged (the entry is dropped), or replaced by a
-                # newer entry: look again, which asks Azure unless a good copy is there.
-                if isinstance(exc, FileNotFoundError) and self._disk is not None:
-                    self._disk.forget(key)
-                continue
-            self._count(answer.status)
-            return answer
+            self.count(opened.status)
+            return found, opened
         raise AssertionError("unreachable")
+
+    def count(self, status: CacheStatus) -> None:
+        """Count one answered request by how it was answered (HIT, MISS or STALE)."""
+        if status is CacheStatus.HIT:
+            self._counters.hits += 1
+        elif status is CacheStatus.MISS:
+            self._counters.misses += 1
+        else:
+            self._counters.stale += 1
 
     async def metadata(self, path: str) -> BlobMeta:
         """The metadata of `path` (downloaded if not known), not counted as a request."""
@@ -138,8 +172,8 @@ class Fetcher:
         entry = await self._held(path)
         try:
             if entry is not None:
-                resolved = await self._lookup(path, found=entry)
-                return resolved.meta.etag, resolved.fetched_at
+                current = await self._lookup(path, found=entry)
+                return current.meta.etag, current.fetched_at
             with self._stats.origin_call("revalidate"):
                 meta = await self._origin.properties(path, if_none_match=etag)
         except BlobNotFound:
@@ -158,22 +192,14 @@ class Fetcher:
         """The memory tier's size and limits, for `/metrics`."""
         return self._memory.cache_stats()
 
-    def fresh_hit(self, path: str) -> Resolved | None:
+    def fresh_hit(self, path: str) -> Found | None:
         """A fresh in-memory body, found without awaiting (the hot path, counted as a hit), or
-        None: then `resolve` does the full lookup."""
+        None: then `find` does the full lookup."""
         entry = self._memory.peek(path)
         if entry is None or time.time() - entry.fetched_at >= self._config.ttl_s:
             return None
         self._counters.hits += 1
-        return Resolved(entry.meta, CacheStatus.HIT, entry.body)  # the fewest fields: the hot path
-
-    def _count(self, status: CacheStatus) -> None:
-        if status is CacheStatus.HIT:
-            self._counters.hits += 1
-        elif status is CacheStatus.MISS:
-            self._counters.misses += 1
-        else:
-            self._counters.stale += 1
+        return Found(path, entry.meta, CacheStatus.HIT, entry.body)
 
     async def purge(self, path: str) -> bool:
         """Drop `path` and its variants from every tier; a download of it under way will not be stored."""
@@ -241,9 +267,7 @@ class Fetcher:
             entry = await self._large.lookup(key)
         return entry
 
-    async def _lookup(
-        self, key: str, produce: Producer | None = None, found: Entry | None = None
-    ) -> Resolved:
+    async def _lookup(self, key: str, produce: Producer | None = None, found: Entry | None = None) -> Found:
         """`key` from the tiers (`found`: already looked up), revalidated once expired; else the
         shared tier, else a download (an original) or `produce` (a variant)."""
         now = time.time()
@@ -251,7 +275,7 @@ class Fetcher:
         if entry is not None:
             overdue = entry.age(now) - self._config.ttl_s
             if overdue < 0:
-                return Resolved.of(entry, CacheStatus.HIT)
+                return Found.of(entry, CacheStatus.HIT)
             return await self._revalidate(key, entry, overdue, produce)
         if produce is None:  # the negative cache holds originals
             missing_since = await self._missing.get(index_key(key))
@@ -262,9 +286,9 @@ class Fetcher:
         if shared is not None:
             return shared
         entry = await self._flight(key, None, produce)
-        return Resolved.of(entry, CacheStatus.MISS)
+        return Found.of(entry, CacheStatus.MISS)
 
-    async def _from_shared(self, key: str, now: float, produce: Producer | None = None) -> Resolved | None:
+    async def _from_shared(self, key: str, now: float, produce: Producer | None = None) -> Found | None:
         """The entry of `key` another replica put in the shared tier (verified there), promoted to
         memory: a HIT while fresh, revalidated (one conditional request) once expired."""
         if self._shared is None:
@@ -279,7 +303,7 @@ class Fetcher:
             self._memory.release(ticket)
             return await self._revalidate(key, entry, overdue, produce)
         await self._memory.store(ticket, entry)
-        return Resolved.of(entry, CacheStatus.HIT)
+        return Found.of(entry, CacheStatus.HIT)
 
     def _on_disk(self, key: str) -> Entry | None:
         found = self._disk.get(key) if self._disk is not None else None
@@ -287,20 +311,20 @@ class Fetcher:
 
     async def _revalidate(
         self, key: str, stale: Entry, overdue: float, produce: Producer | None = None
-    ) -> Resolved:
+    ) -> Found:
         if overdue < self._config.stale_while_revalidate_s:
             self._flights.launch(key, lambda: self._refresh_quietly(key, stale, produce))
-            return Resolved.of(stale, CacheStatus.STALE)
+            return Found.of(stale, CacheStatus.STALE)
         try:
             entry = await self._flight(key, stale, produce)
         except OriginError as exc:
             if overdue < self._config.stale_if_error_s:
                 log.warning("serving stale %r: %s", key, exc)
-                return Resolved.of(stale, CacheStatus.STALE)
+                return Found.of(stale, CacheStatus.STALE)
             raise
         unchanged = entry.meta.etag == stale.meta.etag
         status = CacheStatus.HIT if unchanged else CacheStatus.MISS
-        return Resolved.of(entry, status)
+        return Found.of(entry, status)
 
     async def _flight(self, key: str, current: Entry | None, produce: Producer | None = None) -> Entry:
         outcome = await self._flights.do(key, lambda: self._fetch(key, current, produce))
@@ -339,23 +363,26 @@ class Fetcher:
             if outcome.gone or outcome.changed:
                 await self.drop_variants(path)  # made from a version that is no more
 
-    async def _from_disk(self, path: str, resolved: Resolved) -> Resolved:
-        """A disk hit: promoted to memory when it fits there (bytes verified), else opened and
-        checked for sendfile. Raises `DamagedEntry` or `_LookAgain` when it is not there."""
+    async def _from_disk(self, resolved: Found, span: Span) -> Opened:
+        """A disk hit: read into memory and promoted there when it fits (bytes verified), else
+        opened and checked for sendfile. Raises `DamagedEntry` or `_LookAgain` when it is not there."""
         assert self._disk is not None and resolved.file is not None
-        found = self._disk.get(path)
+        key = resolved.key
+        found = self._disk.get(key)
         if found is None or found.data != resolved.file:
             raise FileNotFoundError(resolved.file)
         try:
             if resolved.meta.size > self._config.max_item_bytes:
                 opened = await self._disk.open_entry(found)
                 self._counters.disk_hits += 1
-                return dataclasses.replace(resolved, file=None, opened=opened)
+                return Opened(resolved.status, file=opened)
             body = await self._disk.read(found)
         except FileNotFoundError:
-            self._disk.forget(path, found)  # that entry only: a newer one may be indexed now
-            raise _LookAgain(path) from None
+            self._disk.forget(key, found)  # that entry only: a newer one may be indexed now
+            raise _LookAgain(key) from None
         self._counters.disk_hits += 1
         promoted = dataclasses.replace(found.as_entry(), body=body, file=None)
-        await self._memory.store(self._memory.begin_fill(path), promoted)
-        return dataclasses.replace(resolved, body=body, file=None)
+        await self._memory.store(self._memory.begin_fill(key), promoted)
+        start, end = span
+        whole = start == 0 and end == len(body) - 1
+        return Opened(resolved.status, body=body if whole else memoryview(body)[start : end + 1])

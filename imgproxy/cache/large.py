@@ -18,7 +18,7 @@ from typing import Final
 from imgproxy.cache.disk.fill import PendingFile
 from imgproxy.cache.disk.locks import EntryLock, release
 from imgproxy.cache.disk.tier import DiskTier
-from imgproxy.cache.resolved import CacheStatus, Resolved, Span
+from imgproxy.cache.representation import CacheStatus, Found, Opened, Span
 from imgproxy.core.background import Background
 from imgproxy.core.blob import BlobMeta, Entry
 from imgproxy.core.errors import BlobChanged, ImgproxyError, IncompleteBody
@@ -77,11 +77,11 @@ class LargeBlobs:
         await self._index.clear()
 
     # --- the bytes ------------------------------------------------------------------------
-    async def serve(self, path: str, resolved: Resolved, span: Span) -> Resolved:
+    async def open(self, found: Found, span: Span) -> Opened:
         """`span` of a large blob not on disk: from a disk fill (started or joined) or from Azure."""
-        if self._fills_disk(path, resolved.meta, span):
-            return await self._tail_fill(path, resolved, span)
-        return await self._open_stream(path, resolved, span)
+        if self._fills_disk(found.key, found.meta, span):
+            return await self._tail_fill(found.key, found, span)
+        return await self._open_stream(found.key, found, span)
 
     def _fills_disk(self, path: str, meta: BlobMeta, span: Span) -> bool:
         """Whether this request is served by (starting or joining) a disk fill.
@@ -93,7 +93,7 @@ class LargeBlobs:
             return False
         return span == (0, meta.size - 1) or path in self._fills
 
-    async def _tail_fill(self, path: str, resolved: Resolved, span: Span) -> Resolved:
+    async def _tail_fill(self, path: str, resolved: Found, span: Span) -> Opened:
         """Stream `span` from the disk file being filled, starting the single fill if needed."""
         assert self._disk is not None
         meta = resolved.meta
@@ -113,7 +113,7 @@ class LargeBlobs:
         except BaseException:
             await chunks.aclose()
             raise
-        return dataclasses.replace(resolved, status=CacheStatus.MISS, stream=_chain(first, chunks), head=b"")
+        return Opened(CacheStatus.MISS, stream=_chain(first, chunks))
 
     async def _run_fill(self, pending: PendingFile, source: AsyncGenerator[bytes, None]) -> None:
         """Download a large blob once into the disk tier while its readers tail the file."""
@@ -153,7 +153,7 @@ class LargeBlobs:
             if self._fills.get(path) is pending:
                 del self._fills[path]
 
-    async def _open_stream(self, path: str, resolved: Resolved, span: Span) -> Resolved:
+    async def _open_stream(self, path: str, resolved: Found, span: Span) -> Opened:
         """Fetch the first chunk now (errors still become a status), the rest as it is read."""
         chunks = self._from_origin(path, resolved.meta, span[0], span[1], resolved.head)
         try:
@@ -162,7 +162,7 @@ class LargeBlobs:
         except BaseException:
             await chunks.aclose()
             raise
-        return dataclasses.replace(resolved, status=CacheStatus.MISS, stream=_chain(first, chunks), head=b"")
+        return Opened(CacheStatus.MISS, stream=_chain(first, chunks))
 
     async def _from_origin(
         self, path: str, meta: BlobMeta, start: int, end: int, head: bytes

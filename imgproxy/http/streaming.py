@@ -32,6 +32,7 @@ class OpenFile(Protocol):
 
     def close(self) -> None: ...
 
+
 COPY_BYTES: Final = 256 * 1024  # one read of a disk file sent without sendfile (its memory bound)
 # asyncio's sendfile waits for the socket itself, past the protocol's flow control, so the front
 # door's send deadline never sees it stall: each piece of this size gets the deadline instead

@@ -25,16 +25,16 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from imgproxy.cache.fetcher import Fetcher
-from imgproxy.cache.resolved import Resolved, Span
+from imgproxy.cache.representation import Found, Opened
 from imgproxy.config import TransformConfig
 from imgproxy.core.blob import BlobMeta, Entry, variant_key
-from imgproxy.core.errors import BlobNotFound, ImgproxyError, NotAnImage, SourceTooLarge, TransformError
+from imgproxy.core.errors import BlobNotFound, ImgproxyError, NotAnImage, TransformError
 from imgproxy.core.lru import LRU
 from imgproxy.http.paths import parse_blob_path_cached
 from imgproxy.transform.negotiate import FormatBucket, negotiate
@@ -55,8 +55,6 @@ HOT_MEMO_ITEMS: Final = 4096  # (path, query) pairs the hot path remembers
 # remembered: 4,096 keys of 512 characters and their answers (the path, and a key per output
 # format: three at most) stay under about 10 MiB with Python's overhead.
 HOT_MEMO_MAX_CHARS: Final = 512
-
-Choose = Callable[[BlobMeta], Span | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,27 +182,28 @@ class Variants:
         # refused without decoding them again. Keyed by path and ETag: a new upload is tried anew.
         self._undecodable: LRU[str] = LRU(UNDECODABLE_MAX_ITEMS, 1, lambda _: 0)
 
-    async def resolve(self, path: str, request: VariantRequest, choose: Choose) -> Resolved:
-        """The variant's metadata and the span `choose` asks for (the original where it is the answer)."""
+    async def find(self, path: str, request: VariantRequest) -> Found:
+        """What answers the request: the variant (from the tiers, or made now), or the original
+        where it is the answer (see the module docstring); its bytes are opened by the fetcher."""
         vary = request.vary_accept
         own = _may_be_original(request.options, request.bucket)
         if own or request.automatic:
             content_type = (await self._fetcher.metadata(path)).content_type
             if request.automatic and not content_type.startswith("image/"):
-                return await self._fetcher.resolve(path, choose)  # what is not an image never varies
+                return await self._fetcher.find(path)  # what is not an image never varies
             if own and content_type in _OWN_FORMAT:
-                return dataclasses.replace(await self._fetcher.resolve(path, choose), vary_accept=vary)
+                return dataclasses.replace(await self._fetcher.find(path), vary_accept=vary)
         name = request.options.key(request.bucket)
         key = variant_key(path, name)
         try:
-            resolved = await self._fetcher.resolve_variant(
-                key, choose, lambda current: self._make(path, name, request, current)
+            found = await self._fetcher.find_variant(
+                key, lambda current: self._make(path, name, request, current)
             )
         except TransformError:
             if not request.automatic:
                 raise
-            resolved = await self._fetcher.resolve(path, choose)  # compression is optional
-        return dataclasses.replace(resolved, vary_accept=vary)
+            found = await self._fetcher.find(path)  # compression is optional
+        return dataclasses.replace(found, vary_accept=vary)
 
     async def _make(self, path: str, name: str, request: VariantRequest, current: Entry | None) -> Entry:
         """The variant entry: `current` renewed if its source is unchanged, else made anew."""
@@ -215,17 +214,14 @@ class Variants:
             etag, confirmed_at = version
             if etag == current.source_etag:
                 return dataclasses.replace(current, fetched_at=confirmed_at)
-        sources: list[Resolved] = []  # what was opened for the transform: closed once it is done
-        remembered = False  # the source version is already known not to be an image
+        sources: list[tuple[Found, Opened]] = []  # what was opened for the transform: closed after
 
         async def load() -> Source:
-            nonlocal remembered
-            source = await self._fetcher.resolve(path, self._whole)
-            sources.append(source)
-            if (reason := self._undecodable.get(f"{path}\0{source.meta.etag}")) is not None:
-                remembered = True
+            found, opened = await self._fetcher.source(path, self._max_src_bytes)
+            sources.append((found, opened))
+            if (reason := self._undecodable.get(f"{path}\0{found.meta.etag}")) is not None:
                 raise NotAnImage(reason)
-            return await self._bytes_of(source)
+            return await self._bytes_of(opened)
 
         try:
             if (await self._fetcher.metadata(path)).size > self._held_bytes:
@@ -235,18 +231,16 @@ class Variants:
             else:
                 result = await self._pool.run(await load(), request.options, request.bucket)
         except NotAnImage as exc:
-            if not remembered:  # once per failure, with the path: libvips' words are not the client's
+            undecodable = f"{path}\0{sources[0][0].meta.etag}" if sources else None
+            if undecodable is not None and self._undecodable.get(undecodable) is None:
+                # Once per failing source version, with the path: libvips' words are not the client's.
                 log.warning("cannot transform %r: %s (%s)", path, exc.reason, exc.detail or "no detail")
-                if sources:
-                    self._undecodable.put(f"{path}\0{sources[0].meta.etag}", exc.reason)
+                self._undecodable.put(undecodable, exc.reason)
             raise
         finally:
-            for source in sources:
-                if source.opened is not None:
-                    source.opened.close()
-                if source.stream is not None:
-                    await source.stream.aclose()
-        source = sources[0]
+            for _, opened in sources:
+                await opened.close()
+        source = sources[0][0]
         meta = BlobMeta(
             size=len(result.body),
             etag=variant_etag(source.meta.etag, name),
@@ -256,20 +250,11 @@ class Variants:
         confirmed = source.fetched_at or time.time()
         return Entry(variant_key(path, name), meta, confirmed, result.body, source_etag=source.meta.etag)
 
-    def _whole(self, meta: BlobMeta) -> Span | None:
-        if meta.size > self._max_src_bytes:
-            raise SourceTooLarge(
-                f"more bytes than transform.max_src_bytes ({self._max_src_bytes})", f"{meta.size} bytes"
-            )
-        if meta.size == 0:
-            raise NotAnImage("empty blob")
-        return 0, meta.size - 1
-
-    async def _bytes_of(self, source: Resolved) -> Source:
+    async def _bytes_of(self, source: Opened) -> Source:
         """What the engine reads: the body, the open disk file, or the stream read once."""
         if source.body is not None:
-            return source.body
-        if source.opened is not None:
-            return Path(f"/proc/self/fd/{source.opened.file.fileno()}")
+            return bytes(source.body)
+        if source.file is not None:
+            return Path(f"/proc/self/fd/{source.file.file.fileno()}")
         assert source.stream is not None
         return b"".join([chunk async for chunk in source.stream])  # the one copy of a streamed source

@@ -7,8 +7,8 @@ from typing import Final
 
 from aiohttp import web
 
-from imgproxy.cache.resolved import Resolved, Span
-from imgproxy.core.blob import BlobMeta
+from imgproxy.cache.fetcher import ATTEMPTS
+from imgproxy.cache.representation import CacheStatus, Found, Opened, Superseded
 from imgproxy.core.errors import BadPath, PreconditionFailed, RangeNotSatisfiable
 from imgproxy.http.content_policy import ResponsePolicy
 from imgproxy.http.paths import parse_blob_path_cached
@@ -58,7 +58,7 @@ def variant_request(request: web.Request) -> VariantRequest | None:
 
 
 def plain_hit_response(
-    app: web.Application, hit: Resolved, policy: ResponsePolicy, head: bool, vary_accept: bool = False
+    app: web.Application, hit: Found, policy: ResponsePolicy, head: bool, vary_accept: bool = False
 ) -> web.Response:
     """The 200 for a fresh in-memory blob asked for without conditional or Range headers.
     Raises `ActiveContentRefused` for a blob `policy` refuses."""
@@ -70,73 +70,89 @@ def plain_hit_response(
 
 
 async def get_image(request: web.Request) -> web.StreamResponse:
-    """Answer with the blob's bytes (or a 206/304/412/416) from the cache, or streamed from Azure."""
+    """Answer with the blob's bytes (or a 206/304/412/416) from the cache, or streamed from Azure.
+
+    Find (what the blob or variant is now, and where its bytes are), decide (RFC 9110 conditions
+    and ranges against its metadata), open the span decided on, send it. Opening can find the bytes
+    gone or changed meanwhile: then find again (a few times at most).
+    """
     path = blob_path_after(PREFIX, request)
-    config = request.app[CONFIG]
-    policy = request.app[RESPONSE_POLICY]
+    app = request.app
+    fetcher, policy = app[FETCHER], app[RESPONSE_POLICY]
     conditions = Conditions.from_request(request)
     head = request.method == "HEAD"
-    decision = Decision(AnswerKind.FULL)
-
-    def choose(meta: BlobMeta) -> Span | None:
-        nonlocal decision
-        policy.admit(meta.content_type)  # a refused blob: 403 before any of it is read or sent
-        decision = decide(conditions, meta)
-        return (decision.start, decision.end) if decision.has_body and not head else None
-
-    fetcher = request.app[FETCHER]
     variant = variant_request(request)
-    hit = fetcher.fresh_hit(path) if variant is None else None
-    if hit is not None and conditions.plain:
-        return plain_hit_response(request.app, hit, policy, head)
-    if hit is not None:
-        resolved = hit
-        policy.admit(hit.meta.content_type)  # before 304, 412 and 416 too
-        decision = decide(conditions, hit.meta)
-    elif variant is not None:
-        resolved = await request.app[TRANSFORMS].variants.resolve(path, variant, choose)
-    else:
-        resolved = await fetcher.resolve(path, choose)
-    meta = resolved.meta
-    if decision.outcome is AnswerKind.PRECONDITION_FAILED:
-        raise PreconditionFailed(path)
-    if decision.outcome is AnswerKind.RANGE_NOT_SATISFIABLE:
-        raise RangeNotSatisfiable(meta.size)
+    if variant is None and conditions.plain:
+        hit = fetcher.fresh_hit(path)
+        if hit is not None:
+            return plain_hit_response(app, hit, policy, head)
+    for attempt in range(1, ATTEMPTS + 1):
+        found = await (app[TRANSFORMS].variants.find(path, variant) if variant else fetcher.find(path))
+        # Refused (http.active_content = "refuse") before any decision or byte: every path alike.
+        policy.admit(found.meta.content_type)
+        decision = decide(conditions, found.meta)
+        if not decision.has_body or head:
+            fetcher.count(found.status)
+            return answer_without_body(found, decision, policy)
+        try:
+            opened = await fetcher.open(found, (decision.start, decision.end))
+        except Superseded as exc:
+            if attempt == ATTEMPTS:
+                raise exc.failure from exc
+            continue
+        fetcher.count(opened.status)
+        return await send(request, found, decision, opened, policy)
+    raise AssertionError("unreachable")
 
-    headers = blob_headers(meta, policy)
-    headers[X_CACHE] = resolved.status.value
-    if resolved.vary_accept:
+
+def _headers(found: Found, status: CacheStatus, policy: ResponsePolicy) -> dict[str, str]:
+    headers = blob_headers(found.meta, policy)
+    headers[X_CACHE] = status.value
+    if found.vary_accept:
         headers[VARY] = "Accept"  # the bytes depend on Accept: shared caches must key on it
+    return headers
+
+
+def answer_without_body(found: Found, decision: Decision, policy: ResponsePolicy) -> web.StreamResponse:
+    """A 304, 412 or 416 (as errors), or the headers of a 200/206 to a HEAD or of an empty span."""
+    if decision.outcome is AnswerKind.PRECONDITION_FAILED:
+        raise PreconditionFailed(found.key)
+    if decision.outcome is AnswerKind.RANGE_NOT_SATISFIABLE:
+        raise RangeNotSatisfiable(found.meta.size)
+    headers = _headers(found, found.status, policy)
     if decision.outcome is AnswerKind.NOT_MODIFIED:
         return web.Response(status=304, headers=not_modified_headers(headers))
-    status = decision.outcome.value
     if decision.outcome is AnswerKind.PARTIAL:
-        headers["Content-Range"] = content_range(decision, meta.size)
+        headers["Content-Range"] = content_range(decision, found.meta.size)
+    response = web.StreamResponse(status=decision.outcome.value, headers=headers)
+    response.content_length = decision.length if decision.has_body else 0
+    return response  # aiohttp sends the headers alone (a HEAD, or an empty span)
 
-    metrics = request.app[METRICS]
-    if resolved.body is not None:
-        body: bytes | memoryview = resolved.body
-        if decision.outcome is AnswerKind.PARTIAL:
-            body = memoryview(body)[decision.start : decision.end + 1]
-        if not head:
-            metrics.bytes_served += len(body)
-        return web.Response(status=status, body=body, headers=headers)
 
+async def send(
+    request: web.Request, found: Found, decision: Decision, opened: Opened, policy: ResponsePolicy
+) -> web.StreamResponse:
+    """The 200 or 206 with the bytes `opened` holds: a body held in memory, the disk file (sendfile
+    or a bounded copy), or a stream (from Azure or a disk fill) written chunk by chunk."""
+    headers = _headers(found, opened.status, policy)
+    if decision.outcome is AnswerKind.PARTIAL:
+        headers["Content-Range"] = content_range(decision, found.meta.size)
+    status = decision.outcome.value
+    metrics, config = request.app[METRICS], request.app[CONFIG]
+    if opened.body is not None:
+        metrics.bytes_served += len(opened.body)
+        return web.Response(status=status, body=opened.body, headers=headers)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = decision.length
-    if resolved.opened is not None:
-        sent = await send_file(
-            request, response, resolved.opened, decision.start, decision.length, config.http.send_timeout_s
+    if opened.file is not None:
+        metrics.bytes_served += await send_file(
+            request, response, opened.file, decision.start, decision.length, config.http.send_timeout_s
         )
-        metrics.bytes_served += sent
         return response
-    if resolved.stream is None:  # HEAD, or an empty span: headers only
-        await response.prepare(request)
-        await response.write_eof()
-        return response
+    assert opened.stream is not None
     metrics.active_streams += 1
     # aclosing: the stream holds an origin read-ahead or an open file even if prepare() fails.
-    async with aclosing(resolved.stream) as stream:
+    async with aclosing(opened.stream) as stream:
         try:
             await response.prepare(request)
             sent = await send_stream(request, response, stream, config.http.stream_chunk_bytes)
