@@ -38,7 +38,8 @@ Producer = Callable[[Entry | None], Awaitable[Entry]]
 
 @dataclass(slots=True)
 class DownloadResult:
-    """How a download ended, for the callers that keep indexes of their own (large, missing)."""
+    """How a download ended (returned by `Downloads.run`), for the callers that keep indexes of
+    their own (large, missing) and for settling the tiers."""
 
     entry: Entry | None = None
     gone: bool = False  # the blob does not exist (any more)
@@ -83,11 +84,10 @@ class Downloads:
         self._background = background
         self._shared = shared
 
-    async def run(
-        self, key: str, current: Entry | None, produce: Producer, outcome: DownloadResult | None = None
-    ) -> Entry:
-        """The entry of `key` from `produce` (or a sibling), stored in every tier it fits."""
-        outcome = outcome if outcome is not None else DownloadResult()
+    async def run(self, key: str, current: Entry | None, produce: Producer) -> DownloadResult:
+        """The entry of `key` from `produce` (or a sibling), stored in every tier it fits, and how
+        the download ended. Raises what `produce` raised (the tiers settled first)."""
+        outcome = DownloadResult()
         # Tickets are taken before the first await, so a purge from here on voids them.
         tickets = [tier.begin_fill(key) for tier in self._tiers]
         shared_ticket = self._shared.begin_fill(key) if self._shared is not None else None
@@ -103,16 +103,16 @@ class Downloads:
                 if lock is not None:
                     outcome.entry = await self._adopt(key, lock.held)
                     if outcome.entry is not None:
-                        return outcome.entry
+                        return outcome
             if current is None and self._shared is not None and shared_ticket is not None:
                 # Other replicas: one downloads for all, the others wait for what it publishes.
                 published = await self._shared.claim(key, shared_ticket)
                 if published is not None and published.age(time.time()) < self._config.ttl_s:
                     outcome.entry, outcome.shared = published, True
-                    return published
+                    return outcome
                 current = published  # expired on its way: revalidate it rather than download it
             outcome.entry = await produce(current)
-            return outcome.entry
+            return outcome
         except BlobNotFound:
             outcome.gone = True
             raise

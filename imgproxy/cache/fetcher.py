@@ -25,7 +25,7 @@ from typing import Final
 
 from imgproxy.cache.disk.files import DamagedEntry
 from imgproxy.cache.disk.tier import DiskTier
-from imgproxy.cache.downloads import DownloadResult, Downloads, Producer
+from imgproxy.cache.downloads import Downloads, Producer
 from imgproxy.cache.large import INDEX_MAX_ITEMS, LargeBlobs
 from imgproxy.cache.memory import MemoryTier
 from imgproxy.cache.representation import CacheStatus, Found, Opened, Span, Superseded
@@ -343,25 +343,32 @@ class Fetcher:
         """Make a variant (`produce`), or download the original `key`, or revalidate `current`;
         keep the outcome in the tiers and, for an original, in the large and missing indexes."""
         if produce is not None:
-            return await self._downloads.run(key, current, produce)
+            made = (await self._downloads.run(key, current, produce)).entry
+            assert made is not None  # a download that returns has its entry
+            return made
         path = key
         # Tickets are taken before the first await, so a purge from here on voids them.
         large_ticket, missing_ticket = self._large.begin_fill(path), self._missing.begin_fill(index_key(path))
-        outcome = DownloadResult()
         try:
-            return await self._downloads.run(
-                path, current, lambda current: self._downloads.read_original(path, current), outcome
+            result = await self._downloads.run(
+                path, current, lambda current: self._downloads.read_original(path, current)
             )
-        finally:
-            entry = outcome.entry
-            await self._large.settle(
-                large_ticket, entry if entry and entry.body is None else None, outcome.settled
-            )
-            await self._missing.finish_fill(
-                missing_ticket, time.time() if outcome.gone else None, drop=outcome.settled
-            )
-            if outcome.gone or outcome.changed:
-                await self.drop_variants(path)  # made from a version that is no more
+        except BlobNotFound:  # deleted: remembered as missing; its metadata and variants go
+            await self._large.settle(large_ticket, None, drop=True)
+            await self._missing.finish_fill(missing_ticket, time.time(), drop=True)
+            await self.drop_variants(path)
+            raise
+        except BaseException:  # failed: what the indexes held stays (a stale entry may still serve)
+            await self._large.settle(large_ticket, None, drop=False)
+            await self._missing.finish_fill(missing_ticket, None, drop=False)
+            raise
+        entry = result.entry
+        assert entry is not None
+        await self._large.settle(large_ticket, entry if entry.body is None else None, drop=True)
+        await self._missing.finish_fill(missing_ticket, None, drop=True)
+        if result.changed:
+            await self.drop_variants(path)  # made from a version that is no more
+        return entry
 
     async def _from_disk(self, resolved: Found, span: Span) -> Opened:
         """A disk hit: read into memory and promoted there when it fits (bytes verified), else
