@@ -1,4 +1,4 @@
-"""The replica part of `make bench` (`BENCH_REPLICAS=1` or `only`): three imgproxy replicas on
+"""The replicas part of `make bench` (`BENCH_REPLICAS=1` or `only`): three imgproxy replicas on
 loopback behind nginx, in three setups, each from cold, each sent the same request list.
 
 - (a) round-robin, no Redis: every replica downloads and keeps its own copy of what it is asked;
@@ -11,7 +11,8 @@ it), req/s and latency of exactly `BENCH_REPLICA_REQUESTS` requests of a Zipf mi
 images (`wrk.run_wrk_counted`), each replica's share. Then cold bursts (100 concurrent GETs of a
 fresh 200 KiB blob, spread over the replicas directly) in (a) and (b), and in (b) the purge
 propagation: one purge at a time on one replica, timed until each other replica's `/admin/cache`
-shows the entry gone. nginx's configuration is rendered from `deploy/nginx-replicas.conf` (`lb`).
+shows the entry gone. nginx's configuration is rendered from `deploy/nginx-replicas.conf`
+(`bench.lb`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,16 @@ import aiohttp
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 
+from devtools.azurite import connection_string
 from devtools.redis_server import run_redis
 
-from . import client
-from .dataset import CONTAINER, ZIPF_EXPONENT, zipf_mix
-from .lb import HEALTH_PATH, Balance, run_lb
-from .replica_report import (
+from .. import client
+from ..context import Run, log
+from ..dataset import CONTAINER, ZIPF_EXPONENT, zipf_mix
+from ..lb import HEALTH_PATH, Balance, run_lb
+from ..targets import Target, run_imgproxy
+from ..wrk import counted_script, run_wrk_counted
+from .figures import (
     BurstFigure,
     Propagation,
     ReplicaCounters,
@@ -43,8 +48,6 @@ from .replica_report import (
     SetupFigures,
     origin_gets,
 )
-from .targets import Target, run_imgproxy
-from .wrk import counted_script, run_wrk_counted
 
 REPLICAS: Final = 3
 TOKEN: Final = "bench-admin-token"
@@ -242,3 +245,21 @@ class ReplicaBench:
         deltas = tuple(now.minus(then) for now, then in zip(changed, counted, strict=True))
         gets = origin_gets(before, after, blob)
         return BurstFigure(result.clients, result.ok, gets, result.last_s, deltas)
+
+
+def run_replicas(run: Run, counter: tuple[str, int], workdir: Path) -> None:
+    """The three setups in front of the counting proxy; a failure becomes a note."""
+    settings = run.settings
+    replica_dir = workdir / "replicas"
+    replica_dir.mkdir()
+    replica_settings = ReplicaSettings(
+        settings.replica_requests, settings.connections, settings.replica_purges
+    )
+    origin = connection_string(f"http://{counter[0]}:{counter[1]}")
+    try:
+        bench = ReplicaBench(replica_settings, run.dataset.images, origin, run.counter_url, replica_dir, log)
+        run.report.replicas = bench.run()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        run.failed("replicas: skipped or incomplete", exc)

@@ -3,10 +3,10 @@
 One imgproxy (`server.workers` = cores, transforms on, unsigned parameters allowed) and two thumbor
 clusters (result storage off, for cold runs; on, for warm runs) run side by side, idle unless
 measured. For each repetition and case, in turn: the in-process limit (pyvips, Pillow, our
-engine, the pool; `bench.transform_limit.measure`, one round), imgproxy cold, thumbor cold, so
+engine, the pool; `bench.transforms.limit.measure`, one round), imgproxy cold, thumbor cold, so
 load from elsewhere falls on all of them alike. Cold runs are wrk with one thread and
 `BENCH_TRANSFORM_CONNECTIONS` connections whose Lua script asks for a new variant every request
-(`bench.transform_cases`: a box side that is in both servers' keys but cannot change the output).
+(`bench.transforms.cases`: a box side that is in both servers' keys but cannot change the output).
 Then the warm runs (variant hits; an original of the variant's bytes; thumbor's result
 storage), the latency of cached hits while cold transforms run, and the memory of a fresh imgproxy
 through 16 concurrent cold transforms of 24 MP JPEGs.
@@ -26,16 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
-from . import client
-from .procs import cpu_seconds, descendants, peak_rss_bytes, process_tree
-from .targets import Target, run_imgproxy
+from devtools.azurite import AzuriteServer
+from devtools.processes import cpu_seconds, descendants, peak_rss_bytes, process_tree
+
+from .. import client
+from ..context import Run, log, one_line
+from ..targets import Target, run_imgproxy
+from ..wrk import counter_script, fixed_script, paced_script, run_wrk
+from .cases import RSS_QUERIES, RSS_REQUESTS, TRANSFORM_CASES, TransformCase, fill, rss_blob, split
+from .figures import CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
+from .limit import measure
+from .seed import HIT_BLOB, HIT_SIZE, source_blobs, upload, write_files
 from .thumbor import ThumborCluster, run_thumbor, versions
-from .transform_cases import RSS_QUERIES, RSS_REQUESTS, TRANSFORM_CASES, TransformCase, fill, rss_blob, split
-from .transform_figures import CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
-from .transform_limit import OverheadRow, measure
-from .transform_limit import render as render_limit
-from .transform_seed import HIT_BLOB, HIT_SIZE, source_blobs, upload, write_files
-from .wrk import counter_script, fixed_script, paced_script, run_wrk
 
 TRANSFORM_ENV_VAR: Final = "IMGPROXY_BENCH_TRANSFORM_ENV"
 ALL_TRANSFORM_TARGETS: Final = ("imgproxy", "thumbor", "limit")
@@ -48,7 +50,7 @@ EXTENSIONS: Final = {"jpeg": ".jpg", "webp": ".webp", "png": ".png", "avif": ".a
 
 @dataclass(frozen=True, slots=True)
 class TransformSettings:
-    """BENCH_TRANSFORM_* knobs (see bench/run.py's docstring)."""
+    """BENCH_TRANSFORM_* knobs (docs/benchmarks.md)."""
 
     cases: list[str]
     targets: list[str]
@@ -126,7 +128,6 @@ class TransformBench:
         self.figures = {case.slug: CaseFigures(case.slug, case.limit.name) for case in self.cases}
         self.report.cases = list(self.figures.values())
         self.next_n: dict[tuple[str, str], int] = {}  # (server, case) -> next cold counter value
-        self.overheads: dict[str, OverheadRow] = {}
         self.source_sizes: dict[str, int] = {}
         self.workdir = Path()
 
@@ -138,10 +139,7 @@ class TransformBench:
         r, s = self.report, self.s
         self.workdir = workdir
         busy = ambient_busy()
-        quiet = "quiet" if busy < 0.1 else "NOT quiet: other work ran; compare ratios within the run"
-        r.settings["machine before the transform workloads"] = (
-            f"{busy:.0%} of the cores busy over 2 s ({quiet})"
-        )
+        r.settings["machine before the transform workloads"] = f"{busy:.0%} of the cores busy over 2 s"
         self.mark("start")
         blobs = source_blobs(rss=s.rss)
         self.source_sizes = {name: len(data) for name, data in blobs.items()}
@@ -190,10 +188,7 @@ class TransformBench:
         elif not s.rss:
             r.rss_note = "skipped (BENCH_MEMORY=0)"
         self.mark("end")
-        rows = [row for f in self.figures.values() if (row := f.median_limit_row()) is not None]
-        overheads = [self.overheads[f.slug] for f in self.figures.values() if f.slug in self.overheads]
-        if rows and len(overheads) == len(rows):
-            r.limit_tables = render_limit(rows, overheads, cores())
+        r.processes = cores()
 
     def start(
         self, stack: contextlib.ExitStack, target: str, factory: Callable[[], AbstractContextManager[T]]
@@ -260,7 +255,7 @@ class TransformBench:
             self.log(f"limit: {case.limit.name}")
             rows, overheads = measure(self.s.limit_seconds, cores(), (case.limit,), rounds=1)
             figures.limits.append(rows[0])
-            self.overheads[case.slug] = overheads[0]
+            figures.overhead = overheads[0]
             for library, size in rows[0].output_bytes.items():
                 figures.output_bytes[f"in-process {library}"] = size
         if imgproxy is not None:
@@ -377,3 +372,28 @@ class TransformBench:
             idle.pop(pids[0])
             peak.pop(pids[0])
         self.report.rss = RssFigure(idle, peak, answers, seconds)
+
+
+def run_transforms(run: Run, azurite: AzuriteServer, workdir: Path) -> None:
+    """imgproxy's transforms against thumbor and the in-process limit, into `run.report.transforms`."""
+    import PIL
+    import pyvips
+
+    settings = run.settings
+    transforms = run.report.transforms = TransformReport()
+    libvips = ".".join(str(pyvips.version(i)) for i in range(3))
+    transforms.versions = {
+        "pyvips": f"{pyvips.__version__} (libvips {libvips})",
+        "Pillow (the limit's)": PIL.__version__,
+    }
+    tx_settings = TransformSettings.from_env(
+        settings.duration_s, settings.repeat, settings.connections, settings.memory
+    )
+    try:
+        TransformBench(tx_settings, transforms, log).run(azurite.connection_string, workdir)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the cache figures are still worth writing
+        message = one_line(f"transform workloads stopped: {type(exc).__name__}: {exc}")
+        log(message)
+        transforms.notes.append(message)

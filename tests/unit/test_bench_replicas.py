@@ -1,12 +1,16 @@
-"""`bench.replica_report`: origin GETs between snapshots, ratios, shares, percentiles, the section."""
+"""The replicas part (`bench.replicas.figures`, `bench.replicas.rows`): origin GETs between
+snapshots, ratios, shares, percentiles, and the tables rendered from the result JSON."""
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import pytest
 
-from bench.replica_report import (
+from bench.render import render
+from bench.replicas.figures import (
     BurstFigure,
     Propagation,
     ReplicaCounters,
@@ -15,9 +19,9 @@ from bench.replica_report import (
     origin_gets,
     percentile,
     ratio,
-    render_replicas,
     shares,
 )
+from bench.report import Report
 from bench.wrk import CountedResult, WrkResult
 
 
@@ -116,7 +120,16 @@ def test_propagation_quantiles_and_the_bound() -> None:
     assert propagation.within(0.0505) == 50
 
 
-def test_the_section_shows_each_setup_its_bursts_and_the_propagation() -> None:
+def section(text: str, title: str) -> str:
+    return text.split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def table_row(text: str, first_cell: str) -> list[str]:
+    line = next(x for x in text.splitlines() if x.startswith(f"| {first_cell} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_the_tables_show_each_setup_its_bursts_and_the_propagation() -> None:
     """One row per setup with origin GETs, their ratio to the distinct images, hit ratio, req/s and
     p99; the bursts' origin GETs; the propagation's p50/p99 and how many were within the bound."""
     a = SetupFigures("a", "round-robin, no Redis", False, requests=3000, distinct=500)
@@ -124,31 +137,35 @@ def test_the_section_shows_each_setup_its_bursts_and_the_propagation() -> None:
     a.origin_gets = 900
     a.replicas = [ReplicaCounters(700, 300)] * 3
     a.bursts = [BurstFigure(100, 100, 3, 0.08)] * 3
+    a.loadavg = "1.00 1.00 1.00"
     waited = (ReplicaCounters(33, 1), ReplicaCounters(33, 1, redis_waits=1, redis_waits_served=1))
     b = SetupFigures("b", "round-robin, Redis", True, requests=3000, distinct=500)
-    b.load = counted(answered=3000, hits=2500, seconds=2.0, p99_ms=50.0)
+    b.load = counted(answered=3000, hits=2500, seconds=2.0, p99_ms=50.0, failed=3)
     b.origin_gets = 505
-    b.replicas = [ReplicaCounters(800, 200, redis_hits=300)] * 3
+    b.replicas = [ReplicaCounters(800, 200, redis_hits=300)] * 2 + [ReplicaCounters(400, 100, redis_hits=300)]
     b.bursts = [BurstFigure(100, 100, 1, 0.06, waited)] * 3
-    b.propagation = Propagation([0.002] * 99 + [0.030], purges=50)
-    report = ReplicaReport(3, 64, 1.0, [a, b])
-    text = render_replicas(report)
-    rows: dict[str, str] = {}
-    for line in text.splitlines():  # the first table: the setups (the bursts' rows come later)
-        if line.startswith("| ("):
-            rows.setdefault(line.split(" | ")[0], line)
-    assert rows["| (a) round-robin, no Redis"].split(" | ")[1:8] == [
-        "900",
-        "1.80x",
-        "70.0%",
-        "-",
-        "2,000",
-        "1.00",
-        "40.00",
-    ]
-    assert rows["| (b) round-robin, Redis"].split(" | ")[1:5] == ["505", "1.01x", "83.3%", "900"]
-    assert "| (a) round-robin, no Redis | 3, 3, 3 | 100/100, 100/100, 100/100 | 80, 80, 80 | - | - |" in text
-    bursts = "| (b) round-robin, Redis | 1, 1, 1 | 100/100, 100/100, 100/100 | 60, 60, 60 |"
-    assert f"{bursts} 1/1, 1/1, 1/1 | 0, 0, 0 |" in text
-    assert "| 50 | 100 | 2.0 | 2.0 | 30.0 | 100/100 | 0 |" in text
-    assert "33.3% / 33.3% / 33.3%" in text
+    b.propagation = Propagation([0.002] * 98 + [0.030, 1.5], purges=50, missed=1)
+    report = Report("2026-12-01 00:00:00 UTC", {"repeat": "1"})
+    report.replicas = ReplicaReport(3, 64, 1.0, [a, b])
+    data: dict[str, Any] = json.loads(json.dumps(report.as_dict()))
+    text = render(data)
+    setups = section(text, "3 replicas behind nginx: 3,000 requests, 500 distinct images")
+    assert table_row(setups, "(a) round-robin, no Redis")[1:] == [
+        "900", "1.80", "70.0%", "-", "2,000", "1.00", "40.00", "0", "33.3% / 33.3% / 33.3%",
+    ]  # fmt: skip
+    assert table_row(setups, "(b) round-robin, Redis")[1:] == [
+        "505", "1.01", "83.3%", "900", "1,500", "1.00", "50.00", "3", "40.0% / 40.0% / 20.0%",
+    ]  # fmt: skip
+    bursts = section(text, "Replicas: cold bursts, 100 concurrent GETs of a fresh 200 KiB blob each")
+    assert table_row(bursts, "(a) round-robin, no Redis")[1:] == [
+        "3, 3, 3", "100/100, 100/100, 100/100", "80, 80, 80", "-", "-",
+    ]  # fmt: skip
+    assert table_row(bursts, "(b) round-robin, Redis")[1:] == [
+        "1, 1, 1", "100/100, 100/100, 100/100", "60, 60, 60", "1/1, 1/1, 1/1", "0, 0, 0",
+    ]  # fmt: skip
+    purges = section(text, "Replicas: purge propagation")
+    # 100 deliveries (one past the 1 s bound) and one missed: 99 of 101 within the bound.
+    assert table_row(purges, "(b) round-robin, Redis")[1:] == [
+        "50", "100", "2.0", "30.0", "1,500.0", "99/101", "1", "0",
+    ]  # fmt: skip
+    assert "(a) load average before: 1.00 1.00 1.00" in section(text, "Replicas: notes")

@@ -1,4 +1,4 @@
-"""The framework's ceiling: `python -m bench.bare --origin URL --paths FILE --port N`.
+"""The framework's ceiling: `python -m bench.cache.bare --origin URL --paths FILE --port N`.
 
 At start it reads every listed blob from the (public) container once into a dict; then it answers
 `GET /images/<path>` with `web.Response(body=...)` and nothing else: no cache logic, no headers

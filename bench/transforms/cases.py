@@ -1,6 +1,6 @@
 """The transform workloads as URLs: one case per row of the in-process limit, for imgproxy and thumbor.
 
-Each case is a `bench.transform_limit.Case` (source, box, format, quality) written as an imgproxy
+Each case is a `bench.transforms.limit.Case` (source, box, format, quality) written as an imgproxy
 query and as a thumbor path. A cold run must make a new variant with every request and yet the
 same work: each URL carries a number `n` in a parameter that IS part of both servers' cache keys
 but cannot change the output. For a box that the source's height bounds (4:3 and 3:2 sources into
@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from .transform_limit import CASES, Case
+from .limit import CASES, Case
 
 PLACEHOLDER: Final = "{n}"
 SOURCE_PREFIX: Final = "tx/"  # blob names under this prefix in the bench container

@@ -1,4 +1,5 @@
-"""A straightforward pass-through for comparison: `python -m bench.session_pass --upstream URL --port N`.
+"""A straightforward pass-through for comparison:
+`python -m bench.passthrough.session_pass --upstream URL --port N`.
 
 What a first version would look like: one aiohttp route for every path, one `ClientSession` per
 process (keep-alive pool, no decompression), the answer streamed back through `web.StreamResponse`.

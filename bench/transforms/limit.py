@@ -1,6 +1,6 @@
 """The in-process limit of image transforms: what the hardware allows, before any HTTP or caching.
 
-`python -m bench.transform_limit` prints Markdown tables. For every case (source and operation) a
+`python -m bench.transforms.limit` prints Markdown tables. For every case (source and operation) a
 tight loop of the same operation on source bytes already in memory, one process per core, for:
 - `pyvips`: libvips' own `thumbnail_buffer` (shrink-on-load as libvips chooses it) and a save with
   the library's defaults but quality and metadata;
@@ -13,10 +13,9 @@ Then, in one process, `pool`: the engine through `TransformPool` with one slot p
 if libvips holds the GIL this row falls to one core's worth), and the single-request overhead of
 the engine and of the pool over the same pipeline written as raw pyvips calls.
 
-Knobs: BENCH_TRANSFORM_SECONDS (per measurement, default 3), BENCH_TRANSFORM_ROUNDS (medians of,
-default 3), BENCH_TRANSFORM_PROCESSES (default: the cores), BENCH_TRANSFORM_CASES (comma list of
-case names). `bench/run.py` can call `measure()`.
-Figures taken while other work loads the machine are noisy: compare the ratios within one run.
+Knobs (docs/benchmarks.md): BENCH_TRANSFORM_SECONDS, BENCH_TRANSFORM_ROUNDS,
+BENCH_TRANSFORM_PROCESSES, BENCH_TRANSFORM_CASES. The transforms part of `make bench` calls
+`measure()` (one round per repetition).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from typing import Any, Final
 
-from .sources import source_bytes
+from ..sources import source_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,54 +316,38 @@ def measure(
     return rows, overheads
 
 
-def render(rows: list[LimitRow], overheads: list[OverheadRow], processes: int) -> str:
-    """Markdown: img/s per library and case (wall clock and CPU-normalised), ratios, sizes; overheads."""
-    lines = [
-        f"### In-process limit: img/s with {processes} processes (the pool: 1 process, {processes} threads)",
-        "",
-        "Each cell: wall clock / per CPU second x cores (what the cores give when nothing else runs).",
-        "",
-        "| case | pyvips | Pillow | engine | pool (CPU/wall) | engine / faster library (CPU) | "
-        "bytes pyvips / Pillow / engine |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+def as_cases(rows: list[LimitRow], overheads: list[OverheadRow]) -> list[dict[str, Any]]:
+    """The rows in the transforms part's JSON shape (`bench.transforms.rows.limit_tables` reads it)."""
+    return [
+        {
+            "name": row.case,
+            "limit_median": {
+                lib: {"wall": r.wall, "cpu": r.cpu, "parallelism": r.parallelism}
+                for lib, r in row.rates.items()
+            },
+            "output_bytes": {f"in-process {lib}": size for lib, size in row.output_bytes.items()},
+            "overhead_ms": {"raw": o.raw_ms, "engine": o.engine_ms, "pool": o.pool_ms},
+        }
+        for row, o in zip(rows, overheads, strict=True)
     ]
-    for row in rows:
-        r, b = row.rates, row.output_bytes
-        faster = max(r["pyvips"].cpu, r["Pillow"].cpu)
-        pool = r["pool"]
-        lines.append(
-            f"| {row.case} | {r['pyvips'].wall:.1f} / {r['pyvips'].cpu:.1f} "
-            f"| {r['Pillow'].wall:.1f} / {r['Pillow'].cpu:.1f} "
-            f"| {r['engine'].wall:.1f} / {r['engine'].cpu:.1f} "
-            f"| {pool.wall:.1f} / {pool.cpu:.1f} ({pool.parallelism:.2f}) | {r['engine'].cpu / faster:.2f} "
-            f"| {b['pyvips']:,} / {b['Pillow']:,} / {b['engine']:,} |"
-        )
-    lines += [
-        "",
-        "### Single request, one slot (median ms, interleaved)",
-        "",
-        "| case | raw pyvips calls | engine.transform | pool.run | engine overhead | pool overhead |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for o in overheads:
-        lines.append(
-            f"| {o.case} | {o.raw_ms:.2f} | {o.engine_ms:.2f} | {o.pool_ms:.2f} "
-            f"| {o.engine_ms / o.raw_ms - 1:+.1%} | {o.pool_ms / o.engine_ms - 1:+.1%} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
+    from ..markdown import to_markdown
+    from .cases import TRANSFORM_CASES
+    from .rows import limit_tables
+
     seconds = float(os.environ.get("BENCH_TRANSFORM_SECONDS", "3"))
     processes = int(os.environ.get("BENCH_TRANSFORM_PROCESSES", "0")) or len(os.sched_getaffinity(0))
     wanted = [name.strip() for name in os.environ.get("BENCH_TRANSFORM_CASES", "").split(",") if name.strip()]
-    cases = tuple(case for case in CASES if not wanted or case.name in wanted) or CASES
+    names = {TRANSFORM_CASES[w].limit.name if w in TRANSFORM_CASES else w for w in wanted}  # slugs or names
+    cases = tuple(case for case in CASES if not names or case.name in names) or CASES
     rounds = int(os.environ.get("BENCH_TRANSFORM_ROUNDS", "3"))
     rows, overheads = measure(seconds, processes, cases, rounds)
     import PIL
     import pyvips
 
-    print(render(rows, overheads, processes))
+    print(to_markdown(limit_tables(as_cases(rows, overheads), processes)))
     print(
         f"pyvips {pyvips.__version__} / libvips {pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}, "
         f"Pillow {PIL.__version__}, Python {sys.version.split()[0]}, medians of {rounds} x {seconds:g} s, "

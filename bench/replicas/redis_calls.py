@@ -1,6 +1,6 @@
 """Per-call latency of the Redis tier on loopback (one client, sequential calls).
 
-    .venv/bin/python -m bench.redis_calls [--calls 2000]
+    .venv/bin/python -m bench.replicas.redis_calls [--calls 2000]
 
 Times lookup hits of 20 KiB, 200 KiB and 1 MiB entries (pipeline + decode + hash check), a miss,
 claim + store + release of a 200 KiB entry, a purge of a path and one purge-log append, against a

@@ -2,7 +2,7 @@
 
 thumbor's dependencies (its own Pillow, tornado, ...) must not reach our environment, so
 `ensure_venv()` makes `.cache/bench/thumbor-venv` with `python -m venv` and installs the exact
-versions of `bench/thumbor-requirements.txt` (thumbor 7.8.0 with Pillow 12.3.0, as the issue
+versions of `bench/transforms/thumbor-requirements.txt` (thumbor 7.8.0 with Pillow 12.3.0, as the issue
 measured), once; a venv whose `pip freeze` differs is rebuilt.
 
 `run_thumbor()` starts one nginx and `cores` single-process thumbors. nginx serves the source
@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Final
 
 from devtools.azurite import ROOT, free_port
+from devtools.processes import process_tree
 
-from . import nginx
-from .procs import ManagedProcess, find_tool, process_tree
+from .. import nginx
+from ..procs import ManagedProcess, find_tool
 
 VENV: Final = ROOT / ".cache" / "bench" / "thumbor-venv"
 REQUIREMENTS: Final = Path(__file__).resolve().parent / "thumbor-requirements.txt"
@@ -106,7 +107,7 @@ def versions() -> dict[str, str]:
 
 
 THUMBOR_CONF: Final = """\
-# Written by bench/thumbor.py. Defaults except what is named here.
+# Written by bench/transforms/thumbor.py. Defaults except what is named here.
 LOADER = 'thumbor.loaders.http_loader'
 ENGINE = 'thumbor.engines.pil'
 STORAGE = 'thumbor.storages.file_storage'

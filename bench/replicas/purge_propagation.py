@@ -1,7 +1,7 @@
 """Purge propagation through the Redis purge log: append on one replica, applied on three others.
 
-    .venv/bin/python -m bench.purge_propagation [--purges 1000] [--interval-ms 5] [--restart-at 500]
-                                                [--cluster]
+    .venv/bin/python -m bench.replicas.purge_propagation [--purges 1000] [--interval-ms 5]
+                                                         [--restart-at 500] [--cluster]
 
 Starts a private redis-server, three follower processes (each its own RedisLink and PurgeLog,
 as a replica runs them) and appends `--purges` purges from this process, one every
@@ -145,7 +145,7 @@ def main() -> None:
                     [
                         sys.executable,
                         "-m",
-                        "bench.purge_propagation",
+                        "bench.replicas.purge_propagation",
                         "--follow",
                         url,
                         prefix,

@@ -1,8 +1,8 @@
-"""The pass-through workloads (`pass-1k`, `pass-1m`): imgproxy in front of an app, against nginx.
+"""The pass-through targets: the app, and imgproxy, nginx and a plain aiohttp route in front of it.
 
 The "app" is nginx serving two static files (1 KiB and 1 MiB). In front of it, in turn: imgproxy
 (`upstream.url`, `server.workers` = cores), nginx `proxy_pass` with a keep-alive upstream pool,
-and the straightforward `ClientSession` pass-through of `bench.session_pass` (same workers);
+and the straightforward `ClientSession` pass-through of `bench.passthrough.session_pass` (same workers);
 `direct` is the static nginx itself. Each gets `wrk -c<connections>` for throughput and `wrk -c1`
 (one request at a time) for the latency a hop adds over `direct`.
 """
@@ -18,10 +18,10 @@ from typing import Final
 
 from devtools.azurite import ROOT, free_port
 
-from . import nginx
-from .baseline import Code
-from .procs import ManagedProcess
-from .targets import CONFIG, Target, code_check, imgproxy_env
+from .. import nginx
+from ..baseline import Code
+from ..procs import ManagedProcess
+from ..targets import CONFIG, Target, code_check, imgproxy_env
 
 PASS_FILES: Final = {"pass-1k": ("1k.bin", 1024), "pass-1m": ("1m.bin", 1024 * 1024)}
 PASS_TARGETS: Final = ("imgproxy", "nginx", "session", "direct")
@@ -121,10 +121,18 @@ def run_imgproxy_pass(
 
 @contextmanager
 def run_session_pass(upstream: Target, workdir: Path) -> Iterator[Target]:
-    """The straightforward aiohttp `ClientSession` pass-through (`bench.session_pass`)."""
+    """The straightforward aiohttp `ClientSession` pass-through (`bench.passthrough.session_pass`)."""
     port = free_port()
     workers = pass_workers()
-    argv = [sys.executable, "-m", "bench.session_pass", "--upstream", upstream.base, "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.passthrough.session_pass",
+        "--upstream",
+        upstream.base,
+        "--port",
+        str(port),
+    ]
     argv += ["--workers", str(workers)]
     with ManagedProcess("session", argv, workdir / "session-pass.log", cwd=ROOT) as proc:
         proc.wait_for_output("serving on", count=workers, timeout=60)

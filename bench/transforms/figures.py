@@ -1,9 +1,7 @@
-"""What the transform workloads measure, as data: runs per figure, medians, ratios, targets.
+"""What the transform workloads measure, as data: runs per figure, medians, ratios, and their JSON.
 
 Every figure is a median over the run's repetitions; every ratio is of two figures of the same run.
-Targets (issue 12): cold >= 0.85x the faster library's in-process limit and > 1x thumbor on every
-case; warm variant hits >= 0.9x original hits of the same size; peak RSS of 16 concurrent cold
-24 MP transforms < 600 MiB. `bench.transform_report` renders them.
+`bench.transforms.rows` makes the tables from the JSON.
 """
 
 from __future__ import annotations
@@ -13,15 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .client import Answer
-from .transform_limit import LimitRow, Rate
-from .wrk import WrkResult
+from ..client import Answer
+from ..wrk import WrkResult
+from .limit import LimitRow, OverheadRow, Rate
 
 MIB: Final = 1024 * 1024
-COLD_TARGET_LIMIT: Final = 0.85
-COLD_TARGET_THUMBOR: Final = 1.0
-WARM_TARGET_ORIGINAL: Final = 0.9
-RSS_TARGET_MIB: Final = 600.0
 
 
 def _median(runs: Sequence[WrkResult], metric: Callable[[WrkResult], float]) -> float | None:
@@ -56,10 +50,6 @@ class Load:
     def errors(self) -> int:
         return sum(run.errors for run in self.runs)
 
-    def cell(self, rps_digits: int, ms_digits: int) -> str:
-        """`req/s (p50 / p99 ms)` for a table."""
-        return f"{fmt(self.rps, rps_digits)} ({fmt(self.p50, ms_digits)} / {fmt(self.p99, ms_digits)})"
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "median": {"rps": self.rps, "p50_ms": self.p50, "p99_ms": self.p99, "cpu_rate": self.cpu_rate},
@@ -91,18 +81,11 @@ class CaseFigures:
     thumbor_warm: Load = field(default_factory=Load)
     output_bytes: dict[str, int] = field(default_factory=dict)  # server or library -> bytes
     output_pixels: dict[str, str] = field(default_factory=dict)  # server -> "WxH"
+    overhead: OverheadRow | None = None  # single-request latency, the last repetition's
 
     def limit(self, library: str) -> Rate | None:
         rates = [row.rates[library] for row in self.limits if library in row.rates]
         return median_rate(rates) if rates else None
-
-    def median_limit_row(self) -> LimitRow | None:
-        """The repetitions' limits as one row (medians), for `transform_limit.render`."""
-        if not self.limits:
-            return None
-        libraries = dict.fromkeys(lib for row in self.limits for lib in row.rates)
-        rates = {lib: rate for lib in libraries if (rate := self.limit(lib)) is not None}
-        return LimitRow(self.name, rates, self.limits[-1].output_bytes)
 
     def faster_library(self, cpu: bool = False) -> tuple[str, float] | None:
         """The library with the higher limit (wall clock, or per CPU second x cores), and that limit."""
@@ -132,6 +115,7 @@ class CaseFigures:
 
     def as_dict(self) -> dict[str, Any]:
         limits = {lib: self.limit(lib) for lib in ("pyvips", "Pillow", "engine", "pool")}
+        o = self.overhead
         return {
             "slug": self.slug,
             "name": self.name,
@@ -148,6 +132,7 @@ class CaseFigures:
             "thumbor_warm": self.thumbor_warm.as_dict(),
             "output_bytes": self.output_bytes,
             "output_pixels": self.output_pixels,
+            "overhead_ms": None if o is None else {"raw": o.raw_ms, "engine": o.engine_ms, "pool": o.pool_ms},
             "ratios": {
                 "cold_to_faster_limit": self.cold_to_limit(),
                 "cold_to_faster_limit_cpu": self.cold_to_limit(cpu=True),
@@ -222,7 +207,7 @@ class TransformReport:
     hits: HitsUnderLoad | None = None
     notes: list[str] = field(default_factory=list)
     loadavg: list[str] = field(default_factory=list)  # "when: 1-min load", taken along the run
-    limit_tables: str = ""  # transform_limit.render of the medians
+    processes: int = 0  # the in-process limit's processes (the cores)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -234,7 +219,7 @@ class TransformReport:
             "hits_under_load": self.hits.as_dict() if self.hits else None,
             "notes": self.notes,
             "loadavg": self.loadavg,
-            "limit_tables": self.limit_tables,
+            "processes": self.processes,
         }
 
 
@@ -242,7 +227,3 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"

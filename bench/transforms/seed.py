@@ -19,9 +19,9 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient
 
-from .dataset import CONTAINER
-from .sources import source_bytes
-from .transform_cases import RSS_REQUESTS, RSS_SOURCE, SOURCE_PREFIX, TRANSFORM_CASES, rss_blob, with_comment
+from ..dataset import CONTAINER
+from ..sources import source_bytes
+from .cases import RSS_REQUESTS, RSS_SOURCE, SOURCE_PREFIX, TRANSFORM_CASES, rss_blob, with_comment
 
 HIT_BLOB: Final = SOURCE_PREFIX + "hit-20k.bin"
 HIT_SIZE: Final = 20 * 1024
