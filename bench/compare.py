@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .baseline import BASE_NAME, BaselineInfo
-from .markdown import Table, num, pair
+from .markdown import Table, columns, num, pair
 
 if TYPE_CHECKING:  # bench.report imports this module
     from .cache.figures import BurstRow
@@ -192,18 +192,11 @@ def tables(data: Mapping[str, Any]) -> list[Table]:
         if burst is None
         else [[num(burst["new"] * 1000), num(burst["base"] * 1000), num(burst["ratio"], 2)]]
     )
-    header = [
-        "workload",
-        f"{NEW_NAME} req/s",
-        f"{BASE_NAME} req/s",
-        "req/s new / base",
-        "per repetition new / base",
-        "p99 ms new / base",
-        "p99 new / base",
-        "1 conn p50 ms new / base",
-        "1 conn p50 new / base",
-        "errors new / base",
-    ]
+    header = columns(
+        f"workload | {NEW_NAME} req/s | {BASE_NAME} req/s | req/s new / base | "
+        f"per repetition new / base | p99 ms new / base | p99 new / base | 1 conn p50 ms new / base | "
+        f"1 conn p50 new / base | errors new / base"
+    )
     return [
         Table(f"{title}: revisions", ["target", "revision", "imgproxy imported from"], revisions),
         Table(f"{title} (medians of {data.get('settings', {}).get('repeat', '?')} runs)", header, rows),

@@ -37,6 +37,11 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def columns(spec: str) -> list[str]:
+    """A header written as Markdown shows it: `"case | req/s | p99 ms"`."""
+    return [name.strip() for name in spec.split(" | ")]
+
+
 def pair(a: str, b: str) -> str:
     """Two figures in one cell: `a / b`."""
     return f"{a} / {b}"

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..markdown import Table, num, ratio
+from ..markdown import Table, columns, num, ratio
 
 ANCHORS: Final = ("nginx", "varnish", "bare")
 MB: Final = 1e6
@@ -60,16 +60,9 @@ def load_tables(loads: list[Mapping[str, Any]]) -> list[Table]:
 
 
 def burst_tables(bursts: Mapping[str, list[Mapping[str, Any]]]) -> list[Table]:
-    header = [
-        "target",
-        "origin GETs",
-        "other origin req",
-        "last ms",
-        "first ms",
-        "median ms",
-        "200 + body",
-        "X-Cache",
-    ]
+    header = columns(
+        "target | origin GETs | other origin req | last ms | first ms | median ms | 200 + body | X-Cache"
+    )
     rows = [
         [
             target + (f" #{index + 1}" if len(runs) > 1 else ""),

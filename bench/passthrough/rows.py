@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from ..markdown import Table, num, ratio
+from ..markdown import Table, columns, num, ratio
 
 
 def tables(data: Mapping[str, Any]) -> list[Table]:
@@ -39,17 +39,8 @@ def tables(data: Mapping[str, Any]) -> list[Table]:
             ]
         )
     connections = data.get("settings", {}).get("connections", "?")
-    header = [
-        "workload",
-        "target",
-        "req/s",
-        "MB/s",
-        "p50 ms",
-        "p99 ms",
-        "errors",
-        "1 conn p50 ms",
-        "1 conn mean ms",
-        "added ms (1 conn p50 - direct's)",
-        "req/s / nginx",
-    ]
+    header = columns(
+        "workload | target | req/s | MB/s | p50 ms | p99 ms | errors | 1 conn p50 ms | 1 conn mean ms | "
+        "added ms (1 conn p50 - direct's) | req/s / nginx"
+    )
     return [Table(f"Pass-through: in front of an app ({connections} connections, and 1)", header, rows)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..markdown import Table, num, pct
+from ..markdown import Table, columns, num, pct
 from .figures import ratio, shares
 
 
@@ -36,8 +36,10 @@ def tables(data: Mapping[str, Any]) -> list[Table]:
                 " / ".join(pct(x) for x in shares([r["hits"] + r["misses"] for r in replicas])) or "n/a",
             ]
         )
-    header = ["setup", "origin GETs", "per distinct image", "hit ratio", "Redis hits", "req/s", "p50 ms"]
-    header += ["p99 ms", "errors", "requests per replica"]
+    header = columns(
+        "setup | origin GETs | per distinct image | hit ratio | Redis hits | req/s | p50 ms | p99 ms | "
+        "errors | requests per replica"
+    )
     bursts = [
         [
             f"({s['key']}) {s['label']}",
@@ -67,17 +69,9 @@ def tables(data: Mapping[str, Any]) -> list[Table]:
         for s in setups
         if (p := s["propagation"]) is not None
     ]
-    purge_header = [
-        "setup",
-        "purges",
-        "deliveries",
-        "p50 ms",
-        "p99 ms",
-        "max ms",
-        f"within {bound_s:g} s",
-        "missed",
-        "not logged",
-    ]
+    purge_header = columns(
+        f"setup | purges | deliveries | p50 ms | p99 ms | max ms | within {bound_s:g} s | missed | not logged"
+    )
     notes = [*report["notes"], *(f"({s['key']}): {n}" for s in setups for n in s["notes"])]
     notes += [
         f"({s['key']}) load average before: {s['loadavg_before']}" for s in setups if s["loadavg_before"]

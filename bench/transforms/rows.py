@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ..markdown import Table, num, pair, ratio
+from ..markdown import Table, columns, num, pair, ratio
 
 MIB: Final = 1024 * 1024
 LIBRARIES: Final = ("pyvips", "Pillow")
@@ -48,22 +48,12 @@ def tables(data: Mapping[str, Any]) -> list[Table]:
     ]
 
 
-COLD_HEADER: Final = [
-    "case",
-    "imgproxy req/s (p50 / p99 ms)",
-    "imgproxy per CPU",
-    "thumbor req/s (p50 / p99 ms)",
-    "thumbor per CPU",
-    "limit img/s pyvips / Pillow",
-    "limit per CPU pyvips / Pillow",
-    "limit engine (wall / CPU)",
-    "faster library (wall / CPU)",
-    "imgproxy / faster limit",
-    "same, per CPU",
-    "imgproxy / thumbor",
-    "same, per CPU",
-    "errors imgproxy / thumbor",
-]
+COLD_HEADER: Final = columns(
+    "case | imgproxy req/s (p50 / p99 ms) | imgproxy per CPU | thumbor req/s (p50 / p99 ms) | "
+    "thumbor per CPU | limit img/s pyvips / Pillow | limit per CPU pyvips / Pillow | "
+    "limit engine (wall / CPU) | faster library (wall / CPU) | imgproxy / faster limit | same, per CPU | "
+    "imgproxy / thumbor | same, per CPU | errors imgproxy / thumbor"
+)
 
 
 def _faster(c: Mapping[str, Any], key: str) -> str:
@@ -91,15 +81,10 @@ def _cold(c: Mapping[str, Any]) -> list[str]:
     ]
 
 
-WARM_HEADER: Final = [
-    "case",
-    "imgproxy variant hits req/s (p50 / p99 ms)",
-    "imgproxy original hits, same bytes",
-    "thumbor result storage",
-    "variant / original",
-    "imgproxy / thumbor",
-    "errors",
-]
+WARM_HEADER: Final = columns(
+    "case | imgproxy variant hits req/s (p50 / p99 ms) | imgproxy original hits, same bytes | "
+    "thumbor result storage | variant / original | imgproxy / thumbor | errors"
+)
 
 
 def _warm(c: Mapping[str, Any]) -> list[str]:
@@ -191,13 +176,16 @@ def limit_tables(cases: Sequence[Mapping[str, Any]], processes: int) -> list[Tab
         for c in cases
         if (o := c.get("overhead_ms")) is not None
     ]
-    header = ["case", "pyvips", "Pillow", "engine", "pool (CPU/wall)", "engine / faster library (CPU)"]
-    header.append("bytes pyvips / Pillow / engine")
+    header = columns(
+        "case | pyvips | Pillow | engine | pool (CPU/wall) | engine / faster library (CPU) | "
+        "bytes pyvips / Pillow / engine"
+    )
     title = "In-process limit: img/s, wall clock / per CPU second x cores" + (
         f" ({processes} processes; the pool: 1 process, {processes} threads)" if processes else ""
     )
-    overhead_header = ["case", "raw pyvips calls", "engine.transform", "pool.run", "engine overhead"]
-    overhead_header.append("pool overhead")
+    overhead_header = columns(
+        "case | raw pyvips calls | engine.transform | pool.run | engine overhead | pool overhead"
+    )
     return [
         Table(title, header, rates),
         Table("In-process limit: one request, one slot (median ms)", overhead_header, overheads),
