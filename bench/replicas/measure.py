@@ -55,7 +55,7 @@ AUTH: Final = {"Authorization": f"Bearer {TOKEN}"}
 BURSTS: Final = 3
 BURST_CLIENTS: Final = 100
 BURST_BYTES: Final = 200 * 1024
-PURGE_BOUND_S: Final = 1.0  # the bound, reported against
+PURGE_BOUND_S: Final = 1.0  # the report counts the deliveries within it
 PURGE_WAIT_S: Final = 5.0  # a delivery not seen within this is counted as missed
 # What deploy/README.md asks of Redis for the shared tier: a memory bound with LRU eviction, and
 # no persistence (devtools.redis_server already starts it with --save '' --appendonly no).
