@@ -47,15 +47,9 @@ constraints: $(PY_STAMP)
 clean:
 	rm -rf $(VENV) node_modules .cache .pytest_cache .mypy_cache .ruff_cache
 
-# imgproxy against nginx, Varnish and a bare aiohttp handler (all over loopback, in front of Azurite),
-# in front of an app (pass-through) against nginx proxy_pass, three replicas behind nginx
-# (BENCH_REPLICAS=1|0|only), then image transforms against thumbor (own venv under .cache/bench)
-# and the in-process limit (BENCH_TRANSFORMS=1|0|only). Writes bench/results/<UTC time>.md (printed)
-# and .json. Knobs: BENCH_DURATION, BENCH_CONNECTIONS, BENCH_REPEAT, BENCH_TARGETS, BENCH_WORKLOADS,
-# BENCH_PASS_TARGETS, BENCH_MEMORY, BENCH_REPLICAS, BENCH_REPLICA_REQUESTS, BENCH_REPLICA_PURGES,
-# BENCH_TRANSFORMS, BENCH_TRANSFORM_*, IMGPROXY_BENCH_EXTRA_ENV, IMGPROXY_BENCH_TRANSFORM_ENV,
-# BENCH_BASELINE=<git revision> (that revision as a second imgproxy, `imgproxy-base`, measured back
-# to back with this checkout in the same run; report section "Against the baseline")
-# (see bench/run.py).
+# imgproxy against nginx, Varnish and a bare aiohttp handler, in front of an app against nginx
+# proxy_pass, three replicas behind nginx, and image transforms against thumbor and the in-process
+# limit; writes bench/results/<UTC time>.json and its Markdown tables. What each part measures and
+# every BENCH_* knob: docs/benchmarks.md.
 bench: install
 	$(BIN)/python -m bench.run

@@ -1,4 +1,8 @@
-"""Child processes that are always stopped: output to a log file, readiness by polling, kill by group."""
+"""Child processes that are always stopped: output to a log file, readiness by polling, kill by group.
+
+What the kernel says about a running process (peak RSS, CPU time, children) is in
+`devtools.processes`, shared with the tests.
+"""
 
 from __future__ import annotations
 
@@ -125,48 +129,9 @@ class ManagedProcess:
         self.stop()
 
 
-def descendants(pid: int) -> list[int]:
-    """`pid`'s children, grandchildren and so on (from /proc/<pid>/task/*/children)."""
-    found: list[int] = []
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                for child in (task / "children").read_text().split():
-                    found.append(int(child))
-                    todo.append(int(child))
-    return found
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """The process's high-water mark of resident memory (VmHWM), from the kernel."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise ProcessError(f"no VmHWM for pid {pid}")
-
-
 def find_tool(name: str) -> str | None:
     """`name` on PATH, or in the sbin directories that a non-login root PATH may lack."""
     path = (
         os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(("/usr/sbin", "/sbin", "/usr/local/sbin"))
     )
     return shutil.which(name, path=path)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by `pids` (each with all its threads); gone ones count 0."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            # Fields after the command name, which is in parentheses and may hold spaces.
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / ticks
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants."""
-    return [pid, *descendants(pid)]

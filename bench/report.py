@@ -1,14 +1,20 @@
-"""The Markdown report: environment, throughput table, imgproxy's ratios, cold burst, memory."""
+"""The result of record: one run's figures as JSON (`Report.as_dict`), written to
+bench/results/<UTC time>.json; `bench.render` makes the Markdown tables from that JSON alone.
+
+Medians and ratios are computed here and in each part's `figures` module, so the JSON carries
+them; the renderer only formats. Also the machine and the versions (`environment`).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +22,11 @@ from typing import Any
 from devtools.azurite import ROOT
 
 from .baseline import BaselineInfo
-from .baseline_report import baseline_dict, render_baseline
-from .client import BurstResult, StreamsResult
+from .cache.figures import BurstRow, MemoryFigure
+from .compare import comparison
 from .procs import find_tool
-from .transform_figures import TransformReport
-from .transform_report import render as render_transforms
+from .replicas.figures import ReplicaReport
+from .transforms.figures import TransformReport
 from .wrk import WrkResult
 
 MB = 1e6
@@ -57,6 +63,10 @@ class LoadRow:
         return self.median(lambda r: r.p99_ms)
 
     @property
+    def mean(self) -> float:
+        return self.median(lambda r: r.mean_ms)
+
+    @property
     def errors(self) -> int:
         return sum(run.errors for run in self.runs)
 
@@ -65,53 +75,17 @@ class LoadRow:
             "target": self.target,
             "workload": self.workload,
             "mean_body_bytes": self.mean_body_bytes,
-            "median": {"rps": self.rps, "mb_s": self.mb_s, "p50_ms": self.p50, "p99_ms": self.p99},
+            "median": {
+                "rps": self.rps,
+                "mb_s": self.mb_s,
+                "p50_ms": self.p50,
+                "p99_ms": self.p99,
+                "mean_ms": self.mean,
+            },
+            "errors": self.errors,
             "origin_requests": self.origin_requests,
             "runs": [run.as_dict() for run in self.runs],
             "wrk_output": [run.raw for run in self.runs],
-        }
-
-
-@dataclass(slots=True)
-class BurstRow:
-    target: str
-    result: BurstResult
-    origin_gets: int
-    origin_other: int
-
-    def as_dict(self) -> dict[str, Any]:
-        r = self.result
-        return {
-            "target": self.target,
-            "origin_gets": self.origin_gets,
-            "origin_other_requests": self.origin_other,
-            "clients": r.clients,
-            "ok": r.ok,
-            "first_s": r.first_s,
-            "median_s": r.median_s,
-            "last_s": r.last_s,
-            "statuses": dict(r.statuses),
-            "x_cache": dict(r.x_cache),
-        }
-
-
-@dataclass(slots=True)
-class MemoryFigure:
-    idle_hwm: dict[int, int]  # pid -> VmHWM bytes right after start
-    peak_hwm: dict[int, int]  # pid -> VmHWM bytes after the streams
-    streams: StreamsResult
-    blob_bytes: int
-
-    def as_dict(self) -> dict[str, Any]:
-        s = self.streams
-        return {
-            "idle_vmhwm": self.idle_hwm,
-            "peak_vmhwm": self.peak_hwm,
-            "clients": s.clients,
-            "complete": s.complete,
-            "seconds": s.seconds,
-            "bytes_read": s.bytes_read,
-            "blob_bytes": self.blob_bytes,
         }
 
 
@@ -129,8 +103,9 @@ class Report:
     memory_note: str = ""
     seconds: float = 0.0
     environment: dict[str, str] = field(default_factory=dict)  # taken before the run starts
-    transforms: TransformReport | None = None  # BENCH_TRANSFORMS (bench/transform_bench.py)
-    baseline: BaselineInfo | None = None  # BENCH_BASELINE (bench/baseline.py)
+    transforms: TransformReport | None = None  # BENCH_TRANSFORMS (bench/transforms)
+    baseline: BaselineInfo | None = None  # BENCH_BASELINE (bench/baseline.py, bench/compare.py)
+    replicas: ReplicaReport | None = None  # BENCH_REPLICAS (bench/replicas)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -148,8 +123,11 @@ class Report:
             "seconds": self.seconds,
             "transforms": self.transforms.as_dict() if self.transforms else None,
             "baseline": (
-                baseline_dict(self.baseline, self.loads, self.single) if self.baseline is not None else None
+                comparison(self.baseline, self.loads, self.single, self.bursts)
+                if self.baseline is not None
+                else None
             ),
+            "replicas": self.replicas.as_dict() if self.replicas else None,
         }
 
 
@@ -187,8 +165,6 @@ def environment() -> dict[str, str]:
     azurite = "unknown"
     package = ROOT / "node_modules" / "azurite" / "package.json"
     if package.exists():
-        import json
-
         azurite = str(json.loads(package.read_text()).get("version", "unknown"))
     return {
         "hostname": socket.gethostname(),
@@ -204,268 +180,3 @@ def environment() -> dict[str, str]:
         "uvloop": uvloop_version,
         "azurite": f"{azurite} ({_version(['node', '--version'], 'stdout')})",
     }
-
-
-def _ratio(a: float, b: float | None) -> str:
-    if b is None or b == 0:
-        return "n/a"
-    return f"{a / b:.2f}"
-
-
-def _num(value: float, digits: int = 0) -> str:
-    return f"{value:,.{digits}f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out
-
-
-def render(report: Report) -> str:
-    env = report.environment or environment()
-    lines = [f"# imgproxy benchmark, {report.started}", ""]
-    lines += [
-        f"- Host: `{env['hostname']}`, CPU: {env['cpu']}, cores: {env['cores']}, kernel {env['kernel']}",
-        f"- nginx: {env['nginx']}; Varnish: {env['varnish']}; wrk: {env['wrk']}",
-        f"- Python {env['python']}, aiohttp {env['aiohttp']}, uvloop {env['uvloop']}",
-        f"- Azurite {env['azurite']}",
-        "- Settings: " + ", ".join(f"{k}={v}" for k, v in report.settings.items()),
-        f"- Whole run: {report.seconds:.0f} s; load average before it: {env['loadavg']}",
-        "",
-        "Everything runs on this one machine over loopback: wrk (1 thread), the target, and (for misses "
-        "only) a counting proxy and Azurite share the cores. Every target sits in front of the same "
-        "Azurite container and serves `/images/<blob>`; hits never reach the origin (see `origin req`). "
-        "The cores are shared with other work running on the machine meanwhile (see the load "
-        "average): compare figures within one run, not across runs.",
-        "",
-    ]
-    if report.target_notes:
-        lines += ["Targets:", ""]
-        for target, notes in report.target_notes.items():
-            warm = report.warm.get(target)
-            lines.append(f"- **{target}**: {'; '.join(notes)}" + (f". Warm-up: {warm}" if warm else ""))
-        lines.append("")
-    if report.notes:
-        lines += ["Notes:", ""] + [f"- {note}" for note in report.notes] + [""]
-
-    if report.loads:
-        lines += _loads(report)
-    if report.baseline is not None:
-        repeat = report.settings.get("repeat", "?")
-        lines += render_baseline(report.baseline, report.loads, report.single, report.bursts, repeat)
-    if report.bursts:
-        lines += _bursts(report)
-    if report.memory is not None or report.memory_note:
-        lines += _memory(report)
-    if report.transforms is not None:
-        lines += render_transforms(report.transforms)
-    return "\n".join(lines)
-
-
-def _loads(report: Report) -> list[str]:
-    cache_loads = [row for row in report.loads if not row.workload.startswith("pass-")]
-    if not cache_loads:
-        return _passthrough_section(report)
-    lines = ["## Throughput and latency (wrk, all hits after one warm-up request per object)", ""]
-    rows = []
-    for row in cache_loads:
-        rows.append(
-            [
-                row.workload,
-                row.target,
-                _num(row.rps),
-                _num(row.mb_s, 1),
-                _num(row.p50, 2),
-                _num(row.p99, 2),
-                str(row.errors),
-                str(sum(row.origin_requests)),
-            ]
-        )
-    header = ["workload", "target", "req/s", "MB/s", "p50 ms", "p99 ms", "errors", "origin req"]
-    lines += _table(header, rows)
-    lines += [
-        "",
-        "MB/s is body bytes (req/s x mean body size of the workload; 1 MB = 10^6 bytes). Latency is "
-        "wrk's (from its Lua `done()`). `errors`: connect/read/write errors, timeouts and statuses >= 400. "
-        "`origin req`: requests that reached the counting proxy in front of Azurite during the run. "
-        + (
-            f"Figures are medians of {report.settings.get('repeat')} runs."
-            if report.settings.get("repeat") != "1"
-            else ""
-        ),
-        "",
-    ]
-
-    by_key = {(row.target, row.workload): row for row in cache_loads}
-    # MB/s ratios equal req/s ratios (same objects for every target), so they are not repeated.
-    anchors = ("nginx", "varnish", "bare")
-    ratio_rows = []
-    for row in cache_loads:
-        if row.target != "imgproxy":
-            continue
-        cells = [row.workload]
-        for metric in ("rps", "p50", "p99"):
-            value = float(getattr(row, metric))
-            for name in anchors:
-                anchor = by_key.get((name, row.workload))
-                cells.append(_ratio(value, float(getattr(anchor, metric)) if anchor else None))
-        ratio_rows.append(cells)
-    if ratio_rows and any(t in anchors for t, _ in by_key):
-        lines += ["## imgproxy relative to the anchors (same run)", ""]
-        header = ["workload"] + [f"{m} / {a}" for m in ("req/s = MB/s", "p50", "p99") for a in anchors]
-        lines += _table(header, ratio_rows)
-        lines += [
-            "",
-            "Ratios are imgproxy's figure divided by the anchor's: above 1 is better for req/s (and MB/s, "
-            "whose ratios are the same), worse for latency.",
-            "",
-        ]
-
-    lines += _passthrough_section(report)
-    return lines
-
-
-def _bursts(report: Report) -> list[str]:
-    lines = ["## Cold burst: 100 concurrent GETs of one uncached 2 MiB blob", ""]
-    burst_rows = []
-    for target, bursts in report.bursts.items():
-        for index, burst in enumerate(bursts):
-            r = burst.result
-            burst_rows.append(
-                [
-                    target + (f" #{index + 1}" if len(bursts) > 1 else ""),
-                    str(burst.origin_gets) if target != "bare" else "0 (preloaded)",
-                    str(burst.origin_other),
-                    _num(r.last_s * 1000, 0),
-                    _num(r.first_s * 1000, 0),
-                    _num(r.median_s * 1000, 0),
-                    f"{r.ok}/{r.clients}",
-                    ", ".join(f"{k} {v}" for k, v in sorted(r.x_cache.items())),
-                ]
-            )
-    header = [
-        "target",
-        "origin GETs",
-        "other origin req",
-        "last response ms",
-        "first ms",
-        "median ms",
-        "200 + full body",
-        "X-Cache",
-    ]
-    lines += _table(header, burst_rows)
-    lines += [
-        "",
-        "Origin requests are counted by the proxy between the target and Azurite, for this blob only "
-        "(`other origin req`: HEADs and the like for it). Times run from launching the 100 requests to "
-        "each full body.",
-        "",
-    ]
-    last = {t: statistics.median(b.result.last_s for b in bursts) for t, bursts in report.bursts.items()}
-    if "imgproxy" in last and len(last) > 1:
-        lines += [
-            "Last response, median over the bursts: "
-            + ", ".join(f"{t} {_num(v * 1000, 0)} ms" for t, v in last.items())
-            + "; imgproxy / "
-            + ", imgproxy / ".join(
-                f"{t} {_ratio(last['imgproxy'], v)}" for t, v in last.items() if t != "imgproxy"
-            )
-            + ".",
-            "",
-        ]
-
-    return lines
-
-
-def _memory(report: Report) -> list[str]:
-    lines = ["## Memory: imgproxy while 20 clients stream the 200 MiB blob", ""]
-    if report.memory is not None:
-        m = report.memory
-        s = m.streams
-        idle = sum(m.idle_hwm.values())
-        peak = sum(m.peak_hwm.values())
-        per = ", ".join(f"pid {pid}: {v / MIB:.1f} MiB" for pid, v in m.peak_hwm.items())
-        lines += _table(
-            ["figure", "value"],
-            [
-                [
-                    "peak RSS (VmHWM)" + (", sum over processes" if len(m.peak_hwm) > 1 else ""),
-                    f"{peak / MIB:.1f} MiB",
-                ],
-                ["VmHWM right after start", f"{idle / MIB:.1f} MiB"],
-                ["streams complete", f"{s.complete}/{s.clients}"],
-                [
-                    "time for all streams",
-                    f"{s.seconds:.1f} s ({s.bytes_read / MB / s.seconds:,.0f} MB/s total)",
-                ],
-            ],
-        )
-        if len(m.peak_hwm) > 1:
-            lines += ["", f"Per process: {per}."]
-        lines += [
-            "",
-            "A fresh imgproxy (same settings) connected straight to Azurite (no counting proxy); the blob is "
-            "above `cache.max_item_bytes`, so every client streams it from the origin.",
-            "",
-        ]
-    else:
-        lines += [report.memory_note or "not measured", ""]
-    return lines
-
-
-def _passthrough_section(report: Report) -> list[str]:
-    """Pass-through rows: throughput at N connections, latency one request at a time, ratios."""
-    loads = [row for row in report.loads if row.workload.startswith("pass-")]
-    if not loads:
-        return []
-    single = {(row.target, row.workload): row for row in report.single}
-    by_key = {(row.target, row.workload): row for row in loads}
-    rows = []
-    for row in loads:
-        one = single.get((row.target, row.workload))
-        direct = single.get(("direct", row.workload))
-        nginx = by_key.get(("nginx", row.workload))
-        added = _num(one.p50 - direct.p50, 3) if one is not None and direct is not None else "n/a"
-        rows.append(
-            [
-                row.workload,
-                row.target,
-                _num(row.rps),
-                _num(row.mb_s, 1),
-                _num(row.p50, 2),
-                _num(row.p99, 2),
-                str(row.errors),
-                _num(one.p50, 3) if one else "n/a",
-                _num(one.median(lambda r: r.mean_ms), 3) if one else "n/a",
-                added,
-                _ratio(row.rps, nginx.rps if nginx else None),
-            ]
-        )
-    header = [
-        "workload",
-        "target",
-        "req/s",
-        "MB/s",
-        "p50 ms",
-        "p99 ms",
-        "errors",
-        "1 conn p50 ms",
-        "1 conn mean ms",
-        "added ms (p50)",
-        "req/s / nginx",
-    ]
-    connections = report.settings.get("connections", "?")
-    lines = ["## Pass-through: in front of an app (nginx serving static files)", ""]
-    lines += _table(header, rows)
-    lines += [
-        "",
-        f"req/s, MB/s, p50 and p99 at {connections} connections; `1 conn`: wrk with one connection "
-        "(one request at a time); `added`: the median latency at one connection minus `direct`'s "
-        "(the app alone; medians, as a busy machine's outliers swamp means). `nginx` is `proxy_pass` "
-        "with a keep-alive pool; `session` a plain aiohttp route with `ClientSession` "
-        "(bench/session_pass.py); imgproxy and session run `server.workers` = cores. Targets are "
-        "measured in turn within each repetition.",
-        "",
-    ]
-    return lines

@@ -10,13 +10,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import aiohttp
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port
+from devtools.processes import peak_rss_bytes as peak_rss_bytes  # re-exported for the tests
 from tests.origin_proxy import OriginProxy
 
 MIB: Final = 1024 * 1024
@@ -103,11 +103,3 @@ async def get_ok(session: aiohttp.ClientSession, url: str) -> bytes:
         assert response.status == 200
         body: bytes = await response.read()
         return body
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """The process's high-water mark of resident memory (VmHWM), from the kernel."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")

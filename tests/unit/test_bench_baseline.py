@@ -1,19 +1,23 @@
-"""BENCH_BASELINE (`bench.baseline`, `bench.baseline_report`): imgproxy against an older revision of
-itself in the same run; ratios of the medians, each repetition's back-to-back pair, the section."""
+"""BENCH_BASELINE (`bench.baseline`, `bench.compare`): imgproxy against an older revision of itself
+in the same run; ratios of the medians, each repetition's back-to-back pair, the tables."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench.baseline import BASE_NAME, COMPLETE, BaselineInfo, Code, Revision, is_dirty, materialise
-from bench.baseline_report import Pair, pairs, unpaired
+from bench.cache.figures import BurstRow
 from bench.client import BurstResult
-from bench.report import BurstRow, LoadRow, Report, render
-from bench.run import Bench, Settings
+from bench.compare import Pair, pairs, unpaired
+from bench.context import Run, Settings
+from bench.render import render
+from bench.report import LoadRow, Report
 from bench.wrk import WrkResult
 from devtools.azurite import ROOT
 
@@ -46,6 +50,15 @@ def info(dirty: bool = False) -> BaselineInfo:
         BASE_NAME: "/src/imgproxy/.cache/bench/baseline-bbbbbbbbbbbb/imgproxy/__init__.py",
     }
     return BaselineInfo("HEAD~1", new, base, imports)
+
+
+def rendered(report: Report) -> str:
+    data: dict[str, Any] = json.loads(json.dumps(report.as_dict()))
+    return render(data)
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"## {title}\n")[1].split("\n## ")[0]
 
 
 def table_row(text: str, first_cell: str) -> list[str]:
@@ -103,10 +116,10 @@ def test_pairs_match_workloads_of_both_revisions_and_name_the_unpaired() -> None
     assert unpaired(loads) == ["hit-2m (imgproxy-base has none)"]
 
 
-def test_section_names_both_revisions_and_gives_medians_and_ratios() -> None:
-    """The report's section: which revision each target ran (HEAD with -dirty), per workload the two
-    medians, their ratio, the per-repetition ratios (median and range), p99s and their ratio, the
-    one-connection p50 for the pass-through, errors; after the pass-through table, before the bursts."""
+def test_tables_name_both_revisions_and_give_medians_and_ratios() -> None:
+    """Which revision each target ran (HEAD with -dirty), per workload the two medians, their ratio,
+    the per-repetition ratios (median and range), p99s and their ratio, the one-connection p50 for
+    the pass-through, errors; the cold bursts' last response; all from the JSON."""
     report = Report("2026-12-02 00:00:00 UTC", {"repeat": "3", "connections": "64"})
     report.baseline = info(dirty=True)
     report.loads = [
@@ -117,6 +130,7 @@ def test_section_names_both_revisions_and_gives_medians_and_ratios() -> None:
         load("nginx", "hit-20k", wrk(60_000), wrk(60_000), wrk(60_000)),
         load("imgproxy", "pass-1k", wrk(20_000, p99_ms=6.0, errors=2)),
         load(BASE_NAME, "pass-1k", wrk(16_000, p99_ms=8.0)),
+        load("imgproxy", "hit-2m", wrk(2_000)),
     ]
     report.single = [
         load("imgproxy", "pass-1k", wrk(5_000, 0.150)),
@@ -128,44 +142,47 @@ def test_section_names_both_revisions_and_gives_medians_and_ratios() -> None:
         "imgproxy": [BurstRow("imgproxy", burst, 1, 0)],
         BASE_NAME: [BurstRow(BASE_NAME, slow, 1, 0)],
     }
-    text = render(report)
-    assert (
-        text.index("## Pass-through") < text.index("## Against the baseline HEAD~1") < text.index("## Cold")
-    )
-    section = text.split("## Against the baseline HEAD~1")[1].split("## Cold")[0]
-    assert "- `imgproxy`: this checkout, aaaaaaaaaaaa-dirty (the security fix)" in section
-    assert "- `imgproxy-base`: HEAD~1 = bbbbbbbbbbbb (before it)" in section
-    assert "imported from `/src/imgproxy/.cache/bench/baseline-bbbbbbbbbbbb/imgproxy/__init__.py`" in section
+    text = rendered(report)
+    revisions = section(text, "Against the baseline HEAD~1: revisions")
+    assert table_row(revisions, "imgproxy") == [
+        "imgproxy", "aaaaaaaaaaaa-dirty (the security fix)", "`/src/imgproxy/imgproxy/__init__.py`",
+    ]  # fmt: skip
+    assert table_row(revisions, BASE_NAME) == [
+        BASE_NAME,
+        "bbbbbbbbbbbb (before it)",
+        "`/src/imgproxy/.cache/bench/baseline-bbbbbbbbbbbb/imgproxy/__init__.py`",
+    ]
+    figures = section(text, "Against the baseline HEAD~1 (medians of 3 runs)")
     # Per repetition: 1.20, 0.90, 1.10 -> median 1.10, range 0.90-1.20.
-    assert table_row(section, "hit-20k")[1:] == [
-        "30,000", "30,000", "1.00", "1.10 (0.90-1.20)", "4.00 / 4.00", "1.00", "-", "0 / 0",
+    assert table_row(figures, "hit-20k")[1:] == [
+        "30,000", "30,000", "1.00", "1.10 (0.90-1.20)", "4.00 / 4.00", "1.00", "-", "-", "0 / 0",
     ]  # fmt: skip
-    assert table_row(section, "pass-1k")[1:] == [
-        "20,000", "16,000", "1.25", "1.25", "6.00 / 8.00", "0.75", "0.150 / 0.120", "2 / 0",
+    assert table_row(figures, "pass-1k")[1:] == [
+        "20,000", "16,000", "1.25", "1.25", "6.00 / 8.00", "0.75", "0.150 / 0.120", "1.25", "2 / 0",
     ]  # fmt: skip
-    assert "medians of 3 run(s) each" in section
-    assert (
-        "Cold burst, last response (median over the bursts): imgproxy 200 ms, imgproxy-base 250 ms" in section
-    )
-    assert "new / base 0.80." in section
-    assert "nginx" not in table_row(section, "hit-20k")
+    assert table_row(figures, "hit-2m (imgproxy-base has none)")[1:] == ["-"] * 9
+    assert "nginx" not in figures
+    bursts = section(text, "Against the baseline HEAD~1: cold burst, last response (median)")
+    assert table_row(bursts, "200") == ["200", "250", "0.80"]
 
     data = report.as_dict()["baseline"]
     assert data["requested"] == "HEAD~1" and data["new"]["label"] == "aaaaaaaaaaaa-dirty"
     assert [w["workload"] for w in data["workloads"]] == ["hit-20k", "pass-1k"]
     assert data["workloads"][1]["rps"]["ratio"] == 1.25
     assert data["workloads"][0]["rps_ratio_per_repetition"] == pytest.approx([1.2, 0.9, 1.1])
+    assert data["unpaired"] == ["hit-2m (imgproxy-base has none)"]
+    assert data["burst_last_s"] == {"new": 0.2, "base": 0.25, "ratio": 0.8}
 
 
-def test_no_section_without_the_knob_and_a_note_when_nothing_pairs() -> None:
+def test_no_tables_without_the_knob_and_a_row_saying_so_when_nothing_pairs() -> None:
     report = Report("2026-12-02 00:00:00 UTC", {"repeat": "1"})
     report.loads = [load("imgproxy", "hit-20k", wrk(30_000))]
-    assert "Against the baseline" not in render(report)
+    assert "Against the baseline" not in rendered(report)
     assert report.as_dict()["baseline"] is None
     report.baseline = info()
-    section = render(report).split("## Against the baseline HEAD~1")[1]
-    assert "No workload has figures of both revisions" in section
-    assert "hit-20k (imgproxy-base has none)" in section
+    figures = section(rendered(report), "Against the baseline HEAD~1 (medians of 1 runs)")
+    assert table_row(figures, "(no workload has figures of both revisions)")
+    assert table_row(figures, "hit-20k (imgproxy-base has none)")
 
 
 def test_dirty_means_tracked_changes_or_new_files_in_the_package() -> None:
@@ -178,15 +195,15 @@ def test_dirty_means_tracked_changes_or_new_files_in_the_package() -> None:
 
 def test_the_baseline_runs_right_after_imgproxy_and_only_with_the_knob() -> None:
     settings = Settings(1, 1, 3, ["imgproxy"], ["hit-20k"], False, ["imgproxy"], "0", baseline="HEAD~1")
-    bench = Bench(settings, Report("", {}))
-    assert bench.with_base(["nginx", "imgproxy", "session", "direct"]) == [
+    run = Run(settings, Report("", {}))
+    assert run.with_base(["nginx", "imgproxy", "session", "direct"]) == [
         "nginx", "imgproxy", "session", "direct",
     ]  # fmt: skip
-    bench.base_code = info().base
-    assert bench.with_base(["imgproxy", "nginx", "session", "direct"]) == [
+    run.base_code = info().base
+    assert run.with_base(["imgproxy", "nginx", "session", "direct"]) == [
         "imgproxy", BASE_NAME, "nginx", "session", "direct",
     ]  # fmt: skip
-    assert bench.with_base(["nginx", "varnish"]) == ["nginx", "varnish"]
+    assert run.with_base(["nginx", "varnish"]) == ["nginx", "varnish"]
 
 
 def test_materialise_writes_the_tree_once_and_reuses_it(tmp_path: Path) -> None:
@@ -220,6 +237,5 @@ def test_long_commit_subjects_are_shortened_at_a_word() -> None:
     long_subject = "bench: " + "a long subject word " * 10
     baseline.base = Code(baseline.base.root, Revision("b" * 40, long_subject))
     report.baseline = baseline
-    line = next(x for x in render(report).splitlines() if x.startswith("- `imgproxy-base`"))
-    shown = line.split("(", 1)[1].split("),", 1)[0]
+    shown = table_row(rendered(report), BASE_NAME)[1].split(" (", 1)[1].removesuffix(")")
     assert shown.endswith(" ...") and len(shown) <= 80 and long_subject.startswith(shown[:-4])

@@ -1,4 +1,4 @@
-"""`bench.transform_cases`: cold URLs are new variants of one output size, for imgproxy and thumbor."""
+"""`bench.transforms.cases`: cold URLs are new variants of one output size, for imgproxy and thumbor."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import pyvips
 
 from bench.sources import SOURCES, photo_jpeg
-from bench.transform_cases import TRANSFORM_CASES, TransformCase, fill, split, with_comment
+from bench.transforms.cases import TRANSFORM_CASES, TransformCase, fill, split, with_comment
 from bench.wrk import counter_script
 from imgproxy.config import TransformConfig
 from imgproxy.transform.geometry import plan

@@ -1,0 +1,1 @@
+"""The pass-through part: imgproxy in front of an app, against nginx `proxy_pass`."""

@@ -1,0 +1,1 @@
+"""The replicas part: three imgproxy replicas behind nginx, without and with Redis."""
