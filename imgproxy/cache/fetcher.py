@@ -44,7 +44,7 @@ from imgproxy.core.errors import (
 )
 from imgproxy.core.lru import AsyncLRU, CacheStats
 from imgproxy.core.singleflight import SingleFlight
-from imgproxy.core.stats import FetchStats
+from imgproxy.core.stats import CacheFigures, FetchStats
 from imgproxy.http.paths import index_key
 from imgproxy.origin import NotModified, Origin
 
@@ -225,18 +225,17 @@ class Fetcher:
         else:
             await self._shared.purge(path)
 
+    def figures(self) -> CacheFigures:
+        """Sizes, limits and counters of every tier, for `/admin/cache` and `/metrics`."""
+        disk = None
+        if self._disk is not None:
+            disk = dataclasses.replace(self._disk.stats(), disk_fills=self._large.fills)
+        shared = self._shared.stats() if self._shared is not None else None
+        return CacheFigures(self._memory.stats(), self._counters, self.in_flight(), disk, shared)
+
     def stats(self) -> dict[str, int | bool]:
-        """Sizes, limits and counters of every tier for the admin API (`disk_enabled` false without one)."""
-        body: dict[str, int | bool] = {**self._memory.stats(), "in_flight": self.in_flight()}
-        body.update(self._counters.as_dict())
-        if self._disk is None:
-            body["disk_enabled"] = False
-        else:
-            body.update(self._disk.stats())
-            body["disk_fills"] = self._large.fills
-        if self._shared is not None:
-            body.update(self._shared.stats())
-        return body
+        """`figures()` as the admin API's JSON object."""
+        return self.figures().as_json()
 
     def counters(self) -> dict[str, int]:
         """Hits, misses, coalesced waiters, origin requests and the like, so far."""

@@ -9,6 +9,7 @@ from imgproxy.cache.tier import VariantIndex
 from imgproxy.config import CacheConfig
 from imgproxy.core.blob import Entry, path_of
 from imgproxy.core.lru import AsyncLRU, CacheStats, FillTicket
+from imgproxy.core.stats import MemoryFigures
 
 NAME: Final = "memory"
 
@@ -76,16 +77,11 @@ class MemoryTier:
     def cache_stats(self) -> CacheStats:
         return self._cache.stats()
 
-    def stats(self) -> dict[str, int | bool]:
+    def stats(self) -> MemoryFigures:
         stats = self._cache.stats()
-        return {
-            "cache_size": stats.items,
-            "cache_bytes": stats.bytes,
-            "cache_limit": stats.max_items,
-            "cache_bytes_limit": stats.max_bytes,
-            "evictions": stats.evictions,
-            "cache_variants": len(self._variants),
-        }
+        return MemoryFigures(
+            stats.items, stats.bytes, stats.max_items, stats.max_bytes, stats.evictions, len(self._variants)
+        )
 
     def _evicted(self, key: str, entry: Entry) -> None:
         self._variants.discard(key)

@@ -8,11 +8,11 @@ voids it, so bytes fetched before a purge are never stored after it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Protocol
 
 from imgproxy.core.blob import Entry, is_variant, path_of
 from imgproxy.core.lru import FillTicket
+from imgproxy.core.stats import SharedFigures
 
 
 class Tier(Protocol):
@@ -48,8 +48,8 @@ class Tier(Protocol):
     async def purge_all(self) -> int:
         """Forget everything, voiding every fill; the number of entries removed."""
 
-    def stats(self) -> Mapping[str, int | bool]:
-        """Figures for `/admin/cache` (names prefixed by the tier)."""
+    def stats(self) -> object:
+        """Figures for `/admin/cache` (a dataclass of `core.stats`)."""
 
 
 class VariantIndex:
@@ -88,3 +88,6 @@ class SharedTier(Tier, Protocol):
 
     async def claim(self, key: str, ticket: FillTicket) -> Entry | None:
         """What another replica published for `key`, or None: this replica downloads."""
+
+    def stats(self) -> SharedFigures:
+        """Its figures for `/admin/cache` and `/metrics`."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 import bisect
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Final
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Final, TypeVar
 
 from imgproxy.core.errors import OriginError
 
@@ -190,3 +190,118 @@ class FetchStats:
             if histogram is None:
                 histogram = self.origin_seconds[kind] = Histogram(ORIGIN_BUCKETS_S)
             histogram.observe(time.perf_counter() - started)
+
+
+# How several workers' figures combine (`merge_figures`): integers are summed (each worker has its
+# own cache, limits and counters) unless a field says `LARGEST` (the contents of a directory the
+# workers share: an entry adopted from a sibling is in both indexes); anything else is the first's.
+LARGEST: Final = {"merge": "max"}
+F = TypeVar("F")
+
+
+def merge_figures(first: F, others: Sequence[F]) -> F:
+    """`first` combined with `others`, field by field (see `LARGEST`)."""
+    combined: dict[str, Any] = {}
+    for f in fields(first):  # type: ignore[arg-type]
+        mine = getattr(first, f.name)
+        if type(mine) is int:
+            every = [mine, *(getattr(other, f.name) for other in others)]
+            combined[f.name] = max(every) if f.metadata.get("merge") == "max" else sum(every)
+    return replace(first, **combined)  # type: ignore[type-var]
+
+
+def _from(cls: type[F], data: Mapping[str, object]) -> F:
+    """A figures dataclass from the JSON keys of the same names (a missing one reads as 0)."""
+    return cls(**{f.name: data.get(f.name, 0) for f in fields(cls)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryFigures:
+    """The memory tier, as `/admin/cache` reports it."""
+
+    cache_size: int
+    cache_bytes: int
+    cache_limit: int
+    cache_bytes_limit: int
+    evictions: int
+    cache_variants: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiskFigures:
+    """The disk tier, as `/admin/cache` reports it."""
+
+    disk_size: int = field(metadata=LARGEST)
+    disk_bytes: int = field(metadata=LARGEST)
+    disk_bytes_limit: int = 0
+    disk_evictions: int = 0
+    disk_corrupt: int = 0
+    disk_variants: int = 0
+    disk_fills: int = 0  # downloads into the disk tier under way
+    disk_enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SharedFigures:
+    """The shared (Redis) tier, as `/admin/cache` reports it."""
+
+    redis_up: bool
+    redis_hits: int
+    redis_misses: int
+    redis_stores: int
+    redis_refused: int
+    redis_garbage: int
+    redis_errors: int
+    redis_waits: int
+    redis_waits_served: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheFigures:
+    """Every figure of the cache of one worker for `/admin/cache`, and how workers' combine."""
+
+    memory: MemoryFigures
+    counters: FetchCounters
+    in_flight: int
+    disk: DiskFigures | None = None
+    shared: SharedFigures | None = None
+
+    def as_json(self) -> dict[str, int | bool]:
+        """The flat object `/admin/cache` answers (`disk_enabled` false without a disk tier)."""
+        body: dict[str, int | bool] = {**_flat(self.memory), "in_flight": self.in_flight}
+        body.update(self.counters.as_dict())
+        body.update(_flat(self.disk) if self.disk is not None else {"disk_enabled": False})
+        if self.shared is not None:
+            body.update(_flat(self.shared))
+        return body
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> CacheFigures:
+        """What a sibling worker answered (`as_json`), as figures again."""
+        counters = _from(FetchCounters, data)
+        disk = _from(DiskFigures, data) if data.get("disk_enabled") else None
+        shared = _from(SharedFigures, data) if "redis_up" in data else None
+        in_flight = data.get("in_flight", 0)
+        return cls(
+            _from(MemoryFigures, data), counters, in_flight if isinstance(in_flight, int) else 0, disk, shared
+        )
+
+    def merge(self, others: Sequence[CacheFigures]) -> CacheFigures:
+        """These figures and `others`' combined (`merge_figures` per section)."""
+        return CacheFigures(
+            merge_figures(self.memory, [other.memory for other in others]),
+            merge_figures(self.counters, [other.counters for other in others]),
+            self.in_flight + sum(other.in_flight for other in others),
+            _merged(self.disk, [other.disk for other in others]),
+            _merged(self.shared, [other.shared for other in others]),
+        )
+
+
+def _flat(figures: object) -> dict[str, int | bool]:
+    return {f.name: getattr(figures, f.name) for f in fields(figures)}  # type: ignore[arg-type]
+
+
+def _merged(mine: F | None, others: Sequence[F | None]) -> F | None:
+    if mine is None:
+        return None
+    return merge_figures(mine, [other for other in others if other is not None])

@@ -18,6 +18,7 @@ from typing import Any, Final
 from imgproxy.core.background import Background
 from imgproxy.core.blob import Entry, split_key
 from imgproxy.core.lru import FillTicket
+from imgproxy.core.stats import SharedFigures
 from imgproxy.replication.codec import SharedEntry
 from imgproxy.replication.flight import ReplicaFlight
 from imgproxy.replication.link import RedisLink
@@ -116,19 +117,12 @@ class ReplicatedTier:
         await self._tier.purge_all()
         return 0
 
-    def stats(self) -> dict[str, int | bool]:
+    def stats(self) -> SharedFigures:
         tier, link, waits = self._tier.stats(), self._link.stats(), self._downloads.stats()
-        return {
-            "redis_up": self._link.up,
-            "redis_hits": tier.hits,
-            "redis_misses": tier.misses,
-            "redis_stores": tier.stores,
-            "redis_refused": tier.stores_refused,
-            "redis_garbage": tier.garbage,
-            "redis_errors": link.failures,
-            "redis_waits": waits.waits,
-            "redis_waits_served": waits.waits_served,
-        }
+        return SharedFigures(
+            self._link.up, tier.hits, tier.misses, tier.stores, tier.stores_refused, tier.garbage,
+            link.failures, waits.waits, waits.waits_served,
+        )  # fmt: skip
 
 
 def _entry(key: str, shared: SharedEntry) -> Entry:

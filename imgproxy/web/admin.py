@@ -15,13 +15,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from imgproxy.core.stats import CacheFigures
 from imgproxy.web.bearer import require_bearer
 from imgproxy.web.images import blob_path_after
 from imgproxy.web.keys import CONFIG, FETCHER, REPLICATION, SIBLINGS
 from imgproxy.web.siblings import RELAYED_HEADER, relay_to_siblings
 
 PURGE_PREFIX: Final = "/admin/cache/"
-_SHARED: Final = frozenset({"disk_size", "disk_bytes"})  # figures of the directory the workers share
 
 
 def _require_token(request: web.Request) -> None:
@@ -29,26 +29,24 @@ def _require_token(request: web.Request) -> None:
 
 
 async def cache_stats(request: web.Request) -> web.Response:
-    """`GET /admin/cache`: sizes, limits and counters as JSON (summed over the workers, if several)."""
+    """`GET /admin/cache`: sizes, limits and counters as JSON (combined over the workers, if several:
+    `CacheFigures.merge` says how each figure combines)."""
     _require_token(request)
-    body: dict[str, Any] = request.app[FETCHER].stats()
+    figures = request.app[FETCHER].figures()
+    extra: dict[str, Any] = {}
     replication = request.app.get(REPLICATION)
     if replication is not None:
-        body.update(await replication.stats())
+        extra = await replication.stats()
+    body: dict[str, Any] = {**figures.as_json(), **extra}
     siblings = request.app.get(SIBLINGS)
     relayed = await relay_to_siblings(request, siblings)
     if siblings is not None and relayed is not None:
-        per_worker = {siblings.index: body, **{i: json.loads(b) for i, b in relayed.answers.items()}}
+        answers = {i: json.loads(answer) for i, answer in relayed.answers.items()}
+        merged = figures.merge([CacheFigures.from_json(answer) for answer in answers.values()])
+        per_worker = {siblings.index: body, **answers}
         body = {
-            # Sums over the workers (each has its own memory cache, limits and counters), but for
-            # the shared disk directory's contents: an entry adopted from a sibling is in both
-            # indexes, so the largest index is the figure that does not count a file twice.
-            **{
-                k: (max if k in _SHARED else sum)(w[k] for w in per_worker.values())
-                for k, v in body.items()
-                if type(v) is int
-            },
-            **{k: v for k, v in body.items() if type(v) is not int},
+            **merged.as_json(),
+            **extra,
             "workers": siblings.count,
             "workers_unreached": relayed.failures,
             "per_worker": {str(i): per_worker[i] for i in sorted(per_worker)},

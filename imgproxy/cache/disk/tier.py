@@ -57,7 +57,7 @@ from imgproxy.cache.tier import VariantIndex
 from imgproxy.config import DiskConfig
 from imgproxy.core.blob import BlobMeta, Entry, path_of
 from imgproxy.core.lru import LRU, FillTicket, TicketBook
-from imgproxy.core.stats import DiskStats
+from imgproxy.core.stats import DiskFigures, DiskStats
 
 log = logging.getLogger(__name__)
 
@@ -174,16 +174,11 @@ class DiskTier:
             await delete_entry(entry.data)
         return len(entries)
 
-    def stats(self) -> dict[str, int | bool]:
-        return {
-            "disk_enabled": True,
-            "disk_size": len(self._index),
-            "disk_bytes": self._index.bytes,
-            "disk_bytes_limit": self._index.max_bytes,
-            "disk_evictions": self._index.evictions,
-            "disk_corrupt": self.corrupt,
-            "disk_variants": len(self._variants),
-        }
+    def stats(self) -> DiskFigures:
+        index = self._index
+        return DiskFigures(
+            len(index), index.bytes, index.max_bytes, index.evictions, self.corrupt, len(self._variants)
+        )
 
     def disk_stats(self) -> DiskStats:
         index = self._index
