@@ -45,11 +45,13 @@ def imports_of(unit: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = []
+            names: list[str] = []
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
+            else:
+                continue
             for name in names:
                 parts = name.split(".")
                 if parts[0] == "imgproxy" and len(parts) > 1 and parts[1] != unit:
