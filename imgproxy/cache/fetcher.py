@@ -4,7 +4,7 @@ Lookup order: the memory tier, the disk tier, the index of large blobs (`large`)
 blob small enough (`cache.max_item_bytes`) is read whole by a download that a `SingleFlight`
 owns, stored in every tier it fits and handed to every waiter. A larger blob is never held whole:
 the download stops after the first GET, its metadata goes into the large index, and every waiter
-streams the bytes it needs (`large`). The fetcher knows the tiers through `tiers.Tier` only, plus
+streams the bytes it needs (`large`). The fetcher knows the tiers through `cache.tier.Tier` only, plus
 what only the disk tier does: files to send, and sibling processes to coalesce with.
 
 Freshness (`cache.ttl_s`): a fresh entry is a HIT. An expired one is revalidated with a
@@ -12,7 +12,7 @@ conditional request (ETag, If-None-Match), coalesced per blob like a download. W
 `cache.stale_while_revalidate_s` of expiry the stale entry is served at once and the revalidation
 runs in the background; when Azure fails, a stale entry younger than `cache.stale_if_error_s`
 past expiry is served instead of the error. A 404 is remembered for `cache.negative_ttl_s`.
-Purges void downloads already under way (see `cache.FillTicket`).
+Purges void downloads already under way (see `core.lru.FillTicket`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Their metadata lives in an index of its own (10,000 entries, no bodies). A request that needs
 the bytes either streams its span from Azure as ranged GETs pinned to the ETag (one chunk read
 ahead), or, with the disk tier on and the whole blob asked for, joins the single download of the
-blob into the disk tier and reads the growing file at its own pace (`tiers.disk_fill`). The bytes
+blob into the disk tier and reads the growing file at its own pace (`cache.disk.fill`). The bytes
 the first GET already moved (`Entry.head`) start the stream or the fill, so they are not read twice.
 """
 

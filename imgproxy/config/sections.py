@@ -100,7 +100,7 @@ def _no_presets() -> Mapping[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class TransformConfig:
-    """Image transforms (`?w=300&fm=webp`); see the README's "Image transforms" section."""
+    """Image transforms (`?w=300&fm=webp`); see docs/transforms.md."""
 
     enabled: bool = False
     signing_key: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
@@ -112,7 +112,7 @@ class TransformConfig:
     max_src_pixels: int = 50_000_000
     max_src_bytes: int = 64 * MIB
     max_frames: int = 100
-    max_concurrency: int = 0  # 0: the number of cores
+    max_concurrency: int = 0  # 0: the cores / server.workers (at least 1)
     max_queue: int = 64
     timeout_s: float = 10.0
     # name -> query string, e.g. "thumb" -> "w=200&h=200&fit=cover"; read-only once loaded.

@@ -1,4 +1,4 @@
-"""The project's exceptions. Each carries data; `app.py` maps them to HTTP statuses in one table.
+"""The project's exceptions. Each carries data; `http/statuses.py` maps them to HTTP statuses in one table.
 
 A `reason` is said to the client: fixed words of ours, never a value the client sent nor a
 library's message (those go to the log as a `detail`, where there is one).

@@ -225,8 +225,8 @@ class _UpstreamCollector(Collector):
         errors = CounterMetricFamily(
             "imgproxy_upstream_errors",
             "Pass-through failures by kind (refused, connect, timeout, idle, reset, protocol, framing, "
-            "pool, body_too_large, client_gone, client_idle, client_error, client_timeout, busy, "
-            "websockets_full).",
+            "pool, closed, body_too_large, client_gone, client_idle, client_error, client_timeout, "
+            "busy, websockets_full).",
             labels=["kind"],
         )
         for kind, count in sorted(stats.errors.items()):

@@ -1,12 +1,12 @@
 """Every request that is not ours goes through to the main application, and its answer comes back.
 
-`forward` sends the request (method and target exactly as received, headers per `proxy_headers`,
+`forward` sends the request (method and target exactly as received, headers per `passthrough.headers`,
 the body streamed) through the `Upstream` pool and writes the app's answer straight to the client's
 transport as it arrives: the head, then each chunk (re-chunked when the app gave no length), waiting
 for the client to drain, so memory stays at a few buffers whatever the size. A websocket handshake
 that the app accepts (101) becomes a byte tunnel both ways, so frames, pings and close codes reach
 the other side exactly as sent (`tunnel`). Until our head is written, failures are raised as project
-errors (mapped to 502/504/413 by `app.py`); after it, the client's connection is aborted, so a cut
+errors (mapped to 502/504/413 by `http.statuses`); after it, the client's connection is aborted, so a cut
 body never looks complete. A `ClientTap` on the client's transport reports the moment the client
 goes away: the wait for the app is cancelled and its connection released at once.
 

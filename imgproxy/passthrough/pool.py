@@ -2,11 +2,11 @@
 
 One `Upstream` per worker holds at most `upstream.max_connections` connections (in use, idle and
 websocket tunnels together); a caller beyond that waits for one within `upstream.timeout_s`.
-Lean on purpose: a `ClientSession` pass-through measured 0.14-0.21x nginx's requests/s on small
-answers, most of it in `ClientRequest`/`ClientResponse`, the connector and tracing. Here a
+Lean on purpose: a `ClientSession` pass-through spends most of a small answer's time in
+`ClientRequest`/`ClientResponse`, the connector and tracing (docs/benchmarks.md). Here a
 connection is aiohttp's own client protocol (`ResponseHandler`: its C response parser, the
 payload `StreamReader` with flow control, read timeouts) on a transport of `loop.create_connection`,
-and a request is one write of a head built by `proxy_headers` followed, if any, by the body.
+and a request is one write of a head built by `passthrough.headers` followed, if any, by the body.
 
 `exchange` sends one request and returns the app's answer (`Exchange`) once its headers are in:
 the body then arrives chunk by chunk (`Exchange.read`), with at most about two parser buffers

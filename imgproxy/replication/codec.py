@@ -31,7 +31,7 @@ are never taken for one another):
 
     b"IPS2" | header length | fetched-at | ETag digest | MAC (32) | header | body
 
-The MAC (`redis_signing`) covers the magic, the header length, the ETag digest and the header;
+The MAC (`replication.signing`) covers the magic, the header length, the ETag digest and the header;
 the header holds the body's SHA-256, so the body is bound without hashing it twice. Fetched-at
 is left out because `renew` rewrites it in place; decoding clamps it to now instead.
 `max_value_bytes` bounds a whole value (body cap plus the largest prefix, MAC and header), so a

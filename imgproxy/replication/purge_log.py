@@ -26,7 +26,7 @@ generated id):
 The order matters: the current end is read first and `on_lost` runs after, so every purge
 appended meanwhile is either covered by the emptying or read afterwards.
 
-With `redis.signing_key` each entry also carries `m`, an HMAC (`redis_signing`) over what the
+With `redis.signing_key` each entry also carries `m`, an HMAC (`replication.signing`) over what the
 appender knows: replica, kind, path, time and a nonce (`prev` and `e` are made inside the script
 and cannot be covered). An entry without a valid MAC is skipped and counted (`forged`): not
 applied, and not taken for a gap either (that would let whoever can write to Redis empty every
@@ -127,7 +127,7 @@ class PurgeLog:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stopping = True  # also ends the loop should the cancel be swallowed (see redis_link)
+        self._stopping = True  # also ends the loop should the cancel be swallowed (see replication.link)
         await stop_task(self._task)
 
     @property

@@ -1,7 +1,7 @@
 """The Lua scripts of the Redis tier. Each touches the keys of one path only (one hash tag, so one
 cluster slot), or the generation key alone; Redis runs each atomically.
 
-Keys are those of `redis_codec` (entry, lock, members = the path's key set, the path's purge
+Keys are those of `codec` (entry, lock, members = the path's key set, the path's purge
 tokens); a purge token is a random value a purge writes, and a store presenting a ticket that saw
 another value (or none, where there now is one) is refused.
 """

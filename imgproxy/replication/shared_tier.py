@@ -1,6 +1,6 @@
 """The Redis tier behind the `Tier` interface: entries every replica shares, and one download for all.
 
-`redis_tier.RedisStore` does the Redis side (verified entries, tickets that purges on any replica
+`store.RedisStore` does the Redis side (verified entries, tickets that purges on any replica
 void, download locks); this adapter speaks the fetcher's keys (`path` NUL `variant`) and adds
 what only a shared tier does: `claim`, taken by a miss before it asks Azure, which either makes
 this replica the one that downloads (and later publishes, waking the others) or waits, bounded by

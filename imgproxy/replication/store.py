@@ -4,12 +4,12 @@
 pipeline and returns a verified `SharedEntry` or None (a miss: garbage, truncation, a wrong hash,
 another generation, a missing or wrong MAC with `redis.signing_key`, a value larger than any entry
 can be are deleted and counted). The entry is read through a script that answers its length
-instead of a value over `redis_codec.max_value_bytes`, so such a value never leaves Redis. It
+instead of a value over `codec.max_value_bytes`, so such a value never leaves Redis. It
 never raises: Redis failing costs a miss.
 
 Storing needs a `StoreTicket` taken before the download began, so that a purge in between (on
 any replica) refuses the store and old bytes never come back:
-- `claim()` takes the entry's download lock (`SET NX PX`, see `redis_lock`); a held claim's
+- `claim()` takes the entry's download lock (`SET NX PX`, see `flight`); a held claim's
   ticket stores only while the lock is still its own (a purge deletes the path's locks);
 - `ticket()` (synchronous, for a tier protocol's `begin_fill`) records the purge tokens the last
   lookup of the path saw; a purge replaces them, and a store presenting old ones is refused.

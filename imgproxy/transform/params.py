@@ -7,7 +7,7 @@ no recognised parameter is present (the original is then served untouched). Unkn
 the parameter and what it must be, never the value given (the answer does not echo the client's
 input), `BadSignature` (403).
 
-Rules decided here (the README repeats them):
+Rules decided here (docs/transforms.md repeats them):
 - A recognised parameter given twice (`?w=1&w=2`) is a 400 naming it: the signer and the server
   could otherwise read different values. Unknown parameters may repeat.
 - A preset's parameters come first; explicit parameters add to them or override them.

@@ -2,7 +2,7 @@
 
 A variant's key is the blob path and its canonical name (the normalised options and the output
 format bucket, never the raw `Accept`): N concurrent requests for one variant make one source
-read and one transform (`Fetcher.resolve_variant` coalesces by key). The entry records the
+read and one transform (`Fetcher.find_variant` coalesces by key). The entry records the
 ETag of the source it was made from; its own ETag is derived from that and the canonical name,
 its `Last-Modified` is the source's, and its freshness follows the source's: a new variant
 inherits the source's confirmation time, and an expired one is revalidated by asking whether the

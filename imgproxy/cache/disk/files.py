@@ -42,7 +42,7 @@ VARIANTS_SUFFIX: Final = ".v"
 class DiskEntry:
     """A complete entry on disk."""
 
-    key: str  # the blob path, or the path and a variant name (see `tiers.variant_key`)
+    key: str  # the blob path, or the path and a variant name (see `core.blob.variant_key`)
     meta: BlobMeta
     fetched_at: float  # wall-clock seconds (time.time), so freshness survives a restart
     data: Path

@@ -1,13 +1,13 @@
 """The disk tier: originals and variants kept on local disk across restarts, bounded by bytes,
-least recently used evicted first (files in `disk_files`, writes in `disk_fill`, locks in
-`disk_locks`).
+least recently used evicted first (files in `files`, writes in `fill`, locks in `locks`,
+the start-up scan in `scan`).
 
 Writes go to a temporary file that is renamed into place; the data file is renamed first and the
 `.meta` file last, so an entry exists only once both are complete. On start the index is rebuilt
 from the `.meta` files; temporaries, orphans and entries whose data file is missing, unreadable
 or not the file that was written (size, modification time) are deleted.
 
-The files are untrusted (`integrity`): a hit opens the data file and checks its `fstat` against
+The files are untrusted (`cache.disk.integrity`): a hit opens the data file and checks its `fstat` against
 the entry before anything is sent, a read into memory checks the bytes against Content-MD5 or the
 digest recorded at write time, and a mismatch drops the entry (`damaged`) so the caller asks Azure.
 Purges void writes under way through fill tickets, as in the memory tier.
@@ -215,7 +215,7 @@ class DiskTier:
         return self.locks.holds(key)
 
     async def follow(self, pending: PendingFile) -> EntryLock:
-        """Serve `pending`'s readers from a sibling's fill of the same version (`disk_fill.follow`)."""
+        """Serve `pending`'s readers from a sibling's fill of the same version (`fill.follow`)."""
         return await follow(self.locks, pending, self._lock_file(pending.key))
 
     async def sibling_filling(self, key: str) -> bool:
