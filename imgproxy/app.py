@@ -139,7 +139,7 @@ async def _transforms_ctx(app: web.Application) -> AsyncIterator[None]:
     # Imported here: pyvips loads only when transforms are on.
     from imgproxy.transform.pool import TransformPool
 
-    pool = TransformPool(config.transform, processes=config.server.workers)
+    pool = TransformPool(config.transform)
     app[METRICS].watch_transforms(pool.stats)
     variants = Variants(app[FETCHER], pool, config.transform, config.cache.max_item_bytes)
     parser = QueryParser(config.transform)

@@ -9,9 +9,15 @@ Transforms run in threads (libvips releases the GIL while it computes). Admissio
   stays taken until its thread has really ended, so the CPU bound holds whatever happens.
 A caller that is cancelled (client gone) cancels its job the same way.
 
-`configure` caps libvips' own threads so that the slots times the threads per transform is about
-the number of cores. Stats (`TransformStats`) feed `/metrics`. No pyvips here: the engine is
-imported when a pool is built without a `work` function of its own (tests pass one).
+Capacity is the machine's, not the worker's: by default each worker has as many slots as the
+machine has cores (`server.workers` workers may run that many each), so a worker that the kernel
+gave every busy connection (SO_REUSEPORT places connections by hash) still uses every idle core.
+The transform threads run at a lower scheduling priority than the event loops (`TRANSFORM_NICE`),
+so when transforms saturate the CPU, the loops that answer hits and pass requests through still
+get it first. `configure` gives libvips one thread per transform: the slots are the parallelism.
+
+Stats (`TransformStats`) feed `/metrics`. No pyvips here: the engine is imported when a pool is
+built without a `work` function of its own (tests pass one).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import concurrent.futures
+import contextlib
 import math
 import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from imgproxy.config import TransformConfig
@@ -68,38 +76,55 @@ def cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_slots(config: TransformConfig, processes: int = 1) -> int:
-    """`max_concurrency`, or, when it is 0, this process's share of the cores: the `processes`
-    workers of one machine (`server.workers`) split them, so that together they do not
-    oversubscribe it."""
+def default_slots(config: TransformConfig) -> int:
+    """`max_concurrency`, or, when it is 0, the machine's cores."""
     if config.max_concurrency > 0:
         return config.max_concurrency
-    return _share(processes)
+    return cores()
 
 
-def _share(processes: int) -> int:
-    """One worker's cores, when `processes` workers split this machine's."""
-    return max(1, cores() // max(1, processes))
+# Niceness of the transform threads (Linux: per thread). 10 gives a thread about a tenth of the
+# weight of the event loop's (CFS weights 110 against 1024), so hits keep their latency while
+# transforms take whatever CPU is left.
+TRANSFORM_NICE: Final = 10
+
+
+def lower_priority() -> None:
+    """Run the calling thread (and the threads it starts, libvips' included) at `TRANSFORM_NICE`."""
+    # Not Linux, or not allowed: run as is.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TRANSFORM_NICE)
+
+
+def lower_libvips_threads() -> None:
+    """libvips starts a few worker threads when it loads, from the thread that imported it (the
+    event loop's): those run transforms' pipelines too, so they get `TRANSFORM_NICE` as well (the
+    ones it starts later are started by transform threads and inherit it)."""
+    with contextlib.suppress(OSError):
+        for task in os.scandir("/proc/self/task"):
+            with contextlib.suppress(OSError, ValueError):
+                if Path(task.path, "comm").read_text().strip() == "libvips worker":
+                    os.setpriority(os.PRIO_PROCESS, int(task.name), TRANSFORM_NICE)
 
 
 class TransformPool:
-    """Runs transforms in at most `slots` threads; see the module docstring for the bounds.
+    """Runs transforms in at most `slots` threads; see the module docstring for the bounds."""
 
-    `processes`: how many worker processes of this machine run a pool (`server.workers`).
-    """
-
-    def __init__(self, config: TransformConfig, work: Work | None = None, processes: int = 1) -> None:
-        self._slots = default_slots(config, processes)
+    def __init__(self, config: TransformConfig, work: Work | None = None) -> None:
+        self._slots = default_slots(config)
         if work is None:
             from imgproxy.transform import engine  # the first pyvips import of the process
 
-            engine.configure(threads_per_transform=max(1, _share(processes) // self._slots))
+            engine.configure(threads_per_transform=1)
+            lower_libvips_threads()
             work = engine.transform
         self._work: Work = work
         self._limits = Limits.from_config(config)
         self._timeout_s = config.timeout_s
         self._max_queue = config.max_queue
-        self._executor = concurrent.futures.ThreadPoolExecutor(self._slots, thread_name_prefix="transform")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            self._slots, thread_name_prefix="transform", initializer=lower_priority
+        )
         self._free = asyncio.Semaphore(self._slots)
         self._running = 0
         self._queued = 0
