@@ -25,10 +25,10 @@ from yarl import URL
 from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port, run_azurite
 from imgproxy.app import create_app
 from imgproxy.config import Config, load_config
-from tests.origin_proxy import OriginProxy
+from tests.support.origin_proxy import OriginProxy
 
 # Redis servers, started only by the tests that use them.
-pytest_plugins = ["tests.redis_fixtures"]
+pytest_plugins = ["tests.support.redis_fixtures"]
 
 AiohttpClient = Callable[..., Any]
 ADMIN_TOKEN = "test-admin-token"
@@ -140,7 +140,7 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamApp:
-    """The small real application behind the proxy (`tests/upstream_app.py`), in its own process."""
+    """The small real application behind the proxy (`tests/support/upstream_app.py`), in its own process."""
 
     url: str
     proc: subprocess.Popen[str]
@@ -148,10 +148,10 @@ class UpstreamApp:
 
 @contextlib.contextmanager
 def run_upstream_app() -> Iterator[UpstreamApp]:
-    """Start `python -m tests.upstream_app` on a free loopback port; stop it on exit."""
+    """Start `python -m tests.support.upstream_app` on a free loopback port; stop it on exit."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.upstream_app", "--port", str(port)],
+        [sys.executable, "-m", "tests.support.upstream_app", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -17,7 +17,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port
 from devtools.processes import peak_rss_bytes as peak_rss_bytes  # re-exported for the tests
-from tests.origin_proxy import OriginProxy
+from tests.support.origin_proxy import OriginProxy
 
 MIB: Final = 1024 * 1024
 CONFIG: Final = ROOT / "config.toml"

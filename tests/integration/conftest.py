@@ -11,7 +11,7 @@ from azure.storage.blob.aio import ContainerClient
 from imgproxy.app import create_app
 from tests.conftest import AiohttpClient, make_test_config
 from tests.disk_support import ITEM_LIMIT, Client, MakeClient
-from tests.origin_proxy import OriginProxy
+from tests.support.origin_proxy import OriginProxy
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from yarl import URL
 
 from devtools.azurite import AzuriteServer
 from tests.conftest import UpstreamApp
-from tests.images import jpeg
 from tests.process_support import MIB, start_server
+from tests.support.images import jpeg
 
 WARM_UP: Final = 512  # requests of each shape before the first reading
 MEASURED: Final = 4096  # requests of each shape between the two readings

@@ -14,7 +14,7 @@ from azure.storage.blob.aio import ContainerClient
 from imgproxy.app import create_app
 from imgproxy.config import Config
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload
-from tests.origin_proxy import OriginProxy, reads_from
+from tests.support.origin_proxy import OriginProxy, reads_from
 
 Client = TestClient[Any, Any]
 MIB = 1024 * 1024

@@ -20,8 +20,6 @@ from devtools.azurite import AzuriteServer, connection_string
 from imgproxy.web.siblings import RELAYED_HEADER
 from tests.conftest import UpstreamApp, payload
 from tests.disk_support import data_files
-from tests.images import decode, jpeg
-from tests.origin_proxy import OriginProxy
 from tests.process_support import (
     CONFIG,
     MIB,
@@ -32,6 +30,8 @@ from tests.process_support import (
     start_server,
     two_workers,
 )
+from tests.support.images import decode, jpeg
+from tests.support.origin_proxy import OriginProxy
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from multidict import CIMultiDictProxy
 from imgproxy.app import create_app
 from imgproxy.web.keys import FETCHER, METRICS
 from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
-from tests.origin_proxy import OriginProxy, reads_from
+from tests.support.origin_proxy import OriginProxy, reads_from
 
 Client = TestClient[Any, Any]
 MakeClient = Callable[..., Any]
