@@ -9,8 +9,9 @@ import pytest
 from azure.storage.blob.aio import ContainerClient
 
 from imgproxy.app import create_app
-from tests.conftest import AiohttpClient, make_test_config
-from tests.disk_support import ITEM_LIMIT, Client, MakeClient
+from tests.conftest import AiohttpClient
+from tests.disk_support import ITEM_LIMIT, MakeClient
+from tests.helpers import AppClient, make_test_config
 from tests.support.origin_proxy import OriginProxy
 
 
@@ -31,7 +32,7 @@ def make_client(
         client_kwargs: dict[str, Any] | None = None,
         server_kwargs: dict[str, Any] | None = None,
         **overrides: Any,
-    ) -> Client:
+    ) -> AppClient:
         settings: dict[str, Any] = {
             "disk__enabled": True,
             "disk__path": str(disk_dir),
@@ -40,7 +41,7 @@ def make_client(
         }
         settings.update(overrides)
         config = make_test_config(origin.endpoint, container.container_name, **settings)
-        client: Client = await aiohttp_client(
+        client: AppClient = await aiohttp_client(
             create_app(config, shared_disk=shared_disk), server_kwargs=server_kwargs, **(client_kwargs or {})
         )
         return client

@@ -18,20 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import AzuriteServer, connection_string
 from imgproxy.web.siblings import RELAYED_HEADER
-from tests.conftest import UpstreamApp, payload
-from tests.disk_support import data_files
-from tests.process_support import (
-    CONFIG,
-    MIB,
-    WORKER_TOKEN,
-    get_ok,
-    peak_rss_bytes,
-    server_env,
-    start_server,
-    two_workers,
-)
+from tests.helpers import MIB, admin_headers, data_files, fetch_ok, payload, peak_rss_bytes
 from tests.support.images import decode, jpeg
 from tests.support.origin_proxy import OriginProxy
+from tests.support.processes import CONFIG, WORKER_TOKEN, server_env, start_server, two_workers
+from tests.support.upstream_app import UpstreamApp
 
 
 @pytest.fixture
@@ -218,7 +209,7 @@ async def test_workers_share_the_port_and_coalesce(
     with two_workers(origin, container, **disk_env) as running:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             url = f"{running.base}/images/burst.bin"
-            bodies = await asyncio.gather(*(get_ok(session, url) for _ in range(40)))
+            bodies = await asyncio.gather(*(fetch_ok(session, url) for _ in range(40)))
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
     assert {hashlib.sha256(b).hexdigest() for b in bodies} == {hashlib.sha256(data).hexdigest()}
@@ -232,21 +223,21 @@ async def test_a_purge_on_one_worker_reaches_every_worker(
     worker, is relayed to the other: every later request gets the new bytes."""
     old, new = payload(30_000, seed=23), payload(30_000, seed=24)
     await container.upload_blob("purged.png", io.BytesIO(old), length=len(old))
-    auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+    auth = admin_headers(WORKER_TOKEN)
     with two_workers(origin, container) as running:
         # A new connection per request, so the kernel spreads them over both workers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             url = f"{running.base}/images/purged.png"
 
             for _ in range(200):  # until both workers hold it (one origin GET each)
-                assert await get_ok(session, url) == old
+                assert await fetch_ok(session, url) == old
                 if origin.count("purged.png") == 2:
                     break
             assert origin.count("purged.png") == 2
             await container.upload_blob("purged.png", io.BytesIO(new), length=len(new), overwrite=True)
             async with session.delete(f"{running.base}/admin/cache/purged.png", headers=auth) as response:
                 status, answer = response.status, await response.json()
-            after = [await get_ok(session, url) for _ in range(30)]
+            after = [await fetch_ok(session, url) for _ in range(30)]
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
     assert [hashlib.sha256(body).hexdigest() for body in after] == [hashlib.sha256(new).hexdigest()] * 30
@@ -275,7 +266,7 @@ async def test_metrics_and_stats_cover_every_worker(
                     assert (response.status, await response.read()) == (200, data)
             async with session.get(f"{running.base}/metrics") as response:
                 exposition = await response.text()
-            auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+            auth = admin_headers(WORKER_TOKEN)
             async with session.get(f"{running.base}/admin/cache", headers=auth) as response:
                 stats = await response.json()
         running.proc.send_signal(signal.SIGTERM)
@@ -325,7 +316,7 @@ async def test_with_a_metrics_token_two_workers_answer_one_authorised_scrape_tog
                 for _ in range(10):
                     async with session.get(url, headers=headers) as response:
                         refused.append((response.status, "WWW-Authenticate" in response.headers))
-            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+            async with session.get(url, headers=admin_headers(token)) as response:
                 status, exposition = response.status, await response.text()
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
@@ -398,7 +389,7 @@ async def test_a_purge_with_two_workers_removes_variants_in_memory_and_on_disk(
         "IMGPROXY_TRANSFORM_ENABLED": "true",
         "IMGPROXY_TRANSFORM_ALLOW_UNSIGNED": "true",
     }
-    auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+    auth = admin_headers(WORKER_TOKEN)
     with two_workers(origin, container, **env) as running:
         url = f"{running.base}/images/photo.jpg?w=100"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
@@ -409,7 +400,7 @@ async def test_a_purge_with_two_workers_removes_variants_in_memory_and_on_disk(
                     return per_worker
 
             for _ in range(200):  # new connections until both workers hold the variant (bounded)
-                assert decode(await get_ok(session, url)).size == (100, 75)
+                assert decode(await fetch_ok(session, url)).size == (100, 75)
                 if all(w["cache_variants"] == 1 for w in (await stats()).values()):
                     break
             assert all(w["cache_variants"] == 1 for w in (await stats()).values())

@@ -10,26 +10,32 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDictProxy
 
 from imgproxy.app import create_app
 from imgproxy.web.keys import FETCHER, METRICS
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
+from tests.conftest import AiohttpClient
+from tests.helpers import (
+    AUTH,
+    MIB,
+    AppClient,
+    make_test_config,
+    payload,
+    sha256,
+    upload,
+    wait_until,
+)
 from tests.support.origin_proxy import OriginProxy, reads_from
 
-Client = TestClient[Any, Any]
 MakeClient = Callable[..., Any]
-MIB = 1024 * 1024
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
 def make_client(aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient) -> MakeClient:
-    async def make(**overrides: Any) -> Client:
+    async def make(**overrides: Any) -> AppClient:
         config = make_test_config(origin.endpoint, container.container_name, **overrides)
-        client: Client = await aiohttp_client(create_app(config))
+        client: AppClient = await aiohttp_client(create_app(config))
         return client
 
     return make
@@ -39,12 +45,12 @@ def for_blob(name: str) -> Callable[[web.Request], bool]:
     return lambda request: request.path.endswith("/" + name)
 
 
-async def get(client: Client, path: str, **headers: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
+async def get(client: AppClient, path: str, **headers: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
     async with client.get(path, headers=headers) as response:
         return response.status, response.headers, await response.read()
 
 
-async def cache_size(client: Client) -> int:
+async def cache_size(client: AppClient) -> int:
     size: int = (await (await client.get("/admin/cache", headers=AUTH)).json())["cache_size"]
     return size
 

@@ -26,10 +26,11 @@ from typing import Any, Final
 import aiohttp
 
 from devtools.azurite import connection_string, free_port
-from tests.process_support import CONFIG
+from tests.helpers import admin_headers
+from tests.support.processes import CONFIG
 
 TOKEN: Final = "replica-admin-token"
-AUTH: Final = {"Authorization": f"Bearer {TOKEN}"}
+AUTH: Final = admin_headers(TOKEN)
 START_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 30.0
 POLL_INTERVAL_S: Final = 0.005

@@ -4,7 +4,7 @@ It runs in its own process (aiohttp, handler cancellation on, so that it sees a 
 at once) and tells the tests what it saw over its own HTTP endpoints, so no test sleeps:
 
 - `* /echo/...`: JSON of the method, the raw target, the header pairs and the body's length and SHA-256.
-- `GET /big/{n}`: n deterministic bytes (`tests.conftest.payload(n, seed=7)`), 1 MiB writes, with a length.
+- `GET /big/{n}`: n deterministic bytes (`tests.helpers.payload(n, seed=7)`), 1 MiB writes, with a length.
 - `GET /stream/{token}`: a chunked event stream: `one`, then `two` once `POST /release/{token}`.
 - `GET /cookies`, `/gzip`, `/status/{code}`, `/redirect`, `/head-length`: fixed answers.
 - `GET /hop-response`: an answer carrying hop-by-hop fields. `POST /slow-upload/{token}`: reads the
@@ -22,13 +22,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import random
+import subprocess
+import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from aiohttp import WSMsgType, web
+
+from devtools.azurite import ROOT, free_port
 
 MIB: Final = 1024 * 1024
 GZIPPED: Final = gzip.compress(b"hello, compressed world\n" * 100, mtime=0)
@@ -258,6 +265,36 @@ async def serve(port: int) -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     print(f"upstream app on {port}", flush=True)
     await asyncio.Event().wait()  # until SIGTERM
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamApp:
+    """This application, in its own process (`run_upstream_app`)."""
+
+    url: str
+    proc: subprocess.Popen[str]
+
+
+@contextlib.contextmanager
+def run_upstream_app() -> Iterator[UpstreamApp]:
+    """Start `python -m tests.support.upstream_app` on a free loopback port; stop it on exit."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.upstream_app", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once it listens
+        assert line.startswith("upstream app on"), line
+        yield UpstreamApp(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def main() -> None:

@@ -6,31 +6,27 @@ import asyncio
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
 from imgproxy.app import create_app
 from imgproxy.config import Config
 from imgproxy.web.keys import FETCHER
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, payload, sha256, upload, wait_until
+from tests.conftest import AiohttpClient
+from tests.helpers import AUTH, MIB, AppClient, payload, sha256, upload, wait_until
 from tests.support.origin_proxy import OriginProxy
-
-Client = TestClient[Any, Any]
-MIB = 1024 * 1024
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def blob_get(name: str) -> Any:
     return lambda request: request.method == "GET" and request.path.endswith("/" + name)
 
 
-async def get_body(client: Client, path: str) -> tuple[int, bytes, str]:
+async def get_body(client: AppClient, path: str) -> tuple[int, bytes, str]:
     async with client.get(path) as response:
         return response.status, await response.read(), response.headers.get("X-Cache", "")
 
 
 async def test_hundred_cold_gets_make_one_origin_download(
-    client: Client, container: ContainerClient, origin: OriginProxy
+    client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """100 concurrent cold GETs of a 2 MiB blob: all byte-exact, the origin sees one GET."""
     data = payload(2 * MIB, seed=7)
@@ -52,7 +48,7 @@ async def test_hundred_cold_gets_make_one_origin_download(
 
 
 async def test_failing_origin_fails_every_waiter_and_caches_nothing(
-    client: Client, container: ContainerClient, origin: OriginProxy
+    client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A download that fails gives every waiter a 502; nothing is cached; the next try succeeds."""
     data = payload(1000, seed=8)
@@ -85,7 +81,7 @@ async def test_failing_origin_fails_every_waiter_and_caches_nothing(
 
 
 async def test_purge_during_inflight_fetch_does_not_repopulate(
-    client: Client, container: ContainerClient, origin: OriginProxy
+    client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A purge that lands while a download runs keeps that download's bytes out of the cache."""
     await upload(container, "racy.png", payload(500, seed=9))
@@ -104,7 +100,7 @@ async def test_purge_during_inflight_fetch_does_not_repopulate(
 
 
 async def test_large_blob_waiters_stream_in_parallel(
-    client: Client, container: ContainerClient, config: Config, origin: OriginProxy
+    client: AppClient, container: ContainerClient, config: Config, origin: OriginProxy
 ) -> None:
     """Followers of a too-large blob each stream at once instead of queueing behind each other."""
     data = payload(config.cache.max_item_bytes + MIB, seed=10)
@@ -126,7 +122,7 @@ async def test_disconnecting_waiter_does_not_cancel_shared_download(
     aiohttp_client: AiohttpClient, config: Config, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """With handler cancellation on, a waiter that goes away leaves the download to the others."""
-    client: Client = await aiohttp_client(create_app(config), server_kwargs={"handler_cancellation": True})
+    client: AppClient = await aiohttp_client(create_app(config), server_kwargs={"handler_cancellation": True})
     data = payload(3000, seed=11)
     await upload(container, "shared.png", data)
     fetcher = client.app[FETCHER]

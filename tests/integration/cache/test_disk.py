@@ -18,8 +18,8 @@ from azure.storage.blob.aio import ContainerClient
 from imgproxy.cache.disk.tier import DiskTier
 from imgproxy.config import DiskConfig
 from imgproxy.web.keys import FETCHER
-from tests.conftest import payload, sha256, upload, wait_until
-from tests.disk_support import AUTH, ITEM_LIMIT, MIB, MakeClient, files_under, get, settled, stats
+from tests.disk_support import ITEM_LIMIT, MakeClient, get, stats
+from tests.helpers import AUTH, MIB, files_under, payload, settled, sha256, upload, wait_until
 from tests.support.origin_proxy import OriginProxy, reads_from
 
 

@@ -20,10 +20,10 @@ import pytest
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import connection_string
-from tests.conftest import payload, sha256, upload
-from tests.disk_support import ITEM_LIMIT, MIB, Client, MakeClient, data_files, get, settled, stats
-from tests.process_support import WORKER_TOKEN, start_server, two_workers
+from tests.disk_support import ITEM_LIMIT, MakeClient, get, stats
+from tests.helpers import MIB, AppClient, admin_headers, data_files, payload, settled, sha256, upload
 from tests.support.origin_proxy import OriginProxy
+from tests.support.processes import WORKER_TOKEN, start_server, two_workers
 from tests.support.tls import loopback_tls
 
 REQUEST_TIMEOUT_S: Final = 10.0  # per request; the suite's per-test timeout is 300 s
@@ -60,12 +60,12 @@ def rewrite_in_place(file: Path, garbage: bytes) -> None:
         time.sleep(0.001)
 
 
-async def fetch(client: Client, name: str, **headers: str) -> tuple[int, str, bytes]:
+async def fetch(client: AppClient, name: str, **headers: str) -> tuple[int, str, bytes]:
     async with asyncio.timeout(REQUEST_TIMEOUT_S):
         return await get(client, name, **headers)
 
 
-async def only_on_disk(client: Client, container: ContainerClient, name: str, kind: str) -> bytes:
+async def only_on_disk(client: AppClient, container: ContainerClient, name: str, kind: str) -> bytes:
     """Upload `name`, download it once, and leave it on disk only (out of the memory cache)."""
     data = payload(SIZES[kind], seed=len(name) + SIZES[kind])
     await upload(container, name, data)
@@ -295,7 +295,7 @@ def disk_env(root: Path) -> dict[str, str]:
 
 
 async def process_stats(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with session.get(f"{base}/admin/cache", headers={"Authorization": f"Bearer {WORKER_TOKEN}"}) as r:
+    async with session.get(f"{base}/admin/cache", headers=admin_headers(WORKER_TOKEN)) as r:
         body: dict[str, Any] = await r.json()
         return body
 

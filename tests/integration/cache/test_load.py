@@ -16,14 +16,11 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import pytest
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
-from tests.conftest import ADMIN_TOKEN, payload, sha256, upload
+from tests.helpers import AUTH, AppClient, payload, sha256, upload
 from tests.support.origin_proxy import OriginProxy
 
-Client = TestClient[Any, Any]
-AUTH: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 BLOBS: Final = 200
 REQUESTS: Final = 5_000
 CONCURRENCY: Final = 64
@@ -36,13 +33,13 @@ def blob_name(index: int) -> str:
     return f"load/{index:03d}.png"
 
 
-async def get_one(client: Client, name: str) -> tuple[int, str]:
+async def get_one(client: AppClient, name: str) -> tuple[int, str]:
     async with client.get(f"/images/{name}") as response:
         return response.status, sha256(await response.read())
 
 
 async def test_zipf_load_serves_every_byte_and_downloads_each_blob_once_per_residency(
-    client: Client, container: ContainerClient, origin: OriginProxy, capsys: pytest.CaptureFixture[str]
+    client: AppClient, container: ContainerClient, origin: OriginProxy, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """5,000 Zipf-skewed GETs at 64 concurrency: all 200, byte-exact, origin GETs <= distinct + evictions."""
     rng = random.Random(SEED)

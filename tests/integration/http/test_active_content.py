@@ -23,10 +23,10 @@ from imgproxy.app import create_app
 from imgproxy.config import Config
 from imgproxy.web.keys import FETCHER
 from imgproxy.web.lanes import install_lanes
-from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
-from tests.process_support import start_server
+from tests.helpers import ADMIN_TOKEN, AUTH, make_test_config, payload, sha256, upload, wait_until
 from tests.support.images import png_with_alpha, sniff
 from tests.support.origin_proxy import OriginProxy
+from tests.support.processes import start_server
 
 CSP: Final = "default-src 'none'; sandbox"
 REFUSED: Final = b"not served: not a raster image\n"
@@ -370,7 +370,7 @@ async def test_the_cli_refuses_active_content_when_told(
     with start_server(azurite, container.container_name, **env) as running:
         async with aiohttp.ClientSession() as session:
             answers = [await fetch(session, f"{running.base}/images/page.html") for _ in range(2)]
-            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            auth = AUTH
             stats = await (await session.get(f"{running.base}/admin/cache", headers=auth)).json()
     for answer in answers:
         check_refused(answer)

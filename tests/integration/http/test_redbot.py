@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.seed import IMAGES_DIR
 from imgproxy.config import Config
-from tests.conftest import payload, upload
+from tests.helpers import AppClient, payload, upload
 
-Client = TestClient[Any, Any]
 REDBOT = Path(sys.executable).parent / "redbot"
 
 
@@ -34,7 +32,11 @@ async def redbot_notes(url: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("kind", ["cached", "streamed"])
 async def test_redbot_rates_nothing_bad(
-    kind: str, client: Client, container: ContainerClient, config: Config, capsys: pytest.CaptureFixture[str]
+    kind: str,
+    client: AppClient,
+    container: ContainerClient,
+    config: Config,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """REDbot reports no BAD note for a cached image nor for a streamed one."""
     # A real JPEG (REDbot sniffs the type), padded past the memory limit for the streamed case.

@@ -13,18 +13,16 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDictProxy
 
 from imgproxy.app import create_app
 from imgproxy.web.keys import FETCHER
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
+from tests.conftest import AiohttpClient
+from tests.helpers import AUTH, AppClient, make_test_config, payload, sha256, upload, wait_until
 from tests.support.origin_proxy import OriginProxy
 
-Client = TestClient[Any, Any]
 MakeClient = Callable[..., Any]
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 ITEM_LIMIT = 50_000
 SIZES = {"cached": 40_000, "streamed": 200_000}
 KINDS = list(SIZES)
@@ -34,7 +32,7 @@ KINDS = list(SIZES)
 def make_client(aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient) -> MakeClient:
     """Build an app with small item limits (and chunks) plus any cache overrides."""
 
-    async def make(**overrides: Any) -> Client:
+    async def make(**overrides: Any) -> AppClient:
         config = make_test_config(
             origin.endpoint,
             container.container_name,
@@ -42,7 +40,7 @@ def make_client(aiohttp_client: AiohttpClient, origin: OriginProxy, container: C
             origin__download_chunk_bytes=16 * 1024,
             **overrides,
         )
-        client: Client = await aiohttp_client(create_app(config))
+        client: AppClient = await aiohttp_client(create_app(config))
         return client
 
     return make
@@ -55,7 +53,7 @@ async def put(container: ContainerClient, kind: str, seed: int = 0) -> tuple[str
     return name, data
 
 
-async def fetch(client: Client, name: str, **headers: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
+async def fetch(client: AppClient, name: str, **headers: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
     async with client.get(f"/images/{name}", headers=headers) as response:
         return response.status, response.headers, await response.read()
 
@@ -113,7 +111,7 @@ async def test_range_forms(
     assert headers["Accept-Ranges"] == "bytes"
 
 
-async def test_range_of_empty_blob_is_416(client: Client, container: ContainerClient) -> None:
+async def test_range_of_empty_blob_is_416(client: AppClient, container: ContainerClient) -> None:
     """No range of a zero-byte blob can be satisfied."""
     await upload(container, "empty.bin", b"")
     status, headers, _ = await fetch(client, "empty.bin", Range="bytes=0-")
@@ -134,7 +132,7 @@ async def test_streamed_range_moves_about_the_range(
     assert origin.body_bytes(name) - before == 1024
 
 
-async def test_head_ignores_range(client: Client, container: ContainerClient) -> None:
+async def test_head_ignores_range(client: AppClient, container: ContainerClient) -> None:
     """Range is defined for GET only: HEAD answers the full representation's headers."""
     await upload(container, "h.bin", payload(1000))
     response = await client.head("/images/h.bin", headers={"Range": "bytes=0-9"})
@@ -215,7 +213,7 @@ async def test_if_match_and_if_unmodified_since(
 
 
 async def test_206_from_cache_makes_no_origin_request(
-    client: Client, container: ContainerClient, origin: OriginProxy
+    client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A range of a fresh cached blob is cut from memory."""
     data = payload(5000)

@@ -26,8 +26,9 @@ from devtools.azurite import free_port
 from imgproxy.app import create_app
 from imgproxy.server import start_runner
 from imgproxy.web.keys import METRICS, UPSTREAM
-from tests.conftest import ADMIN_TOKEN, UpstreamApp, make_test_config, payload, sha256, upload, wait_until
+from tests.helpers import AUTH, make_test_config, payload, sha256, upload, wait_until
 from tests.support.origin_proxy import OriginProxy
+from tests.support.upstream_app import UpstreamApp
 
 GZIPPED: Final = gzip.compress(b"hello, compressed world\n" * 100, mtime=0)
 
@@ -762,7 +763,7 @@ async def test_ops_routes_move_under_ops_prefix(
         assert await response.text() == "app admin\n"
     async with session.get(proxy.url("/_imgproxy/healthz")) as response:
         assert await response.text() == "ok\n"
-    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    auth = AUTH
     async with session.get(proxy.url("/_imgproxy/admin/cache"), headers=auth) as response:
         assert "cache_size" in await response.json()
     async with session.delete(proxy.url("/_imgproxy/admin/cache/x.png"), headers=auth) as response:

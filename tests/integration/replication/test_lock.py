@@ -7,7 +7,7 @@ import contextlib
 
 from devtools.redis_server import RedisServer
 from imgproxy.replication.store import ClaimState
-from tests.conftest import payload, wait_until
+from tests.helpers import payload, wait_until
 from tests.support.redis_fixtures import RedisTarget, redis_config
 from tests.support.redis_replica import SharedReplica, meta_of, shared_replica
 

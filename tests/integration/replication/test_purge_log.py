@@ -18,7 +18,7 @@ from imgproxy.config import RedisConfig
 from imgproxy.replication.link import Client, RedisLink
 from imgproxy.replication.purge_log import LogCursor, PurgeLog, log_keys
 from imgproxy.replication.purge_records import Purge
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 from tests.support.redis_fixtures import RedisTarget, redis_config
 from tests.support.redis_partition import partitioned
 from tests.support.tcp_proxy import TcpProxy

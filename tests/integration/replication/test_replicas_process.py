@@ -29,7 +29,7 @@ from devtools.redis_server import RedisServer
 from imgproxy import client as admin
 from imgproxy.replication.codec import entry_keys
 from imgproxy.replication.purge_log import log_keys
-from tests.conftest import payload, sha256, upload
+from tests.helpers import payload, sha256, upload
 from tests.support.images import jpeg
 from tests.support.origin_proxy import OriginProxy
 from tests.support.redis_fixtures import RedisTarget

@@ -18,7 +18,6 @@ from typing import Any, Final
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.redis_server import RedisServer
@@ -27,14 +26,21 @@ from imgproxy.core.blob import BlobMeta
 from imgproxy.replication.codec import encode_entry, entry_keys, generation_key
 from imgproxy.replication.purge_log import log_keys
 from imgproxy.web.keys import FETCHER, REPLICATION
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload, wait_until
-from tests.disk_support import data_files
+from tests.conftest import AiohttpClient
+from tests.helpers import (
+    AUTH,
+    AppClient,
+    data_files,
+    make_test_config,
+    payload,
+    sha256,
+    upload,
+    wait_until,
+)
 from tests.support.origin_proxy import OriginProxy
 from tests.support.redis_fixtures import RedisTarget
 
-Client = TestClient[Any, Any]
-MakeReplica = Callable[..., Awaitable[Client]]
-AUTH: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+MakeReplica = Callable[..., Awaitable[AppClient]]
 PROPAGATION_BOUND_S: Final = 1.0  # the bound on a purge reaching every replica (p99)
 
 
@@ -46,8 +52,8 @@ def prefix() -> str:
 
 def replica_factory(
     aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient, prefix: str
-) -> Callable[..., Awaitable[Client]]:
-    async def make(url: str, cluster: bool = False, **overrides: Any) -> Client:
+) -> Callable[..., Awaitable[AppClient]]:
+    async def make(url: str, cluster: bool = False, **overrides: Any) -> AppClient:
         settings: dict[str, Any] = {
             "redis__url": url,
             "redis__cluster": cluster,
@@ -56,7 +62,7 @@ def replica_factory(
         }
         settings.update(overrides)
         config = make_test_config(origin.endpoint, container.container_name, **settings)
-        client: Client = await aiohttp_client(create_app(config))
+        client: AppClient = await aiohttp_client(create_app(config))
         await client.app[REPLICATION].log.wait_following()
         return client
 
@@ -70,18 +76,18 @@ def make_replica(
     return replica_factory(aiohttp_client, origin, container, prefix)
 
 
-async def get(client: Client, name: str, **headers: str) -> tuple[int, str, bytes]:
+async def get(client: AppClient, name: str, **headers: str) -> tuple[int, str, bytes]:
     async with asyncio.timeout(20), client.get(f"/images/{name}", headers=headers) as response:
         return response.status, response.headers.get("X-Cache", ""), await response.read()
 
 
-def stat(client: Client, name: str) -> Any:
+def stat(client: AppClient, name: str) -> Any:
     return client.app[FETCHER].stats()[name]
 
 
 async def replicas(
     make_replica: MakeReplica, target: RedisTarget, count: int, **overrides: Any
-) -> list[Client]:
+) -> list[AppClient]:
     return [await make_replica(target.url, target.cluster, **overrides) for _ in range(count)]
 
 

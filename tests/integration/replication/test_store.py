@@ -18,7 +18,7 @@ from imgproxy.config import RedisConfig
 from imgproxy.core.errors import RedisFailure
 from imgproxy.replication.codec import entry_keys, max_value_bytes, members_key
 from imgproxy.replication.store import ClaimState, RedisStore
-from tests.conftest import payload
+from tests.helpers import payload
 from tests.support.redis_fixtures import RedisTarget, redis_config
 from tests.support.redis_replica import meta_of, put, shared_replica
 

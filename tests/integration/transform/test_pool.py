@@ -28,9 +28,9 @@ from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import TransformOptions
 from imgproxy.transform.pool import TransformPool
 from imgproxy.transform.result import ImageFormat, Limits, Source, TransformResult
+from tests.helpers import MIB
 from tests.support import images
 
-MIB: Final = 1024 * 1024
 THUMB: Final = TransformOptions(width=100)
 RESULT: Final = TransformResult(b"x", "image/jpeg", ImageFormat.JPEG, 1, 1)
 
@@ -170,17 +170,13 @@ async def test_a_real_transform_past_its_timeout_is_killed_inside_libvips() -> N
 # --- memory ---------------------------------------------------------------------------------------
 
 RSS_SCRIPT: Final = r"""
-import asyncio, json, sys
+import asyncio, json, os, sys
 from pathlib import Path
+from devtools.processes import peak_rss_bytes
 from imgproxy.config import TransformConfig
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import Fit, Position, TransformOptions
 from imgproxy.transform.pool import TransformPool
-
-def hwm():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
 
 JOBS = [
     (TransformOptions(width=300, height=200), FormatBucket.JPEG),
@@ -194,13 +190,14 @@ async def main():
     sources = [p.read_bytes() for p in paths] if sys.argv[1] == "bytes" else paths
     pool = TransformPool(TransformConfig())
     await pool.run(sources[0], JOBS[0][0], JOBS[0][1])  # libvips loaded and warm
-    Path("/proc/self/clear_refs").write_text("5")
-    baseline = hwm()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here
+    baseline = peak_rss_bytes(os.getpid())
     results = await asyncio.gather(
         *(pool.run(source, *JOBS[i % len(JOBS)]) for i, source in enumerate(sources))
     )
     slots = pool.stats().slots
-    print(json.dumps({"baseline": baseline, "peak": hwm(), "done": len(results), "slots": slots}))
+    peak = peak_rss_bytes(os.getpid())
+    print(json.dumps({"baseline": baseline, "peak": peak, "done": len(results), "slots": slots}))
     await pool.close()
 
 asyncio.run(main())

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDict
 
@@ -20,8 +19,16 @@ from imgproxy.app import create_app
 from imgproxy.transform.engine import CANNOT_DECODE
 from imgproxy.transform.signing import sign_url
 from imgproxy.web.keys import FETCHER, TRANSFORMS
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, sha256, upload, wait_until
-from tests.disk_support import data_files
+from tests.conftest import AiohttpClient
+from tests.helpers import (
+    AUTH,
+    AppClient,
+    data_files,
+    make_test_config,
+    sha256,
+    upload,
+    wait_until,
+)
 from tests.support.images import (
     animated_gif,
     decode,
@@ -37,8 +44,6 @@ from tests.support.images import (
 )
 from tests.support.origin_proxy import OriginProxy
 
-Client = TestClient[Any, Any]
-AUTH: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 KEY: Final = "test-signing-key"
 CHROME: Final = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 SAFARI: Final = (
@@ -54,17 +59,17 @@ def make_client(
 ) -> Any:
     """An app with transforms on (unsigned parameters allowed unless overridden)."""
 
-    async def make(**overrides: Any) -> Client:
+    async def make(**overrides: Any) -> AppClient:
         settings: dict[str, Any] = {"transform__enabled": True, "transform__allow_unsigned": True}
         settings.update(overrides)
         config = make_test_config(origin.endpoint, container.container_name, **settings)
-        client: Client = await aiohttp_client(create_app(config))
+        client: AppClient = await aiohttp_client(create_app(config))
         return client
 
     return make
 
 
-async def fetch(client: Client, url: str, **headers: str) -> tuple[int, CIMultiDict[str], bytes]:
+async def fetch(client: AppClient, url: str, **headers: str) -> tuple[int, CIMultiDict[str], bytes]:
     async with asyncio.timeout(30), client.get(url, headers=headers) as response:
         return response.status, response.headers.copy(), await response.read()
 
@@ -74,7 +79,7 @@ def variant_files(root: Path) -> list[Path]:
     return [file for file in data_files(root) if file.parent.name.endswith(".v")]
 
 
-def transforms_done(client: Client) -> int:
+def transforms_done(client: AppClient) -> int:
     return sum(client.app[TRANSFORMS].pool.stats().transforms.values())
 
 

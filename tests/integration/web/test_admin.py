@@ -10,28 +10,25 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import free_port
 from imgproxy.app import create_app
 from imgproxy.config import Config
 from imgproxy.web.siblings import RELAYED_HEADER, Siblings
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, upload
+from tests.conftest import AiohttpClient
+from tests.helpers import ADMIN_TOKEN, AUTH, AppClient, make_test_config, payload, upload
 from tests.support.origin_proxy import OriginProxy
 
-Client = TestClient[Any, Any]
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
-
-async def stats(client: Client) -> dict[str, Any]:
+async def stats(client: AppClient) -> dict[str, Any]:
     response = await client.get("/admin/cache", headers=AUTH)
     assert response.status == 200
     body: dict[str, Any] = await response.json()
     return body
 
 
-async def x_cache(client: Client, path: str) -> str:
+async def x_cache(client: AppClient, path: str) -> str:
     async with client.get(path) as response:
         assert response.status == 200
         await response.read()
@@ -41,7 +38,7 @@ async def x_cache(client: Client, path: str) -> str:
 @pytest.fixture
 async def small_client(
     aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
-) -> Client:
+) -> AppClient:
     """An app whose cache holds at most 3 entries and 2500 bytes (items up to 1000 bytes)."""
     config = make_test_config(
         origin.endpoint,
@@ -50,11 +47,11 @@ async def small_client(
         cache__max_bytes=2500,
         cache__max_item_bytes=1000,
     )
-    client: Client = await aiohttp_client(create_app(config))
+    client: AppClient = await aiohttp_client(create_app(config))
     return client
 
 
-async def test_stats_report_sizes_limits_and_counters(client: Client, container: ContainerClient) -> None:
+async def test_stats_report_sizes_limits_and_counters(client: AppClient, container: ContainerClient) -> None:
     """GET /admin/cache reports the phase-1 keys and the request counters."""
     await upload(container, "a.png", payload(100))
     await x_cache(client, "/images/a.png")
@@ -67,7 +64,7 @@ async def test_stats_report_sizes_limits_and_counters(client: Client, container:
     assert (body["hits"], body["misses"], body["coalesced"], body["origin_fetches"]) == (1, 1, 0, 1)
 
 
-async def test_eviction_holds_count_bound(small_client: Client, container: ContainerClient) -> None:
+async def test_eviction_holds_count_bound(small_client: AppClient, container: ContainerClient) -> None:
     """With room for 3 entries, a 4th evicts the least recently used one."""
     for name in "abcd":
         await upload(container, f"{name}.png", payload(100, seed=ord(name)))
@@ -81,7 +78,7 @@ async def test_eviction_holds_count_bound(small_client: Client, container: Conta
     assert await x_cache(small_client, "/images/b.png") == "MISS"
 
 
-async def test_eviction_holds_byte_bound(small_client: Client, container: ContainerClient) -> None:
+async def test_eviction_holds_byte_bound(small_client: AppClient, container: ContainerClient) -> None:
     """Entries are evicted until the byte total fits, even with room for more entries."""
     for name in "xyz":
         await upload(container, f"{name}.png", payload(1000, seed=ord(name)))
@@ -95,7 +92,7 @@ async def test_eviction_holds_byte_bound(small_client: Client, container: Contai
     assert await x_cache(small_client, "/images/x.png") == "MISS"
 
 
-async def test_purge_one_path(client: Client, container: ContainerClient, origin: OriginProxy) -> None:
+async def test_purge_one_path(client: AppClient, container: ContainerClient, origin: OriginProxy) -> None:
     """DELETE /admin/cache/{path} forgets that blob only; the next GET goes to Azure."""
     await upload(container, "dir/one.png", payload(10, seed=1))
     await upload(container, "two.png", payload(10, seed=2))
@@ -113,7 +110,7 @@ async def test_purge_one_path(client: Client, container: ContainerClient, origin
     assert await again.json() == {"path": "nothing.png", "purged": False}
 
 
-async def test_purge_all(client: Client, container: ContainerClient) -> None:
+async def test_purge_all(client: AppClient, container: ContainerClient) -> None:
     """DELETE /admin/cache empties the cache."""
     for name in ("p.png", "q.png"):
         await upload(container, name, payload(10))
@@ -124,7 +121,7 @@ async def test_purge_all(client: Client, container: ContainerClient) -> None:
     assert await x_cache(client, "/images/p.png") == "MISS"
 
 
-async def test_purge_rejects_bad_path(client: Client) -> None:
+async def test_purge_rejects_bad_path(client: AppClient) -> None:
     """A purge path gets the same validation as an image path."""
     response = await client.delete("/admin/cache/a%00b", headers=AUTH)
     assert response.status == 400
@@ -139,7 +136,7 @@ async def test_purge_rejects_bad_path(client: Client) -> None:
     [("GET", "/admin/cache"), ("DELETE", "/admin/cache"), ("DELETE", "/admin/cache/a.png")],
 )
 async def test_admin_needs_the_bearer_token(
-    client: Client, headers: dict[str, str], method: str, path: str
+    client: AppClient, headers: dict[str, str], method: str, path: str
 ) -> None:
     """Without the right bearer token every admin call is 401 and purges nothing."""
     response = await client.request(method, path, headers=headers)
@@ -152,7 +149,7 @@ async def test_admin_is_404_without_a_configured_token(aiohttp_client: AiohttpCl
     import dataclasses
 
     no_admin = dataclasses.replace(config, admin=dataclasses.replace(config.admin, token=""))
-    client: Client = await aiohttp_client(create_app(no_admin))
+    client: AppClient = await aiohttp_client(create_app(no_admin))
     for method, path in (("GET", "/admin/cache"), ("DELETE", "/admin/cache"), ("DELETE", "/admin/cache/x")):
         response = await client.request(method, path, headers=AUTH)
         assert response.status == 404

@@ -20,11 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC
 from email.utils import format_datetime
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote
 
 import pytest
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,17 +31,16 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from imgproxy.app import create_app
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload
+from tests.conftest import AiohttpClient
+from tests.helpers import AUTH, AppClient, make_test_config, payload, sha256, upload
 from tests.support.origin_proxy import OriginProxy
 
-Client = TestClient[Any, Any]
-AUTH: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SMALL_NAME: Final = "small-blob.png"
 SMALL_SIZE: Final = 1000
 
 
 async def send(
-    client: Client, method: str, raw_path: str, headers: Mapping[str, str] | None = None
+    client: AppClient, method: str, raw_path: str, headers: Mapping[str, str] | None = None
 ) -> tuple[int, CIMultiDictProxy[str], bytes]:
     """Send `raw_path` exactly as written (no '..' resolution, no re-encoding), with `headers`."""
     url = URL(str(client.make_url("/")).rstrip("/") + raw_path, encoded=True)
@@ -56,7 +54,7 @@ def assert_origin_saw_only(origin: OriginProxy, container: ContainerClient) -> N
     assert outside == []
 
 
-async def assert_still_healthy(client: Client) -> None:
+async def assert_still_healthy(client: AppClient) -> None:
     status, _, _ = await send(client, "GET", "/healthz")
     assert status == 200
 
@@ -129,7 +127,7 @@ async def test_bad_path_gets_its_exact_status_and_reads_nothing_outside_the_cont
     raw_path: str,
     expected: int,
     blob_asked_for: str | None,
-    client: Client,
+    client: AppClient,
     container: ContainerClient,
     origin: OriginProxy,
 ) -> None:
@@ -155,7 +153,7 @@ async def test_bad_path_gets_its_exact_status_and_reads_nothing_outside_the_cont
     ],
 )
 async def test_bad_purge_path_is_400(
-    raw_path: str, client: Client, container: ContainerClient, origin: OriginProxy
+    raw_path: str, client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """The purge route applies the same path rules as the image route."""
     status, _, body = await send(client, "DELETE", raw_path, AUTH)
@@ -166,7 +164,7 @@ async def test_bad_purge_path_is_400(
     await assert_still_healthy(client)
 
 
-async def test_path_longer_than_the_request_line_limit_is_4xx(client: Client, origin: OriginProxy) -> None:
+async def test_path_longer_than_the_request_line_limit_is_4xx(client: AppClient, origin: OriginProxy) -> None:
     """A request line over aiohttp's 8190-byte limit is refused by aiohttp itself with a 4xx."""
     status, _, _ = await send(client, "GET", "/images/" + "%C3%A9" * 1500)
 
@@ -186,7 +184,7 @@ async def test_path_longer_than_the_request_line_limit_is_4xx(client: Client, or
     ],
 )
 async def test_oversized_headers_are_refused_with_4xx(
-    headers: dict[str, str], client: Client, small_blob: bytes, origin: OriginProxy
+    headers: dict[str, str], client: AppClient, small_blob: bytes, origin: OriginProxy
 ) -> None:
     """Headers over aiohttp's limits are refused by aiohttp itself with a 4xx, never a 5xx."""
     status, _, _ = await send(client, "GET", f"/images/{SMALL_NAME}", headers)
@@ -199,7 +197,7 @@ async def test_oversized_headers_are_refused_with_4xx(
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND"])
 @pytest.mark.parametrize("raw_path", ["/images/x.png", "/images/%2e%2e/x.png"])
 async def test_other_methods_on_images_are_405_with_allow(
-    method: str, raw_path: str, client: Client, origin: OriginProxy
+    method: str, raw_path: str, client: AppClient, origin: OriginProxy
 ) -> None:
     """Any method but GET and HEAD on the image route is 405 with `Allow: GET,HEAD`, before the path."""
     status, headers, _ = await send(client, method, raw_path)
@@ -210,7 +208,7 @@ async def test_other_methods_on_images_are_405_with_allow(
     await assert_still_healthy(client)
 
 
-async def test_method_unknown_to_the_http_parser_is_400(client: Client, origin: OriginProxy) -> None:
+async def test_method_unknown_to_the_http_parser_is_400(client: AppClient, origin: OriginProxy) -> None:
     """A method token aiohttp's parser does not know (here BREW) is refused by aiohttp with a 400."""
     status, _, _ = await send(client, "BREW", "/images/x.png")
 
@@ -229,7 +227,7 @@ TRANSFORM_PARAMETERS: Final = ("w", "h", "dpr", "fit", "pos", "enlarge", "fm", "
 @pytest.fixture
 async def transforms_client(
     aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
-) -> Client:
+) -> AppClient:
     """The app with transforms on, unsigned parameters allowed, and a preset."""
     config = make_test_config(
         origin.endpoint,
@@ -238,7 +236,7 @@ async def transforms_client(
         transform__allow_unsigned=True,
         transform__presets={"thumb": "w=10"},
     )
-    made: Client = await aiohttp_client(create_app(config))
+    made: AppClient = await aiohttp_client(create_app(config))
     return made
 
 
@@ -259,7 +257,7 @@ def assert_not_echoed(body: bytes) -> None:
     ],
 )
 async def test_a_crafted_transform_value_never_appears_in_the_400(
-    query: str, transforms_client: Client, small_blob: bytes
+    query: str, transforms_client: AppClient, small_blob: bytes
 ) -> None:
     """A crafted value in any transform parameter (or the preset's name) gets a 400 in fixed words
     naming the parameter: the value, encoded or decoded, is not echoed."""
@@ -273,7 +271,7 @@ async def test_a_crafted_transform_value_never_appears_in_the_400(
 
 async def test_a_crafted_path_signature_or_blob_name_never_appears_in_an_error_body(
     aiohttp_client: AiohttpClient,
-    transforms_client: Client,
+    transforms_client: AppClient,
     origin: OriginProxy,
     container: ContainerClient,
 ) -> None:
@@ -283,7 +281,7 @@ async def test_a_crafted_path_signature_or_blob_name_never_appears_in_an_error_b
     config = make_test_config(
         origin.endpoint, container.container_name, transform__enabled=True, transform__signing_key=SIGNING_KEY
     )
-    signed: Client = await aiohttp_client(create_app(config))
+    signed: AppClient = await aiohttp_client(create_app(config))
     answers = [
         await send(transforms_client, "GET", f"/images/{quote(CRAFTED)}/%2e%2e/x.png"),
         await send(transforms_client, "GET", f"/images/{quote(CRAFTED)}%00.png"),
@@ -381,7 +379,7 @@ async def test_garbage_range_and_conditional_headers_get_rfc_status_and_exact_by
     headers: dict[str, str],
     expected_status: int,
     expected_body: str | tuple[int, int] | bytes,
-    client: Client,
+    client: AppClient,
     small_blob: bytes,
     container: ContainerClient,
     origin: OriginProxy,
@@ -480,7 +478,7 @@ HEADERS: Final = st.fixed_dictionaries(
 
 
 @pytest.fixture
-async def validators(client: Client, small_blob: bytes) -> dict[str, str]:
+async def validators(client: AppClient, small_blob: bytes) -> dict[str, str]:
     """The small blob's ETag and Last-Modified, to substitute for the tokens in generated headers."""
     status, headers, _ = await send(client, "HEAD", f"/images/{SMALL_NAME}")
     assert status == 200
@@ -494,7 +492,7 @@ def substitute(value: str, validators: Mapping[str, str]) -> str:
 
 
 async def assert_blob_answer_is_consistent(
-    client: Client, method: str, headers: Mapping[str, str], data: bytes
+    client: AppClient, method: str, headers: Mapping[str, str], data: bytes
 ) -> None:
     """The small blob, asked for with `headers`: an RFC 9110 status and exactly the right bytes."""
     status, response_headers, body = await send(client, method, f"/images/{SMALL_NAME}", headers)
@@ -521,7 +519,7 @@ async def test_generated_paths_and_headers_never_get_5xx_or_leave_the_container(
     raw_path: str,
     headers: dict[str, str],
     method: str,
-    client: Client,
+    client: AppClient,
     small_blob: bytes,
     validators: dict[str, str],
     container: ContainerClient,

@@ -25,10 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from devtools.azurite import AzuriteServer, connection_string
-from tests.conftest import UpstreamApp, payload, sha256, upload
-from tests.process_support import MIB, Server, start_server
+from tests.helpers import MIB, payload, sha256, upload
 from tests.support.origin_proxy import OriginProxy
+from tests.support.processes import Server, start_server
 from tests.support.raw_app import RawApp
+from tests.support.upstream_app import UpstreamApp
 
 SMUGGLED: Final = b"POST /capture HTTP/1.1\r\nHost: app\r\nContent-Length: 70\r\n\r\n"
 VICTIM: Final = b"GET /account HTTP/1.1\r\nHost: app\r\nCookie: session=victim-secret-%d\r\n\r\n"

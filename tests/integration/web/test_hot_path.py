@@ -23,11 +23,10 @@ from imgproxy.transform.signing import sign_url
 from imgproxy.transform.variants import HOT_MEMO_MAX_CHARS
 from imgproxy.web import hot_path
 from imgproxy.web.lanes import install_lanes
-from tests.conftest import ADMIN_TOKEN, make_test_config, payload, sha256, upload, wait_until
+from tests.helpers import AUTH, make_test_config, payload, sha256, upload, wait_until
 from tests.support.images import jpeg
 from tests.support.origin_proxy import OriginProxy
 
-AUTH: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VARYING: Final = {"date", "server"}
 
 

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 from yarl import URL
 
 from imgproxy.config import Config
-from tests.conftest import payload, raw_request, sha256, upload
+from tests.helpers import AUTH, MIB, AppClient, fetch_raw, payload, sha256, upload
 from tests.support.origin_proxy import OriginProxy
-
-Client = TestClient[Any, Any]
-MIB = 1024 * 1024
 
 
 def size_cases(config: Config) -> list[int]:
@@ -24,7 +18,7 @@ def size_cases(config: Config) -> list[int]:
 
 @pytest.mark.parametrize("case", ["zero", "one", "limit-1", "limit", "limit+1", "50MiB"])
 async def test_get_round_trips_bytes_by_sha256(
-    case: str, client: Client, container: ContainerClient, config: Config, origin: OriginProxy
+    case: str, client: AppClient, container: ContainerClient, config: Config, origin: OriginProxy
 ) -> None:
     """Every size, cached or streamed, comes back byte-exact with matching headers."""
     index = ["zero", "one", "limit-1", "limit", "limit+1", "50MiB"].index(case)
@@ -48,7 +42,7 @@ async def test_get_round_trips_bytes_by_sha256(
 
 @pytest.mark.parametrize("size", [10, 6 * MIB])
 async def test_head_has_get_headers_and_no_body(
-    size: int, client: Client, container: ContainerClient
+    size: int, client: AppClient, container: ContainerClient
 ) -> None:
     """HEAD answers the same headers as GET (but X-Cache) and no body, cached or streamed."""
     await upload(container, "h.png", payload(size))
@@ -62,7 +56,7 @@ async def test_head_has_get_headers_and_no_body(
 
 
 async def test_second_get_of_small_blob_makes_no_origin_request(
-    client: Client, container: ContainerClient, origin: OriginProxy
+    client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A cached blob is answered without asking Azure, marked X-Cache: HIT."""
     data = payload(1000)
@@ -78,7 +72,7 @@ async def test_second_get_of_small_blob_makes_no_origin_request(
 
 
 async def test_large_blob_is_streamed_from_origin_every_time(
-    client: Client, container: ContainerClient, config: Config, origin: OriginProxy
+    client: AppClient, container: ContainerClient, config: Config, origin: OriginProxy
 ) -> None:
     """A blob above max_item_bytes is never cached: each GET streams it from Azure in ranges."""
     data = payload(config.cache.max_item_bytes + 1)
@@ -87,15 +81,13 @@ async def test_large_blob_is_streamed_from_origin_every_time(
         response = await client.get("/images/big.bin")
         assert sha256(await response.read()) == sha256(data)
         assert response.headers["X-Cache"] == "MISS"
-    stats = await (
-        await client.get("/admin/cache", headers={"Authorization": "Bearer test-admin-token"})
-    ).json()
+    stats = await (await client.get("/admin/cache", headers=AUTH)).json()
     assert stats["cache_size"] == 0
     # Exactly twice: the first GET's bytes are sent, not read again by the stream that follows.
     assert origin.body_bytes("big.bin") == 2 * len(data)
 
 
-async def test_nested_and_escaped_names_are_served(client: Client, container: ContainerClient) -> None:
+async def test_nested_and_escaped_names_are_served(client: AppClient, container: ContainerClient) -> None:
     """Blob names with slashes, spaces and non-ASCII characters round-trip."""
     data = payload(300)
     await upload(container, "dir/sub dir/café.png", data)
@@ -104,7 +96,7 @@ async def test_nested_and_escaped_names_are_served(client: Client, container: Co
     assert sha256(await response.read()) == sha256(data)
 
 
-async def test_missing_blob_is_404(client: Client) -> None:
+async def test_missing_blob_is_404(client: AppClient) -> None:
     """A path with no blob answers 404 with a short reason."""
     response = await client.get("/images/nope.png")
     assert response.status == 404
@@ -132,18 +124,18 @@ BAD_PATHS = [
 
 @pytest.mark.parametrize("raw", BAD_PATHS)
 async def test_bad_path_is_400_and_never_reaches_origin(
-    raw: str, client: Client, origin: OriginProxy
+    raw: str, client: AppClient, origin: OriginProxy
 ) -> None:
     """Bad paths get 400 with a reason, the origin sees nothing and /healthz still answers."""
-    response = await raw_request(client, "GET", raw)
-    assert response.status == 400
-    assert (await response.text()).startswith("bad path")
+    status, _, body = await fetch_raw(client, raw)
+    assert status == 400
+    assert body.decode().startswith("bad path")
     assert origin.requests == []
     assert (await client.get("/healthz")).status == 200
 
 
 async def test_traversal_cannot_read_another_container(
-    client: Client, container: ContainerClient, blob_service: BlobServiceClient, origin: OriginProxy
+    client: AppClient, container: ContainerClient, blob_service: BlobServiceClient, origin: OriginProxy
 ) -> None:
     """A '..' path naming a blob in a sibling container is refused, not served."""
     other = blob_service.get_container_client(container.container_name + "x")
@@ -151,16 +143,16 @@ async def test_traversal_cannot_read_another_container(
     try:
         await other.upload_blob("secret.png", b"secret")
         raw = f"/images/a/../../{other.container_name}/secret.png"
-        response = await raw_request(client, "GET", raw)
-        assert response.status == 400
-        assert b"secret" not in await response.read()
+        status, _, body = await fetch_raw(client, raw)
+        assert status == 400
+        assert b"secret" not in body
         assert origin.requests == []
     finally:
         await other.delete_container()
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
-async def test_other_methods_are_405_with_allow(method: str, client: Client) -> None:
+async def test_other_methods_are_405_with_allow(method: str, client: AppClient) -> None:
     """Only GET and HEAD are allowed on images, and the answer says so."""
     response = await client.request(method, "/images/x.png")
     assert response.status == 405

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import pytest
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
 from imgproxy.app import create_app
-from tests.conftest import AiohttpClient, make_test_config, payload, upload
+from tests.conftest import AiohttpClient
+from tests.helpers import AppClient, make_test_config, payload, upload
 from tests.support.origin_proxy import OriginProxy
 
-Client = TestClient[Any, Any]
 
-
-async def test_healthz_never_touches_origin(client: Client, origin: OriginProxy) -> None:
+async def test_healthz_never_touches_origin(client: AppClient, origin: OriginProxy) -> None:
     """GET and HEAD /healthz answer 200 without any origin request, even when Azure fails."""
     origin.fail_with(503)
     assert (await client.get("/healthz")).status == 200
@@ -23,7 +21,7 @@ async def test_healthz_never_touches_origin(client: Client, origin: OriginProxy)
     assert origin.requests == []
 
 
-async def test_readyz_follows_the_origin(client: Client, origin: OriginProxy) -> None:
+async def test_readyz_follows_the_origin(client: AppClient, origin: OriginProxy) -> None:
     """/readyz is 200 while the container answers, 503 while it does not, and 200 again after."""
     assert (await client.get("/readyz")).status == 200
     origin.fail_with(503)
@@ -35,14 +33,16 @@ async def test_readyz_follows_the_origin(client: Client, origin: OriginProxy) ->
     assert (await client.head("/readyz")).status == 200
 
 
-async def test_readyz_reports_unreachable_origin(client: Client, origin: OriginProxy) -> None:
+async def test_readyz_reports_unreachable_origin(client: AppClient, origin: OriginProxy) -> None:
     """A closed origin port (connection refused) makes /readyz 503, not an error."""
     assert (await client.get("/readyz")).status == 200
     await origin.close()
     assert (await client.get("/readyz")).status == 503
 
 
-async def test_metrics_expose_requests_cache_and_origin(client: Client, container: ContainerClient) -> None:
+async def test_metrics_expose_requests_cache_and_origin(
+    client: AppClient, container: ContainerClient
+) -> None:
     """/metrics is Prometheus text with request, cache, origin and byte counters."""
     await upload(container, "m.png", payload(1234))
     await (await client.get("/images/m.png")).read()
@@ -80,7 +80,7 @@ async def test_metrics_need_the_token_when_one_is_set(
     """With server.metrics_token set, a scrape without that bearer token is a 401 that asks for
     one and shows no metric; with it, the exposition as before."""
     config = make_test_config(origin.endpoint, container.container_name, server__metrics_token=METRICS_TOKEN)
-    client: Client = await aiohttp_client(create_app(config))
+    client: AppClient = await aiohttp_client(create_app(config))
     headers = {} if authorization is None else {"Authorization": authorization}
 
     refused = await client.get("/metrics", headers=headers)

@@ -1,4 +1,4 @@
-"""The proxy as a real process (the CLI), for tests: start, wait until it serves, stop; its memory."""
+"""The proxy as a real process (the CLI), for tests: start it, wait until it serves, stop it."""
 
 from __future__ import annotations
 
@@ -12,14 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
-import aiohttp
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port
-from devtools.processes import peak_rss_bytes as peak_rss_bytes  # re-exported for the tests
 from tests.support.origin_proxy import OriginProxy
 
-MIB: Final = 1024 * 1024
 CONFIG: Final = ROOT / "config.toml"
 
 
@@ -95,11 +92,3 @@ def two_workers(origin: OriginProxy, container: ContainerClient, **env: str) -> 
         **env,
     ) as running:
         yield running
-
-
-async def get_ok(session: aiohttp.ClientSession, url: str) -> bytes:
-    """The body of a 200 answer to GET `url`."""
-    async with session.get(url) as response:
-        assert response.status == 200
-        body: bytes = await response.read()
-        return body

@@ -1,0 +1,214 @@
+"""What the tests share: the admin token, configs and blobs, waiting, requests (whole and raw),
+the disk tier's files and process memory.
+
+Fixtures are in `tests/conftest.py` (`app_client` serves an app as `python -m imgproxy` does);
+servers, fakes and processes in `tests/support/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import io
+import json
+import random
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+from aiohttp.typedefs import StrOrURL
+from azure.storage.blob import ContentSettings
+from azure.storage.blob.aio import ContainerClient
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from devtools.azurite import connection_string
+from devtools.processes import peak_rss_bytes as peak_rss_bytes  # shared with the bench
+from imgproxy.config import Config, load_config
+from imgproxy.web.keys import FETCHER
+
+MIB: Final = 1024 * 1024
+
+AppClient = TestClient[Any, Any]
+
+# --- the admin API ------------------------------------------------------------------------------
+
+ADMIN_TOKEN: Final = "test-admin-token"
+
+
+def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    """The header that authorizes a request to the admin API with `token`."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+AUTH: Final = admin_headers()  # for an app of `make_test_config` (its token is ADMIN_TOKEN)
+
+# --- configs and blobs --------------------------------------------------------------------------
+
+
+def make_test_config(endpoint: str, container_name: str, **overrides: Any) -> Config:
+    """Config pointing at `endpoint`; overrides are `section__key=value`."""
+    env = {
+        "IMGPROXY_ORIGIN_CONNECTION_STRING": connection_string(endpoint),
+        "IMGPROXY_ORIGIN_CONTAINER": container_name,
+        "IMGPROXY_ORIGIN_TIMEOUT_S": "5",
+        "IMGPROXY_ORIGIN_RETRY_BACKOFF_S": "0.01",
+        "IMGPROXY_ORIGIN_READY_CHECK_INTERVAL_S": "0",
+        "IMGPROXY_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    config = load_config(None, env)
+    sections: dict[str, dict[str, Any]] = {}
+    for name, value in overrides.items():
+        section, key = name.split("__")
+        sections.setdefault(section, {})[key] = value
+    for section, values in sections.items():
+        config = dataclasses.replace(
+            config, **{section: dataclasses.replace(getattr(config, section), **values)}
+        )
+    return config
+
+
+async def upload(container: ContainerClient, name: str, data: bytes, content_type: str = "image/png") -> None:
+    """Put a blob straight into Azurite (not through the counting proxy)."""
+    # A BytesIO: aiohttp warns (an error here) about large raw bytes bodies.
+    await container.upload_blob(
+        name,
+        io.BytesIO(data),
+        length=len(data),
+        overwrite=True,
+        content_settings=ContentSettings(content_type=content_type),
+    )
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """Deterministic pseudo-random bytes of `size` (a different seed gives different bytes)."""
+    return random.Random(seed).randbytes(size)
+
+
+# --- waiting ------------------------------------------------------------------------------------
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Yield to the event loop until `condition()` holds (the app runs in this same loop).
+
+    For conditions on the app's plain counters, which have no event to wait on; bounded.
+    """
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - see docstring
+            await asyncio.sleep(0.001)
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+REQUEST_TIMEOUT_S: Final = 30.0  # the bound on one request of these helpers (a test has 300 s)
+
+Http = AppClient | aiohttp.ClientSession  # an app's test client (paths) or a session (URLs)
+Answer = tuple[int, CIMultiDictProxy[str], bytes]  # status, headers, body
+ImageAnswer = tuple[int, str, bytes]  # status, X-Cache ("" if none), body
+
+
+async def fetch(
+    http: Http, url: StrOrURL, method: str = "GET", *, timeout_s: float = REQUEST_TIMEOUT_S, **headers: str
+) -> Answer:
+    """`method url` with `headers`, the answer read whole: status, headers and body."""
+    return await _fetch(http, url, method, headers, timeout_s)
+
+
+async def _fetch(
+    http: Http, url: StrOrURL, method: str, headers: Mapping[str, str], timeout_s: float = REQUEST_TIMEOUT_S
+) -> Answer:
+    async with asyncio.timeout(timeout_s), http.request(method, url, headers=headers) as response:
+        return response.status, response.headers, await response.read()
+
+
+async def fetch_image(
+    http: Http, name: str, *, base: str = "", timeout_s: float = REQUEST_TIMEOUT_S, **headers: str
+) -> ImageAnswer:
+    """GET `base`/images/`name`: status, X-Cache and body."""
+    status, answer, body = await _fetch(http, f"{base}/images/{name}", "GET", headers, timeout_s)
+    return status, answer.get("X-Cache", ""), body
+
+
+async def fetch_ok(http: Http, url: StrOrURL) -> bytes:
+    """The body of a 200 answer to GET `url`."""
+    status, _, body = await fetch(http, url)
+    assert status == 200, body[:200]
+    return body
+
+
+async def x_cache(http: Http, url: StrOrURL) -> str:
+    """The X-Cache of a 200 answer to GET `url` (its body read)."""
+    status, headers, body = await fetch(http, url)
+    assert status == 200, body[:200]
+    return headers["X-Cache"]
+
+
+async def cache_stats(http: Http, base: str = "", token: str = ADMIN_TOKEN) -> dict[str, Any]:
+    """GET /admin/cache: the figures of the cache (a 200 answer)."""
+    status, _, body = await _fetch(http, f"{base}/admin/cache", "GET", admin_headers(token))
+    assert status == 200, body[:200]
+    figures: dict[str, Any] = json.loads(body)
+    return figures
+
+
+def base_url(client: AppClient) -> str:
+    """The client's server, as a URL without a trailing slash (to append raw targets to)."""
+    return str(client.make_url("/")).rstrip("/")
+
+
+def raw_url(base: str, raw_target: str) -> URL:
+    """`base` + `raw_target` exactly as written: no '..' resolution, no re-encoding."""
+    return URL(base + raw_target, encoded=True)
+
+
+async def fetch_raw(
+    client: TestClient[Any, Any], raw_target: str, method: str = "GET", **headers: str
+) -> Answer:
+    """`fetch` of `raw_target` exactly as written (the test client would resolve '..' segments)."""
+    return await _fetch(client.session, raw_url(base_url(client), raw_target), method, headers)
+
+
+# --- the disk tier's files ----------------------------------------------------------------------
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def data_files(root: Path) -> list[Path]:
+    """The entries' data files (not their metadata, temporaries or lock files, nor files kept at the
+    top of the directory, such as the purge log's cursor)."""
+    return [
+        p for p in files_under(root) if p.parent != root and not p.name.endswith((".meta", ".tmp", ".lock"))
+    ]
+
+
+async def settled(client: AppClient, entries: int) -> None:
+    """Wait until `entries` are on disk and no fill or write is under way."""
+    fetcher = client.app[FETCHER]
+    await wait_until(
+        lambda: fetcher.disk_stats()["disk_size"] == entries and not fetcher.disk_stats()["disk_fills"]
+    )
+
+
+# --- process memory -----------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    """The process's resident memory now (VmRSS), from the kernel."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(f"no VmRSS for pid {pid}")
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's high-water mark (VmHWM, `peak_rss_bytes`) to its resident memory now."""
+    Path("/proc/self/clear_refs").write_text("5")
