@@ -1,4 +1,4 @@
-"""Helpers of the disk-tier tests (their fixtures are in `tests/integration/conftest.py`)."""
+"""Helpers of the disk-tier tests (their fixtures are in `tests/integration/cache/disk/conftest.py`)."""
 
 from __future__ import annotations
 
