@@ -1,21 +1,29 @@
-"""Fixtures shared by every test: a real Azurite for the run, a counting proxy, fresh containers."""
+"""Fixtures shared by every test: a real Azurite for the run, a counting proxy, fresh containers,
+and `app_client`: the app served as production serves it (helpers are in `tests/helpers.py`)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
 
 from devtools.azurite import AzuriteServer, run_azurite
+from devtools.redis_server import RedisServer
 from imgproxy.app import create_app
 from imgproxy.config import Config
-from tests.helpers import make_test_config
+from imgproxy.web.keys import REPLICATION
+from imgproxy.web.siblings import Siblings
+from tests.helpers import AppClient, AppClientFactory, make_test_config
+from tests.support.app_server import ImgproxyTestServer
 from tests.support.origin_proxy import OriginProxy
 from tests.support.upstream_app import UpstreamApp, run_upstream_app
+
+if TYPE_CHECKING:  # (imported by pytest as the plugin below: not before, so that it is rewritten)
+    from tests.support.redis_fixtures import RedisTarget
 
 # Redis servers, started only by the tests that use them.
 pytest_plugins = ["tests.support.redis_fixtures"]
@@ -58,14 +66,106 @@ async def origin(azurite: AzuriteServer) -> AsyncIterator[OriginProxy]:
 
 @pytest.fixture
 def config(origin: OriginProxy, container: ContainerClient) -> Config:
+    """The default config of the test's app (origin, container and admin token only)."""
     return make_test_config(origin.endpoint, container.container_name)
 
 
 @pytest.fixture
-async def client(aiohttp_client: AiohttpClient, config: Config) -> TestClient[Any, Any]:
-    """The whole app, as production builds it, behind an aiohttp test client."""
-    test_client: TestClient[Any, Any] = await aiohttp_client(create_app(config))
-    return test_client
+def disk_dir(tmp_path: Path) -> Path:
+    """The disk tier's directory of `app_client(disk=True)`."""
+    return tmp_path / "disk"
+
+
+@pytest.fixture
+def app_settings() -> dict[str, Any]:
+    """What every `app_client()` of a test starts from (features and `section__key` settings, as
+    `app_client` takes them; its own arguments win). Empty here; a module or a directory that
+    gives all its apps the same settings overrides this fixture (tests/integration/cache/disk/)."""
+    return {}
+
+
+@pytest.fixture
+def app_client(
+    request: pytest.FixtureRequest,
+    aiohttp_client: AiohttpClient,
+    origin: OriginProxy,
+    container: ContainerClient,
+    app_settings: dict[str, Any],
+) -> AppClientFactory:
+    """`await app_client(**features)`: a test client of `create_app(config)`, served with the
+    production server (`ImgproxyTestServer`: `imgproxy.server.start_runner`, handler cancellation
+    off); closed at the end of the test. Call it again for another app (a restart, a sibling).
+
+    The config is `make_test_config` (the test's origin proxy and container) with `section__key`
+    settings and these features (explicit settings win over what a feature sets):
+
+    - `disk=True`: the disk tier in `disk_dir`; a `Path`: in that directory.
+    - `transforms=True`: transforms on, unsigned parameters allowed.
+    - `upstream=URL`: pass what is not ours through to URL; `True`: to the `upstream_app`.
+    - `redis=RedisTarget | RedisServer`: the Redis tier on it, with a key prefix shared by every
+      app of the test (they are replicas of one deployment); returns once the app follows the
+      purge log.
+
+    Or `config=`: serve that Config as it is. And for the app and its server: `shared_disk`,
+    `siblings` (to `create_app`), `server_kwargs` (to `ImgproxyTestServer`: `ssl`,
+    `handler_cancellation`, `start_runner`'s), `client_kwargs` (to aiohttp's `TestClient`).
+    """
+    redis_prefix = f"t{uuid.uuid4().hex[:12]}:"
+
+    def settings_of(
+        disk: bool | Path = False,
+        transforms: bool = False,
+        upstream: str | bool | None = None,
+        redis: RedisTarget | RedisServer | None = None,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        made: dict[str, Any] = {}
+        if disk:
+            path = request.getfixturevalue("disk_dir") if disk is True else disk
+            made.update(disk__enabled=True, disk__path=str(path))
+        if transforms:
+            made.update(transform__enabled=True, transform__allow_unsigned=True)
+        if upstream:
+            made.update(
+                upstream__url=request.getfixturevalue("upstream_app").url if upstream is True else upstream
+            )
+        if redis is not None:
+            cluster = False if isinstance(redis, RedisServer) else redis.cluster
+            # A generous bound on a call: the machine is shared with other test runs.
+            made.update(
+                redis__url=redis.url, redis__cluster=cluster, redis__prefix=redis_prefix, redis__timeout_s=1.0
+            )
+        return {**made, **settings}
+
+    async def make(
+        *,
+        config: Config | None = None,
+        shared_disk: bool = False,
+        siblings: Siblings | None = None,
+        server_kwargs: dict[str, Any] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
+        **features: Any,
+    ) -> AppClient:
+        if config is None:
+            features = {**app_settings, **features}
+            config = make_test_config(origin.endpoint, container.container_name, **settings_of(**features))
+        elif features:
+            raise TypeError(f"app_client: config= or settings, not both ({sorted(features)})")
+        app = create_app(config, shared_disk=shared_disk, siblings=siblings)
+        client: AppClient = await aiohttp_client(
+            ImgproxyTestServer(app, **(server_kwargs or {})), **(client_kwargs or {})
+        )
+        if features.get("redis") is not None:
+            await client.app[REPLICATION].log.wait_following()
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def client(app_client: AppClientFactory) -> AppClient:
+    """The whole app, as production builds and serves it, behind an aiohttp test client."""
+    return await app_client()
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ import hashlib
 import io
 import json
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import aiohttp
 from aiohttp.test_utils import TestClient
@@ -33,6 +33,13 @@ from imgproxy.web.keys import FETCHER
 MIB: Final = 1024 * 1024
 
 AppClient = TestClient[Any, Any]
+
+
+class AppClientFactory(Protocol):
+    """The `app_client` fixture: `await app_client(**features)` (see `tests/conftest.py`)."""
+
+    def __call__(self, **features: Any) -> Awaitable[AppClient]: ...
+
 
 # --- the admin API ------------------------------------------------------------------------------
 
@@ -107,32 +114,26 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> 
 
 # --- requests -----------------------------------------------------------------------------------
 
-REQUEST_TIMEOUT_S: Final = 30.0  # the bound on one request of these helpers (a test has 300 s)
+REQUEST_TIMEOUT_S: Final = 30.0  # every request of these helpers is bounded (a test has 300 s)
 
 Http = AppClient | aiohttp.ClientSession  # an app's test client (paths) or a session (URLs)
 Answer = tuple[int, CIMultiDictProxy[str], bytes]  # status, headers, body
 ImageAnswer = tuple[int, str, bytes]  # status, X-Cache ("" if none), body
 
 
-async def fetch(
-    http: Http, url: StrOrURL, method: str = "GET", *, timeout_s: float = REQUEST_TIMEOUT_S, **headers: str
-) -> Answer:
+async def fetch(http: Http, url: StrOrURL, method: str = "GET", **headers: str) -> Answer:
     """`method url` with `headers`, the answer read whole: status, headers and body."""
-    return await _fetch(http, url, method, headers, timeout_s)
+    return await _fetch(http, url, method, headers)
 
 
-async def _fetch(
-    http: Http, url: StrOrURL, method: str, headers: Mapping[str, str], timeout_s: float = REQUEST_TIMEOUT_S
-) -> Answer:
-    async with asyncio.timeout(timeout_s), http.request(method, url, headers=headers) as response:
+async def _fetch(http: Http, url: StrOrURL, method: str, headers: Mapping[str, str]) -> Answer:
+    async with asyncio.timeout(REQUEST_TIMEOUT_S), http.request(method, url, headers=headers) as response:
         return response.status, response.headers, await response.read()
 
 
-async def fetch_image(
-    http: Http, name: str, *, base: str = "", timeout_s: float = REQUEST_TIMEOUT_S, **headers: str
-) -> ImageAnswer:
-    """GET `base`/images/`name`: status, X-Cache and body."""
-    status, answer, body = await _fetch(http, f"{base}/images/{name}", "GET", headers, timeout_s)
+async def fetch_image(http: Http, name: str, base: str = "", **headers: str) -> ImageAnswer:
+    """GET `base`/images/`name` (`base`: a server's URL, for a session): status, X-Cache and body."""
+    status, answer, body = await _fetch(http, f"{base}/images/{name}", "GET", headers)
     return status, answer.get("X-Cache", ""), body
 
 

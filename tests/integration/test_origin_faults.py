@@ -9,21 +9,15 @@ import pytest
 from aiohttp import web
 from azure.storage.blob.aio import ContainerClient
 
-from imgproxy.app import create_app
 from imgproxy.config import Config
-from tests.conftest import AiohttpClient
-from tests.helpers import AUTH, MIB, AppClient, make_test_config, payload, sha256, upload
+from tests.helpers import AUTH, MIB, AppClient, AppClientFactory, payload, sha256, upload
 from tests.support.origin_proxy import OriginProxy, reads_from
 
 
 @pytest.fixture
-async def impatient_client(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
-) -> AppClient:
+async def impatient_client(app_client: AppClientFactory) -> AppClient:
     """An app that gives the origin 0.5 s per call."""
-    config = make_test_config(origin.endpoint, container.container_name, origin__timeout_s=0.5)
-    client: AppClient = await aiohttp_client(create_app(config))
-    return client
+    return await app_client(origin__timeout_s=0.5)
 
 
 async def test_origin_5xx_is_502(client: AppClient, container: ContainerClient, origin: OriginProxy) -> None:
@@ -37,15 +31,14 @@ async def test_origin_5xx_is_502(client: AppClient, container: ContainerClient, 
 
 
 async def test_origin_auth_failure_is_502(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
+    app_client: AppClientFactory, config: Config, container: ContainerClient
 ) -> None:
     """A wrong account key is an origin failure (502), not a missing blob."""
-    config = make_test_config(origin.endpoint, container.container_name)
     bad_key = config.origin.connection_string.replace("AccountKey=Eby8", "AccountKey=Xby8")
     import dataclasses
 
     bad = dataclasses.replace(config, origin=dataclasses.replace(config.origin, connection_string=bad_key))
-    client: AppClient = await aiohttp_client(create_app(bad))
+    client = await app_client(config=bad)
     await upload(container, "k.png", payload(10))
     assert (await client.get("/images/k.png")).status == 502
 

@@ -8,11 +8,9 @@ from typing import Any
 from aiohttp import web
 from azure.storage.blob.aio import ContainerClient
 
-from imgproxy.app import create_app
 from imgproxy.config import Config
 from imgproxy.web.keys import FETCHER
-from tests.conftest import AiohttpClient
-from tests.helpers import AUTH, MIB, AppClient, payload, sha256, upload, wait_until
+from tests.helpers import AUTH, MIB, AppClient, AppClientFactory, payload, sha256, upload, wait_until
 from tests.support.origin_proxy import OriginProxy
 
 
@@ -119,10 +117,10 @@ async def test_large_blob_waiters_stream_in_parallel(
 
 
 async def test_disconnecting_waiter_does_not_cancel_shared_download(
-    aiohttp_client: AiohttpClient, config: Config, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """With handler cancellation on, a waiter that goes away leaves the download to the others."""
-    client: AppClient = await aiohttp_client(create_app(config), server_kwargs={"handler_cancellation": True})
+    client = await app_client(server_kwargs={"handler_cancellation": True})
     data = payload(3000, seed=11)
     await upload(container, "shared.png", data)
     fetcher = client.app[FETCHER]

@@ -7,43 +7,21 @@ blob too large for it, streamed from Azure ("streamed").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from aiohttp import web
 from azure.storage.blob.aio import ContainerClient
-from multidict import CIMultiDictProxy
 
-from imgproxy.app import create_app
 from imgproxy.web.keys import FETCHER
-from tests.conftest import AiohttpClient
-from tests.helpers import AUTH, AppClient, make_test_config, payload, sha256, upload, wait_until
+from tests.helpers import AUTH, AppClient, AppClientFactory, fetch, payload, sha256, upload, wait_until
 from tests.support.origin_proxy import OriginProxy
 
-MakeClient = Callable[..., Any]
 ITEM_LIMIT = 50_000
+LIMITS: Final = {"cache__max_item_bytes": ITEM_LIMIT, "origin__download_chunk_bytes": 16 * 1024}  # small
 SIZES = {"cached": 40_000, "streamed": 200_000}
 KINDS = list(SIZES)
-
-
-@pytest.fixture
-def make_client(aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient) -> MakeClient:
-    """Build an app with small item limits (and chunks) plus any cache overrides."""
-
-    async def make(**overrides: Any) -> AppClient:
-        config = make_test_config(
-            origin.endpoint,
-            container.container_name,
-            cache__max_item_bytes=ITEM_LIMIT,
-            origin__download_chunk_bytes=16 * 1024,
-            **overrides,
-        )
-        client: AppClient = await aiohttp_client(create_app(config))
-        return client
-
-    return make
 
 
 async def put(container: ContainerClient, kind: str, seed: int = 0) -> tuple[str, bytes]:
@@ -51,11 +29,6 @@ async def put(container: ContainerClient, kind: str, seed: int = 0) -> tuple[str
     name = f"{kind}.bin"
     await upload(container, name, data)
     return name, data
-
-
-async def fetch(client: AppClient, name: str, **headers: str) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with client.get(f"/images/{name}", headers=headers) as response:
-        return response.status, response.headers, await response.read()
 
 
 # --- ranges ---------------------------------------------------------------------------------
@@ -83,13 +56,13 @@ RANGES = [
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(("header", "expected"), RANGES, ids=[h for h, _ in RANGES])
 async def test_range_forms(
-    kind: str, header: str, expected: Any, make_client: MakeClient, container: ContainerClient
+    kind: str, header: str, expected: Any, app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """Each Range form gives the right status, Content-Range, Content-Length and bytes."""
-    client = await make_client()
+    client = await app_client(**LIMITS)
     name, data = await put(container, kind)
     size = len(data)
-    status, headers, body = await fetch(client, name, Range=header)
+    status, headers, body = await fetch(client, f"/images/{name}", Range=header)
 
     assert headers.get("Accept-Ranges", "bytes") == "bytes"
     if expected == "416":
@@ -114,19 +87,19 @@ async def test_range_forms(
 async def test_range_of_empty_blob_is_416(client: AppClient, container: ContainerClient) -> None:
     """No range of a zero-byte blob can be satisfied."""
     await upload(container, "empty.bin", b"")
-    status, headers, _ = await fetch(client, "empty.bin", Range="bytes=0-")
+    status, headers, _ = await fetch(client, "/images/empty.bin", Range="bytes=0-")
     assert (status, headers["Content-Range"]) == (416, "bytes */0")
 
 
 async def test_streamed_range_moves_about_the_range(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A 1 KiB range of a large blob reads about 1 KiB from Azure (once its metadata is known)."""
-    client = await make_client()
+    client = await app_client(**LIMITS)
     name, data = await put(container, "streamed")
-    await fetch(client, name, Range="bytes=0-0")  # learns the metadata (one probe GET)
+    await fetch(client, f"/images/{name}", Range="bytes=0-0")  # learns the metadata (one probe GET)
     before = origin.body_bytes(name)
-    status, _, body = await fetch(client, name, Range="bytes=100000-101023")
+    status, _, body = await fetch(client, f"/images/{name}", Range="bytes=100000-101023")
     assert status == 206
     assert body == data[100000:101024]
     assert origin.body_bytes(name) - before == 1024
@@ -141,19 +114,19 @@ async def test_head_ignores_range(client: AppClient, container: ContainerClient)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_if_range(kind: str, make_client: MakeClient, container: ContainerClient) -> None:
+async def test_if_range(kind: str, app_client: AppClientFactory, container: ContainerClient) -> None:
     """If-Range with the current ETag or date honours the range; a stale or weak one sends 200."""
-    client = await make_client()
+    client = await app_client(**LIMITS)
     name, data = await put(container, kind)
-    _, headers, _ = await fetch(client, name)
+    _, headers, _ = await fetch(client, f"/images/{name}")
     etag, modified = headers["ETag"], headers["Last-Modified"]
 
-    status, _, body = await fetch(client, name, Range="bytes=0-9", **{"If-Range": etag})
+    status, _, body = await fetch(client, f"/images/{name}", Range="bytes=0-9", **{"If-Range": etag})
     assert (status, body) == (206, data[:10])
-    status, _, body = await fetch(client, name, Range="bytes=0-9", **{"If-Range": modified})
+    status, _, body = await fetch(client, f"/images/{name}", Range="bytes=0-9", **{"If-Range": modified})
     assert (status, body) == (206, data[:10])
     for stale in ('"0xSTALE"', f"W/{etag}", "Mon, 01 Jan 2001 00:00:00 GMT", "garbage"):
-        status, _, body = await fetch(client, name, Range="bytes=0-9", **{"If-Range": stale})
+        status, _, body = await fetch(client, f"/images/{name}", Range="bytes=0-9", **{"If-Range": stale})
         assert status == 200, stale
         assert sha256(body) == sha256(data)
 
@@ -163,12 +136,12 @@ async def test_if_range(kind: str, make_client: MakeClient, container: Container
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_304_by_etag_and_by_date(
-    kind: str, make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    kind: str, app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """If-None-Match (lists, weak, *) and If-Modified-Since give 304s from the cache, no origin."""
-    client = await make_client()
+    client = await app_client(**LIMITS)
     name, _ = await put(container, kind)
-    _, headers, _ = await fetch(client, name, Range="bytes=0-0")
+    _, headers, _ = await fetch(client, f"/images/{name}", Range="bytes=0-0")
     etag, modified = headers["ETag"], headers["Last-Modified"]
     requests_before = len(origin.requests)
 
@@ -181,7 +154,7 @@ async def test_304_by_etag_and_by_date(
         {"If-Modified-Since": modified},
         {"If-Modified-Since": later},
     ):
-        status, h304, body = await fetch(client, name, **conditional)
+        status, h304, body = await fetch(client, f"/images/{name}", **conditional)
         assert status == 304, conditional
         assert body == b""
         assert h304["ETag"] == etag
@@ -194,22 +167,24 @@ async def test_304_by_etag_and_by_date(
         {"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"},
         {"If-None-Match": '"other"', "If-Modified-Since": modified},  # INM wins (13.2.2)
     ):
-        status, _, body = await fetch(client, name, **conditional)
+        status, _, body = await fetch(client, f"/images/{name}", **conditional)
         assert status == 200, conditional
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_if_match_and_if_unmodified_since(
-    kind: str, make_client: MakeClient, container: ContainerClient
+    kind: str, app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """If-Match with another ETag, or an older If-Unmodified-Since, is 412; matching ones pass."""
-    client = await make_client()
+    client = await app_client(**LIMITS)
     name, _ = await put(container, kind)
-    _, headers, _ = await fetch(client, name, Range="bytes=0-0")
-    assert (await fetch(client, name, **{"If-Match": '"nope"'}))[0] == 412
-    assert (await fetch(client, name, **{"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}))[0] == 412
-    assert (await fetch(client, name, **{"If-Match": headers["ETag"]}))[0] == 200
-    assert (await fetch(client, name, **{"If-Match": "*"}))[0] == 200
+    _, headers, _ = await fetch(client, f"/images/{name}", Range="bytes=0-0")
+    assert (await fetch(client, f"/images/{name}", **{"If-Match": '"nope"'}))[0] == 412
+    assert (
+        await fetch(client, f"/images/{name}", **{"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    )[0] == 412
+    assert (await fetch(client, f"/images/{name}", **{"If-Match": headers["ETag"]}))[0] == 200
+    assert (await fetch(client, f"/images/{name}", **{"If-Match": "*"}))[0] == 200
 
 
 async def test_206_from_cache_makes_no_origin_request(
@@ -218,9 +193,9 @@ async def test_206_from_cache_makes_no_origin_request(
     """A range of a fresh cached blob is cut from memory."""
     data = payload(5000)
     await upload(container, "r.bin", data)
-    await fetch(client, "r.bin")
+    await fetch(client, "/images/r.bin")
     count = origin.count("r.bin")
-    status, headers, body = await fetch(client, "r.bin", Range="bytes=10-19")
+    status, headers, body = await fetch(client, "/images/r.bin", Range="bytes=10-19")
     assert (status, body, headers["X-Cache"]) == (206, data[10:20], "HIT")
     assert origin.count("r.bin") == count
 
@@ -235,13 +210,13 @@ def revalidations(origin: OriginProxy, name: str) -> list[Any]:
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_expired_unchanged_blob_revalidates_without_body(
-    kind: str, make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    kind: str, app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """After ttl_s an unchanged blob costs one conditional request answered 304, no body."""
-    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0)
+    client = await app_client(**LIMITS, cache__ttl_s=0, cache__stale_while_revalidate_s=0)
     name, data = await put(container, kind)
-    await fetch(client, name, Range="bytes=0-0")
-    status, headers, body = await fetch(client, name, **{"If-None-Match": '"x"'})
+    await fetch(client, f"/images/{name}", Range="bytes=0-0")
+    status, headers, body = await fetch(client, f"/images/{name}", **{"If-None-Match": '"x"'})
     assert status == 200
     assert sha256(body) == sha256(data)
     checks = revalidations(origin, name)
@@ -253,14 +228,14 @@ async def test_expired_unchanged_blob_revalidates_without_body(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_expired_changed_blob_is_replaced(
-    kind: str, make_client: MakeClient, container: ContainerClient
+    kind: str, app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """After ttl_s a changed blob is fetched anew and served with its new ETag."""
-    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0)
+    client = await app_client(**LIMITS, cache__ttl_s=0, cache__stale_while_revalidate_s=0)
     name, old = await put(container, kind, seed=1)
-    _, first, _ = await fetch(client, name)
+    _, first, _ = await fetch(client, f"/images/{name}")
     _, new = await put(container, kind, seed=2)
-    status, headers, body = await fetch(client, name)
+    status, headers, body = await fetch(client, f"/images/{name}")
     assert status == 200
     assert sha256(body) == sha256(new) != sha256(old)
     assert headers["ETag"] != first["ETag"]
@@ -268,28 +243,30 @@ async def test_expired_changed_blob_is_replaced(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_expired_deleted_blob_is_dropped_and_404(
-    kind: str, make_client: MakeClient, container: ContainerClient
+    kind: str, app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """After ttl_s a deleted blob answers 404 and leaves the cache."""
-    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=0)
+    client = await app_client(
+        **LIMITS, cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=0
+    )
     name, _ = await put(container, kind)
-    assert (await fetch(client, name))[0] == 200
+    assert (await fetch(client, f"/images/{name}"))[0] == 200
     await container.delete_blob(name)
-    assert (await fetch(client, name))[0] == 404
+    assert (await fetch(client, f"/images/{name}"))[0] == 404
     stats = await (await client.get("/admin/cache", headers=AUTH)).json()
     assert stats["cache_size"] == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_concurrent_revalidations_coalesce(
-    kind: str, make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    kind: str, app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """Ten requests for one expired blob send one conditional request to Azure."""
-    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0)
+    client = await app_client(**LIMITS, cache__ttl_s=0, cache__stale_while_revalidate_s=0)
     name, data = await put(container, kind)
-    await fetch(client, name, Range="bytes=0-0")
+    await fetch(client, f"/images/{name}", Range="bytes=0-0")
     held = origin.hold(lambda r: r.path.endswith("/" + name) and "If-None-Match" in r.headers)
-    tasks = [asyncio.create_task(fetch(client, name, Range="bytes=0-9")) for _ in range(10)]
+    tasks = [asyncio.create_task(fetch(client, f"/images/{name}", Range="bytes=0-9")) for _ in range(10)]
     await held.arrived.wait()
     await wait_until(lambda: client.app[FETCHER].waiting(name) == 10)
     held.release.set()
@@ -302,17 +279,17 @@ async def test_concurrent_revalidations_coalesce(
 
 
 async def test_stale_while_revalidate_answers_before_origin(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """Within stale_while_revalidate_s the stale entry is served at once; one refresh runs behind."""
-    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=3600)
+    client = await app_client(**LIMITS, cache__ttl_s=0, cache__stale_while_revalidate_s=3600)
     name, data = await put(container, "cached")
-    await fetch(client, name)
+    await fetch(client, f"/images/{name}")
     held = origin.hold(lambda r: r.path.endswith("/" + name))
 
     # The origin is held: these can only be answered from the stale entry.
     for _ in range(3):
-        status, headers, body = await fetch(client, name)
+        status, headers, body = await fetch(client, f"/images/{name}")
         assert (status, headers["X-Cache"]) == (200, "STALE")
         assert sha256(body) == sha256(data)
     await held.arrived.wait()
@@ -323,46 +300,52 @@ async def test_stale_while_revalidate_answers_before_origin(
 
 
 async def test_stale_if_error_serves_stale_while_origin_fails(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """When Azure fails, an expired entry within stale_if_error_s is served as X-Cache: STALE."""
-    client = await make_client(
-        cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=3600
+    client = await app_client(
+        **LIMITS, cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=3600
     )
     name, data = await put(container, "cached")
-    await fetch(client, name)
+    await fetch(client, f"/images/{name}")
     origin.fail_with(503)
-    status, headers, body = await fetch(client, name)
+    status, headers, body = await fetch(client, f"/images/{name}")
     assert (status, headers["X-Cache"]) == (200, "STALE")
     assert sha256(body) == sha256(data)
     origin.heal()
-    status, headers, _ = await fetch(client, name)
+    status, headers, _ = await fetch(client, f"/images/{name}")
     assert (status, headers["X-Cache"]) == (200, "HIT")
 
 
 async def test_stale_if_error_window_is_bounded(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """Past stale_if_error_s an origin failure is a 502 again."""
-    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=0)
+    client = await app_client(
+        **LIMITS, cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=0
+    )
     name, _ = await put(container, "cached")
-    await fetch(client, name)
+    await fetch(client, f"/images/{name}")
     origin.fail_with(503)
-    assert (await fetch(client, name))[0] == 502
+    assert (await fetch(client, f"/images/{name}"))[0] == 502
 
 
 async def test_stale_if_error_on_timeout(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """An origin that times out also falls back to the stale entry."""
-    client = await make_client(
-        cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=3600, origin__timeout_s=0.3
+    client = await app_client(
+        **LIMITS,
+        cache__ttl_s=0,
+        cache__stale_while_revalidate_s=0,
+        cache__stale_if_error_s=3600,
+        origin__timeout_s=0.3,
     )
     name, data = await put(container, "cached")
-    await fetch(client, name)
+    await fetch(client, f"/images/{name}")
     held = origin.hold(lambda r: r.path.endswith("/" + name))
     try:
-        status, headers, body = await fetch(client, name)
+        status, headers, body = await fetch(client, f"/images/{name}")
         assert (status, headers["X-Cache"], sha256(body)) == (200, "STALE", sha256(data))
     finally:
         held.release.set()
@@ -373,42 +356,42 @@ async def test_stale_if_error_on_timeout(
 
 @pytest.mark.parametrize("name", ["ghost.png", "g" * 1020 + ".png"], ids=["short", "longest"])
 async def test_missing_blob_is_remembered_for_negative_ttl(
-    name: str, make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    name: str, app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A hot missing path reaches Azure once per negative_ttl_s; a purge forgets it (the longest
     path too, which the index holds as a digest)."""
-    client = await make_client(cache__negative_ttl_s=3600)
+    client = await app_client(**LIMITS, cache__negative_ttl_s=3600)
     for _ in range(5):
-        assert (await fetch(client, name))[0] == 404
+        assert (await fetch(client, f"/images/{name}"))[0] == 404
     assert origin.count(name) == 1
     await upload(container, name, b"boo")
-    assert (await fetch(client, name))[0] == 404  # still remembered
+    assert (await fetch(client, f"/images/{name}"))[0] == 404  # still remembered
     await client.delete(f"/admin/cache/{name}", headers=AUTH)
-    assert (await fetch(client, name))[:3:2] == (200, b"boo")
+    assert (await fetch(client, f"/images/{name}"))[:3:2] == (200, b"boo")
 
 
 async def test_negative_ttl_zero_asks_every_time(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """With negative_ttl_s = 0 each request for a missing blob asks Azure."""
-    client = await make_client(cache__negative_ttl_s=0)
+    client = await app_client(**LIMITS, cache__negative_ttl_s=0)
     for _ in range(3):
-        assert (await fetch(client, "ghost.png"))[0] == 404
+        assert (await fetch(client, "/images/ghost.png"))[0] == 404
     assert origin.count("ghost.png") == 3
 
 
 async def test_injected_404_mid_life_drops_entry(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A revalidation answered 404 drops the entry even inside the stale-if-error window."""
-    client = await make_client(
-        cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=3600
+    client = await app_client(
+        **LIMITS, cache__ttl_s=0, cache__stale_while_revalidate_s=0, cache__stale_if_error_s=3600
     )
     name, _ = await put(container, "cached")
-    await fetch(client, name)
+    await fetch(client, f"/images/{name}")
 
     async def gone(request: web.Request) -> web.StreamResponse | None:
         return web.Response(status=404, headers={"x-ms-error-code": "BlobNotFound"})
 
     origin.hook = gone
-    assert (await fetch(client, name))[0] == 404
+    assert (await fetch(client, f"/images/{name}"))[0] == 404

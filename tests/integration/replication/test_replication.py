@@ -10,28 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import pytest
 import redis.asyncio as aioredis
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.redis_server import RedisServer
-from imgproxy.app import create_app
 from imgproxy.core.blob import BlobMeta
 from imgproxy.replication.codec import encode_entry, entry_keys, generation_key
 from imgproxy.replication.purge_log import log_keys
 from imgproxy.web.keys import FETCHER, REPLICATION
-from tests.conftest import AiohttpClient
 from tests.helpers import (
     AUTH,
     AppClient,
+    AppClientFactory,
+    cache_stats,
     data_files,
-    make_test_config,
+    fetch_image,
     payload,
     sha256,
     upload,
@@ -40,45 +37,7 @@ from tests.helpers import (
 from tests.support.origin_proxy import OriginProxy
 from tests.support.redis_fixtures import RedisTarget
 
-MakeReplica = Callable[..., Awaitable[AppClient]]
 PROPAGATION_BOUND_S: Final = 1.0  # the issue's bound on a purge reaching every replica (p99)
-
-
-@pytest.fixture
-def prefix() -> str:
-    """One Redis key prefix per test, shared by its replicas (tests share the servers)."""
-    return f"t{uuid.uuid4().hex[:12]}:"
-
-
-def replica_factory(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient, prefix: str
-) -> Callable[..., Awaitable[AppClient]]:
-    async def make(url: str, cluster: bool = False, **overrides: Any) -> AppClient:
-        settings: dict[str, Any] = {
-            "redis__url": url,
-            "redis__cluster": cluster,
-            "redis__prefix": prefix,
-            "redis__timeout_s": 1.0,  # generous: the machine is shared with other test runs
-        }
-        settings.update(overrides)
-        config = make_test_config(origin.endpoint, container.container_name, **settings)
-        client: AppClient = await aiohttp_client(create_app(config))
-        await client.app[REPLICATION].log.wait_following()
-        return client
-
-    return make
-
-
-@pytest.fixture
-def make_replica(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient, prefix: str
-) -> MakeReplica:
-    return replica_factory(aiohttp_client, origin, container, prefix)
-
-
-async def get(client: AppClient, name: str, **headers: str) -> tuple[int, str, bytes]:
-    async with asyncio.timeout(20), client.get(f"/images/{name}", headers=headers) as response:
-        return response.status, response.headers.get("X-Cache", ""), await response.read()
 
 
 def stat(client: AppClient, name: str) -> Any:
@@ -86,42 +45,42 @@ def stat(client: AppClient, name: str) -> Any:
 
 
 async def replicas(
-    make_replica: MakeReplica, target: RedisTarget, count: int, **overrides: Any
+    app_client: AppClientFactory, target: RedisTarget, count: int, **overrides: Any
 ) -> list[AppClient]:
-    return [await make_replica(target.url, target.cluster, **overrides) for _ in range(count)]
+    return [await app_client(redis=target, **overrides) for _ in range(count)]
 
 
 # --- the shared tier ---------------------------------------------------------------------------
 
 
 async def test_a_blob_one_replica_downloaded_is_a_hit_on_another(
-    make_replica: MakeReplica, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """Replica A downloads a blob and publishes it; replica B answers it as a HIT from Redis
     (verified, promoted to its memory) without asking Azure."""
     data = payload(200 * 1024, seed=1)
     await upload(container, "shared.png", data)
-    a, b = await replicas(make_replica, redis_target, 2)
-    assert (await get(a, "shared.png"))[:2] == (200, "MISS")
+    a, b = await replicas(app_client, redis_target, 2)
+    assert (await fetch_image(a, "shared.png"))[:2] == (200, "MISS")
     await wait_until(lambda: stat(a, "redis_stores") == 1)  # written in the background
-    status, cache, body = await get(b, "shared.png")
+    status, cache, body = await fetch_image(b, "shared.png")
     assert (status, cache, sha256(body)) == (200, "HIT", sha256(data))
     assert origin.count("shared.png") == 1
     assert stat(b, "redis_hits") == 1
     # Promoted: B's next answer comes from its memory, not Redis.
-    assert (await get(b, "shared.png"))[1] == "HIT" and stat(b, "redis_hits") == 1
+    assert (await fetch_image(b, "shared.png"))[1] == "HIT" and stat(b, "redis_hits") == 1
 
 
 async def test_a_cold_burst_over_three_replicas_makes_one_origin_get(
-    make_replica: MakeReplica, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """100 concurrent cold requests for one 200 KiB blob spread over three replicas: one origin
     GET; the two replicas that did not download were woken with the published value."""
     data = payload(200 * 1024, seed=2)
     await upload(container, "burst.png", data)
-    group = await replicas(make_replica, redis_target, 3)
+    group = await replicas(app_client, redis_target, 3)
     held = origin.hold(lambda r: r.path.endswith("/burst.png"))
-    burst = [asyncio.create_task(get(group[i % 3], "burst.png")) for i in range(100)]
+    burst = [asyncio.create_task(fetch_image(group[i % 3], "burst.png")) for i in range(100)]
     await held.arrived.wait()
     # Every replica's requests wait: one on its own download, two on the other's lock.
     await wait_until(lambda: sum(c.app[FETCHER].waiting("burst.png") for c in group) == 100)
@@ -134,13 +93,13 @@ async def test_a_cold_burst_over_three_replicas_makes_one_origin_get(
 
 
 async def test_garbage_or_a_truncated_value_in_redis_is_never_served(
-    make_replica: MakeReplica, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A value overwritten with garbage, or cut short, is a miss (deleted, counted), not wrong bytes."""
     data = payload(50_000, seed=3)
     await upload(container, "cut.png", data)
-    a, b, c = await replicas(make_replica, redis_target, 3)
-    await get(a, "cut.png")
+    a, b, c = await replicas(app_client, redis_target, 3)
+    await fetch_image(a, "cut.png")
     await wait_until(lambda: stat(a, "redis_stores") == 1)
     key = entry_keys(a.app[REPLICATION].base, "cut.png", None).entry
     raw = redis_client(redis_target)
@@ -148,11 +107,11 @@ async def test_garbage_or_a_truncated_value_in_redis_is_never_served(
         value = await raw.get(key)
         assert value is not None
         await raw.set(key, value[: len(value) // 2])  # truncated
-        status, cache, body = await get(b, "cut.png")
+        status, cache, body = await fetch_image(b, "cut.png")
         assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
         await wait_until(lambda: stat(b, "redis_stores") == 1)  # B published a good copy again
         await raw.set(key, b"IPX2" + payload(len(value), seed=4))  # garbage behind the right magic
-        status, cache, body = await get(c, "cut.png")
+        status, cache, body = await fetch_image(c, "cut.png")
         assert (status, sha256(body)) == (200, sha256(data))
         assert stat(b, "redis_garbage") + stat(c, "redis_garbage") == 2
     finally:
@@ -170,7 +129,7 @@ def redis_client(target: RedisTarget) -> Any:
 
 
 async def test_a_purge_on_one_replica_reaches_every_replica_within_the_bound(
-    make_replica: MakeReplica,
+    app_client: AppClientFactory,
     redis_target: RedisTarget,
     container: ContainerClient,
     origin: OriginProxy,
@@ -182,17 +141,15 @@ async def test_a_purge_on_one_replica_reaches_every_replica_within_the_bound(
     old, new = payload(30_000, seed=5), payload(30_000, seed=6)
     await upload(container, "purged.png", old)
     group = [
-        await make_replica(
-            redis_target.url,
-            redis_target.cluster,
-            disk__enabled=True,
-            disk__path=str(tmp_path / f"disk{i}"),
+        await app_client(
+            redis=redis_target,
+            disk=tmp_path / f"disk{i}",
             cache__max_item_bytes=16 * 1024,  # so the blob lives on disk, not in memory
         )
         for i in range(3)
     ]
     for client in group:
-        assert (await get(client, "purged.png"))[2] == old
+        assert (await fetch_image(client, "purged.png"))[2] == old
     await wait_until(lambda: all(stat(c, "disk_size") == 1 for c in group))
     await upload(container, "purged.png", new)
 
@@ -205,29 +162,28 @@ async def test_a_purge_on_one_replica_reaches_every_replica_within_the_bound(
     assert elapsed < PROPAGATION_BOUND_S
     for i, client in enumerate(group):
         assert data_files(tmp_path / f"disk{i}") == []
-        assert (await get(client, "purged.png"))[2] == new
+        assert (await fetch_image(client, "purged.png"))[2] == new
 
 
 async def test_a_purge_reaches_the_variants_of_every_replica(
-    make_replica: MakeReplica, redis_target: RedisTarget, container: ContainerClient
+    app_client: AppClientFactory, redis_target: RedisTarget, container: ContainerClient
 ) -> None:
     """A variant cached on two replicas (and in Redis) is made again after a purge on one."""
     from tests.support.images import jpeg
 
     await upload(container, "photo.jpg", jpeg(400, 300), content_type="image/jpeg")
-    options = {"transform__enabled": True, "transform__allow_unsigned": True}
-    a, b = await replicas(make_replica, redis_target, 2, **options)
+    a, b = await replicas(app_client, redis_target, 2, transforms=True)
     for client in (a, b):
-        assert (await get(client, "photo.jpg?w=100"))[0] == 200
+        assert (await fetch_image(client, "photo.jpg?w=100"))[0] == 200
     assert stat(b, "cache_variants") == 1
     async with a.delete("/admin/cache/photo.jpg", headers=AUTH) as response:
         assert response.status == 200
     await wait_until(lambda: stat(b, "cache_variants") == 0, timeout_s=PROPAGATION_BOUND_S)
-    assert (await get(b, "photo.jpg?w=100"))[1] == "MISS"
+    assert (await fetch_image(b, "photo.jpg?w=100"))[1] == "MISS"
 
 
 async def test_a_replica_stopped_during_a_purge_applies_it_when_started_again(
-    make_replica: MakeReplica,
+    app_client: AppClientFactory,
     redis_target: RedisTarget,
     container: ContainerClient,
     tmp_path: Path,
@@ -236,10 +192,10 @@ async def test_a_replica_stopped_during_a_purge_applies_it_when_started_again(
     resumes the log from its saved position and drops the entry before serving it."""
     old, new = payload(30_000, seed=7), payload(30_000, seed=8)
     await upload(container, "away.png", old)
-    disk = {"disk__enabled": True, "disk__path": str(tmp_path / "b"), "cache__max_item_bytes": 1024}
-    a = await make_replica(redis_target.url, redis_target.cluster)
-    b = await make_replica(redis_target.url, redis_target.cluster, **disk)
-    assert (await get(b, "away.png"))[2] == old
+    disk = {"disk": tmp_path / "b", "cache__max_item_bytes": 1024}
+    a = await app_client(redis=redis_target)
+    b = await app_client(redis=redis_target, **disk)
+    assert (await fetch_image(b, "away.png"))[2] == old
     await wait_until(lambda: stat(b, "disk_size") == 1)
     await b.close()
 
@@ -247,24 +203,24 @@ async def test_a_replica_stopped_during_a_purge_applies_it_when_started_again(
     async with a.delete("/admin/cache/away.png", headers=AUTH) as response:
         assert (response.status, (await response.json())["logged"]) == (200, True)
 
-    again = await make_replica(redis_target.url, redis_target.cluster, **disk)
+    again = await app_client(redis=redis_target, **disk)
     # Applied before the app serves: the entry is gone the moment it starts.
     assert again.app[REPLICATION].log.stats().applied == 1
     assert stat(again, "disk_size") == 0
-    assert (await get(again, "away.png"))[2] == new
+    assert (await fetch_image(again, "away.png"))[2] == new
 
 
 async def test_a_log_trimmed_past_a_replica_empties_it(
-    make_replica: MakeReplica, redis_target: RedisTarget, container: ContainerClient, tmp_path: Path
+    app_client: AppClientFactory, redis_target: RedisTarget, container: ContainerClient, tmp_path: Path
 ) -> None:
     """B was stopped while more purges were logged than the stream keeps: on its return it cannot
     know what it missed, so it empties its disk tier (once) instead of trusting it."""
     data = payload(30_000, seed=9)
     await upload(container, "kept.png", data)
-    disk = {"disk__enabled": True, "disk__path": str(tmp_path / "b"), "cache__max_item_bytes": 1024}
-    a = await make_replica(redis_target.url, redis_target.cluster)
-    b = await make_replica(redis_target.url, redis_target.cluster, **disk)
-    await get(b, "kept.png")
+    disk = {"disk": tmp_path / "b", "cache__max_item_bytes": 1024}
+    a = await app_client(redis=redis_target)
+    b = await app_client(redis=redis_target, **disk)
+    await fetch_image(b, "kept.png")
     await wait_until(lambda: stat(b, "disk_size") == 1)
     await b.close()
     replication = a.app[REPLICATION]
@@ -276,7 +232,7 @@ async def test_a_log_trimmed_past_a_replica_empties_it(
     finally:
         await raw.aclose()
 
-    again = await make_replica(redis_target.url, redis_target.cluster, **disk)
+    again = await app_client(redis=redis_target, **disk)
     assert again.app[REPLICATION].log.stats().lost == 1
     assert stat(again, "disk_size") == 0
 
@@ -285,7 +241,7 @@ async def test_a_log_trimmed_past_a_replica_empties_it(
 
 
 async def test_redis_killed_under_load_costs_nothing_but_hits_and_recovers_when_back_empty(
-    make_replica: MakeReplica, own_redis: RedisServer, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, own_redis: RedisServer, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """Redis SIGKILLed while two replicas serve: 0 errors, 0 wrong bytes, memory hits go on, a
     purge answers 502 `logged: false` (applied locally all the same). Restarted empty, the
@@ -294,20 +250,20 @@ async def test_redis_killed_under_load_costs_nothing_but_hits_and_recovers_when_
     blobs = {f"b{i}.png": payload(20_000, seed=10 + i) for i in range(5)}
     for name, data in blobs.items():
         await upload(container, name, data)
-    a, b = [await make_replica(own_redis.url, redis__timeout_s=0.2) for _ in range(2)]
+    a, b = [await app_client(redis=own_redis, redis__timeout_s=0.2) for _ in range(2)]
     for name in blobs:
         for client in (a, b):
-            await get(client, name)
+            await fetch_image(client, name)
 
     own_redis.kill()
-    answers = await asyncio.gather(*(get((a, b)[i % 2], name) for i in range(4) for name in blobs))
+    answers = await asyncio.gather(*(fetch_image((a, b)[i % 2], name) for i in range(4) for name in blobs))
     assert all(status == 200 for status, _, _ in answers)
     assert {sha256(body) for _, _, body in answers} == {sha256(d) for d in blobs.values()}
     assert all(cache == "HIT" for _, cache, _ in answers)
     async with a.delete("/admin/cache/b0.png", headers=AUTH) as response:
         assert response.status == 502
         assert (await response.json())["logged"] is False
-    assert (await get(a, "b0.png"))[1] == "MISS"  # applied locally: the next answer is from Azure
+    assert (await fetch_image(a, "b0.png"))[1] == "MISS"  # applied locally: the next answer is from Azure
     assert all(not stat(c, "redis_up") for c in (a, b))
 
     own_redis.start()  # empty: the log's epoch is gone, the shared tier is empty
@@ -317,20 +273,20 @@ async def test_redis_killed_under_load_costs_nothing_but_hits_and_recovers_when_
     async with a.delete("/admin/cache/b1.png", headers=AUTH) as response:
         assert (response.status, (await response.json())["logged"]) == (200, True)
     before, stores = origin.count("b2.png"), stat(a, "redis_stores")
-    await get(a, "b2.png")
+    await fetch_image(a, "b2.png")
     await wait_until(lambda: stat(a, "redis_stores") == stores + 1)
-    assert (await get(b, "b2.png"))[1] == "HIT"
+    assert (await fetch_image(b, "b2.png"))[1] == "HIT"
     assert origin.count("b2.png") == before + 1
 
 
 async def test_admin_stats_list_the_replicas_and_say_redis_up(
-    make_replica: MakeReplica, redis_target: RedisTarget
+    app_client: AppClientFactory, redis_target: RedisTarget
 ) -> None:
     """`/admin/cache` says `redis_up` and lists every replica announced."""
-    a, b = await replicas(make_replica, redis_target, 2)
+    a, b = await replicas(app_client, redis_target, 2)
     ids = {c.app[REPLICATION].me.id for c in (a, b)}
     await wait_until(lambda: all(c.app[REPLICATION].registry.announced.is_set() for c in (a, b)))
-    body = await (await a.get("/admin/cache", headers=AUTH)).json()
+    body = await cache_stats(a)
     assert body["redis_up"] is True
     assert ids <= {replica["id"] for replica in body["replicas"]}
     metrics = await (await a.get("/metrics")).text()
@@ -343,7 +299,7 @@ SIGNING_KEY: Final = "a-signing-key-of-32-characters!!"
 
 
 async def test_with_a_signing_key_injected_values_and_purges_are_never_served_or_applied(
-    make_replica: MakeReplica, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, redis_target: RedisTarget, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """Replicas sharing a signing key share a blob through Redis as before. A well-formed unsigned
     entry with other bytes, written over it by someone without the key, is a MISS from Azure with
@@ -351,10 +307,10 @@ async def test_with_a_signing_key_injected_values_and_purges_are_never_served_or
     /admin/cache and /metrics), and the blob stays a memory HIT."""
     data, evil = payload(40_000, seed=20), payload(40_000, seed=21)
     await upload(container, "signed.png", data)
-    a, b, c = await replicas(make_replica, redis_target, 3, redis__signing_key=SIGNING_KEY)
-    assert (await get(a, "signed.png"))[:2] == (200, "MISS")
+    a, b, c = await replicas(app_client, redis_target, 3, redis__signing_key=SIGNING_KEY)
+    assert (await fetch_image(a, "signed.png"))[:2] == (200, "MISS")
     await wait_until(lambda: stat(a, "redis_stores") == 1)
-    status, cache, body = await get(b, "signed.png")
+    status, cache, body = await fetch_image(b, "signed.png")
     assert (status, cache, sha256(body)) == (200, "HIT", sha256(data))
 
     base = a.app[REPLICATION].base
@@ -365,7 +321,7 @@ async def test_with_a_signing_key_injected_values_and_purges_are_never_served_or
         meta = BlobMeta(len(evil), '"evil"', datetime.now(UTC), "image/png", None)
         injected = encode_entry("signed.png", None, generation, meta, evil, time.time())
         await raw.set(entry_keys(base, "signed.png", None).entry, injected)
-        status, cache, body = await get(c, "signed.png")
+        status, cache, body = await fetch_image(c, "signed.png")
         assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
         assert stat(c, "redis_garbage") == 1
 
@@ -375,10 +331,10 @@ async def test_with_a_signing_key_injected_values_and_purges_are_never_served_or
     finally:
         await raw.aclose()
     await wait_until(lambda: b.app[REPLICATION].log.stats().forged == 1)
-    assert (await get(b, "signed.png"))[1] == "HIT"
+    assert (await fetch_image(b, "signed.png"))[1] == "HIT"
     assert stat(b, "redis_hits") == 1  # still from B's memory: the forged purge was not applied
     assert origin.count("signed.png") == 2  # A's download and C's, after the injected value
-    stats = await (await b.get("/admin/cache", headers=AUTH)).json()
+    stats = await cache_stats(b)
     assert (stats["purge_log"]["forged"], stats["purge_log"]["lost"]) == (1, 0)
     metrics = (await (await b.get("/metrics")).text()).splitlines()
     assert "imgproxy_purge_log_forged_total 1.0" in metrics

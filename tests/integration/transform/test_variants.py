@@ -13,18 +13,17 @@ from typing import Any, Final
 
 import pytest
 from azure.storage.blob.aio import ContainerClient
-from multidict import CIMultiDict
 
-from imgproxy.app import create_app
 from imgproxy.transform.engine import CANNOT_DECODE
 from imgproxy.transform.signing import sign_url
 from imgproxy.web.keys import FETCHER, TRANSFORMS
-from tests.conftest import AiohttpClient
 from tests.helpers import (
     AUTH,
     AppClient,
+    AppClientFactory,
+    cache_stats,
     data_files,
-    make_test_config,
+    fetch,
     sha256,
     upload,
     wait_until,
@@ -54,24 +53,9 @@ CURL: Final = "*/*"
 
 
 @pytest.fixture
-def make_client(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient, tmp_path: Path
-) -> Any:
-    """An app with transforms on (unsigned parameters allowed unless overridden)."""
-
-    async def make(**overrides: Any) -> AppClient:
-        settings: dict[str, Any] = {"transform__enabled": True, "transform__allow_unsigned": True}
-        settings.update(overrides)
-        config = make_test_config(origin.endpoint, container.container_name, **settings)
-        client: AppClient = await aiohttp_client(create_app(config))
-        return client
-
-    return make
-
-
-async def fetch(client: AppClient, url: str, **headers: str) -> tuple[int, CIMultiDict[str], bytes]:
-    async with asyncio.timeout(30), client.get(url, headers=headers) as response:
-        return response.status, response.headers.copy(), await response.read()
+def app_settings() -> dict[str, Any]:
+    """Every app here has transforms on (unsigned parameters allowed unless a test says otherwise)."""
+    return {"transforms": True}
 
 
 def variant_files(root: Path) -> list[Path]:
@@ -104,10 +88,10 @@ async def photo(container: ContainerClient) -> bytes:
     ],
 )
 async def test_every_fit_and_dpr_give_the_expected_pixel_size(
-    make_client: Any, photo: bytes, query: str, size: tuple[int, int]
+    app_client: AppClientFactory, photo: bytes, query: str, size: tuple[int, int]
 ) -> None:
     """The five fits and dpr give sharp's output sizes, as JPEG (the source's family)."""
-    client = await make_client()
+    client = await app_client()
     status, headers, body = await fetch(client, f"/images/photo.jpg?{query}")
     assert status == 200 and headers["Content-Type"] == "image/jpeg" and sniff(body) == "jpeg"
     assert decode(body).size == size
@@ -117,9 +101,11 @@ async def test_every_fit_and_dpr_give_the_expected_pixel_size(
 @pytest.mark.parametrize(
     ("fm", "magic"), [("jpeg", "jpeg"), ("png", "png"), ("webp", "webp"), ("avif", "avif")]
 )
-async def test_output_formats_by_magic_bytes(make_client: Any, photo: bytes, fm: str, magic: str) -> None:
+async def test_output_formats_by_magic_bytes(
+    app_client: AppClientFactory, photo: bytes, fm: str, magic: str
+) -> None:
     """`fm` picks the encoder; Content-Type and the bytes agree."""
-    client = await make_client()
+    client = await app_client()
     status, headers, body = await fetch(client, f"/images/photo.jpg?w=120&fm={fm}")
     assert (status, sniff(body), headers["Content-Type"]) == (200, magic, f"image/{fm}")
     assert "Vary" not in headers  # the format was named: the bytes do not depend on Accept
@@ -129,28 +115,28 @@ async def test_output_formats_by_magic_bytes(make_client: Any, photo: bytes, fm:
     ("accept", "magic"), [(CHROME, "webp"), (SAFARI, "webp"), (CURL, "jpeg"), ("image/png", "jpeg")]
 )
 async def test_fm_auto_negotiates_from_accept_and_says_vary(
-    make_client: Any, photo: bytes, accept: str, magic: str
+    app_client: AppClientFactory, photo: bytes, accept: str, magic: str
 ) -> None:
     """`fm=auto`: WebP for Chrome and Safari, the source's family for curl; `Vary: Accept` always;
     AVIF only with transform.auto_avif."""
-    client = await make_client()
+    client = await app_client()
     status, headers, body = await fetch(client, "/images/photo.jpg?w=120&fm=auto", Accept=accept)
     assert (status, sniff(body), headers["Vary"]) == (200, magic, "Accept")
 
 
-async def test_auto_avif_prefers_avif_for_chrome(make_client: Any, photo: bytes) -> None:
+async def test_auto_avif_prefers_avif_for_chrome(app_client: AppClientFactory, photo: bytes) -> None:
     """With transform.auto_avif on, Chrome (which lists image/avif) gets AVIF."""
-    client = await make_client(transform__auto_avif=True)
+    client = await app_client(transform__auto_avif=True)
     _, headers, body = await fetch(client, "/images/photo.jpg?w=120&fm=auto", Accept=CHROME)
     assert (sniff(body), headers["Vary"]) == ("avif", "Accept")
 
 
 async def test_the_cache_key_holds_the_chosen_format_not_the_accept_header(
-    make_client: Any, photo: bytes, origin: OriginProxy
+    app_client: AppClientFactory, photo: bytes, origin: OriginProxy
 ) -> None:
     """Chrome and Safari send different Accept headers but both choose WebP: one transform; `fm=webp`
     named explicitly is the same variant again."""
-    client = await make_client()
+    client = await app_client()
     first = await fetch(client, "/images/photo.jpg?w=90&fm=auto", Accept=CHROME)
     second = await fetch(client, "/images/photo.jpg?w=90&fm=auto", Accept=SAFARI)
     third = await fetch(client, "/images/photo.jpg?w=90&fm=webp")
@@ -161,11 +147,11 @@ async def test_the_cache_key_holds_the_chosen_format_not_the_accept_header(
 
 
 async def test_variants_are_cached_with_their_own_strong_etag_and_the_sources_dates(
-    make_client: Any, photo: bytes, origin: OriginProxy
+    app_client: AppClientFactory, photo: bytes, origin: OriginProxy
 ) -> None:
     """The second request is a HIT with no origin request; the ETag is strong and differs from the
     source's; Last-Modified and Cache-Control are the original's; 304, Range and HEAD work."""
-    client = await make_client()
+    client = await app_client()
     _, original, _ = await fetch(client, "/images/photo.jpg")
     status, headers, body = await fetch(client, "/images/photo.jpg?w=300&fm=webp")
     assert (status, headers["X-Cache"]) == (200, "MISS")
@@ -189,9 +175,9 @@ async def test_variants_are_cached_with_their_own_strong_etag_and_the_sources_da
         assert await response.read() == b""
 
 
-async def test_a_304_of_a_negotiated_variant_keeps_vary(make_client: Any, photo: bytes) -> None:
+async def test_a_304_of_a_negotiated_variant_keeps_vary(app_client: AppClientFactory, photo: bytes) -> None:
     """RFC 9110 section 15.4.5: the 304 carries the Vary the 200 would."""
-    client = await make_client()
+    client = await app_client()
     _, headers, _ = await fetch(client, "/images/photo.jpg?w=80&fm=auto", Accept=CHROME)
     status, answer, _ = await fetch(
         client, "/images/photo.jpg?w=80&fm=auto", Accept=CHROME, **{"If-None-Match": headers["ETag"]}
@@ -200,10 +186,10 @@ async def test_a_304_of_a_negotiated_variant_keeps_vary(make_client: Any, photo:
 
 
 async def test_fifty_concurrent_identical_requests_make_one_origin_get_and_one_transform(
-    make_client: Any, photo: bytes, origin: OriginProxy
+    app_client: AppClientFactory, photo: bytes, origin: OriginProxy
 ) -> None:
     """50 requests for one uncached variant of an uncached source: 1 GET, 1 transform, 50 equal bodies."""
-    client = await make_client()
+    client = await app_client()
     held = origin.hold(lambda r: r.path.endswith("/photo.jpg"))
     answers = [asyncio.create_task(fetch(client, "/images/photo.jpg?w=250&fm=webp")) for _ in range(50)]
     await held.arrived.wait()
@@ -214,9 +200,11 @@ async def test_fifty_concurrent_identical_requests_make_one_origin_get_and_one_t
     assert transforms_done(client) == 1
 
 
-async def test_unknown_parameters_are_ignored_and_not_part_of_the_key(make_client: Any, photo: bytes) -> None:
+async def test_unknown_parameters_are_ignored_and_not_part_of_the_key(
+    app_client: AppClientFactory, photo: bytes
+) -> None:
     """`?v=1` cache busters change nothing: the same variant, made once; alone, the original."""
-    client = await make_client()
+    client = await app_client()
     first = await fetch(client, "/images/photo.jpg?w=64&v=1")
     second = await fetch(client, "/images/photo.jpg?v=2&w=64")
     assert first[2] == second[2] and second[1]["X-Cache"] == "HIT"
@@ -231,18 +219,18 @@ async def test_unknown_parameters_are_ignored_and_not_part_of_the_key(make_clien
      ("dpr=5", "dpr"), ("fm=bmp", "fm"), ("pos=middle", "pos"), ("w=10&w=20", "w"), ("w=5000&dpr=2", "w")],
 )  # fmt: skip
 async def test_bad_values_answer_400_naming_the_parameter(
-    make_client: Any, photo: bytes, query: str, parameter: str
+    app_client: AppClientFactory, photo: bytes, query: str, parameter: str
 ) -> None:
     """A recognised parameter with a bad value (or an output over the maximum) is a 400 that names it."""
-    client = await make_client()
+    client = await app_client()
     status, _, body = await fetch(client, f"/images/photo.jpg?{query}")
     assert status == 400
     assert parameter in body.decode()
 
 
-async def test_transforms_off_ignore_every_parameter(make_client: Any, photo: bytes) -> None:
+async def test_transforms_off_ignore_every_parameter(app_client: AppClientFactory, photo: bytes) -> None:
     """transform.enabled = false (the default): the original bytes, whatever the query says."""
-    client = await make_client(transform__enabled=False)
+    client = await app_client(transform__enabled=False)
     status, headers, body = await fetch(client, "/images/photo.jpg?w=10&fm=webp&s=nonsense")
     assert (status, body, headers["Content-Type"]) == (200, photo, "image/jpeg")
 
@@ -251,11 +239,11 @@ async def test_transforms_off_ignore_every_parameter(make_client: Any, photo: by
     ("name", "data"), [("notes.txt", b"just some words\n" * 50), ("cut.jpg", jpeg(400, 300)[:2000])]
 )
 async def test_a_text_blob_and_a_truncated_jpeg_answer_422(
-    make_client: Any, container: ContainerClient, name: str, data: bytes
+    app_client: AppClientFactory, container: ContainerClient, name: str, data: bytes
 ) -> None:
     """What is not a decodable image is a 422, never a 500; the original still serves."""
     await upload(container, name, data, content_type="image/jpeg")
-    client = await make_client()
+    client = await app_client()
     status, _, _ = await fetch(client, f"/images/{name}?w=50")
     assert status == 422
     status, _, body = await fetch(client, f"/images/{name}")
@@ -263,12 +251,12 @@ async def test_a_text_blob_and_a_truncated_jpeg_answer_422(
 
 
 async def test_libvips_words_go_to_the_log_once_with_the_path_never_to_the_client(
-    make_client: Any, container: ContainerClient, caplog: pytest.LogCaptureFixture
+    app_client: AppClientFactory, container: ContainerClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A truncated JPEG's 422 says so in our words; libvips' message is logged at WARNING once,
     with the path, not again for the later refusals of that source version."""
     await upload(container, "cut.jpg", jpeg(400, 300)[:2000], content_type="image/jpeg")
-    client = await make_client()
+    client = await app_client()
     with caplog.at_level(logging.WARNING, logger="imgproxy"):
         answers = [await fetch(client, f"/images/cut.jpg?w={width}") for width in (50, 60, 70)]
     assert [(status, body) for status, _, body in answers] == [
@@ -285,12 +273,12 @@ async def test_libvips_words_go_to_the_log_once_with_the_path_never_to_the_clien
 
 
 async def test_a_source_that_is_not_an_image_is_not_decoded_twice(
-    make_client: Any, container: ContainerClient
+    app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """Once libvips refused a source version, other variants of it are refused without a decode
     (the pool's count of refusals moves once); a new upload is tried again."""
     await upload(container, "junk.jpg", b"not a jpeg at all" * 10, content_type="image/jpeg")
-    client = await make_client()
+    client = await app_client()
     for width in (10, 20, 30):
         assert (await fetch(client, f"/images/junk.jpg?w={width}"))[0] == 422
     assert client.app[TRANSFORMS].pool.stats().rejected["not_an_image"] == 1
@@ -301,11 +289,11 @@ async def test_a_source_that_is_not_an_image_is_not_decoded_twice(
 
 
 async def test_exif_orientation_6_comes_out_upright_and_gps_is_gone(
-    make_client: Any, container: ContainerClient
+    app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """A photo stored sideways with EXIF orientation 6 and GPS tags comes out upright, without EXIF."""
     await upload(container, "turned.jpg", jpeg_rotated_with_gps(400, 300), content_type="image/jpeg")
-    client = await make_client()
+    client = await app_client()
     status, _, body = await fetch(client, "/images/turned.jpg?w=200")
     image = decode(body)
     assert (status, image.size) == (200, (200, 150))
@@ -315,10 +303,12 @@ async def test_exif_orientation_6_comes_out_upright_and_gps_is_gone(
     assert b"GPS" not in body
 
 
-async def test_an_animated_gif_keeps_its_frames_in_webp(make_client: Any, container: ContainerClient) -> None:
+async def test_an_animated_gif_keeps_its_frames_in_webp(
+    app_client: AppClientFactory, container: ContainerClient
+) -> None:
     """An animated GIF resized to WebP stays animated; to JPEG it is its first frame."""
     await upload(container, "anim.gif", animated_gif(120, 80, 4), content_type="image/gif")
-    client = await make_client()
+    client = await app_client()
     _, _, webp = await fetch(client, "/images/anim.gif?w=60&fm=webp")
     assert (sniff(webp), frame_count(webp)) == ("webp", 4)
     _, _, first = await fetch(client, "/images/anim.gif?w=60&fm=jpeg")
@@ -326,11 +316,11 @@ async def test_an_animated_gif_keeps_its_frames_in_webp(make_client: Any, contai
 
 
 async def test_png_with_alpha_keeps_it_or_is_flattened_onto_bg(
-    make_client: Any, container: ContainerClient
+    app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """The source family of a PNG with alpha is PNG (alpha kept); as JPEG it is flattened onto bg."""
     await upload(container, "alpha.png", png_with_alpha(200, 100), content_type="image/png")
-    client = await make_client()
+    client = await app_client()
     _, _, png = await fetch(client, "/images/alpha.png?w=100&fm=auto", Accept=CURL)
     assert sniff(png) == "png" and pixel(decode(png), 0.75, 0.5)[3] == 0
     _, _, flat = await fetch(client, "/images/alpha.png?w=100&fm=jpeg&bg=000000")
@@ -341,11 +331,11 @@ async def test_png_with_alpha_keeps_it_or_is_flattened_onto_bg(
 
 
 async def test_an_overwritten_source_makes_its_variants_anew_after_revalidation(
-    make_client: Any, container: ContainerClient, photo: bytes
+    app_client: AppClientFactory, container: ContainerClient, photo: bytes
 ) -> None:
     """Once expired, a variant asks whether its source changed: unchanged costs no transform,
     changed gives a new variant (new pixels, new ETag)."""
-    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0)
+    client = await app_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0)
     _, first, before = await fetch(client, "/images/photo.jpg?w=100")
     again = await fetch(client, "/images/photo.jpg?w=100")
     assert (again[1]["X-Cache"], again[2], transforms_done(client)) == ("HIT", before, 1)
@@ -358,37 +348,35 @@ async def test_an_overwritten_source_makes_its_variants_anew_after_revalidation(
 
 
 async def test_a_purge_removes_the_original_and_every_variant(
-    make_client: Any, photo: bytes, origin: OriginProxy, tmp_path: Path
+    app_client: AppClientFactory, photo: bytes, origin: OriginProxy, disk_dir: Path
 ) -> None:
     """`DELETE /admin/cache/<path>` drops the variants in memory and on disk: each is made again."""
-    disk = tmp_path / "disk"
-    client = await make_client(disk__enabled=True, disk__path=str(disk))
+    client = await app_client(disk=True)
     for query in ("w=50", "w=60&fm=webp", "h=40&fm=png"):
         assert (await fetch(client, f"/images/photo.jpg?{query}"))[1]["X-Cache"] == "MISS"
-    stats = await (await client.get("/admin/cache", headers=AUTH)).json()
+    stats = await cache_stats(client)
     assert stats["cache_variants"] == 3
     await wait_until(lambda: client.app[FETCHER].stats()["disk_variants"] == 3)  # written in the background
-    assert len(variant_files(disk)) == 3
+    assert len(variant_files(disk_dir)) == 3
     async with client.delete("/admin/cache/photo.jpg", headers=AUTH) as response:
         assert (response.status, (await response.json())["purged"]) == (200, True)
-    assert variant_files(disk) == []
-    stats = await (await client.get("/admin/cache", headers=AUTH)).json()
+    assert variant_files(disk_dir) == []
+    stats = await cache_stats(client)
     assert (stats["cache_variants"], stats["disk_variants"]) == (0, 0)
     assert (await fetch(client, "/images/photo.jpg?w=50"))[1]["X-Cache"] == "MISS"
     assert transforms_done(client) == 4
 
 
 async def test_variants_on_disk_survive_a_restart(
-    make_client: Any, photo: bytes, origin: OriginProxy, tmp_path: Path
+    app_client: AppClientFactory, photo: bytes, origin: OriginProxy
 ) -> None:
     """A variant written to the disk tier is served after a restart without Azure or a transform."""
-    disk = {"disk__enabled": True, "disk__path": str(tmp_path / "disk")}
-    first = await make_client(**disk)
+    first = await app_client(disk=True)
     _, _, body = await fetch(first, "/images/photo.jpg?w=70&fm=webp")
     await wait_until(lambda: first.app[FETCHER].stats()["disk_variants"] == 1)  # data and .meta written
     await first.close()
     asked = len(origin.requests)
-    second = await make_client(**disk)
+    second = await app_client(disk=True)
     status, headers, again = await fetch(second, "/images/photo.jpg?w=70&fm=webp")
     assert (status, headers["X-Cache"], again) == (200, "HIT", body)
     assert len(origin.requests) == asked and transforms_done(second) == 0
@@ -401,9 +389,11 @@ def signed(path: str, params: str) -> str:
     return sign_url("", path, params, KEY)
 
 
-async def test_signed_urls_verify_whatever_the_parameter_order(make_client: Any, photo: bytes) -> None:
+async def test_signed_urls_verify_whatever_the_parameter_order(
+    app_client: AppClientFactory, photo: bytes
+) -> None:
     """With a signing key, a signed URL is served; the same parameters reordered still verify."""
-    client = await make_client(transform__signing_key=KEY, transform__allow_unsigned=False)
+    client = await app_client(transform__signing_key=KEY, transform__allow_unsigned=False)
     url = signed("photo.jpg", "w=120&fm=webp&q=70")
     assert (await fetch(client, url))[0] == 200
     path, _, query = url.partition("?")
@@ -412,9 +402,11 @@ async def test_signed_urls_verify_whatever_the_parameter_order(make_client: Any,
 
 
 @pytest.mark.parametrize("tamper", ["missing", "changed", "other-path", "extra-parameter"])
-async def test_a_missing_or_tampered_signature_is_403(make_client: Any, photo: bytes, tamper: str) -> None:
+async def test_a_missing_or_tampered_signature_is_403(
+    app_client: AppClientFactory, photo: bytes, tamper: str
+) -> None:
     """No signature, a changed parameter, another path or an added parameter: 403."""
-    client = await make_client(transform__signing_key=KEY, transform__allow_unsigned=False)
+    client = await app_client(transform__signing_key=KEY, transform__allow_unsigned=False)
     url = signed("photo.jpg", "w=120&fm=webp")
     url = {
         "missing": "/images/photo.jpg?w=120&fm=webp",
@@ -426,10 +418,10 @@ async def test_a_missing_or_tampered_signature_is_403(make_client: Any, photo: b
 
 
 async def test_presets_need_no_signature_and_explicit_parameters_still_do(
-    make_client: Any, photo: bytes
+    app_client: AppClientFactory, photo: bytes
 ) -> None:
     """`?preset=thumb` is served unsigned; adding a parameter to it needs the signature."""
-    client = await make_client(
+    client = await app_client(
         transform__signing_key=KEY,
         transform__allow_unsigned=False,
         transform__presets={"thumb": "w=64&h=64&fit=cover"},
@@ -441,10 +433,10 @@ async def test_presets_need_no_signature_and_explicit_parameters_still_do(
 
 
 async def test_without_a_key_only_presets_are_served_unless_allow_unsigned(
-    make_client: Any, photo: bytes
+    app_client: AppClientFactory, photo: bytes
 ) -> None:
     """No signing key and allow_unsigned false: arbitrary parameters are refused, presets served."""
-    client = await make_client(transform__allow_unsigned=False, transform__presets={"small": "w=32"})
+    client = await app_client(transform__allow_unsigned=False, transform__presets={"small": "w=32"})
     assert (await fetch(client, "/images/photo.jpg?w=32"))[0] == 403
     assert (await fetch(client, "/images/photo.jpg?preset=small"))[0] == 200
 
@@ -453,12 +445,12 @@ async def test_without_a_key_only_presets_are_served_unless_allow_unsigned(
 
 
 async def test_auto_format_gives_webp_to_chrome_and_the_original_to_curl(
-    make_client: Any, photo: bytes, container: ContainerClient
+    app_client: AppClientFactory, photo: bytes, container: ContainerClient
 ) -> None:
     """transform.auto_format: a plain request from Chrome gets WebP, from curl the original bytes,
     both with `Vary: Accept`; a blob that is not an image is served as it is, without Vary."""
     await upload(container, "doc.pdf", b"%PDF-1.4 not an image", content_type="application/pdf")
-    client = await make_client(transform__auto_format=True)
+    client = await app_client(transform__auto_format=True)
     _, chrome, webp = await fetch(client, "/images/photo.jpg", Accept=CHROME)
     assert (sniff(webp), chrome["Content-Type"], chrome["Vary"]) == ("webp", "image/webp", "Accept")
     _, curl, body = await fetch(client, "/images/photo.jpg", Accept=CURL)
@@ -468,12 +460,12 @@ async def test_auto_format_gives_webp_to_chrome_and_the_original_to_curl(
 
 
 async def test_auto_format_falls_back_to_the_original_when_the_variant_cannot_be_made(
-    make_client: Any, container: ContainerClient
+    app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """A damaged JPEG under auto_format: the plain request still gets the original bytes (200)."""
     damaged = jpeg(300, 200)[:1500]
     await upload(container, "damaged.jpg", damaged, content_type="image/jpeg")
-    client = await make_client(transform__auto_format=True)
+    client = await app_client(transform__auto_format=True)
     status, _, body = await fetch(client, "/images/damaged.jpg", Accept=CHROME)
     assert (status, body) == (200, damaged)
 
@@ -482,11 +474,11 @@ async def test_auto_format_falls_back_to_the_original_when_the_variant_cannot_be
 
 
 async def test_transforms_beyond_the_queue_are_refused_with_429(
-    make_client: Any, container: ContainerClient
+    app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """One slot and no queue: of several concurrent variants some run, the rest get 429 + Retry-After."""
     await upload(container, "big.jpg", jpeg(4000, 3000), content_type="image/jpeg")
-    client = await make_client(transform__max_concurrency=1, transform__max_queue=0)
+    client = await app_client(transform__max_concurrency=1, transform__max_queue=0)
     results = await asyncio.gather(*(fetch(client, f"/images/big.jpg?w={100 + i}") for i in range(8)))
     statuses = [status for status, _, _ in results]
     assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
@@ -496,12 +488,12 @@ async def test_transforms_beyond_the_queue_are_refused_with_429(
 
 
 async def test_transforms_waiting_for_a_slot_do_not_read_a_large_source_yet(
-    make_client: Any, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A source larger than cache.max_item_bytes is read (into memory) only once its transform has
     a slot: with one slot, five cold variants read it one at a time, the others wait unread."""
     await upload(container, "wide.jpg", jpeg(1200, 900), content_type="image/jpeg")
-    client = await make_client(cache__max_item_bytes=20_000, transform__max_concurrency=1)
+    client = await app_client(cache__max_item_bytes=20_000, transform__max_concurrency=1)
     assert (await fetch(client, "/images/wide.jpg"))[0] == 200  # its metadata is known now
     held = origin.hold(lambda r: r.method == "GET" and r.path.endswith("/wide.jpg"))
     answers = [asyncio.create_task(fetch(client, f"/images/wide.jpg?w={50 + i}")) for i in range(5)]
@@ -513,29 +505,33 @@ async def test_transforms_waiting_for_a_slot_do_not_read_a_large_source_yet(
     assert [status for status, _, _ in await asyncio.gather(*answers)] == [200] * 5
 
 
-async def test_a_transform_over_its_time_answers_503(make_client: Any, container: ContainerClient) -> None:
+async def test_a_transform_over_its_time_answers_503(
+    app_client: AppClientFactory, container: ContainerClient
+) -> None:
     """transform.timeout_s passed: 503, and the slot is freed once the thread ends."""
     await upload(container, "big.jpg", jpeg(4000, 3000), content_type="image/jpeg")
-    client = await make_client(transform__timeout_s=0.001)
+    client = await app_client(transform__timeout_s=0.001)
     status, _, _ = await fetch(client, "/images/big.jpg?w=3000&fm=png")
     assert status == 503
     await client.app[TRANSFORMS].pool.wait_idle()
 
 
 async def test_a_decompression_bomb_is_refused_with_422_from_its_header(
-    make_client: Any, container: ContainerClient
+    app_client: AppClientFactory, container: ContainerClient
 ) -> None:
     """A 30000x30000 PNG of about 100 KiB: 422 from its header (the engine's test shows the
     pixels are never allocated), within the client's timeout."""
     await upload(container, "bomb.png", png_bomb(), content_type="image/png")
-    client = await make_client()
+    client = await app_client()
     status, _, body = await fetch(client, "/images/bomb.png?w=100")
     assert status == 422 and b"pixels" in body
 
 
-async def test_a_source_over_max_src_bytes_is_refused_with_422(make_client: Any, photo: bytes) -> None:
+async def test_a_source_over_max_src_bytes_is_refused_with_422(
+    app_client: AppClientFactory, photo: bytes
+) -> None:
     """transform.max_src_bytes is checked from the metadata, before the source is read."""
-    client = await make_client(transform__max_src_bytes=1000)
+    client = await app_client(transform__max_src_bytes=1000)
     assert (await fetch(client, "/images/photo.jpg?w=10"))[0] == 422
 
 

@@ -14,10 +14,9 @@ from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import free_port
 from imgproxy.app import create_app
-from imgproxy.config import Config
+from imgproxy.server import start_runner
 from imgproxy.web.siblings import RELAYED_HEADER, Siblings
-from tests.conftest import AiohttpClient
-from tests.helpers import ADMIN_TOKEN, AUTH, AppClient, make_test_config, payload, upload
+from tests.helpers import ADMIN_TOKEN, AUTH, AppClient, AppClientFactory, make_test_config, payload, upload
 from tests.support.origin_proxy import OriginProxy
 
 
@@ -36,19 +35,9 @@ async def x_cache(client: AppClient, path: str) -> str:
 
 
 @pytest.fixture
-async def small_client(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
-) -> AppClient:
+async def small_client(app_client: AppClientFactory) -> AppClient:
     """An app whose cache holds at most 3 entries and 2500 bytes (items up to 1000 bytes)."""
-    config = make_test_config(
-        origin.endpoint,
-        container.container_name,
-        cache__max_items=3,
-        cache__max_bytes=2500,
-        cache__max_item_bytes=1000,
-    )
-    client: AppClient = await aiohttp_client(create_app(config))
-    return client
+    return await app_client(cache__max_items=3, cache__max_bytes=2500, cache__max_item_bytes=1000)
 
 
 async def test_stats_report_sizes_limits_and_counters(client: AppClient, container: ContainerClient) -> None:
@@ -144,12 +133,9 @@ async def test_admin_needs_the_bearer_token(
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-async def test_admin_is_404_without_a_configured_token(aiohttp_client: AiohttpClient, config: Config) -> None:
+async def test_admin_is_404_without_a_configured_token(app_client: AppClientFactory) -> None:
     """With admin.token empty the admin API does not exist."""
-    import dataclasses
-
-    no_admin = dataclasses.replace(config, admin=dataclasses.replace(config.admin, token=""))
-    client: AppClient = await aiohttp_client(create_app(no_admin))
+    client = await app_client(admin__token="")
     for method, path in (("GET", "/admin/cache"), ("DELETE", "/admin/cache"), ("DELETE", "/admin/cache/x")):
         response = await client.request(method, path, headers=AUTH)
         assert response.status == 404
@@ -166,8 +152,7 @@ async def test_purges_are_relayed_to_sibling_workers_and_a_missing_one_is_report
     runners = []
     try:
         for index in range(2):
-            runner = web.AppRunner(create_app(config, siblings=Siblings(sockets, index, 3)))
-            await runner.setup()
+            runner = await start_runner(create_app(config, siblings=Siblings(sockets, index, 3)))
             await web.UnixSite(runner, str(sockets / f"{index}.sock")).start()
             runners.append(runner)
         port = free_port()

@@ -30,9 +30,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from imgproxy.app import create_app
-from tests.conftest import AiohttpClient
-from tests.helpers import AUTH, AppClient, make_test_config, payload, sha256, upload
+from tests.helpers import AUTH, AppClient, AppClientFactory, payload, sha256, upload
 from tests.support.origin_proxy import OriginProxy
 
 SMALL_NAME: Final = "small-blob.png"
@@ -225,19 +223,9 @@ TRANSFORM_PARAMETERS: Final = ("w", "h", "dpr", "fit", "pos", "enlarge", "fm", "
 
 
 @pytest.fixture
-async def transforms_client(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
-) -> AppClient:
+async def transforms_client(app_client: AppClientFactory) -> AppClient:
     """The app with transforms on, unsigned parameters allowed, and a preset."""
-    config = make_test_config(
-        origin.endpoint,
-        container.container_name,
-        transform__enabled=True,
-        transform__allow_unsigned=True,
-        transform__presets={"thumb": "w=10"},
-    )
-    made: AppClient = await aiohttp_client(create_app(config))
-    return made
+    return await app_client(transforms=True, transform__presets={"thumb": "w=10"})
 
 
 def assert_not_echoed(body: bytes) -> None:
@@ -270,18 +258,12 @@ async def test_a_crafted_transform_value_never_appears_in_the_400(
 
 
 async def test_a_crafted_path_signature_or_blob_name_never_appears_in_an_error_body(
-    aiohttp_client: AiohttpClient,
-    transforms_client: AppClient,
-    origin: OriginProxy,
-    container: ContainerClient,
+    app_client: AppClientFactory, transforms_client: AppClient, container: ContainerClient
 ) -> None:
     """A crafted path (400), signature (403) or name of a blob that is not an image (422) gets
     fixed words: what the client sent is not echoed."""
     await upload(container, f"x{CRAFTED}.jpg", f"{CRAFTED}\n".encode() * 20, content_type="image/jpeg")
-    config = make_test_config(
-        origin.endpoint, container.container_name, transform__enabled=True, transform__signing_key=SIGNING_KEY
-    )
-    signed: AppClient = await aiohttp_client(create_app(config))
+    signed = await app_client(transform__enabled=True, transform__signing_key=SIGNING_KEY)
     answers = [
         await send(transforms_client, "GET", f"/images/{quote(CRAFTED)}/%2e%2e/x.png"),
         await send(transforms_client, "GET", f"/images/{quote(CRAFTED)}%00.png"),

@@ -7,9 +7,7 @@ from typing import Final
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from imgproxy.app import create_app
-from tests.conftest import AiohttpClient
-from tests.helpers import AppClient, make_test_config, payload, upload
+from tests.helpers import AppClient, AppClientFactory, payload, upload
 from tests.support.origin_proxy import OriginProxy
 
 
@@ -75,12 +73,11 @@ METRICS_TOKEN: Final = "test-metrics-token"
     ids=["none", "wrong", "other-scheme", "longer", "empty"],
 )
 async def test_metrics_need_the_token_when_one_is_set(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient, authorization: str | None
+    app_client: AppClientFactory, authorization: str | None
 ) -> None:
     """With server.metrics_token set, a scrape without that bearer token is a 401 that asks for
     one and shows no metric; with it, the exposition as before."""
-    config = make_test_config(origin.endpoint, container.container_name, server__metrics_token=METRICS_TOKEN)
-    client: AppClient = await aiohttp_client(create_app(config))
+    client = await app_client(server__metrics_token=METRICS_TOKEN)
     headers = {} if authorization is None else {"Authorization": authorization}
 
     refused = await client.get("/metrics", headers=headers)

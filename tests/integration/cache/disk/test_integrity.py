@@ -20,8 +20,20 @@ import pytest
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import connection_string
-from tests.disk_support import ITEM_LIMIT, MakeClient, get, stats
-from tests.helpers import MIB, AppClient, admin_headers, data_files, payload, settled, sha256, upload
+from tests.helpers import (
+    MIB,
+    AppClient,
+    AppClientFactory,
+    ImageAnswer,
+    cache_stats,
+    data_files,
+    fetch_image,
+    payload,
+    settled,
+    sha256,
+    upload,
+)
+from tests.integration.cache.disk.conftest import ITEM_LIMIT
 from tests.support.origin_proxy import OriginProxy
 from tests.support.processes import WORKER_TOKEN, start_server, two_workers
 from tests.support.tls import loopback_tls
@@ -60,21 +72,22 @@ def rewrite_in_place(file: Path, garbage: bytes) -> None:
         time.sleep(0.001)
 
 
-async def fetch(client: AppClient, name: str, **headers: str) -> tuple[int, str, bytes]:
+async def fetch_bounded(client: AppClient, name: str, **headers: str) -> ImageAnswer:
+    """`fetch_image`, bounded by REQUEST_TIMEOUT_S: these tests look for hangs."""
     async with asyncio.timeout(REQUEST_TIMEOUT_S):
-        return await get(client, name, **headers)
+        return await fetch_image(client, name, **headers)
 
 
 async def only_on_disk(client: AppClient, container: ContainerClient, name: str, kind: str) -> bytes:
     """Upload `name`, download it once, and leave it on disk only (out of the memory cache)."""
     data = payload(SIZES[kind], seed=len(name) + SIZES[kind])
     await upload(container, name, data)
-    status, cache, body = await fetch(client, name)
+    status, cache, body = await fetch_bounded(client, name)
     assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
     await settled(client, 1)
     if kind == "promoted":  # cache.max_items = 1: another blob pushes it out of memory
         await upload(container, "filler.bin", b"filler")
-        await fetch(client, "filler.bin")
+        await fetch_bounded(client, "filler.bin")
         await settled(client, 2)
     return data
 
@@ -96,7 +109,7 @@ def damage_warnings(caplog: pytest.LogCaptureFixture, name: str) -> list[logging
 @pytest.mark.parametrize("how", DAMAGES)
 @pytest.mark.parametrize("kind", list(SIZES))
 async def test_a_file_damaged_while_the_server_runs_is_dropped_and_the_blob_comes_from_azure(
-    make_client: MakeClient,
+    app_client: AppClientFactory,
     container: ContainerClient,
     origin: OriginProxy,
     disk_dir: Path,
@@ -107,101 +120,101 @@ async def test_a_file_damaged_while_the_server_runs_is_dropped_and_the_blob_come
 ) -> None:
     """Truncated, extended or same-size garbage: the next request is a byte-exact MISS from Azure
     (full or ranged), the damage is logged once and counted, and the entry is gone from disk."""
-    client = await make_client(cache__max_items=1)
+    client = await app_client(cache__max_items=1)
     data = await only_on_disk(client, container, "hurt.bin", kind)
     damage(data_file_of(disk_dir, len(data)), how)
     asked = origin.count("hurt.bin")
     caplog.set_level(logging.WARNING)
 
     if span == "range":
-        status, cache, body = await fetch(client, "hurt.bin", Range="bytes=1000-8999")
+        status, cache, body = await fetch_bounded(client, "hurt.bin", Range="bytes=1000-8999")
         assert (status, cache, sha256(body)) == (206, "MISS", sha256(data[1000:9000]))
     else:
-        status, cache, body = await fetch(client, "hurt.bin")
+        status, cache, body = await fetch_bounded(client, "hurt.bin")
         assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
     assert origin.count("hurt.bin") > asked
-    assert (await stats(client))["disk_corrupt"] == 1
+    assert (await cache_stats(client))["disk_corrupt"] == 1
     assert len(damage_warnings(caplog, "hurt.bin")) == 1
 
     # Right afterwards the blob is served whole and exact again, and no damaged byte is left.
-    status, _, body = await fetch(client, "hurt.bin")
+    status, _, body = await fetch_bounded(client, "hurt.bin")
     assert (status, sha256(body)) == (200, sha256(data))
     await settled(client, 1 if kind == "sendfile" else 2)  # written again (and the filler)
     for file in data_files(disk_dir):
         if file.stat().st_size != len(b"filler"):
             assert sha256(file.read_bytes()) == sha256(data)
-    assert (await stats(client))["disk_corrupt"] == 1
+    assert (await cache_stats(client))["disk_corrupt"] == 1
 
 
 async def test_the_damage_counter_is_a_prometheus_counter(
-    make_client: MakeClient, container: ContainerClient, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, disk_dir: Path
 ) -> None:
     """`imgproxy_disk_corrupt_total` counts dropped entries."""
-    client = await make_client()
+    client = await app_client()
     data = await only_on_disk(client, container, "counted.bin", "sendfile")
     damage(data_file_of(disk_dir, len(data)), "truncate")
-    assert (await fetch(client, "counted.bin"))[1] == "MISS"
+    assert (await fetch_bounded(client, "counted.bin"))[1] == "MISS"
     async with client.get("/metrics") as response:
         assert "imgproxy_disk_corrupt_total 1.0" in (await response.text()).splitlines()
 
 
 @pytest.mark.parametrize("kind", list(SIZES))
 async def test_a_file_deleted_under_the_running_server_is_fetched_again(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path, kind: str
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy, disk_dir: Path, kind: str
 ) -> None:
     """A data file deleted while the server runs: the next request is a byte-exact MISS (gone is
     not damage: nothing is counted)."""
-    client = await make_client(cache__max_items=1)
+    client = await app_client(cache__max_items=1)
     data = await only_on_disk(client, container, "gone.bin", kind)
     damage(data_file_of(disk_dir, len(data)), "delete")
     asked = origin.count("gone.bin")
-    status, cache, body = await fetch(client, "gone.bin")
+    status, cache, body = await fetch_bounded(client, "gone.bin")
     assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
     assert origin.count("gone.bin") > asked
-    assert (await stats(client))["disk_corrupt"] == 0
+    assert (await cache_stats(client))["disk_corrupt"] == 0
 
 
 @pytest.mark.parametrize("how", DAMAGES)
 async def test_a_damaged_file_a_sibling_worker_published_is_not_adopted(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path, how: str
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy, disk_dir: Path, how: str
 ) -> None:
     """Two workers on one directory: the second worker's adoption of a small entry reads it into
     memory, finds the damage and downloads the blob itself, byte-exact."""
-    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    first, second = await app_client(shared_disk=True), await app_client(shared_disk=True)
     data = payload(SIZES["promoted"], seed=7)
     await upload(container, "shared.bin", data)
-    assert (await fetch(first, "shared.bin"))[2] == data
+    assert (await fetch_bounded(first, "shared.bin"))[2] == data
     await settled(first, 1)
     damage(data_file_of(disk_dir, len(data)), how)
     asked = origin.count("shared.bin")
 
-    status, cache, body = await fetch(second, "shared.bin")
+    status, cache, body = await fetch_bounded(second, "shared.bin")
     assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
     assert origin.count("shared.bin") == asked + 1
-    assert (await stats(second))["disk_corrupt"] == 1
+    assert (await cache_stats(second))["disk_corrupt"] == 1
     # The first worker still answers from its memory, which was never damaged.
-    assert (await fetch(first, "shared.bin"))[1:] == ("HIT", data)
+    assert (await fetch_bounded(first, "shared.bin"))[1:] == ("HIT", data)
 
 
 async def test_a_sibling_republishing_an_entry_is_not_taken_for_damage(
-    make_client: MakeClient, container: ContainerClient, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, disk_dir: Path
 ) -> None:
     """A worker whose index holds an entry a sibling has since dropped and written again (a new
     file at the same place) serves the new file: a newer entry is not damage."""
-    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    first, second = await app_client(shared_disk=True), await app_client(shared_disk=True)
     data = payload(SIZES["sendfile"], seed=8)
     await upload(container, "again.bin", data)
-    assert (await fetch(first, "again.bin"))[2] == data
+    assert (await fetch_bounded(first, "again.bin"))[2] == data
     await settled(first, 1)
-    assert (await fetch(second, "again.bin"))[2] == data  # adopted: now in both indexes
-    assert (await fetch(second, "again.bin"))[1:] == ("HIT", data)
+    assert (await fetch_bounded(second, "again.bin"))[2] == data  # adopted: now in both indexes
+    assert (await fetch_bounded(second, "again.bin"))[1:] == ("HIT", data)
 
     damage(data_file_of(disk_dir, len(data)), "truncate")
-    assert (await fetch(first, "again.bin"))[1:] == ("MISS", data)  # dropped and filled again
+    assert (await fetch_bounded(first, "again.bin"))[1:] == ("MISS", data)  # dropped and filled again
     await settled(first, 1)
-    status, cache, body = await fetch(second, "again.bin")
+    status, cache, body = await fetch_bounded(second, "again.bin")
     assert (status, cache, sha256(body)) == (200, "HIT", sha256(data))
-    assert (await stats(second))["disk_corrupt"] == 0
+    assert (await cache_stats(second))["disk_corrupt"] == 0
 
 
 def tls_kwargs(tmp_path: Path) -> dict[str, Any]:
@@ -215,7 +228,7 @@ def tls_kwargs(tmp_path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("transport", ["plain", "tls"])
 @pytest.mark.parametrize("span", ["full", "range"])
 async def test_a_file_that_shrinks_during_the_send_aborts_the_connection(
-    make_client: MakeClient,
+    app_client: AppClientFactory,
     container: ContainerClient,
     disk_dir: Path,
     tmp_path: Path,
@@ -226,10 +239,10 @@ async def test_a_file_that_shrinks_during_the_send_aborts_the_connection(
     asyncio's copy on TLS): the client gets an error, not a hang or a complete-looking body;
     the entry is dropped and the next request is a byte-exact MISS."""
     size = 32 * MIB  # far more than the socket buffers hold, so most of it is sent after the cut
-    client = await make_client(**(tls_kwargs(tmp_path) if transport == "tls" else {}))
+    client = await app_client(**(tls_kwargs(tmp_path) if transport == "tls" else {}))
     data = payload(size, seed=9)
     await upload(container, "shrinks.bin", data)
-    assert (await fetch(client, "shrinks.bin"))[2] == data
+    assert (await fetch_bounded(client, "shrinks.bin"))[2] == data
     await settled(client, 1)
     start = 1000 if span == "range" else 0
     headers = {"Range": f"bytes={start}-"} if span == "range" else {}
@@ -245,24 +258,24 @@ async def test_a_file_that_shrinks_during_the_send_aborts_the_connection(
                     received += chunk
     assert len(received) < size - start
     assert received == data[start : start + len(received)]  # what came is right, and it is cut
-    assert (await stats(client))["disk_corrupt"] == 1
+    assert (await cache_stats(client))["disk_corrupt"] == 1
 
-    status, cache, body = await fetch(client, "shrinks.bin")
+    status, cache, body = await fetch_bounded(client, "shrinks.bin")
     assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
 
 
 async def test_damaged_entries_are_dropped_at_start(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy, disk_dir: Path
 ) -> None:
     """While the server is stopped: a data file truncated, extended, rewritten with garbage of its
     own size, deleted, or made unreadable (a directory in its place). The restarted server
     indexes none of them, deletes them, and serves every blob byte-exact from Azure."""
     hows = ("truncate", "extend", "garbage", "delete", "unreadable")
     blobs = {how: payload(ITEM_LIMIT * 2 + i, seed=20 + i) for i, how in enumerate(hows)}
-    first = await make_client()
+    first = await app_client()
     for how, data in blobs.items():
         await upload(container, f"{how}.bin", data)
-        assert (await fetch(first, f"{how}.bin"))[2] == data
+        assert (await fetch_bounded(first, f"{how}.bin"))[2] == data
     await settled(first, len(blobs))
     await first.close()
     for how, data in blobs.items():
@@ -273,12 +286,12 @@ async def test_damaged_entries_are_dropped_at_start(
         else:
             damage(file, how)
 
-    second = await make_client()
-    assert (await stats(second))["disk_size"] == 0
+    second = await app_client()
+    assert (await cache_stats(second))["disk_size"] == 0
     assert data_files(disk_dir) == []
     for how, data in blobs.items():
         asked = origin.count(f"{how}.bin")
-        status, cache, body = await fetch(second, f"{how}.bin")
+        status, cache, body = await fetch_bounded(second, f"{how}.bin")
         assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
         assert origin.count(f"{how}.bin") > asked
 
@@ -294,18 +307,12 @@ def disk_env(root: Path) -> dict[str, str]:
     }
 
 
-async def process_stats(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with session.get(f"{base}/admin/cache", headers=admin_headers(WORKER_TOKEN)) as r:
-        body: dict[str, Any] = await r.json()
-        return body
-
-
 async def process_settled(session: aiohttp.ClientSession, base: str, entries: int) -> None:
     """Poll (bounded) until the server's disk tier holds `entries` and fills nothing: it is
     another process, with no event to wait on."""
     async with asyncio.timeout(30):
         while True:
-            body = await process_stats(session, base)
+            body = await cache_stats(session, base, WORKER_TOKEN)
             if body["disk_size"] == entries and not body["disk_fills"]:
                 return
             await asyncio.sleep(0.02)
@@ -348,7 +355,7 @@ async def test_under_uvloop_a_copied_send_that_comes_up_short_aborts(
                     async for chunk in response.content.iter_chunked(MIB):
                         received += chunk
             assert len(received) < size and received == data[: len(received)]
-            assert (await process_stats(session, running.base))["disk_corrupt"] == 1
+            assert (await cache_stats(session, running.base, WORKER_TOKEN))["disk_corrupt"] == 1
 
             async with asyncio.timeout(REQUEST_TIMEOUT_S), session.get(url) as response:
                 assert (response.headers["X-Cache"], sha256(await response.read())) == ("MISS", sha256(data))
@@ -356,7 +363,7 @@ async def test_under_uvloop_a_copied_send_that_comes_up_short_aborts(
             rewrite_in_place(data_file_of(tmp_path / "disk", size), payload(size, seed=41))
             async with asyncio.timeout(REQUEST_TIMEOUT_S), session.get(url) as response:
                 assert (response.headers["X-Cache"], sha256(await response.read())) == ("MISS", sha256(data))
-            assert (await process_stats(session, running.base))["disk_corrupt"] == 2
+            assert (await cache_stats(session, running.base, WORKER_TOKEN))["disk_corrupt"] == 2
 
 
 @pytest.mark.parametrize("how", DAMAGES)
@@ -391,6 +398,6 @@ async def test_two_workers_sharing_the_directory_never_serve_a_damaged_file(
             for _ in range(10):
                 for name, data in blobs.items():
                     assert await exact_or_aborted(session, urls[name], data) == "exact"
-            counted = (await process_stats(session, running.base))["disk_corrupt"]
+            counted = (await cache_stats(session, running.base, WORKER_TOKEN))["disk_corrupt"]
         assert 2 <= counted <= 3  # the large entry by one or both workers, the small one by one
         assert all(origin.count(name) > asked[name] for name in blobs)

@@ -18,47 +18,59 @@ from azure.storage.blob.aio import ContainerClient
 from imgproxy.cache.disk.tier import DiskTier
 from imgproxy.config import DiskConfig
 from imgproxy.web.keys import FETCHER
-from tests.disk_support import ITEM_LIMIT, MakeClient, get, stats
-from tests.helpers import AUTH, MIB, files_under, payload, settled, sha256, upload, wait_until
+from tests.helpers import (
+    AUTH,
+    MIB,
+    AppClientFactory,
+    cache_stats,
+    fetch_image,
+    files_under,
+    payload,
+    settled,
+    sha256,
+    upload,
+    wait_until,
+)
+from tests.integration.cache.disk.conftest import ITEM_LIMIT
 from tests.support.origin_proxy import OriginProxy, reads_from
 
 
 async def test_restart_serves_from_disk_without_origin_requests(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """Small and large blobs cached before a restart are served after it with no origin request."""
     small, large = payload(10_000, seed=1), payload(3 * MIB, seed=2)
     await upload(container, "small.png", small)
     await upload(container, "large.bin", large)
-    first = await make_client()
-    assert (await get(first, "small.png"))[2] == small
-    assert (await get(first, "large.bin"))[2] == large
+    first = await app_client()
+    assert (await fetch_image(first, "small.png"))[2] == small
+    assert (await fetch_image(first, "large.bin"))[2] == large
     await settled(first, 2)
     await first.close()
     asked = len(origin.requests)
 
-    second = await make_client()  # a new app: index rebuilt from the directory
+    second = await app_client()  # a new app: index rebuilt from the directory
     for name, data in (("small.png", small), ("large.bin", large)):
-        status, cache, body = await get(second, name)
+        status, cache, body = await fetch_image(second, name)
         assert (status, cache, sha256(body)) == (200, "HIT", sha256(data))
-    status, _, body = await get(second, "large.bin", Range="bytes=100-199")
+    status, _, body = await fetch_image(second, "large.bin", Range="bytes=100-199")
     assert (status, body) == (206, large[100:200])
     assert len(origin.requests) == asked
-    counters = await stats(second)
+    counters = await cache_stats(second)
     assert counters["disk_hits"] == 3
     # The small blob was promoted to memory: its next hit does not touch the disk.
-    await get(second, "small.png")
-    assert (await stats(second))["disk_hits"] == 3
+    await fetch_image(second, "small.png")
+    assert (await cache_stats(second))["disk_hits"] == 3
 
 
 async def test_incomplete_entries_are_discarded_at_start(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy, disk_dir: Path
 ) -> None:
     """A truncated data file, a leftover temporary and an orphan are discarded, never served."""
     data = payload(200_000, seed=3)
     await upload(container, "cut.bin", data)
-    first = await make_client()
-    await get(first, "cut.bin")
+    first = await app_client()
+    await fetch_image(first, "cut.bin")
     await settled(first, 1)
     await first.close()
 
@@ -70,25 +82,25 @@ async def test_incomplete_entries_are_discarded_at_start(
     orphan.write_bytes(b"no metadata")
     asked = origin.count("cut.bin")
 
-    second = await make_client()
+    second = await app_client()
     assert files_under(disk_dir) == []
-    status, cache, body = await get(second, "cut.bin")
+    status, cache, body = await fetch_image(second, "cut.bin")
     assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
     assert origin.count("cut.bin") > asked
 
 
 async def test_eviction_keeps_the_directory_under_max_bytes(
-    make_client: MakeClient, container: ContainerClient, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, disk_dir: Path
 ) -> None:
     """Writing more than disk.max_bytes evicts least-recently-used entries, files included."""
-    client = await make_client(disk__max_bytes=250_000)
+    client = await app_client(disk__max_bytes=250_000)
     for i in range(5):
         await upload(container, f"e{i}.bin", payload(100_000, seed=i))
-        await get(client, f"e{i}.bin")
+        await fetch_image(client, f"e{i}.bin")
         await settled(client, min(i + 1, 2))
-        body = await stats(client)
+        body = await cache_stats(client)
         assert body["disk_bytes"] <= 250_000
-    body = await stats(client)
+    body = await cache_stats(client)
     assert (body["disk_size"], body["disk_bytes"]) == (2, 200_000)
     assert body["disk_evictions"] == 3
     await wait_until(lambda: len(files_under(disk_dir)) == 4)  # 2 entries x (data + meta)
@@ -96,7 +108,7 @@ async def test_eviction_keeps_the_directory_under_max_bytes(
 
 
 async def test_ten_clients_of_a_large_blob_make_one_origin_download(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """10 concurrent clients of an uncached 100 MiB blob: one download, every client byte-exact."""
     size = 100 * MIB
@@ -104,7 +116,7 @@ async def test_ten_clients_of_a_large_blob_make_one_origin_download(
     expected = hashlib.sha256(data).hexdigest()
     await upload(container, "big.bin", data)
     del data
-    client = await make_client()
+    client = await app_client()
 
     async def read() -> str:
         digest = hashlib.sha256()
@@ -121,12 +133,12 @@ async def test_ten_clients_of_a_large_blob_make_one_origin_download(
 
 
 async def test_range_of_an_uncached_large_blob_moves_about_the_range(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A 1 KiB range near the end of a large blob not on disk goes to Azure alone: no whole fill."""
     data = payload(8 * MIB, seed=9)
     await upload(container, "ranged.bin", data)
-    client = await make_client()
+    client = await app_client()
     start = len(data) - 5000
     ranged = {"Range": f"bytes={start}-{start + 1023}"}
     async with client.get("/images/ranged.bin", headers=ranged) as response:
@@ -134,16 +146,16 @@ async def test_range_of_an_uncached_large_blob_moves_about_the_range(
         assert await response.read() == data[start : start + 1024]
     # The first GET (at most the memory item limit) learns the size, then one 1 KiB ranged read.
     assert origin.body_bytes("ranged.bin") <= ITEM_LIMIT + 1024
-    assert (await stats(client))["disk_size"] == 0
+    assert (await cache_stats(client))["disk_size"] == 0
 
 
 async def test_slow_client_does_not_slow_the_others_and_late_joiner_starts_at_zero(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A stalled reader does not hold back fast ones; a client joining late gets every byte."""
     data = payload(30 * MIB, seed=5)
     await upload(container, "shared.bin", data)
-    client = await make_client()
+    client = await app_client()
     fetcher = client.app[FETCHER]
     fast_done = asyncio.Event()
 
@@ -165,16 +177,16 @@ async def test_slow_client_does_not_slow_the_others_and_late_joiner_starts_at_ze
 
 
 async def test_late_joiner_tails_a_fill_in_progress(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A client arriving mid-download reads the same file from byte 0, with no second download."""
     data = payload(8 * MIB, seed=6)
     await upload(container, "tail.bin", data)
-    client = await make_client()
+    client = await app_client()
     held = origin.hold(reads_from(4 * MIB))
-    first = asyncio.create_task(get(client, "tail.bin"))
+    first = asyncio.create_task(fetch_image(client, "tail.bin"))
     await held.arrived.wait()  # the fill is half way
-    second = asyncio.create_task(get(client, "tail.bin"))
+    second = asyncio.create_task(fetch_image(client, "tail.bin"))
     await wait_until(lambda: client.app[FETCHER].counters()["coalesced"] == 1)
     held.release.set()
     for task in (first, second):
@@ -184,12 +196,12 @@ async def test_late_joiner_tails_a_fill_in_progress(
 
 
 async def test_failed_fill_aborts_followers_and_leaves_nothing(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy, disk_dir: Path
 ) -> None:
     """When the download fails mid-way every follower is cut short and no file remains."""
     data = payload(4 * MIB, seed=7)
     await upload(container, "fail.bin", data)
-    client = await make_client(origin__retries=0)
+    client = await app_client(origin__retries=0)
     origin.truncate_after = (reads_from(2 * MIB), 10)
 
     async def read() -> int:
@@ -202,28 +214,28 @@ async def test_failed_fill_aborts_followers_and_leaves_nothing(
 
     await asyncio.gather(*(read() for _ in range(3)))
     await wait_until(lambda: client.app[FETCHER].disk_stats()["disk_fills"] == 0)
-    assert (await stats(client))["disk_size"] == 0
+    assert (await cache_stats(client))["disk_size"] == 0
     assert files_under(disk_dir) == []
     origin.heal()
-    status, _, body = await get(client, "fail.bin")
+    status, _, body = await fetch_image(client, "fail.bin")
     assert (status, sha256(body)) == (200, sha256(data))
 
 
 async def test_purge_removes_disk_entries(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy, disk_dir: Path
 ) -> None:
     """A purge by path, or of everything, deletes the files; the next GET goes to Azure."""
     for name in ("p1.bin", "p2.bin"):
         await upload(container, name, payload(300_000, seed=len(name)))
-    client = await make_client()
-    await get(client, "p1.bin")
-    await get(client, "p2.bin")
+    client = await app_client()
+    await fetch_image(client, "p1.bin")
+    await fetch_image(client, "p2.bin")
     await settled(client, 2)
     purge = await client.delete("/admin/cache/p1.bin", headers=AUTH)
     assert (await purge.json())["purged"] is True
     assert len(files_under(disk_dir)) == 2
     before = origin.count("p1.bin")
-    assert (await get(client, "p1.bin"))[1] == "MISS"
+    assert (await fetch_image(client, "p1.bin"))[1] == "MISS"
     assert origin.count("p1.bin") > before
     await settled(client, 2)
     await client.delete("/admin/cache", headers=AUTH)
@@ -231,19 +243,19 @@ async def test_purge_removes_disk_entries(
 
 
 async def test_disk_entry_revalidates_and_is_replaced_when_changed(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """An expired disk entry is revalidated: unchanged keeps the file, changed serves new bytes."""
     old, new = payload(300_000, seed=8), payload(310_000, seed=9)
     await upload(container, "rv.bin", old)
-    client = await make_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0)
-    await get(client, "rv.bin")
+    client = await app_client(cache__ttl_s=0, cache__stale_while_revalidate_s=0)
+    await fetch_image(client, "rv.bin")
     await settled(client, 1)
-    status, cache, body = await get(client, "rv.bin")
+    status, cache, body = await fetch_image(client, "rv.bin")
     assert (status, cache, body) == (200, "HIT", old)
     assert [r.status for r in origin.requests if r.blob == "rv.bin" and r.conditional] == [304]
     await upload(container, "rv.bin", new)
-    status, _, body = await get(client, "rv.bin")
+    status, _, body = await fetch_image(client, "rv.bin")
     assert (status, sha256(body)) == (200, sha256(new))
 
 
@@ -251,10 +263,10 @@ NAMES = ["....png", "..hidden", "a../b..", "deep/er/path/x.png", "日本/画像.
 
 
 async def test_file_names_stay_inside_the_cache_directory(
-    make_client: MakeClient, container: ContainerClient, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, disk_dir: Path
 ) -> None:
     """Dotted, nested and non-ASCII blob names all land as hashed files inside disk.path."""
-    client = await make_client()
+    client = await app_client()
     from urllib.parse import quote
 
     for i, name in enumerate(NAMES):
@@ -276,14 +288,14 @@ async def test_file_names_stay_inside_the_cache_directory(
 
 
 async def test_processes_sharing_the_disk_make_one_download_of_a_small_blob(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """Two workers on one directory, a cold burst on both: one origin GET; the other adopts the entry."""
     data = payload(ITEM_LIMIT // 2, seed=31)
     await upload(container, "both.png", data)
-    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    first, second = await app_client(shared_disk=True), await app_client(shared_disk=True)
     held = origin.hold(lambda r: r.path.endswith("/both.png"))  # keep the download in flight
-    burst = [asyncio.create_task(get(c, "both.png")) for c in (first, second) for _ in range(10)]
+    burst = [asyncio.create_task(fetch_image(c, "both.png")) for c in (first, second) for _ in range(10)]
     await held.arrived.wait()
     # Every request waits: in one worker on its download, in the other on the lock file.
     await wait_until(lambda: all(c.app[FETCHER].waiting("both.png") == 10 for c in (first, second)))
@@ -293,35 +305,35 @@ async def test_processes_sharing_the_disk_make_one_download_of_a_small_blob(
     assert origin.count("both.png") == 1
     # Each worker now serves it from its own memory, without the origin.
     for client in (first, second):
-        assert (await get(client, "both.png"))[1] == "HIT"
+        assert (await fetch_image(client, "both.png"))[1] == "HIT"
     assert origin.count("both.png") == 1
 
 
 async def test_processes_sharing_the_disk_download_a_large_blob_once(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A large blob asked of two workers at once is filled once; the other worker reads that file."""
     data = payload(3 * MIB, seed=32)
     await upload(container, "wide.bin", data)
-    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
-    answers = await asyncio.gather(*(get(c, "wide.bin") for c in (first, second) for _ in range(3)))
+    first, second = await app_client(shared_disk=True), await app_client(shared_disk=True)
+    answers = await asyncio.gather(*(fetch_image(c, "wide.bin") for c in (first, second) for _ in range(3)))
     assert {(status, sha256(body)) for status, _, body in answers} == {(200, sha256(data))}
     # The blob's bytes once, plus at most the other worker's first GET (it learns the size).
     assert len(data) <= origin.body_bytes("wide.bin") <= len(data) + ITEM_LIMIT
-    fills = [(await stats(c))["origin_fetches"] for c in (first, second)]
+    fills = [(await cache_stats(c))["origin_fetches"] for c in (first, second)]
     assert sum(fills) <= 3  # two first GETs and one fill
 
 
 async def test_a_worker_streams_a_siblings_fill_while_it_is_written(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A large blob a sibling is filling: the other worker's client gets the bytes already on disk
     before that download ends (it follows the sibling's file), and Azure sends the blob once."""
     data = payload(4 * MIB, seed=34)
     await upload(container, "followed.bin", data)
-    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    first, second = await app_client(shared_disk=True), await app_client(shared_disk=True)
     held = origin.hold(reads_from(2 * MIB, "followed.bin"))  # the sibling's fill stops half-way
-    filling = asyncio.create_task(get(first, "followed.bin"))
+    filling = asyncio.create_task(fetch_image(first, "followed.bin"))
     await held.arrived.wait()
     async with second.get("/images/followed.bin") as response:
         assert response.status == 200
@@ -335,15 +347,15 @@ async def test_a_worker_streams_a_siblings_fill_while_it_is_written(
 
 
 async def test_a_siblings_failed_fill_aborts_its_followers_and_leaves_no_entry(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy, disk_dir: Path
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy, disk_dir: Path
 ) -> None:
     """The sibling's download breaks half-way: the follower's client gets a cut body, not a
     complete-looking one, and nothing is published; the next request downloads it whole."""
     data = payload(4 * MIB, seed=35)
     await upload(container, "broken.bin", data)
-    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
+    first, second = await app_client(shared_disk=True), await app_client(shared_disk=True)
     held = origin.hold(reads_from(2 * MIB, "broken.bin"))
-    filling = asyncio.create_task(get(first, "broken.bin"))
+    filling = asyncio.create_task(fetch_image(first, "broken.bin"))
     await held.arrived.wait()
     async with second.get("/images/broken.bin") as response:
         assert response.status == 200
@@ -355,20 +367,20 @@ async def test_a_siblings_failed_fill_aborts_its_followers_and_leaves_no_entry(
     with pytest.raises(aiohttp.ClientPayloadError):
         await filling
     origin.truncate_after = None
-    status, _, body = await get(second, "broken.bin")
+    status, _, body = await fetch_image(second, "broken.bin")
     assert (status, sha256(body)) == (200, sha256(data))
 
 
 async def test_a_worker_adopts_an_entry_a_sibling_wrote_after_it_started(
-    make_client: MakeClient, container: ContainerClient, origin: OriginProxy
+    app_client: AppClientFactory, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """An entry published by one worker is found by the other on its next miss: no origin request."""
     data = payload(ITEM_LIMIT * 2, seed=33)
     await upload(container, "later.bin", data)
-    first, second = await make_client(shared_disk=True), await make_client(shared_disk=True)
-    assert (await get(first, "later.bin"))[0] == 200
+    first, second = await app_client(shared_disk=True), await app_client(shared_disk=True)
+    assert (await fetch_image(first, "later.bin"))[0] == 200
     await settled(first, 1)
-    status, _, body = await get(second, "later.bin")
+    status, _, body = await fetch_image(second, "later.bin")
     assert (status, sha256(body)) == (200, sha256(data))
     assert origin.body_bytes("later.bin") == len(data)
 
