@@ -18,7 +18,7 @@ from imgproxy.config import Config
 from imgproxy.web.keys import REPLICATION
 from imgproxy.web.siblings import Siblings
 from tests.helpers import AppClient, AppClientFactory, make_test_config
-from tests.support.app_server import ImgproxyTestServer
+from tests.support.app_server import ImgproxyTestServer, record_routed
 from tests.support.origin_proxy import OriginProxy
 from tests.support.upstream_app import UpstreamApp, run_upstream_app
 
@@ -107,7 +107,8 @@ def app_client(
       purge log.
 
     Or `config=`: serve that Config as it is. And for the app and its server: `shared_disk`,
-    `siblings` (to `create_app`), `server_kwargs` (to `ImgproxyTestServer`: `ssl`,
+    `siblings` (to `create_app`), `routed` (a list that records each request reaching the router,
+    past the lanes: `record_routed`), `server_kwargs` (to `ImgproxyTestServer`: `ssl`,
     `handler_cancellation`, `start_runner`'s), `client_kwargs` (to aiohttp's `TestClient`).
     """
     redis_prefix = f"t{uuid.uuid4().hex[:12]}:"
@@ -142,6 +143,7 @@ def app_client(
         config: Config | None = None,
         shared_disk: bool = False,
         siblings: Siblings | None = None,
+        routed: list[str] | None = None,
         server_kwargs: dict[str, Any] | None = None,
         client_kwargs: dict[str, Any] | None = None,
         **features: Any,
@@ -152,6 +154,8 @@ def app_client(
         elif features:
             raise TypeError(f"app_client: config= or settings, not both ({sorted(features)})")
         app = create_app(config, shared_disk=shared_disk, siblings=siblings)
+        if routed is not None:
+            record_routed(app, routed)
         client: AppClient = await aiohttp_client(
             ImgproxyTestServer(app, **(server_kwargs or {})), **(client_kwargs or {})
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import StrOrURL
 from azure.storage.blob import ContentSettings
@@ -32,7 +33,7 @@ from imgproxy.web.keys import FETCHER
 
 MIB: Final = 1024 * 1024
 
-AppClient = TestClient[Any, Any]
+AppClient = TestClient[web.Request, web.Application]
 
 
 class AppClientFactory(Protocol):

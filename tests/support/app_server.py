@@ -9,6 +9,7 @@ the router (`web.lanes`). The `app_client` fixture (`tests/conftest.py`) serves 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import Any
 
@@ -17,6 +18,8 @@ from aiohttp.test_utils import TestServer
 
 from imgproxy.server import start_runner
 from imgproxy.web.keys import CONFIG
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ImgproxyTestServer(TestServer):
@@ -65,3 +68,16 @@ class ImgproxyTestServer(TestServer):
 
 async def _already_set_up() -> None:
     pass
+
+
+def record_routed(app: web.Application, into: list[str]) -> None:
+    """Append "METHOD path?query" to `into` for each request that reaches `app`'s router: past the
+    lanes (the hot path answers the others, the pass-through lane forwards what is not ours).
+    Call before the app is served."""
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        into.append(f"{request.method} {request.path_qs}")
+        return await handler(request)
+
+    app.middlewares.insert(0, record)  # the outermost: before the app's own middlewares

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
@@ -18,12 +17,21 @@ from aiohttp import web
 from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDictProxy
 
-from devtools.azurite import AzuriteServer, free_port
-from imgproxy.app import create_app
-from imgproxy.config import Config
+from devtools.azurite import AzuriteServer
 from imgproxy.web.keys import FETCHER
-from imgproxy.web.lanes import install_lanes
-from tests.helpers import ADMIN_TOKEN, AUTH, make_test_config, payload, sha256, upload, wait_until
+from tests.helpers import (
+    ADMIN_TOKEN,
+    Answer,
+    AppClient,
+    AppClientFactory,
+    base_url,
+    cache_stats,
+    fetch,
+    payload,
+    settled,
+    sha256,
+    upload,
+)
 from tests.support.images import png_with_alpha, sniff
 from tests.support.origin_proxy import OriginProxy
 from tests.support.processes import start_server
@@ -49,57 +57,42 @@ ATTACHMENT: Final[dict[str, str | None]] = {
 
 @dataclass
 class Served:
-    """An app served as production serves it: its URL, the app, and the requests past the hot path."""
+    """An app served as production serves it, and the requests that got past the hot path."""
 
-    base: str
-    app: web.Application
+    client: AppClient
     to_app: list[str]
+
+    @property
+    def app(self) -> web.Application:
+        return self.client.app
+
+    @property
+    def base(self) -> str:
+        return base_url(self.client)
 
     def url(self, name: str) -> str:
         return f"{self.base}/images/{name}"
 
 
-@contextlib.asynccontextmanager
-async def served(config: Config) -> AsyncIterator[Served]:
-    """`config`'s app with the pass-through and the hot path installed, on a free loopback port."""
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    assert runner.server is not None
-    to_app: list[str] = []
-    application = runner.server.request_handler
-
-    async def recorded(request: web.BaseRequest) -> web.StreamResponse:
-        to_app.append(f"{request.method} {request.path_qs}")
-        return await application(request)
-
-    runner.server.request_handler = recorded
-    install_lanes(runner)
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield Served(f"http://127.0.0.1:{port}", runner.app, to_app)
-    finally:
-        await runner.cleanup()
+@pytest.fixture
+def app_settings() -> dict[str, Any]:
+    return {"cache__max_item_bytes": ITEM_LIMIT}
 
 
 @pytest.fixture
-def serve(origin: OriginProxy, container: ContainerClient) -> Any:
-    """`serve(**overrides)`: the app of the test container, overrides as section__key=value."""
+def serve(app_client: AppClientFactory) -> Any:
+    """`async with serve(**features) as served`: an app of `app_client`, closed after the block."""
 
-    def make(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Served]:
-        settings: dict[str, Any] = {"cache__max_item_bytes": ITEM_LIMIT}
-        settings.update(overrides)
-        return served(make_test_config(origin.endpoint, container.container_name, **settings))
+    @contextlib.asynccontextmanager
+    async def served(**features: Any) -> AsyncIterator[Served]:
+        to_app: list[str] = []
+        client = await app_client(routed=to_app, **features)
+        try:
+            yield Served(client, to_app)
+        finally:
+            await client.close()
 
-    return make
-
-
-Answer = tuple[int, CIMultiDictProxy[str], bytes]
-
-
-async def fetch(session: aiohttp.ClientSession, url: str, method: str = "GET", **headers: str) -> Answer:
-    async with session.request(method, url, headers=headers) as response:
-        return response.status, response.headers, await response.read()
+    return served
 
 
 def presented(headers: CIMultiDictProxy[str]) -> dict[str, str | None]:
@@ -165,28 +158,25 @@ async def test_active_types_are_attachments_from_memory(
 
 @pytest.mark.parametrize("content_type", list(ACTIVE))
 async def test_active_types_are_attachments_from_the_disk_tier(
-    content_type: str, serve: Any, container: ContainerClient, tmp_path: Path
+    content_type: str, serve: Any, container: ContainerClient
 ) -> None:
     """With the disk tier: a large active blob streamed on its MISS and sent from its disk file
     after, and a small one read back from disk after a restart, are never inline."""
     small, large = ACTIVE[content_type], ACTIVE[content_type] + payload(4 * ITEM_LIMIT, seed=7)
     await upload(container, "small", small, content_type)
     await upload(container, "large", large, content_type)
-    disk = {"disk__enabled": True, "disk__path": str(tmp_path / "disk")}
-    async with serve(**disk) as app, aiohttp.ClientSession() as session:
+    async with serve(disk=True) as app, aiohttp.ClientSession() as session:
         streamed = await fetch(session, app.url("large"))
         assert (await fetch(session, app.url("small")))[0] == 200
         fetcher = app.app[FETCHER]
-        await wait_until(
-            lambda: fetcher.disk_stats()["disk_size"] == 2 and not fetcher.disk_stats()["disk_fills"]
-        )
+        await settled(app.client, 2)
         from_file = await every_path(session, app, "large")
         sent_from_file = fetcher.counters()["disk_hits"]  # the two GETs and the Range
     assert (streamed[0], streamed[1]["X-Cache"], sha256(streamed[2])) == (200, "MISS", sha256(large))
     assert presented(streamed[1]) == ATTACHMENT
     check_answers(from_file, large, ATTACHMENT, x_cache=("HIT", "HIT"))
     assert sent_from_file == 3
-    async with serve(**disk) as restarted, aiohttp.ClientSession() as session:
+    async with serve(disk=True) as restarted, aiohttp.ClientSession() as session:
         from_disk = await fetch(session, restarted.url("small"))
         hot = await fetch(session, restarted.url("small"))
         assert restarted.app[FETCHER].counters()["disk_hits"] == 1  # read from disk, then from memory
@@ -263,7 +253,7 @@ async def test_refuse_mode_answers_403_on_every_path(
 
 @pytest.mark.parametrize("disk", [False, True], ids=["streamed", "disk-tier"])
 async def test_refuse_mode_sends_nothing_of_a_large_blob(
-    disk: bool, serve: Any, container: ContainerClient, origin: OriginProxy, tmp_path: Path
+    disk: bool, serve: Any, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A refused blob too large for memory is refused after its first GET: nothing is streamed to
     the client or filled into the disk tier."""
@@ -271,7 +261,7 @@ async def test_refuse_mode_sends_nothing_of_a_large_blob(
     await upload(container, "big.html", data, "text/html")
     config: dict[str, Any] = {"http__active_content": "refuse"}
     if disk:
-        config.update(disk__enabled=True, disk__path=str(tmp_path / "disk"))
+        config.update(disk=True)
     async with serve(**config) as app, aiohttp.ClientSession() as session:
         answers = [await fetch(session, app.url("big.html")) for _ in range(2)]
         answers.append(await fetch(session, app.url("big.html"), Range="bytes=-10"))
@@ -370,8 +360,7 @@ async def test_the_cli_refuses_active_content_when_told(
     with start_server(azurite, container.container_name, **env) as running:
         async with aiohttp.ClientSession() as session:
             answers = [await fetch(session, f"{running.base}/images/page.html") for _ in range(2)]
-            auth = AUTH
-            stats = await (await session.get(f"{running.base}/admin/cache", headers=auth)).json()
+            stats = await cache_stats(session, running.base)
     for answer in answers:
         check_refused(answer)
     assert (stats["cache_size"], stats["hits"]) == (1, 1)  # the second was refused from memory

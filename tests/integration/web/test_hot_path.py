@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
 import pytest
-from aiohttp import web
 from azure.storage.blob.aio import ContainerClient
 from yarl import URL
 
-from devtools.azurite import free_port
-from imgproxy.app import create_app
-from imgproxy.config import Config
 from imgproxy.http import prebuilt
 from imgproxy.http.prebuilt import MAX_BODY
 from imgproxy.transform.signing import sign_url
 from imgproxy.transform.variants import HOT_MEMO_MAX_CHARS
 from imgproxy.web import hot_path
-from imgproxy.web.lanes import install_lanes
-from tests.helpers import AUTH, make_test_config, payload, sha256, upload, wait_until
+from tests.helpers import (
+    AppClient,
+    AppClientFactory,
+    base_url,
+    cache_stats,
+    fetch,
+    payload,
+    sha256,
+    upload,
+    wait_until,
+)
 from tests.support.images import jpeg
 from tests.support.origin_proxy import OriginProxy
 
@@ -33,12 +36,6 @@ VARYING: Final = {"date", "server"}
 @pytest.fixture
 def to_app() -> list[str]:
     """The requests (method and path) that went past the hot path to the application."""
-    return []
-
-
-@pytest.fixture
-def runners() -> list[web.AppRunner]:
-    """The runner `base_url` serves with (to look at its connections)."""
     return []
 
 
@@ -56,64 +53,45 @@ def prebuilt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return calls
 
 
-@contextlib.asynccontextmanager
-async def served(config: Config, to_app: list[str], runners: list[web.AppRunner]) -> AsyncIterator[str]:
-    """`config`'s app with the hot path installed, on a free loopback port; each request that
-    reaches the application (past the hot path) is recorded in `to_app` as "METHOD path?query"."""
-    runner = web.AppRunner(create_app(config))
-    runners.append(runner)
-    await runner.setup()
-    assert runner.server is not None
-    application = runner.server.request_handler
-
-    async def recorded(request: web.BaseRequest) -> web.StreamResponse:
-        to_app.append(f"{request.method} {request.path_qs}")
-        return await application(request)
-
-    runner.server.request_handler = recorded
-    install_lanes(runner)
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+@pytest.fixture
+async def served(app_client: AppClientFactory, to_app: list[str]) -> AppClient:
+    """The app, served as production serves it (the hot path installed); each request that reaches
+    the application (past the hot path) is recorded in `to_app` as "METHOD path?query"."""
+    return await app_client(routed=to_app)
 
 
 @pytest.fixture
-async def base_url(
-    origin: OriginProxy, container: ContainerClient, to_app: list[str], runners: list[web.AppRunner]
-) -> AsyncIterator[str]:
-    """The app with the hot path installed."""
-    async with served(make_test_config(origin.endpoint, container.container_name), to_app, runners) as url:
-        yield url
+def base(served: AppClient) -> str:
+    return base_url(served)
 
 
-async def fetch(
-    session: aiohttp.ClientSession, url: str, method: str = "GET", **headers: str
+async def fetch_compared(
+    session: aiohttp.ClientSession, url: str | URL, method: str = "GET", **headers: str
 ) -> tuple[int, dict[str, str], bytes]:
-    async with session.request(method, url, headers=headers) as response:
-        kept = {
-            name.lower(): value for name, value in response.headers.items() if name.lower() not in VARYING
-        }
-        return response.status, kept, await response.read()
+    """`fetch`, its headers as a dict (lower-case names) without those that vary between answers."""
+    status, answer, body = await fetch(session, url, method, **headers)
+    return (
+        status,
+        {name.lower(): value for name, value in answer.items() if name.lower() not in VARYING},
+        body,
+    )
 
 
 async def test_hot_hit_answers_exactly_like_the_application(
-    base_url: str, container: ContainerClient, origin: OriginProxy, to_app: list[str]
+    base: str, container: ContainerClient, origin: OriginProxy, to_app: list[str]
 ) -> None:
     """A plain GET hit from the hot path has the application's status, headers and bytes."""
     data = payload(20_000, seed=41)
     await upload(container, "hot.png", data)
-    url = f"{base_url}/images/hot.png"
+    url = f"{base}/images/hot.png"
     async with aiohttp.ClientSession() as session:
-        first = await fetch(session, url)
-        hot = await fetch(session, url)
+        first = await fetch_compared(session, url)
+        hot = await fetch_compared(session, url)
         # A conditional header that does not match takes the application's path to the same 200.
-        full = await fetch(session, url, **{"If-None-Match": '"other"'})
-        head = await fetch(session, url, "HEAD")
-        stats = await (await session.get(f"{base_url}/admin/cache", headers=AUTH)).json()
-        metrics = await (await session.get(f"{base_url}/metrics")).text()
+        full = await fetch_compared(session, url, **{"If-None-Match": '"other"'})
+        head = await fetch_compared(session, url, "HEAD")
+        stats = await cache_stats(session, base)
+        metrics = await (await session.get(f"{base}/metrics")).text()
 
     assert (first[0], first[1]["x-cache"], sha256(first[2])) == (200, "MISS", sha256(data))
     assert (hot[0], sha256(hot[2])) == (200, sha256(data))
@@ -139,26 +117,26 @@ async def test_hot_hit_answers_exactly_like_the_application(
     [("/images/a/../b.png", 400), ("/images/%ff", 400), ("/images/missing.png", 404), ("/nowhere", 404)],
 )
 async def test_what_the_hot_path_cannot_answer_goes_to_the_application(
-    raw_path: str, status: int, base_url: str, origin: OriginProxy
+    raw_path: str, status: int, base: str, origin: OriginProxy
 ) -> None:
     """Bad paths, misses and other routes get the application's answers through the hot path."""
     async with aiohttp.ClientSession() as session:
-        url = URL(base_url + raw_path, encoded=True)
+        url = URL(base + raw_path, encoded=True)
         async with session.get(url) as response:
             assert response.status == status
 
 
 async def test_ranges_and_conditionals_on_a_hit_are_not_taken_by_the_hot_path(
-    base_url: str, container: ContainerClient, origin: OriginProxy
+    base: str, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A Range or a matching If-None-Match on a cached blob still gets its 206 or 304."""
     data = payload(5000, seed=42)
     await upload(container, "parts.png", data)
-    url = f"{base_url}/images/parts.png"
+    url = f"{base}/images/parts.png"
     async with aiohttp.ClientSession() as session:
-        _, headers, _ = await fetch(session, url)
-        partial = await fetch(session, url, Range="bytes=10-19")
-        unchanged = await fetch(session, url, **{"If-None-Match": headers["etag"]})
+        _, headers, _ = await fetch_compared(session, url)
+        partial = await fetch_compared(session, url, Range="bytes=10-19")
+        unchanged = await fetch_compared(session, url, **{"If-None-Match": headers["etag"]})
     assert (partial[0], partial[2]) == (206, data[10:20])
     assert (unchanged[0], unchanged[2]) == (304, b"")
     assert origin.count("parts.png") == 1
@@ -182,14 +160,14 @@ def request_bytes(path: str, version: str = "1.1", **headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def open_raw(base_url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    url = URL(base_url)
+async def open_raw(base: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    url = URL(base)
     assert url.host is not None and url.port is not None
     return await asyncio.open_connection(url.host, url.port)
 
 
 async def test_pipelined_hits_come_back_whole_and_in_order(
-    base_url: str, container: ContainerClient, to_app: list[str], prebuilt_calls: list[bool]
+    base: str, container: ContainerClient, to_app: list[str], prebuilt_calls: list[bool]
 ) -> None:
     """Pipelined GETs on one connection, pre-serialized or not, each get their own exact answer; a
     pre-serialized answer carries exactly the headers the application gives (Date aside)."""
@@ -198,9 +176,9 @@ async def test_pipelined_hits_come_back_whole_and_in_order(
     await upload(container, "big.png", big)
     async with aiohttp.ClientSession() as session:  # both into the memory cache
         for name in ("small.png", "big.png"):
-            assert (await fetch(session, f"{base_url}/images/{name}"))[0] == 200
+            assert (await fetch_compared(session, f"{base}/images/{name}"))[0] == 200
     to_app.clear()
-    reader, writer = await open_raw(base_url)
+    reader, writer = await open_raw(base)
     order = ["small.png", "big.png", "small.png", "small.png", "small.png"]
     conditional = 3  # answered by the application: an If-None-Match that does not match
     writer.write(
@@ -235,7 +213,7 @@ async def test_connections_that_end_after_the_answer_get_aiohttps_answer(
     version: str,
     headers: dict[str, str],
     status_line: str,
-    base_url: str,
+    base: str,
     container: ContainerClient,
     prebuilt_calls: list[bool],
 ) -> None:
@@ -243,8 +221,8 @@ async def test_connections_that_end_after_the_answer_get_aiohttps_answer(
     data = payload(10_000, seed=45)
     await upload(container, "closing.png", data)
     async with aiohttp.ClientSession() as session:
-        await fetch(session, f"{base_url}/images/closing.png")
-    reader, writer = await open_raw(base_url)
+        await fetch_compared(session, f"{base}/images/closing.png")
+    reader, writer = await open_raw(base)
     writer.write(request_bytes("/images/closing.png", version, **headers))
     status, _, body = await read_answer(reader)
     assert (status, sha256(body)) == (status_line, sha256(data))
@@ -254,7 +232,7 @@ async def test_connections_that_end_after_the_answer_get_aiohttps_answer(
 
 
 async def test_a_client_that_does_not_read_holds_at_most_two_answers_in_the_server(
-    base_url: str, container: ContainerClient, runners: list[web.AppRunner], prebuilt_calls: list[bool]
+    served: AppClient, base: str, container: ContainerClient, prebuilt_calls: list[bool]
 ) -> None:
     """Pipelined hits the client never reads: once bytes queue up, pre-serializing stops and aiohttp
     waits for the client, so the server buffers at most one answer of each kind (then all arrive)."""
@@ -262,12 +240,11 @@ async def test_a_client_that_does_not_read_holds_at_most_two_answers_in_the_serv
     count = 200  # 40 MB of answers: far more than the kernel's socket buffers hold
     await upload(container, "unread.png", data)
     async with aiohttp.ClientSession() as session:
-        await fetch(session, f"{base_url}/images/unread.png")
-    reader, writer = await open_raw(base_url)
+        await fetch_compared(session, f"{base}/images/unread.png")
+    reader, writer = await open_raw(base)
     writer.write(request_bytes("/images/unread.png") * count)
     await wait_until(lambda: False in prebuilt_calls)  # the first decline: bytes were queued
-    server = runners[0].server
-    assert server is not None
+    server = served.server.handler
     # (The warm-up's connection may still be closing: take the fullest buffer.)
     queued = max(c.transport.get_write_buffer_size() for c in server.connections if c.transport)
     assert len(prebuilt_calls) < count
@@ -279,28 +256,25 @@ async def test_a_client_that_does_not_read_holds_at_most_two_answers_in_the_serv
 
 
 async def test_with_the_access_log_on_hits_are_logged_with_their_size(
-    origin: OriginProxy,
+    app_client: AppClientFactory,
     container: ContainerClient,
     caplog: pytest.LogCaptureFixture,
     prebuilt_calls: list[bool],
 ) -> None:
     """`server.access_log`: hot hits take aiohttp's response, so the log line carries the body size."""
-    config = make_test_config(origin.endpoint, container.container_name, server__access_log=True)
-    runner = web.AppRunner(create_app(config), access_log=logging.getLogger("aiohttp.access"))
-    await runner.setup()
-    install_lanes(runner)
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = await app_client(server__access_log=True)
     data = payload(12_345, seed=47)
     await upload(container, "logged.png", data)
     try:
         with caplog.at_level(logging.INFO, logger="aiohttp.access"):
             async with aiohttp.ClientSession() as session:
                 for expected in ("MISS", "HIT"):
-                    status, headers, body = await fetch(session, f"http://127.0.0.1:{port}/images/logged.png")
+                    status, headers, body = await fetch_compared(
+                        session, f"{base_url(client)}/images/logged.png"
+                    )
                     assert (status, headers["x-cache"], body) == (200, expected, data)
     finally:
-        await runner.cleanup()
+        await client.close()
     lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert len(lines) == 2
     # aiohttp logs the bytes it wrote (`%b`): headers and body.
@@ -310,15 +284,9 @@ async def test_with_the_access_log_on_hits_are_logged_with_their_size(
 
 
 @pytest.fixture
-async def variant_url(
-    origin: OriginProxy, container: ContainerClient, to_app: list[str], runners: list[web.AppRunner]
-) -> AsyncIterator[str]:
+async def variant_url(app_client: AppClientFactory, to_app: list[str]) -> str:
     """A served app with transforms on (signed URLs) and the hot path installed."""
-    config = make_test_config(
-        origin.endpoint, container.container_name, transform__enabled=True, transform__signing_key="k"
-    )
-    async with served(config, to_app, runners) as url:
-        yield url
+    return base_url(await app_client(routed=to_app, transform__enabled=True, transform__signing_key="k"))
 
 
 async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
@@ -332,16 +300,16 @@ async def test_a_variant_hit_is_answered_by_the_hot_path_like_the_application(
     webp, auto = sign_url("", "pic.jpg", "w=120&fm=webp", "k"), sign_url("", "pic.jpg", "w=90&fm=auto", "k")
     chrome = {"Accept": "image/avif,image/webp,*/*"}
     async with aiohttp.ClientSession() as session:
-        made = await fetch(session, variant_url + webp)
-        hot = await fetch(session, variant_url + webp)
-        full = await fetch(session, variant_url + webp, **{"If-None-Match": '"other"'})
-        auto_made = await fetch(session, variant_url + auto, **chrome)
-        auto_hot = await fetch(session, variant_url + auto, **chrome)
-        curl_made = await fetch(session, variant_url + auto, Accept="*/*")
-        curl_hot = await fetch(session, variant_url + auto, Accept="*/*")
-        forged = await fetch(session, variant_url + webp.replace("w=120", "w=121"))
-        original = await fetch(session, f"{variant_url}/images/pic.jpg")
-        busted = await fetch(session, f"{variant_url}/images/pic.jpg?v=123")
+        made = await fetch_compared(session, variant_url + webp)
+        hot = await fetch_compared(session, variant_url + webp)
+        full = await fetch_compared(session, variant_url + webp, **{"If-None-Match": '"other"'})
+        auto_made = await fetch_compared(session, variant_url + auto, **chrome)
+        auto_hot = await fetch_compared(session, variant_url + auto, **chrome)
+        curl_made = await fetch_compared(session, variant_url + auto, Accept="*/*")
+        curl_hot = await fetch_compared(session, variant_url + auto, Accept="*/*")
+        forged = await fetch_compared(session, variant_url + webp.replace("w=120", "w=121"))
+        original = await fetch_compared(session, f"{variant_url}/images/pic.jpg")
+        busted = await fetch_compared(session, f"{variant_url}/images/pic.jpg?v=123")
     assert (made[0], made[1]["x-cache"], hot[1]["x-cache"]) == (200, "MISS", "HIT")
     assert hot[1] == full[1] and hot[2] == full[2] == made[2]
     assert (auto_hot[1]["vary"], auto_hot[1]["content-type"]) == ("Accept", "image/webp")
@@ -363,9 +331,9 @@ async def test_a_variant_hit_with_a_long_query_takes_the_hot_path_without_being_
     await upload(container, "long.jpg", jpeg(400, 300), content_type="image/jpeg")
     signed = sign_url("", "long.jpg", "w=120&fm=webp", "k") + "&v=" + "x" * HOT_MEMO_MAX_CHARS
     async with aiohttp.ClientSession() as session:
-        made = await fetch(session, variant_url + signed)
-        hot = [await fetch(session, variant_url + signed) for _ in range(2)]
-        forged = await fetch(session, variant_url + signed.replace("w=120", "w=121"))
+        made = await fetch_compared(session, variant_url + signed)
+        hot = [await fetch_compared(session, variant_url + signed) for _ in range(2)]
+        forged = await fetch_compared(session, variant_url + signed.replace("w=120", "w=121"))
     assert (made[0], made[1]["x-cache"]) == (200, "MISS")
     assert [(h[1], h[2]) for h in hot] == [({**made[1], "x-cache": "HIT"}, made[2])] * 2
     assert forged[0] == 403
@@ -373,25 +341,22 @@ async def test_a_variant_hit_with_a_long_query_takes_the_hot_path_without_being_
 
 
 async def test_with_auto_format_variant_hits_take_the_hot_path_and_plain_requests_do_not(
-    origin: OriginProxy, container: ContainerClient, to_app: list[str], runners: list[web.AppRunner]
+    app_client: AppClientFactory, container: ContainerClient, to_app: list[str]
 ) -> None:
     """`transform.auto_format`: an explicit variant's hit (its options given `fm=auto`, so it
     varies with Accept) comes from the hot path; a plain request, whose answer depends on the
     blob's type, always reaches the application."""
-    config = make_test_config(
-        origin.endpoint,
-        container.container_name,
-        transform__enabled=True,
-        transform__signing_key="k",
-        transform__auto_format=True,
+    client = await app_client(
+        routed=to_app, transform__enabled=True, transform__signing_key="k", transform__auto_format=True
     )
+    url = base_url(client)
     await upload(container, "auto.jpg", jpeg(400, 300), content_type="image/jpeg")
     signed = sign_url("", "auto.jpg", "w=100", "k")
     chrome = {"Accept": "image/avif,image/webp,*/*"}
-    async with served(config, to_app, runners) as url, aiohttp.ClientSession() as session:
-        made = await fetch(session, url + signed, **chrome)
-        hot = await fetch(session, url + signed, **chrome)
-        plain = [await fetch(session, f"{url}/images/auto.jpg", **chrome) for _ in range(2)]
+    async with aiohttp.ClientSession() as session:
+        made = await fetch_compared(session, url + signed, **chrome)
+        hot = await fetch_compared(session, url + signed, **chrome)
+        plain = [await fetch_compared(session, f"{url}/images/auto.jpg", **chrome) for _ in range(2)]
     assert (made[1]["x-cache"], made[1]["content-type"], made[1]["vary"]) == ("MISS", "image/webp", "Accept")
     assert hot[1] == {**made[1], "x-cache": "HIT"} and hot[2] == made[2]
     assert [p[1]["content-type"] for p in plain] == ["image/webp"] * 2
