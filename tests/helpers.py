@@ -13,7 +13,9 @@ import hashlib
 import io
 import json
 import random
+import socket
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -175,6 +177,114 @@ async def fetch_raw(
 ) -> Answer:
     """`fetch` of `raw_target` exactly as written (the test client would resolve '..' segments)."""
     return await _fetch(client.session, raw_url(base_url(client), raw_target), method, headers)
+
+
+# --- raw requests: bytes on a socket -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """One HTTP/1.x answer as it came: the status line, the header fields in order, the body."""
+
+    status_line: str  # "HTTP/1.1 200 OK"
+    fields: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def status(self) -> int:
+        return int(self.status_line.split(" ")[1])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The fields by lower-case name (the last value of a repeated one)."""
+        return {name.lower(): value for name, value in self.fields}
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RawClient:
+    """One client connection, written and read byte for byte."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, base: str, rcvbuf: int | None = None, limit: int = 2**20) -> RawClient:
+        """Connect to `base`'s host and port; `rcvbuf`: the socket's receive buffer; `limit`: the
+        reader's buffer (asyncio's default is 64 KiB)."""
+        url = URL(base)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connecting, so the window is small from the start
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read_head(self, timeout_s: float = 10) -> tuple[str, list[tuple[str, str]]]:
+        """The next answer's status line and header fields."""
+        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout_s)
+        status_line, *lines = raw.decode("latin-1").split("\r\n")
+        fields = []
+        for line in lines:
+            if line:
+                name, _, value = line.partition(":")
+                fields.append((name.strip(), value.strip()))
+        return status_line, fields
+
+    async def head(self, timeout_s: float = 10) -> tuple[int, dict[str, str]]:
+        """The next answer's status and headers (lower-case names), its body left unread."""
+        status_line, fields = await self.read_head(timeout_s)
+        answer = RawAnswer(status_line, fields, b"")
+        return answer.status, answer.headers
+
+    async def answer(self, timeout_s: float = 10) -> RawAnswer:
+        """The next answer, its body framed by its Content-Length (none: empty)."""
+        status_line, fields = await self.read_head(timeout_s)
+        length = int(RawAnswer(status_line, fields, b"").headers.get("content-length", "0"))
+        body = await asyncio.wait_for(self.reader.readexactly(length), timeout_s)
+        return RawAnswer(status_line, fields, body)
+
+    async def until_closed(self, timeout_s: float = 10) -> bytes:
+        """Everything until the server closes the connection (or resets it)."""
+        chunks = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                while chunk := await self.reader.read(65536):
+                    chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def raw_answer(base: str, request: bytes) -> RawAnswer:
+    """Send `request` (bytes) on a new connection to `base`; its first answer."""
+    client = await RawClient.open(base)
+    try:
+        await client.send(request)
+        return await client.answer()
+    finally:
+        client.close()
+
+
+async def raw_exchange(base: str, request: bytes, timeout_s: float = 10) -> bytes:
+    """Send `request` (bytes) on a new connection to `base`; all that comes back until the server
+    closes the connection (a reset is an error)."""
+    client = await RawClient.open(base)
+    try:
+        await client.send(request)
+        return await asyncio.wait_for(client.reader.read(), timeout_s)
+    finally:
+        client.close()
 
 
 # --- the disk tier's files ----------------------------------------------------------------------

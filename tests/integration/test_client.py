@@ -13,7 +13,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import free_port
 from imgproxy import client as admin
-from tests.helpers import ADMIN_TOKEN, AppClient, payload, upload
+from tests.helpers import ADMIN_TOKEN, AppClient, base_url, payload, upload, x_cache
 
 Stats = Callable[..., Awaitable[dict[str, Any]]]
 Clear = Callable[..., Awaitable[dict[str, Any]]]
@@ -34,17 +34,6 @@ FLAVOURS = [
 ]
 
 
-def base_url(client: AppClient) -> str:
-    return str(client.make_url("/")).rstrip("/")
-
-
-async def x_cache(client: AppClient, path: str) -> str:
-    async with client.get("/images/" + path) as response:
-        assert response.status == 200
-        await response.read()
-        return response.headers["X-Cache"]
-
-
 @pytest.mark.parametrize("calls", FLAVOURS)
 async def test_get_cache_stats_returns_the_phase_one_keys(
     client: AppClient, calls: tuple[Stats, Clear]
@@ -62,11 +51,11 @@ async def test_clear_cache_of_a_path_purges_that_blob(
     """After clear_cache(path) the next request for it is a MISS; another blob stays a HIT."""
     for name in ("dir/a b ü.png", "other.png"):
         await upload(container, name, payload(100))
-        await x_cache(client, name.replace(" ", "%20"))
+        await x_cache(client, "/images/" + name.replace(" ", "%20"))
     answer = await calls[1]("dir/a b ü.png", base_url=base_url(client), token=ADMIN_TOKEN)
     assert answer == {"path": "dir/a b ü.png", "purged": True}
-    assert await x_cache(client, "dir/a%20b%20%C3%BC.png") == "MISS"
-    assert await x_cache(client, "other.png") == "HIT"
+    assert await x_cache(client, "/images/dir/a%20b%20%C3%BC.png") == "MISS"
+    assert await x_cache(client, "/images/other.png") == "HIT"
 
 
 @pytest.mark.parametrize("calls", FLAVOURS)
@@ -75,7 +64,7 @@ async def test_clear_cache_without_a_path_purges_everything(
 ) -> None:
     for name in ("a.png", "b.png"):
         await upload(container, name, payload(100))
-        await x_cache(client, name)
+        await x_cache(client, f"/images/{name}")
     assert await calls[1](base_url=base_url(client), token=ADMIN_TOKEN) == {"purged": 2}
     assert (await calls[0](base_url=base_url(client), token=ADMIN_TOKEN))["cache_size"] == 0
 

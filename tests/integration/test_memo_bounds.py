@@ -18,10 +18,9 @@ from typing import Final
 import aiohttp
 import pytest
 from azure.storage.blob.aio import ContainerClient
-from yarl import URL
 
 from devtools.azurite import AzuriteServer
-from tests.helpers import MIB, rss_bytes
+from tests.helpers import MIB, raw_url, rss_bytes
 from tests.support.images import jpeg
 from tests.support.processes import start_server
 from tests.support.upstream_app import UpstreamApp
@@ -67,7 +66,7 @@ async def send_all(session: aiohttp.ClientSession, base: str, shape: Shape, numb
     async def one_lane() -> None:
         for n in queue:
             target, headers = shape.request(n)
-            async with session.get(URL(base + target, encoded=True), headers=headers) as response:
+            async with session.get(raw_url(base, target), headers=headers) as response:
                 await response.read()
                 assert response.status == shape.status, (shape.name, n, response.status)
 

@@ -18,10 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import AzuriteServer, connection_string
 from imgproxy.web.siblings import RELAYED_HEADER
-from tests.helpers import MIB, admin_headers, data_files, fetch_ok, payload, peak_rss_bytes
+from tests.helpers import MIB, admin_headers, cache_stats, data_files, fetch_ok, payload, peak_rss_bytes
 from tests.support.images import decode, jpeg
 from tests.support.origin_proxy import OriginProxy
-from tests.support.processes import CONFIG, WORKER_TOKEN, server_env, start_server, two_workers
+from tests.support.processes import CONFIG, WORKER_TOKEN, disk_env, server_env, start_server, two_workers
 from tests.support.upstream_app import UpstreamApp
 
 
@@ -205,8 +205,7 @@ async def test_workers_share_the_port_and_coalesce(
     and exactly one when the workers share the disk tier (they coalesce through its lock files)."""
     data = payload(2 * MIB, seed=22)
     await container.upload_blob("burst.bin", io.BytesIO(data), length=len(data))
-    disk_env = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")} if disk else {}
-    with two_workers(origin, container, **disk_env) as running:
+    with two_workers(origin, container, **(disk_env(tmp_path / "disk") if disk else {})) as running:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             url = f"{running.base}/images/burst.bin"
             bodies = await asyncio.gather(*(fetch_ok(session, url) for _ in range(40)))
@@ -257,18 +256,16 @@ async def test_metrics_and_stats_cover_every_worker(
     shared disk directory's one file is counted once."""
     data = payload(10_000, seed=25)
     await container.upload_blob("counted.png", io.BytesIO(data), length=len(data))
-    disk_env = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")} if disk else {}
+    env = disk_env(tmp_path / "disk") if disk else {}
     requests = 60  # on new connections: both workers get some (all on one: odds 2 in 2**60)
-    with two_workers(origin, container, **disk_env) as running:
+    with two_workers(origin, container, **env) as running:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             for _ in range(requests):  # one at a time: each worker's first is its only miss
                 async with session.get(f"{running.base}/images/counted.png") as response:
                     assert (response.status, await response.read()) == (200, data)
             async with session.get(f"{running.base}/metrics") as response:
                 exposition = await response.text()
-            auth = admin_headers(WORKER_TOKEN)
-            async with session.get(f"{running.base}/admin/cache", headers=auth) as response:
-                stats = await response.json()
+            stats = await cache_stats(session, running.base, WORKER_TOKEN)
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
 
@@ -384,8 +381,7 @@ async def test_a_purge_with_two_workers_removes_variants_in_memory_and_on_disk(
     await container.upload_blob("photo.jpg", io.BytesIO(jpeg(400, 300)), overwrite=True)
     disk = tmp_path / "disk"
     env = {
-        "IMGPROXY_DISK_ENABLED": "true",
-        "IMGPROXY_DISK_PATH": str(disk),
+        **disk_env(disk),
         "IMGPROXY_TRANSFORM_ENABLED": "true",
         "IMGPROXY_TRANSFORM_ALLOW_UNSIGNED": "true",
     }
@@ -395,9 +391,10 @@ async def test_a_purge_with_two_workers_removes_variants_in_memory_and_on_disk(
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
 
             async def stats() -> dict[str, dict[str, int]]:
-                async with session.get(f"{running.base}/admin/cache", headers=auth) as response:
-                    per_worker: dict[str, dict[str, int]] = (await response.json())["per_worker"]
-                    return per_worker
+                per_worker: dict[str, dict[str, int]] = (
+                    await cache_stats(session, running.base, WORKER_TOKEN)
+                )["per_worker"]
+                return per_worker
 
             for _ in range(200):  # new connections until both workers hold the variant (bounded)
                 assert decode(await fetch_ok(session, url)).size == (100, 75)

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from azure.storage.blob.aio import ContainerClient
@@ -29,6 +30,11 @@ def server_env(azurite: AzuriteServer | str, container: str, port: int, **extra:
         "IMGPROXY_SERVER_PORT": str(port),
         **extra,
     }
+
+
+def disk_env(directory: Path) -> dict[str, str]:
+    """The environment that turns the disk tier on, in `directory`."""
+    return {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(directory)}
 
 
 @dataclass

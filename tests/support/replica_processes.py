@@ -20,17 +20,15 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 
 from devtools.azurite import connection_string, free_port
-from tests.helpers import admin_headers
+from tests.helpers import admin_headers, cache_stats
 from tests.support.processes import CONFIG
 
 TOKEN: Final = "replica-admin-token"
-AUTH: Final = admin_headers(TOKEN)
 START_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 30.0
 POLL_INTERVAL_S: Final = 0.005
@@ -156,23 +154,10 @@ class Replicas:
 # --- HTTP helpers ----------------------------------------------------------------------------
 
 
-async def fetch(session: aiohttp.ClientSession, base: str, path: str) -> tuple[int, str, bytes]:
-    """GET /images/`path`: status, X-Cache and body."""
-    async with asyncio.timeout(30), session.get(f"{base}/images/{path}") as response:
-        return response.status, response.headers.get("X-Cache", ""), await response.read()
-
-
-async def stats(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with asyncio.timeout(10), session.get(f"{base}/admin/cache", headers=AUTH) as response:
-        assert response.status == 200, await response.text()
-        body: dict[str, Any] = await response.json()
-        return body
-
-
 async def purge(session: aiohttp.ClientSession, base: str, path: str | None) -> tuple[int, dict[str, Any]]:
     """DELETE /admin/cache/`path` (None: everything): status and answer."""
     url = f"{base}/admin/cache" + ("" if path is None else f"/{path}")
-    async with asyncio.timeout(10), session.delete(url, headers=AUTH) as response:
+    async with asyncio.timeout(10), session.delete(url, headers=admin_headers(TOKEN)) as response:
         answer: dict[str, Any] = await response.json()
         return response.status, answer
 
@@ -197,14 +182,10 @@ async def wait_following(session: aiohttp.ClientSession, replicas: list[ReplicaP
 
     def following(replica: ReplicaProcess) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
-            body = await stats(session, replica.base)
+            body = await cache_stats(session, replica.base, TOKEN)
             return bool(body["purge_log"]["following"]) and bool(body["redis_up"])
 
         return check
 
     for replica in replicas:
         await poll(following(replica), 20, f"{replica.name} following the purge log")
-
-
-def disk_env(directory: Path) -> dict[str, str]:
-    return {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(directory)}

@@ -10,17 +10,23 @@ from azure.storage.blob.aio import ContainerClient
 
 from imgproxy.config import Config
 from imgproxy.web.keys import FETCHER
-from tests.helpers import AUTH, MIB, AppClient, AppClientFactory, payload, sha256, upload, wait_until
+from tests.helpers import (
+    AUTH,
+    MIB,
+    AppClient,
+    AppClientFactory,
+    cache_stats,
+    fetch_image,
+    payload,
+    sha256,
+    upload,
+    wait_until,
+)
 from tests.support.origin_proxy import OriginProxy
 
 
 def blob_get(name: str) -> Any:
     return lambda request: request.method == "GET" and request.path.endswith("/" + name)
-
-
-async def get_body(client: AppClient, path: str) -> tuple[int, bytes, str]:
-    async with client.get(path) as response:
-        return response.status, await response.read(), response.headers.get("X-Cache", "")
 
 
 async def test_hundred_cold_gets_make_one_origin_download(
@@ -32,14 +38,14 @@ async def test_hundred_cold_gets_make_one_origin_download(
     fetcher = client.app[FETCHER]
     held = origin.hold(blob_get("burst.bin"))
 
-    tasks = [asyncio.create_task(get_body(client, "/images/burst.bin")) for _ in range(100)]
+    tasks = [asyncio.create_task(fetch_image(client, "burst.bin")) for _ in range(100)]
     await held.arrived.wait()
     await wait_until(lambda: fetcher.waiting("burst.bin") == 100)
     held.release.set()
     results = await asyncio.gather(*tasks)
 
     assert {status for status, _, _ in results} == {200}
-    assert {sha256(body) for _, body, _ in results} == {sha256(data)}
+    assert {sha256(body) for _, _, body in results} == {sha256(data)}
     assert origin.count("burst.bin") == 1
     assert fetcher.counters()["coalesced"] == 99
     assert fetcher.counters()["origin_fetches"] == 1
@@ -62,19 +68,19 @@ async def test_failing_origin_fails_every_waiter_and_caches_nothing(
         return web.Response(status=500, text="injected")
 
     origin.hook = failing
-    tasks = [asyncio.create_task(get_body(client, "/images/flaky.png")) for _ in range(20)]
+    tasks = [asyncio.create_task(fetch_image(client, "flaky.png")) for _ in range(20)]
     await arrived.wait()
     await wait_until(lambda: fetcher.waiting("flaky.png") == 20)
     release.set()
     results = await asyncio.gather(*tasks)
 
     assert {status for status, _, _ in results} == {502}
-    stats = await (await client.get("/admin/cache", headers=AUTH)).json()
+    stats = await cache_stats(client)
     assert stats["cache_size"] == 0
     assert fetcher.counters()["origin_fetches"] == 1
 
     origin.heal()
-    status, body, cache = await get_body(client, "/images/flaky.png")
+    status, cache, body = await fetch_image(client, "flaky.png")
     assert (status, sha256(body), cache) == (200, sha256(data), "MISS")
 
 
@@ -84,7 +90,7 @@ async def test_purge_during_inflight_fetch_does_not_repopulate(
     """A purge that lands while a download runs keeps that download's bytes out of the cache."""
     await upload(container, "racy.png", payload(500, seed=9))
     held = origin.hold(blob_get("racy.png"))
-    first = asyncio.create_task(get_body(client, "/images/racy.png"))
+    first = asyncio.create_task(fetch_image(client, "racy.png"))
     await held.arrived.wait()
 
     purge = await client.delete("/admin/cache/racy.png", headers=AUTH)
@@ -92,7 +98,7 @@ async def test_purge_during_inflight_fetch_does_not_repopulate(
     held.release.set()
     assert (await first)[0] == 200
 
-    status, _, cache = await get_body(client, "/images/racy.png")
+    status, cache, _ = await fetch_image(client, "racy.png")
     assert (status, cache) == (200, "MISS")
     assert origin.count("racy.png") == 2
 
@@ -106,12 +112,12 @@ async def test_large_blob_waiters_stream_in_parallel(
     # Hold every ranged read past the first chunk: all five streams must reach it together.
     held = origin.hold(lambda r: r.path.endswith("/huge.bin") and "If-Match" in r.headers)
 
-    tasks = [asyncio.create_task(get_body(client, "/images/huge.bin")) for _ in range(5)]
+    tasks = [asyncio.create_task(fetch_image(client, "huge.bin")) for _ in range(5)]
     await wait_until(lambda: held.count >= 5)
     held.release.set()
     results = await asyncio.gather(*tasks)
 
-    assert {sha256(body) for _, body, _ in results} == {sha256(data)}
+    assert {sha256(body) for _, _, body in results} == {sha256(data)}
     first_reads = [r for r in origin.blob_requests("huge.bin") if not r.pinned]
     assert len(first_reads) == 1  # the coalesced first read, shared by all five
 
@@ -126,14 +132,14 @@ async def test_disconnecting_waiter_does_not_cancel_shared_download(
     fetcher = client.app[FETCHER]
     held = origin.hold(blob_get("shared.png"))
 
-    leaver = asyncio.create_task(get_body(client, "/images/shared.png"))
-    stayer = asyncio.create_task(get_body(client, "/images/shared.png"))
+    leaver = asyncio.create_task(fetch_image(client, "shared.png"))
+    stayer = asyncio.create_task(fetch_image(client, "shared.png"))
     await held.arrived.wait()
     await wait_until(lambda: fetcher.waiting("shared.png") == 2)
     leaver.cancel()
     held.release.set()
 
-    status, body, _ = await stayer
+    status, _, body = await stayer
     assert (status, sha256(body)) == (200, sha256(data))
     assert origin.count("shared.png") == 1
-    assert (await get_body(client, "/images/shared.png"))[2] == "HIT"
+    assert (await fetch_image(client, "shared.png"))[1] == "HIT"

@@ -13,12 +13,12 @@ import asyncio
 import random
 import time
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Final
 
 import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from tests.helpers import AUTH, AppClient, payload, sha256, upload
+from tests.helpers import AppClient, cache_stats, fetch_image, payload, sha256, upload
 from tests.support.origin_proxy import OriginProxy
 
 BLOBS: Final = 200
@@ -31,11 +31,6 @@ SEED: Final = 20_240_601
 
 def blob_name(index: int) -> str:
     return f"load/{index:03d}.png"
-
-
-async def get_one(client: AppClient, name: str) -> tuple[int, str]:
-    async with client.get(f"/images/{name}") as response:
-        return response.status, sha256(await response.read())
 
 
 async def test_zipf_load_serves_every_byte_and_downloads_each_blob_once_per_residency(
@@ -61,19 +56,17 @@ async def test_zipf_load_serves_every_byte_and_downloads_each_blob_once_per_resi
 
     async def worker() -> None:
         for name in jobs:  # shared: each request is taken by exactly one worker
-            status, digest = await get_one(client, name)
+            status, _, body = await fetch_image(client, name)
             if status != 200:
                 errors.append((name, status))
-            elif digest != expected[name]:
+            elif sha256(body) != expected[name]:
                 wrong_bytes.append(name)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
     elapsed = time.perf_counter() - started
 
-    stats_response = await client.get("/admin/cache", headers=AUTH)
-    assert stats_response.status == 200
-    stats: dict[str, Any] = await stats_response.json()
+    stats = await cache_stats(client)
     origin_gets = [r for r in origin.requests if r.method == "GET" and r.blob in blobs]
     distinct = len(set(plan))
     with capsys.disabled():

@@ -26,7 +26,7 @@ from devtools.azurite import free_port
 from imgproxy.app import create_app
 from imgproxy.server import start_runner
 from imgproxy.web.keys import METRICS, UPSTREAM
-from tests.helpers import AUTH, make_test_config, payload, sha256, upload, wait_until
+from tests.helpers import AUTH, make_test_config, payload, raw_exchange, raw_url, sha256, upload, wait_until
 from tests.support.origin_proxy import OriginProxy
 from tests.support.upstream_app import UpstreamApp
 
@@ -43,7 +43,7 @@ class Proxy:
         return URL(self.base).port or 80
 
     def url(self, raw_target: str) -> URL:
-        return URL(self.base + raw_target, encoded=True)
+        return raw_url(self.base, raw_target)
 
 
 ProxyFactory = Callable[..., Awaitable[Proxy]]
@@ -110,17 +110,6 @@ def header_values(echoed: dict[str, Any], name: str) -> list[str]:
     return [value for key, value in echoed["headers"] if key.lower() == name.lower()]
 
 
-async def raw_http(proxy: Proxy, request: bytes) -> bytes:
-    """Send raw bytes to the proxy and read until it closes the connection."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), timeout=10)
-    finally:
-        writer.close()
-
-
 # -- requests reach the app unchanged ------------------------------------------------------
 
 
@@ -141,7 +130,9 @@ async def test_every_method_reaches_the_app_with_its_body(
 
 async def test_head_answers_the_apps_headers_without_a_body(proxy: Proxy) -> None:
     """HEAD passes: the app's Content-Length of the GET body comes back, and no body bytes."""
-    answer = await raw_http(proxy, b"HEAD /head-length HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await raw_exchange(
+        proxy.base, b"HEAD /head-length HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nContent-Length: 1234" in head
@@ -161,7 +152,9 @@ async def test_head_answers_the_apps_headers_without_a_body(proxy: Proxy) -> Non
 async def test_the_target_reaches_the_app_exactly_as_sent(proxy: Proxy, target: str) -> None:
     """Path and query are forwarded byte for byte: no decoding, no re-encoding, no normalising
     (sent over a raw socket: client libraries normalise some of these)."""
-    answer = await raw_http(proxy, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = await raw_exchange(
+        proxy.base, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert json.loads(body)["target"] == target
@@ -179,8 +172,8 @@ async def test_an_expected_100_continue_lets_the_body_through(
 
 async def test_pipelined_requests_are_answered_in_order_ours_and_the_apps(proxy: Proxy) -> None:
     """Three pipelined requests on one connection, the app's and ours mixed: three answers, in order."""
-    answer = await raw_http(
-        proxy,
+    answer = await raw_exchange(
+        proxy.base,
         b"GET /echo/first HTTP/1.1\r\nHost: x\r\n\r\n"
         b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
         b"GET /echo/third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -254,7 +247,9 @@ async def test_hop_by_hop_request_headers_are_not_forwarded(
 
 async def test_hop_by_hop_response_headers_are_not_forwarded(proxy: Proxy) -> None:
     """The app's Connection, what it names, Keep-Alive and Proxy-* do not reach the client."""
-    answer = await raw_http(proxy, b"GET /hop-response HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = await raw_exchange(
+        proxy.base, b"GET /hop-response HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     head = answer.partition(b"\r\n\r\n")[0].decode()
     names = [line.partition(":")[0].lower() for line in head.split("\r\n")[1:]]
     assert "x-end" in names
@@ -387,8 +382,8 @@ async def test_status_codes_pass_as_they_are(proxy: Proxy, session: aiohttp.Clie
 @pytest.mark.parametrize("code", [204, 304])
 async def test_204_and_304_have_no_body_and_keep_the_connection(proxy: Proxy, code: int) -> None:
     """A 204 or 304 is sent without a body, and the next request on the connection is answered."""
-    answer = await raw_http(
-        proxy,
+    answer = await raw_exchange(
+        proxy.base,
         f"GET /status/{code} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
         + b"GET /echo/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )

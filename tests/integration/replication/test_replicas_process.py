@@ -29,19 +29,17 @@ from devtools.redis_server import RedisServer
 from imgproxy import client as admin
 from imgproxy.replication.codec import entry_keys
 from imgproxy.replication.purge_log import log_keys
-from tests.helpers import payload, sha256, upload
+from tests.helpers import cache_stats, fetch_image, payload, sha256, upload
 from tests.support.images import jpeg
 from tests.support.origin_proxy import OriginProxy
+from tests.support.processes import disk_env
 from tests.support.redis_fixtures import RedisTarget
 from tests.support.replica_processes import (
     TOKEN,
     ReplicaProcess,
     Replicas,
-    disk_env,
-    fetch,
     poll,
     purge,
-    stats,
     wait_following,
 )
 
@@ -105,7 +103,7 @@ def counter(session: aiohttp.ClientSession, replica: ReplicaProcess, key: str) -
     """A reader of one figure of `replica`'s `/admin/cache`."""
 
     async def read() -> Any:
-        return (await stats(session, replica.base))[key]
+        return (await cache_stats(session, replica.base, TOKEN))[key]
 
     return read
 
@@ -127,7 +125,7 @@ def emptied(session: aiohttp.ClientSession, replica: ReplicaProcess) -> Check:
     """Nothing left in the replica's memory (variants included) or disk tier."""
 
     async def check() -> bool:
-        body = await stats(session, replica.base)
+        body = await cache_stats(session, replica.base, TOKEN)
         return bool(body["cache_size"] == body["cache_variants"] == body.get("disk_size", 0) == 0)
 
     return check
@@ -157,21 +155,21 @@ async def test_a_purge_on_one_replica_process_empties_every_replica_within_the_b
     await asyncio.gather(a.start(), b.start(), c.start())
     await wait_following(session, [a, b, c])
 
-    assert (await fetch(session, a.base, "s.png"))[:2] == (200, "MISS")
-    assert (await fetch(session, a.base, "photo.jpg?w=100"))[:2] == (200, "MISS")
+    assert (await fetch_image(session, "s.png", a.base))[:2] == (200, "MISS")
+    assert (await fetch_image(session, "photo.jpg?w=100", a.base))[:2] == (200, "MISS")
     await settle(session, a, "redis_stores", 3)  # s.png, the variant and its source, published
-    variant_old = (await fetch(session, a.base, "photo.jpg?w=100"))[2]
+    variant_old = (await fetch_image(session, "photo.jpg?w=100", a.base))[2]
     for replica in (b, c):
-        status, cache, body = await fetch(session, replica.base, "s.png")
+        status, cache, body = await fetch_image(session, "s.png", replica.base)
         assert (status, cache, sha256(body)) == (200, "HIT", sha256(shared_old))
-        status, cache, body = await fetch(session, replica.base, "photo.jpg?w=100")
+        status, cache, body = await fetch_image(session, "photo.jpg?w=100", replica.base)
         assert (status, cache, sha256(body)) == (200, "HIT", sha256(variant_old))
-        assert (await fetch(session, replica.base, "d.png"))[2] == local_old
+        assert (await fetch_image(session, "d.png", replica.base))[2] == local_old
         await settle(session, replica, "disk_size", 1)  # d.png, written through
     # d.png: B and C each downloaded it (A never asked for it, yet A's purge must reach them).
     assert (origin.count("s.png"), origin.count("photo.jpg"), origin.count("d.png")) == (1, 1, 2)
     for replica in (b, c):
-        figures = await stats(session, replica.base)
+        figures = await cache_stats(session, replica.base, TOKEN)
         assert (figures["cache_size"], figures["cache_variants"], figures["redis_hits"]) == (3, 1, 2)
 
     shared_new, local_new, photo_new = payload(30_000, 3), payload(100_000, 4), jpeg(300, 400)
@@ -192,9 +190,9 @@ async def test_a_purge_on_one_replica_process_empties_every_replica_within_the_b
 
     variants = set()
     for replica in (a, b, c):
-        assert (await fetch(session, replica.base, "s.png"))[2] == shared_new
-        assert (await fetch(session, replica.base, "d.png"))[2] == local_new
-        status, _, body = await fetch(session, replica.base, "photo.jpg?w=100")
+        assert (await fetch_image(session, "s.png", replica.base))[2] == shared_new
+        assert (await fetch_image(session, "d.png", replica.base))[2] == local_new
+        status, _, body = await fetch_image(session, "photo.jpg?w=100", replica.base)
         assert status == 200
         variants.add(sha256(body))
     assert len(variants) == 1 and variants != {sha256(variant_old)}
@@ -221,13 +219,14 @@ async def test_a_cold_burst_over_three_replica_processes_makes_one_origin_get(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as burst_session:
         burst = [
-            asyncio.create_task(fetch(burst_session, replicas[i % 3].base, "burst.png")) for i in range(100)
+            asyncio.create_task(fetch_image(burst_session, "burst.png", replicas[i % 3].base))
+            for i in range(100)
         ]
         try:
             await asyncio.wait_for(held.arrived.wait(), SETTLE_S)
 
             async def all_waiting() -> bool:
-                bodies = [await stats(session, r.base) for r in replicas]
+                bodies = [await cache_stats(session, r.base, TOKEN) for r in replicas]
                 return all(b["in_flight"] == 1 for b in bodies) and sum(b["redis_waits"] for b in bodies) == 2
 
             await poll(all_waiting, SETTLE_S, "every replica downloading or waiting")
@@ -241,7 +240,7 @@ async def test_a_cold_burst_over_three_replica_processes_makes_one_origin_get(
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as burst_session:
         answers = await asyncio.gather(
-            *(fetch(burst_session, replicas[i % 3].base, "unheld.png") for i in range(100))
+            *(fetch_image(burst_session, "unheld.png", replicas[i % 3].base) for i in range(100))
         )
     assert {(status, sha256(body)) for status, _, body in answers} == {(200, sha256(other))}
     assert origin.count("unheld.png") == 1
@@ -259,7 +258,7 @@ async def test_garbage_or_a_truncated_value_in_redis_is_not_served_by_any_replic
     data = payload(50_000, 6)
     await upload(container, "cut.png", data)
     a, b, c = await deployment(redis_server).start(3)
-    await fetch(session, a.base, "cut.png")
+    await fetch_image(session, "cut.png", a.base)
     await settle(session, a, "redis_stores", 1)
     key = entry_keys(base_of(a, container), "cut.png", None).entry
     raw = raw_redis(redis_server)
@@ -267,11 +266,11 @@ async def test_garbage_or_a_truncated_value_in_redis_is_not_served_by_any_replic
         value = await raw.get(key)
         assert value is not None and len(value) > 50_000
         await raw.set(key, value[: len(value) // 2])
-        status, cache, body = await fetch(session, b.base, "cut.png")
+        status, cache, body = await fetch_image(session, "cut.png", b.base)
         assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
         await settle(session, b, "redis_stores", 1)  # B published a good copy again
         await raw.set(key, b"IPX2" + payload(len(value) - 4, 7))
-        status, cache, body = await fetch(session, c.base, "cut.png")
+        status, cache, body = await fetch_image(session, "cut.png", c.base)
         assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
     finally:
         await raw.aclose()
@@ -302,7 +301,7 @@ async def test_a_replica_stopped_during_a_purge_applies_it_before_serving_again(
     await asyncio.gather(a.start(), b.start())
     await wait_following(session, [a, b])
     for name, data in old.items():
-        assert (await fetch(session, b.base, name))[2] == data
+        assert (await fetch_image(session, name, b.base))[2] == data
     await settle(session, b, "disk_size", 2)
     for name, data in new.items():
         await upload(container, name, data)
@@ -316,9 +315,9 @@ async def test_a_replica_stopped_during_a_purge_applies_it_before_serving_again(
 
     await b.start()
     for name, data in new.items():  # the very first answers after the restart
-        status, cache, body = await fetch(session, b.base, name)
+        status, cache, body = await fetch_image(session, name, b.base)
         assert (status, cache, sha256(body)) == (200, "MISS", sha256(data))
-    log = (await stats(session, b.base))["purge_log"]
+    log = (await cache_stats(session, b.base, TOKEN))["purge_log"]
     assert 1 <= log["applied"] <= 2 and log["lost"] == 0
 
 
@@ -338,7 +337,7 @@ async def test_a_log_trimmed_past_a_stopped_replica_makes_it_empty_itself(
     a, b = group.define("a"), group.define("b", **disk_env(tmp_path / "b"))
     await asyncio.gather(a.start(), b.start())
     await wait_following(session, [a, b])
-    await fetch(session, b.base, "kept.png")
+    await fetch_image(session, "kept.png", b.base)
     await settle(session, b, "disk_size", 1)
     assert await b.stop() == 0
     for index in range(5):
@@ -352,11 +351,11 @@ async def test_a_log_trimmed_past_a_stopped_replica_makes_it_empty_itself(
         await raw.aclose()
 
     await b.start()
-    body = await stats(session, b.base)
+    body = await cache_stats(session, b.base, TOKEN)
     assert (body["purge_log"]["lost"], body["disk_size"]) == (1, 0)
     # Redis's copy is another matter: no purge of kept.png deleted it, so it is still good.
-    assert (await fetch(session, b.base, "kept.png"))[1:] == ("HIT", data)
-    assert (await stats(session, b.base))["redis_hits"] == 1
+    assert (await fetch_image(session, "kept.png", b.base))[1:] == ("HIT", data)
+    assert (await cache_stats(session, b.base, TOKEN))["redis_hits"] == 1
 
 
 # --- Redis failing ------------------------------------------------------------------------------
@@ -381,7 +380,7 @@ async def test_redis_killed_under_load_costs_only_hits_and_the_replicas_recover_
     await wait_following(session, replicas)
     for replica in replicas:
         for name in warm:
-            await fetch(session, replica.base, name)
+            await fetch_image(session, name, replica.base)
 
     names = [*warm, *cold]
     done = 0
@@ -392,7 +391,7 @@ async def test_redis_killed_under_load_costs_only_hits_and_the_replicas_recover_
         nonlocal done
         name = names[index % len(names)]
         async with limit:
-            status, cache, body = await fetch(session, replicas[index % 3].base, name)
+            status, cache, body = await fetch_image(session, name, replicas[index % 3].base)
         done += 1
         if done == 60:
             sixty.set()
@@ -408,7 +407,7 @@ async def test_redis_killed_under_load_costs_only_hits_and_the_replicas_recover_
 
     status, answer = await purge(session, replicas[0].base, "w0.png")
     assert (status, answer["purged"], answer["logged"]) == (502, True, False)
-    assert (await fetch(session, replicas[0].base, "w0.png"))[1] == "MISS"  # applied locally
+    assert (await fetch_image(session, "w0.png", replicas[0].base))[1] == "MISS"  # applied locally
     for replica in replicas:
         await poll(reaches(counter(session, replica, "redis_up"), lambda up: up is False), 5, replica.name)
 
@@ -416,7 +415,7 @@ async def test_redis_killed_under_load_costs_only_hits_and_the_replicas_recover_
 
     def recovered(replica: ReplicaProcess) -> Check:
         async def check() -> bool:
-            body = await stats(session, replica.base)
+            body = await cache_stats(session, replica.base, TOKEN)
             log = body["purge_log"]
             # Emptied once: it cannot know what was purged while Redis was away.
             emptied_once = log["lost"] == 1 and body["cache_size"] == 0
@@ -430,9 +429,9 @@ async def test_redis_killed_under_load_costs_only_hits_and_the_replicas_recover_
     fresh = payload(20_000, 70)
     await upload(container, "fresh.png", fresh)
     stores = await counter(session, a, "redis_stores")()
-    assert (await fetch(session, a.base, "fresh.png"))[1] == "MISS"
+    assert (await fetch_image(session, "fresh.png", a.base))[1] == "MISS"
     await settle(session, a, "redis_stores", stores + 1)
-    assert (await fetch(session, b.base, "fresh.png"))[:2] == (200, "HIT")
+    assert (await fetch_image(session, "fresh.png", b.base))[:2] == (200, "HIT")
     assert origin.count("fresh.png") == 1
     status, answer = await purge(session, a.base, "fresh.png")
     assert (status, answer["logged"]) == (200, True)
@@ -449,7 +448,7 @@ async def test_without_redis_url_a_replica_process_has_none_of_it(
     """`redis.url` empty: `/admin/cache` has no `redis_up` (nor replicas or a purge log) and a
     purge answer has no `logged`."""
     (replica,) = await deployment(None).start(1)
-    body = await stats(session, replica.base)
+    body = await cache_stats(session, replica.base, TOKEN)
     assert not {"redis_up", "replicas", "purge_log", "redis_hits"} & body.keys()
     status, answer = await purge(session, replica.base, "a.png")
     assert (status, answer) == (200, {"path": "a.png", "purged": False})
@@ -473,7 +472,7 @@ async def test_the_client_clears_a_path_on_every_replica_and_reports_a_purge_red
     await wait_following(session, [a, b])
     for replica in (a, b):
         for name in ("one.png", "two.png"):
-            await fetch(session, replica.base, name)
+            await fetch_image(session, name, replica.base)
 
     def listed(body: dict[str, Any]) -> set[int]:
         return {replica["port"] for replica in body["replicas"]}
@@ -494,7 +493,7 @@ async def test_the_client_clears_a_path_on_every_replica_and_reports_a_purge_red
     answer = await admin.aclear_cache("two.png", base_url=b.base, token=TOKEN)
     assert answer == {"path": "two.png", "purged": True, "logged": True}
     await poll(reaches(counter(session, a, "cache_size"), lambda n: n == 0), PROPAGATION_BOUND_S, "a")
-    assert (await fetch(session, b.base, "one.png"))[1] == "MISS"
+    assert (await fetch_image(session, "one.png", b.base))[1] == "MISS"
 
     await asyncio.to_thread(own_redis.kill)
     with pytest.raises(admin.PurgeIncomplete) as sync_error:

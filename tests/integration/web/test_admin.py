@@ -16,22 +16,18 @@ from devtools.azurite import free_port
 from imgproxy.app import create_app
 from imgproxy.server import start_runner
 from imgproxy.web.siblings import RELAYED_HEADER, Siblings
-from tests.helpers import ADMIN_TOKEN, AUTH, AppClient, AppClientFactory, make_test_config, payload, upload
+from tests.helpers import (
+    ADMIN_TOKEN,
+    AUTH,
+    AppClient,
+    AppClientFactory,
+    cache_stats,
+    make_test_config,
+    payload,
+    upload,
+    x_cache,
+)
 from tests.support.origin_proxy import OriginProxy
-
-
-async def stats(client: AppClient) -> dict[str, Any]:
-    response = await client.get("/admin/cache", headers=AUTH)
-    assert response.status == 200
-    body: dict[str, Any] = await response.json()
-    return body
-
-
-async def x_cache(client: AppClient, path: str) -> str:
-    async with client.get(path) as response:
-        assert response.status == 200
-        await response.read()
-        return response.headers["X-Cache"]
 
 
 @pytest.fixture
@@ -45,7 +41,7 @@ async def test_stats_report_sizes_limits_and_counters(client: AppClient, contain
     await upload(container, "a.png", payload(100))
     await x_cache(client, "/images/a.png")
     await x_cache(client, "/images/a.png")
-    body = await stats(client)
+    body = await cache_stats(client)
     assert body["cache_size"] == 1
     assert body["cache_bytes"] == 100
     assert body["cache_limit"] == 100
@@ -61,7 +57,7 @@ async def test_eviction_holds_count_bound(small_client: AppClient, container: Co
         await x_cache(small_client, f"/images/{name}.png")
     assert await x_cache(small_client, "/images/a.png") == "HIT"  # a is now most recent
     await x_cache(small_client, "/images/d.png")  # evicts b
-    body = await stats(small_client)
+    body = await cache_stats(small_client)
     assert (body["cache_size"], body["cache_bytes"], body["evictions"]) == (3, 300, 1)
     assert await x_cache(small_client, "/images/a.png") == "HIT"
     assert await x_cache(small_client, "/images/b.png") == "MISS"
@@ -73,10 +69,10 @@ async def test_eviction_holds_byte_bound(small_client: AppClient, container: Con
         await upload(container, f"{name}.png", payload(1000, seed=ord(name)))
     for name in "xyz":
         await x_cache(small_client, f"/images/{name}.png")
-        body = await stats(small_client)
+        body = await cache_stats(small_client)
         assert body["cache_bytes"] <= 2500
         assert body["cache_size"] <= 3
-    body = await stats(small_client)
+    body = await cache_stats(small_client)
     assert (body["cache_size"], body["cache_bytes"]) == (2, 2000)
     assert await x_cache(small_client, "/images/x.png") == "MISS"
 
@@ -106,7 +102,7 @@ async def test_purge_all(client: AppClient, container: ContainerClient) -> None:
         await x_cache(client, f"/images/{name}")
     response = await client.delete("/admin/cache", headers=AUTH)
     assert await response.json() == {"purged": 2}
-    assert (await stats(client))["cache_size"] == 0
+    assert (await cache_stats(client))["cache_size"] == 0
     assert await x_cache(client, "/images/p.png") == "MISS"
 
 

@@ -27,23 +27,12 @@ import pytest
 from azure.storage.blob.aio import ContainerClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from multidict import CIMultiDictProxy
-from yarl import URL
 
-from tests.helpers import AUTH, AppClient, AppClientFactory, payload, sha256, upload
+from tests.helpers import AUTH, AppClient, AppClientFactory, fetch_raw, payload, sha256, upload
 from tests.support.origin_proxy import OriginProxy
 
 SMALL_NAME: Final = "small-blob.png"
 SMALL_SIZE: Final = 1000
-
-
-async def send(
-    client: AppClient, method: str, raw_path: str, headers: Mapping[str, str] | None = None
-) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    """Send `raw_path` exactly as written (no '..' resolution, no re-encoding), with `headers`."""
-    url = URL(str(client.make_url("/")).rstrip("/") + raw_path, encoded=True)
-    async with client.session.request(method, url, headers=headers) as response:
-        return response.status, response.headers, await response.read()
 
 
 def assert_origin_saw_only(origin: OriginProxy, container: ContainerClient) -> None:
@@ -53,7 +42,7 @@ def assert_origin_saw_only(origin: OriginProxy, container: ContainerClient) -> N
 
 
 async def assert_still_healthy(client: AppClient) -> None:
-    status, _, _ = await send(client, "GET", "/healthz")
+    status, _, _ = await fetch_raw(client, "/healthz")
     assert status == 200
 
 
@@ -130,7 +119,7 @@ async def test_bad_path_gets_its_exact_status_and_reads_nothing_outside_the_cont
     origin: OriginProxy,
 ) -> None:
     """Each bad path answers its exact status; a 400 never reaches the origin, a 404 asks for its name."""
-    status, _, body = await send(client, "GET", raw_path)
+    status, _, body = await fetch_raw(client, raw_path)
 
     assert status == expected
     if expected == 400:
@@ -154,7 +143,7 @@ async def test_bad_purge_path_is_400(
     raw_path: str, client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """The purge route applies the same path rules as the image route."""
-    status, _, body = await send(client, "DELETE", raw_path, AUTH)
+    status, _, body = await fetch_raw(client, raw_path, "DELETE", **AUTH)
 
     assert status == 400
     assert body.startswith(b"bad path")
@@ -164,7 +153,7 @@ async def test_bad_purge_path_is_400(
 
 async def test_path_longer_than_the_request_line_limit_is_4xx(client: AppClient, origin: OriginProxy) -> None:
     """A request line over aiohttp's 8190-byte limit is refused by aiohttp itself with a 4xx."""
-    status, _, _ = await send(client, "GET", "/images/" + "%C3%A9" * 1500)
+    status, _, _ = await fetch_raw(client, "/images/" + "%C3%A9" * 1500)
 
     assert 400 <= status < 500
     assert origin.requests == []
@@ -185,7 +174,7 @@ async def test_oversized_headers_are_refused_with_4xx(
     headers: dict[str, str], client: AppClient, small_blob: bytes, origin: OriginProxy
 ) -> None:
     """Headers over aiohttp's limits are refused by aiohttp itself with a 4xx, never a 5xx."""
-    status, _, _ = await send(client, "GET", f"/images/{SMALL_NAME}", headers)
+    status, _, _ = await fetch_raw(client, f"/images/{SMALL_NAME}", **headers)
 
     assert 400 <= status < 500
     assert origin.requests == []
@@ -198,7 +187,7 @@ async def test_other_methods_on_images_are_405_with_allow(
     method: str, raw_path: str, client: AppClient, origin: OriginProxy
 ) -> None:
     """Any method but GET and HEAD on the image route is 405 with `Allow: GET,HEAD`, before the path."""
-    status, headers, _ = await send(client, method, raw_path)
+    status, headers, _ = await fetch_raw(client, raw_path, method)
 
     assert status == 405
     assert set(headers["Allow"].split(",")) == {"GET", "HEAD"}
@@ -208,7 +197,7 @@ async def test_other_methods_on_images_are_405_with_allow(
 
 async def test_method_unknown_to_the_http_parser_is_400(client: AppClient, origin: OriginProxy) -> None:
     """A method token aiohttp's parser does not know (here BREW) is refused by aiohttp with a 400."""
-    status, _, _ = await send(client, "BREW", "/images/x.png")
+    status, _, _ = await fetch_raw(client, "/images/x.png", "BREW")
 
     assert status == 400
     assert origin.requests == []
@@ -249,7 +238,7 @@ async def test_a_crafted_transform_value_never_appears_in_the_400(
 ) -> None:
     """A crafted value in any transform parameter (or the preset's name) gets a 400 in fixed words
     naming the parameter: the value, encoded or decoded, is not echoed."""
-    status, headers, body = await send(transforms_client, "GET", f"/images/{SMALL_NAME}?{query}")
+    status, headers, body = await fetch_raw(transforms_client, f"/images/{SMALL_NAME}?{query}")
 
     assert status == 400
     assert body.startswith(b"bad transform parameter ")
@@ -265,10 +254,10 @@ async def test_a_crafted_path_signature_or_blob_name_never_appears_in_an_error_b
     await upload(container, f"x{CRAFTED}.jpg", f"{CRAFTED}\n".encode() * 20, content_type="image/jpeg")
     signed = await app_client(transform__enabled=True, transform__signing_key=SIGNING_KEY)
     answers = [
-        await send(transforms_client, "GET", f"/images/{quote(CRAFTED)}/%2e%2e/x.png"),
-        await send(transforms_client, "GET", f"/images/{quote(CRAFTED)}%00.png"),
-        await send(signed, "GET", f"/images/{SMALL_NAME}?w=10&s={quote(CRAFTED)}"),
-        await send(transforms_client, "GET", f"/images/x{quote(CRAFTED)}.jpg?w=10"),
+        await fetch_raw(transforms_client, f"/images/{quote(CRAFTED)}/%2e%2e/x.png"),
+        await fetch_raw(transforms_client, f"/images/{quote(CRAFTED)}%00.png"),
+        await fetch_raw(signed, f"/images/{SMALL_NAME}?w=10&s={quote(CRAFTED)}"),
+        await fetch_raw(transforms_client, f"/images/x{quote(CRAFTED)}.jpg?w=10"),
     ]
 
     assert [status for status, _, _ in answers] == [400, 400, 403, 422]
@@ -367,7 +356,7 @@ async def test_garbage_range_and_conditional_headers_get_rfc_status_and_exact_by
     origin: OriginProxy,
 ) -> None:
     """Malformed Range and conditional headers get the RFC 9110 answer and byte-exact bodies."""
-    status, response_headers, body = await send(client, "GET", f"/images/{SMALL_NAME}", headers)
+    status, response_headers, body = await fetch_raw(client, f"/images/{SMALL_NAME}", **headers)
 
     assert status == expected_status
     if expected_body == FULL:
@@ -462,7 +451,7 @@ HEADERS: Final = st.fixed_dictionaries(
 @pytest.fixture
 async def validators(client: AppClient, small_blob: bytes) -> dict[str, str]:
     """The small blob's ETag and Last-Modified, to substitute for the tokens in generated headers."""
-    status, headers, _ = await send(client, "HEAD", f"/images/{SMALL_NAME}")
+    status, headers, _ = await fetch_raw(client, f"/images/{SMALL_NAME}", "HEAD")
     assert status == 200
     return {ETAG_TOKEN: headers["ETag"], DATE_TOKEN: headers["Last-Modified"]}
 
@@ -477,7 +466,7 @@ async def assert_blob_answer_is_consistent(
     client: AppClient, method: str, headers: Mapping[str, str], data: bytes
 ) -> None:
     """The small blob, asked for with `headers`: an RFC 9110 status and exactly the right bytes."""
-    status, response_headers, body = await send(client, method, f"/images/{SMALL_NAME}", headers)
+    status, response_headers, body = await fetch_raw(client, f"/images/{SMALL_NAME}", method, **headers)
     assert status in {200, 206, 304, 412, 416}, (headers, status)
     if method == "HEAD" or status == 304:
         assert body == b""
@@ -510,7 +499,7 @@ async def test_generated_paths_and_headers_never_get_5xx_or_leave_the_container(
     """No generated path or header value gets a 5xx, reads outside the container, or wrong bytes."""
     sent = {name: substitute(value, validators) for name, value in headers.items()}
 
-    status, _, _ = await send(client, method, raw_path, sent)
+    status, _, _ = await fetch_raw(client, raw_path, method, **sent)
     assert status in {200, 400, 404}, (raw_path, sent, status)
     # The same headers on the blob that exists, then only its Range and If-Range (so that ranges
     # are judged even when a generated If-Match or If-None-Match decides first).

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
-import socket
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import pytest
 from azure.storage.blob.aio import ContainerClient
 from prometheus_client.parser import text_string_to_metric_families
-from yarl import URL
 
 from devtools.azurite import AzuriteServer, connection_string
-from tests.helpers import MIB, payload, sha256, upload
+from tests.helpers import MIB, RawClient, payload, raw_answer, sha256, upload
 from tests.support.origin_proxy import OriginProxy
 from tests.support.processes import Server, start_server
 from tests.support.raw_app import RawApp
@@ -58,79 +54,6 @@ def front_door(
         azurite, container.container_name, IMGPROXY_UPSTREAM_URL=app_url, IMGPROXY_SERVER_DRAIN_S="0", **env
     ) as server:
         yield server
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    headers: dict[str, str]  # lower-case names, last value
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class RawClient:
-    """One client connection, written and read byte for byte."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, base: str, rcvbuf: int | None = None) -> RawClient:
-        url = URL(base)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connecting, so the window is small from the start
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (url.host, url.port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
-        return cls(reader, writer)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def head(self, timeout_s: float = 10) -> tuple[int, dict[str, str]]:
-        raw = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout_s)
-        lines = raw.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        return int(lines[0].split(" ")[1]), headers
-
-    async def answer(self, timeout_s: float = 10) -> Answer:
-        status, headers = await self.head(timeout_s)
-        body = await asyncio.wait_for(
-            self.reader.readexactly(int(headers.get("content-length", "0"))), timeout_s
-        )
-        return Answer(status, headers, body)
-
-    async def until_closed(self, timeout_s: float = 10) -> bytes:
-        """Everything until the server closes the connection (or resets it)."""
-        chunks = []
-        try:
-            async with asyncio.timeout(timeout_s):
-                while chunk := await self.reader.read(65536):
-                    chunks.append(chunk)
-        except ConnectionResetError:
-            pass
-        return b"".join(chunks)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-async def request(base: str, data: bytes) -> Answer:
-    client = await RawClient.open(base)
-    try:
-        await client.send(data)
-        return await client.answer()
-    finally:
-        client.close()
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -202,12 +125,12 @@ async def test_compressed_bodies_reach_the_app_byte_exact_and_smuggle_nothing(
         azurite, container, raw_app.url, IMGPROXY_UPSTREAM_MAX_CONNECTIONS="1",
         IMGPROXY_UPSTREAM_REQUEST_BUFFERING=buffering,
     ) as server:  # fmt: skip
-        uploaded = await request(server.base, attack)
+        uploaded = await raw_answer(server.base, attack)
         assert uploaded.status == 200
         assert uploaded.json()["body_sha256"] == sha256(body)
         assert uploaded.json()["body_bytes"] == len(body)
         for victim in range(3):
-            answer = await request(server.base, VICTIM % victim)
+            answer = await raw_answer(server.base, VICTIM % victim)
             assert answer.status == 200
             assert answer.json()["target"] == "/account"
             assert answer.json()["cookie"] == [f"session=victim-secret-{victim}"]
@@ -249,7 +172,7 @@ async def test_ambiguous_framings_never_put_a_victims_request_in_a_body(
             status, _ = await attacker.head()
             assert status in (200, 400), name
             attacker.close()
-            answer = await request(server.base, VICTIM % index)
+            answer = await raw_answer(server.base, VICTIM % index)
             assert answer.json()["target"] == "/account", name
             assert answer.json()["cookie"] == [f"session=victim-secret-{index}"], name
         log = "".join(server.log)
@@ -370,12 +293,12 @@ async def test_a_large_body_is_spooled_and_arrives_whole(
         azurite, container, raw_app.url, IMGPROXY_UPSTREAM_REQUEST_BUFFER_BYTES="65536",
         IMGPROXY_UPSTREAM_SPOOL_MAX_BYTES=str(4 * MIB),
     ) as server:  # fmt: skip
-        answer = await request(
+        answer = await raw_answer(
             server.base, b"PUT /big HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n" % len(body) + body
         )
         assert answer.status == 200
         assert answer.json()["body_sha256"] == sha256(body)
-        refused = await request(
+        refused = await raw_answer(
             server.base, b"PUT /bigger HTTP/1.1\r\nHost: app\r\nContent-Length: %d\r\n\r\n" % (5 * MIB)
         )
         assert refused.status == 503
@@ -421,11 +344,11 @@ async def test_an_absolute_form_target_reaches_the_app_in_origin_form(
     """`GET http://evil.example/x?y=1` reaches the app as `/x?y=1`, with the target's host as
     Host and X-Forwarded-Host (RFC 9112 section 3.2.2), never the target and a Host that differ."""
     with front_door(azurite, container, raw_app.url) as server:
-        answer = await request(
+        answer = await raw_answer(
             server.base, b"GET http://evil.example/x?y=%41 HTTP/1.1\r\nHost: good.example\r\n\r\n"
         )
         assert answer.status == 200
-        bare = await request(
+        bare = await raw_answer(
             server.base, b"GET HTTP://evil.example:8080 HTTP/1.1\r\nHost: good.example\r\n\r\n"
         )
         assert bare.status == 200
@@ -452,7 +375,7 @@ async def test_other_target_forms_get_400_and_never_reach_the_app(
 ) -> None:
     """Asterisk-form, authority-form, other schemes and userinfo are answered 400 here."""
     with front_door(azurite, container, raw_app.url) as server:
-        answer = await request(server.base, request_line + b"\r\nHost: good.example\r\n\r\n")
+        answer = await raw_answer(server.base, request_line + b"\r\nHost: good.example\r\n\r\n")
     assert answer.status == 400
     assert raw_app.seen == []
 
@@ -571,11 +494,11 @@ async def test_every_answer_says_server_imgproxy_without_versions(
     await upload(container, "s.png", payload(1000, seed=6))
     with front_door(azurite, container, raw_app.url) as server:
         answers = [
-            await request(server.base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
-            await request(server.base, b"GET /images/s.png HTTP/1.1\r\nHost: x\r\n\r\n"),
-            await request(server.base, b"GET /images/s.png HTTP/1.1\r\nHost: x\r\n\r\n"),
-            await request(server.base, b"GET /images/missing.png HTTP/1.1\r\nHost: x\r\n\r\n"),
-            await request(server.base, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
+            await raw_answer(server.base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+            await raw_answer(server.base, b"GET /images/s.png HTTP/1.1\r\nHost: x\r\n\r\n"),
+            await raw_answer(server.base, b"GET /images/s.png HTTP/1.1\r\nHost: x\r\n\r\n"),
+            await raw_answer(server.base, b"GET /images/missing.png HTTP/1.1\r\nHost: x\r\n\r\n"),
+            await raw_answer(server.base, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
         ]
         malformed = await RawClient.open(server.base)
         await malformed.send(b"GET /x HTTP/1.1\r\nHost: x\r\nBad <script>: y\r\n\r\n")

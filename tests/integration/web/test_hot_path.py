@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Final
 
@@ -19,10 +18,13 @@ from imgproxy.web import hot_path
 from tests.helpers import (
     AppClient,
     AppClientFactory,
+    RawAnswer,
+    RawClient,
     base_url,
     cache_stats,
     fetch,
     payload,
+    raw_url,
     sha256,
     upload,
     wait_until,
@@ -121,7 +123,7 @@ async def test_what_the_hot_path_cannot_answer_goes_to_the_application(
 ) -> None:
     """Bad paths, misses and other routes get the application's answers through the hot path."""
     async with aiohttp.ClientSession() as session:
-        url = URL(base + raw_path, encoded=True)
+        url = raw_url(base, raw_path)
         async with session.get(url) as response:
             assert response.status == status
 
@@ -142,17 +144,12 @@ async def test_ranges_and_conditionals_on_a_hit_are_not_taken_by_the_hot_path(
     assert origin.count("parts.png") == 1
 
 
-Answer = tuple[str, dict[str, str], bytes]
-
-
-async def read_answer(reader: asyncio.StreamReader) -> Answer:
-    """One HTTP/1.x answer with a Content-Length: status line, headers (lower-case, none twice), body."""
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-    status, *lines = head.removesuffix("\r\n\r\n").split("\r\n")
-    fields = [line.split(": ", 1) for line in lines]
-    headers = {name.lower(): value for name, value in fields}
-    assert len(headers) == len(fields), f"a header twice in {head!r}"
-    return status, headers, await reader.readexactly(int(headers["content-length"]))
+async def read_answer(client: RawClient) -> RawAnswer:
+    """One HTTP/1.x answer, which has a Content-Length and no header twice."""
+    answer = await client.answer()
+    assert len(answer.headers) == len(answer.fields), f"a header twice in {answer.fields!r}"
+    assert "content-length" in answer.headers
+    return answer
 
 
 def request_bytes(path: str, version: str = "1.1", **headers: str) -> bytes:
@@ -160,10 +157,8 @@ def request_bytes(path: str, version: str = "1.1", **headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def open_raw(base: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    url = URL(base)
-    assert url.host is not None and url.port is not None
-    return await asyncio.open_connection(url.host, url.port)
+async def open_raw(base: str) -> RawClient:
+    return await RawClient.open(base, limit=2**16)  # asyncio's default reader buffer
 
 
 async def test_pipelined_hits_come_back_whole_and_in_order(
@@ -178,27 +173,27 @@ async def test_pipelined_hits_come_back_whole_and_in_order(
         for name in ("small.png", "big.png"):
             assert (await fetch_compared(session, f"{base}/images/{name}"))[0] == 200
     to_app.clear()
-    reader, writer = await open_raw(base)
+    client = await open_raw(base)
     order = ["small.png", "big.png", "small.png", "small.png", "small.png"]
     conditional = 3  # answered by the application: an If-None-Match that does not match
-    writer.write(
+    await client.send(
         b"".join(
             request_bytes(f"/images/{name}", **({"If-None-Match": '"other"'} if i == conditional else {}))
             for i, name in enumerate(order)
         )
     )
-    answers = [await read_answer(reader) for _ in order]
-    writer.close()
+    answers = [await read_answer(client) for _ in order]
+    client.close()
 
     expected = {"small.png": sha256(small), "big.png": sha256(big)}
-    assert [(status, sha256(body)) for status, _, body in answers] == [
+    assert [(answer.status_line, sha256(answer.body)) for answer in answers] == [
         ("HTTP/1.1 200 OK", expected[name]) for name in order
     ]
     assert prebuilt_calls[:2] == [True, False]  # the small hit pre-serialized; the big one above MAX_BODY
     assert len(prebuilt_calls) == 4  # every plain GET hit went through it; the conditional one did not
     assert to_app == ["GET /images/small.png"]
-    application = answers[conditional][1]
-    for _, headers, _ in (answers[0], answers[2], answers[4]):
+    application = answers[conditional].headers
+    for headers in (answers[0].headers, answers[2].headers, answers[4].headers):
         assert {k: v for k, v in headers.items() if k != "date"} == {
             k: v for k, v in application.items() if k != "date"
         }
@@ -222,12 +217,12 @@ async def test_connections_that_end_after_the_answer_get_aiohttps_answer(
     await upload(container, "closing.png", data)
     async with aiohttp.ClientSession() as session:
         await fetch_compared(session, f"{base}/images/closing.png")
-    reader, writer = await open_raw(base)
-    writer.write(request_bytes("/images/closing.png", version, **headers))
-    status, _, body = await read_answer(reader)
-    assert (status, sha256(body)) == (status_line, sha256(data))
-    assert await reader.read() == b""  # the server closed the connection
-    writer.close()
+    client = await open_raw(base)
+    await client.send(request_bytes("/images/closing.png", version, **headers))
+    answer = await read_answer(client)
+    assert (answer.status_line, sha256(answer.body)) == (status_line, sha256(data))
+    assert await client.reader.read() == b""  # the server closed the connection
+    client.close()
     assert prebuilt_calls == [False]
 
 
@@ -241,16 +236,16 @@ async def test_a_client_that_does_not_read_holds_at_most_two_answers_in_the_serv
     await upload(container, "unread.png", data)
     async with aiohttp.ClientSession() as session:
         await fetch_compared(session, f"{base}/images/unread.png")
-    reader, writer = await open_raw(base)
-    writer.write(request_bytes("/images/unread.png") * count)
+    client = await open_raw(base)
+    client.writer.write(request_bytes("/images/unread.png") * count)  # not drained: it is not read
     await wait_until(lambda: False in prebuilt_calls)  # the first decline: bytes were queued
     server = served.server.handler
     # (The warm-up's connection may still be closing: take the fullest buffer.)
     queued = max(c.transport.get_write_buffer_size() for c in server.connections if c.transport)
     assert len(prebuilt_calls) < count
     assert 0 < queued <= 2 * len(data) + 64 * 1024
-    bodies = [(await read_answer(reader))[2] for _ in range(count)]
-    writer.close()
+    bodies = [(await read_answer(client)).body for _ in range(count)]
+    client.close()
     assert {sha256(body) for body in bodies} == {sha256(data)}
     assert len(prebuilt_calls) == count
 

@@ -35,7 +35,7 @@ from tests.helpers import (
 )
 from tests.integration.cache.disk.conftest import ITEM_LIMIT
 from tests.support.origin_proxy import OriginProxy
-from tests.support.processes import WORKER_TOKEN, start_server, two_workers
+from tests.support.processes import WORKER_TOKEN, disk_env, start_server, two_workers
 from tests.support.tls import loopback_tls
 
 REQUEST_TIMEOUT_S: Final = 10.0  # per request; the suite's per-test timeout is 300 s
@@ -299,12 +299,8 @@ async def test_damaged_entries_are_dropped_at_start(
 # --- real processes: uvloop (which has no loop.sendfile, so disk hits are copied) and two workers ---
 
 
-def disk_env(root: Path) -> dict[str, str]:
-    return {
-        "IMGPROXY_DISK_ENABLED": "true",
-        "IMGPROXY_DISK_PATH": str(root),
-        "IMGPROXY_CACHE_MAX_ITEM_BYTES": str(ITEM_LIMIT),
-    }
+def disk_env_small_items(root: Path) -> dict[str, str]:
+    return {**disk_env(root), "IMGPROXY_CACHE_MAX_ITEM_BYTES": str(ITEM_LIMIT)}
 
 
 async def process_settled(session: aiohttp.ClientSession, base: str, entries: int) -> None:
@@ -338,7 +334,7 @@ async def test_under_uvloop_a_copied_send_that_comes_up_short_aborts(
     data = payload(size, seed=40)
     await upload(container, "copied.bin", data)
     env = {
-        **disk_env(tmp_path / "disk"),
+        **disk_env_small_items(tmp_path / "disk"),
         "IMGPROXY_SERVER_DRAIN_S": "0",
         "IMGPROXY_ADMIN_TOKEN": WORKER_TOKEN,
     }
@@ -377,7 +373,7 @@ async def test_two_workers_sharing_the_directory_never_serve_a_damaged_file(
     await upload(container, "large.bin", large)
     await upload(container, "small.bin", small)
     root = tmp_path / "disk"
-    with two_workers(origin, container, **disk_env(root)) as running:
+    with two_workers(origin, container, **disk_env_small_items(root)) as running:
         urls = {name: f"{running.base}/images/{name}" for name in ("large.bin", "small.bin")}
         blobs = {"large.bin": large, "small.bin": small}
         # A new connection per request, so the kernel spreads them over both workers.
