@@ -390,4 +390,6 @@ async def test_with_a_signing_key_forged_entries_are_skipped_without_emptying_an
             2,
             0,
         )
+        # A follows on its own: once it has read its own "second.png" it has read every forged one.
+        await wait_until(lambda: a.purge_log.stats().skipped_own == 2, timeout_s=WAIT_S)
         assert a.emptied.empty() and a.purge_log.stats().forged == 5
