@@ -28,6 +28,9 @@ from azure.storage.blob.aio import ContainerClient
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from bench.render import render
+from bench.report import Report
+from bench.wrk import WrkResult
 from devtools.azurite import connection_string
 from devtools.processes import peak_rss_bytes as peak_rss_bytes  # shared with the bench
 from imgproxy.config import Config, load_config
@@ -152,6 +155,16 @@ async def x_cache(http: Http, url: StrOrURL) -> str:
     status, headers, body = await fetch(http, url)
     assert status == 200, body[:200]
     return headers["X-Cache"]
+
+
+async def stream_digest(http: Http, url: StrOrURL) -> tuple[int, str]:
+    """GET `url`, its body hashed as it arrives, never held whole: status and SHA-256 (hex). Not
+    bounded by REQUEST_TIMEOUT_S: it is for large bodies (give the session a timeout)."""
+    digest = hashlib.sha256()
+    async with http.get(url) as response:
+        async for chunk in response.content.iter_chunked(MIB):
+            digest.update(chunk)
+        return response.status, digest.hexdigest()
 
 
 async def cache_stats(http: Http, base: str = "", token: str = ADMIN_TOKEN) -> dict[str, Any]:
@@ -308,6 +321,50 @@ async def settled(client: AppClient, entries: int) -> None:
     await wait_until(
         lambda: fetcher.disk_stats()["disk_size"] == entries and not fetcher.disk_stats()["disk_fills"]
     )
+
+
+# --- the bench's reports, rendered ---------------------------------------------------------------
+
+
+def wrk_run(
+    rps: float, p50_ms: float = 1.0, p99_ms: float = 4.0, errors: int = 0, mean_ms: float | None = None
+) -> WrkResult:
+    """A 10 s wrk run at `rps` with these latencies (p90 = p50, p99.9 = max = p99; mean: p50)."""
+    return WrkResult(
+        requests=int(rps * 10),
+        wire_bytes=0,
+        duration_s=10.0,
+        errors=errors,
+        p50_ms=p50_ms,
+        p90_ms=p50_ms,
+        p99_ms=p99_ms,
+        p999_ms=p99_ms,
+        mean_ms=p50_ms if mean_ms is None else mean_ms,
+        max_ms=p99_ms,
+        raw="",
+    )
+
+
+def as_written(report: Report) -> dict[str, Any]:
+    """`report` as the bench writes it (through JSON): what its renderer reads."""
+    data: dict[str, Any] = json.loads(json.dumps(report.as_dict()))
+    return data
+
+
+def rendered(report: Report) -> str:
+    """`report`'s Markdown, rendered from what the bench writes."""
+    return render(as_written(report))
+
+
+def section(text: str, title: str) -> str:
+    """The part of a rendered report under `## title`."""
+    return text.split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def table_row(text: str, first_cell: str) -> list[str]:
+    """The cells of the first table row of `text` that starts with `first_cell`."""
+    line = next(x for x in text.splitlines() if x.startswith(f"| {first_cell} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
 
 
 # --- process memory -----------------------------------------------------------------------------

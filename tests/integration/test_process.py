@@ -18,7 +18,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import AzuriteServer, connection_string
 from imgproxy.web.siblings import RELAYED_HEADER
-from tests.helpers import MIB, admin_headers, cache_stats, data_files, fetch_ok, payload, peak_rss_bytes
+from tests.helpers import (
+    MIB,
+    admin_headers,
+    cache_stats,
+    data_files,
+    fetch_ok,
+    payload,
+    peak_rss_bytes,
+    stream_digest,
+)
 from tests.support.images import decode, jpeg
 from tests.support.origin_proxy import OriginProxy
 from tests.support.processes import CONFIG, WORKER_TOKEN, disk_env, server_env, start_server, two_workers
@@ -80,15 +89,10 @@ async def test_twenty_streams_of_200_mib_keep_peak_rss_under_300_mib(
     del data
     base, pid = server
 
-    async def stream(session: aiohttp.ClientSession) -> tuple[int, str]:
-        digest = hashlib.sha256()
-        async with session.get(f"{base}/images/huge.bin") as response:
-            async for chunk in response.content.iter_chunked(MIB):
-                digest.update(chunk)
-            return response.status, digest.hexdigest()
-
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        results = await asyncio.gather(*(stream(session) for _ in range(20)))
+        results = await asyncio.gather(
+            *(stream_digest(session, f"{base}/images/huge.bin") for _ in range(20))
+        )
 
     peak = peak_rss_bytes(pid)
     with capsys.disabled():
@@ -169,20 +173,13 @@ async def test_disk_fill_for_ten_clients_keeps_memory_bounded(
     expected = hashlib.sha256(data).hexdigest()
     await container.upload_blob("filled.bin", io.BytesIO(data), length=size, max_concurrency=4)
     del data
-    disk = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")}
-
-    async def read(session: aiohttp.ClientSession, base: str) -> str:
-        digest = hashlib.sha256()
-        async with session.get(f"{base}/images/filled.bin") as response:
-            async for chunk in response.content.iter_chunked(MIB):
-                digest.update(chunk)
-        return digest.hexdigest()
-
+    disk = disk_env(tmp_path / "disk")
     with start_server(
         connection_string(origin.endpoint), container.container_name, IMGPROXY_SERVER_DRAIN_S="0", **disk
     ) as running:
+        url = f"{running.base}/images/filled.bin"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-            digests = await asyncio.gather(*(read(session, running.base) for _ in range(10)))
+            answers = await asyncio.gather(*(stream_digest(session, url) for _ in range(10)))
         peak = peak_rss_bytes(running.proc.pid)
     moved = origin.body_bytes("filled.bin")
     with capsys.disabled():
@@ -191,7 +188,7 @@ async def test_disk_fill_for_ten_clients_keeps_memory_bounded(
             f"origin body bytes {moved} ({moved / size:.3f} x the blob), "
             f"{origin.count('filled.bin')} requests"
         )
-    assert digests == [expected] * 10
+    assert answers == [(200, expected)] * 10
     assert peak < 300 * MIB
     # One download, and the bytes the first GET moved are kept for the fill, not read twice.
     assert moved == size

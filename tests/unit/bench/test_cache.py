@@ -3,33 +3,16 @@ the result JSON: medians, ratios to each anchor of the same run, bursts, memory,
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from typing import Any
 
 from bench.cache.figures import BurstRow, MemoryFigure
 from bench.client import BurstResult, StreamsResult
 from bench.render import render
 from bench.report import LoadRow, Report
 from bench.wrk import WrkResult
+from tests.helpers import as_written, rendered, section, table_row, wrk_run
 
 MIB = 1024 * 1024
-
-
-def wrk(rps: float, p50_ms: float, p99_ms: float, mean_ms: float | None = None) -> WrkResult:
-    return WrkResult(
-        requests=int(rps * 10),
-        wire_bytes=0,
-        duration_s=10.0,
-        errors=0,
-        p50_ms=p50_ms,
-        p90_ms=p50_ms,
-        p99_ms=p99_ms,
-        p999_ms=p99_ms,
-        mean_ms=p50_ms if mean_ms is None else mean_ms,
-        max_ms=p99_ms,
-        raw="",
-    )
 
 
 def burst(last_s: float) -> BurstResult:
@@ -40,31 +23,16 @@ def row(target: str, *runs: WrkResult) -> LoadRow:
     return LoadRow(target, "hit-20k", mean_body_bytes=20_000, runs=list(runs))
 
 
-def as_json(report: Report) -> dict[str, Any]:
-    """The record as written to disk: what the renderer gets."""
-    data: dict[str, Any] = json.loads(json.dumps(report.as_dict()))
-    return data
-
-
-def section(text: str, title: str) -> str:
-    return text.split(f"## {title}\n")[1].split("\n## ")[0]
-
-
-def table_row(text: str, first_cell: str) -> list[str]:
-    line = next(x for x in text.splitlines() if x.startswith(f"| {first_cell} |"))
-    return [cell.strip() for cell in line.strip("|").split("|")]
-
-
 def test_medians_and_ratios_to_each_anchor_of_the_same_run() -> None:
     report = Report("2026-11-28 00:00:00 UTC", {"repeat": "3"})
     report.loads = [
         # Medians: imgproxy 30,000 req/s, p50 2 ms, p99 4 ms; the outlier runs must not count.
-        row("imgproxy", wrk(30_000, 2.0, 4.0), wrk(1_000, 50.0, 90.0), wrk(31_000, 1.0, 3.0)),
-        row("nginx", wrk(60_000, 1.0, 2.0), wrk(60_000, 1.0, 2.0), wrk(60_000, 1.0, 2.0)),
-        row("varnish", wrk(40_000, 4.0, 8.0), wrk(40_000, 4.0, 8.0), wrk(40_000, 4.0, 8.0)),
-        row("bare", wrk(20_000, 2.0, 4.0), wrk(20_000, 2.0, 4.0), wrk(20_000, 2.0, 4.0)),
+        row("imgproxy", wrk_run(30_000, 2.0, 4.0), wrk_run(1_000, 50.0, 90.0), wrk_run(31_000, 1.0, 3.0)),
+        row("nginx", wrk_run(60_000, 1.0, 2.0), wrk_run(60_000, 1.0, 2.0), wrk_run(60_000, 1.0, 2.0)),
+        row("varnish", wrk_run(40_000, 4.0, 8.0), wrk_run(40_000, 4.0, 8.0), wrk_run(40_000, 4.0, 8.0)),
+        row("bare", wrk_run(20_000, 2.0, 4.0), wrk_run(20_000, 2.0, 4.0), wrk_run(20_000, 2.0, 4.0)),
     ]
-    data = as_json(report)
+    data = as_written(report)
     assert data["loads"][0]["median"] == {
         "rps": 30_000, "mb_s": 600.0, "p50_ms": 2.0, "p99_ms": 4.0, "mean_ms": 2.0,
     }  # fmt: skip
@@ -93,11 +61,11 @@ def test_medians_and_ratios_to_each_anchor_of_the_same_run() -> None:
 
 def test_only_the_anchors_that_ran_get_a_ratio_column() -> None:
     report = Report("2026-12-04 00:00:00 UTC", {"repeat": "1"})
-    report.loads = [row("imgproxy", wrk(30_000, 2.0, 4.0)), row("nginx", wrk(40_000, 1.0, 5.0))]
-    ratios = section(render(as_json(report)), "Cache: imgproxy / anchor (same run)")
+    report.loads = [row("imgproxy", wrk_run(30_000, 2.0, 4.0)), row("nginx", wrk_run(40_000, 1.0, 5.0))]
+    ratios = section(rendered(report), "Cache: imgproxy / anchor (same run)")
     assert table_row(ratios, "hit-20k") == ["hit-20k", "0.75", "2.00", "0.80"]
-    report.loads = [row("imgproxy", wrk(30_000, 2.0, 4.0))]
-    assert "imgproxy / anchor" not in render(as_json(report))
+    report.loads = [row("imgproxy", wrk_run(30_000, 2.0, 4.0))]
+    assert "imgproxy / anchor" not in rendered(report)
 
 
 def test_bursts_each_and_the_median_last_response_over_them() -> None:
@@ -107,7 +75,7 @@ def test_bursts_each_and_the_median_last_response_over_them() -> None:
         "varnish": [BurstRow("varnish", burst(s), 1, 0) for s in (0.20, 0.16, 0.18)],
         "bare": [BurstRow("bare", burst(0.1), 0, 0)],
     }
-    text = render(as_json(report))
+    text = rendered(report)
     bursts = section(text, "Cache: cold burst, 100 concurrent GETs of one uncached 2 MiB blob")
     assert table_row(bursts, "imgproxy #2") == [
         "imgproxy #2",
@@ -132,18 +100,14 @@ def test_memory_is_the_sum_over_the_serving_processes_or_says_why_not() -> None:
     report.memory = MemoryFigure(
         {11: 30 * MIB, 12: 34 * MIB}, {11: 50 * MIB, 12: 60 * MIB}, streams, 200 * MIB
     )
-    memory = section(
-        render(as_json(report)), "Cache: memory of imgproxy while 20 clients stream the 200 MiB blob"
-    )
+    memory = section(rendered(report), "Cache: memory of imgproxy while 20 clients stream the 200 MiB blob")
     assert table_row(memory, "peak RSS (VmHWM, MiB, sum over the serving processes)")[1] == "110.0"
     assert table_row(memory, "per process (MiB)")[1] == "pid 11: 50.0, pid 12: 60.0"
     assert table_row(memory, "VmHWM right after start (MiB)")[1] == "64.0"
     assert table_row(memory, "streams complete")[1] == "20/20"
     assert table_row(memory, "MB/s, all streams")[1] == "419"  # 4,000 MiB in 10 s
     report.memory, report.memory_note = None, "skipped (BENCH_MEMORY=0)"
-    memory = section(
-        render(as_json(report)), "Cache: memory of imgproxy while 20 clients stream the 200 MiB blob"
-    )
+    memory = section(rendered(report), "Cache: memory of imgproxy while 20 clients stream the 200 MiB blob")
     assert table_row(memory, "not measured")[1] == "skipped (BENCH_MEMORY=0)"
 
 
@@ -156,17 +120,17 @@ def test_pass_through_has_its_own_table_with_added_latency_and_the_nginx_ratio()
     adds over `direct` (median latency difference) and the req/s ratio to nginx, all of medians."""
     report = Report("2026-12-01 00:00:00 UTC", {"repeat": "1", "connections": "64"})
     report.loads = [
-        row("imgproxy", wrk(30_000, 2.0, 4.0)),
-        pass_row("imgproxy", "pass-1k", wrk(30_000, 2.0, 6.0)),
-        pass_row("nginx", "pass-1k", wrk(50_000, 1.0, 2.0)),
-        pass_row("direct", "pass-1k", wrk(80_000, 0.5, 1.0)),
+        row("imgproxy", wrk_run(30_000, 2.0, 4.0)),
+        pass_row("imgproxy", "pass-1k", wrk_run(30_000, 2.0, 6.0)),
+        pass_row("nginx", "pass-1k", wrk_run(50_000, 1.0, 2.0)),
+        pass_row("direct", "pass-1k", wrk_run(80_000, 0.5, 1.0)),
     ]
     report.single = [
-        pass_row("imgproxy", "pass-1k", wrk(6_000, 0.15, 0.3, mean_ms=0.2)),
-        pass_row("nginx", "pass-1k", wrk(12_000, 0.08, 0.2)),
-        pass_row("direct", "pass-1k", wrk(30_000, 0.03, 0.1)),
+        pass_row("imgproxy", "pass-1k", wrk_run(6_000, 0.15, 0.3, mean_ms=0.2)),
+        pass_row("nginx", "pass-1k", wrk_run(12_000, 0.08, 0.2)),
+        pass_row("direct", "pass-1k", wrk_run(30_000, 0.03, 0.1)),
     ]
-    text = render(as_json(report))
+    text = rendered(report)
     assert "pass-1k" not in section(text, "Cache: hits (wrk, medians)")
     passthrough = section(text, "Pass-through: in front of an app (64 connections, and 1)")
     # `added` is imgproxy's one-connection p50 minus direct's: 0.150 - 0.030.

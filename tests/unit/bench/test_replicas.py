@@ -3,13 +3,10 @@ snapshots, ratios, shares, percentiles, and the tables rendered from the result 
 
 from __future__ import annotations
 
-import json
 import math
-from typing import Any
 
 import pytest
 
-from bench.render import render
 from bench.replicas.figures import (
     BurstFigure,
     Propagation,
@@ -23,6 +20,7 @@ from bench.replicas.figures import (
 )
 from bench.report import Report
 from bench.wrk import CountedResult, WrkResult
+from tests.helpers import rendered, section, table_row
 
 
 def counted(answered: int, hits: int, seconds: float, p99_ms: float = 9.0, failed: int = 0) -> CountedResult:
@@ -120,15 +118,6 @@ def test_propagation_quantiles_and_the_bound() -> None:
     assert propagation.within(0.0505) == 50
 
 
-def section(text: str, title: str) -> str:
-    return text.split(f"## {title}\n")[1].split("\n## ")[0]
-
-
-def table_row(text: str, first_cell: str) -> list[str]:
-    line = next(x for x in text.splitlines() if x.startswith(f"| {first_cell} |"))
-    return [cell.strip() for cell in line.strip("|").split("|")]
-
-
 def test_the_tables_show_each_setup_its_bursts_and_the_propagation() -> None:
     """One row per setup with origin GETs, their ratio to the distinct images, hit ratio, req/s and
     p99; the bursts' origin GETs; the propagation's p50/p99 and how many were within the bound."""
@@ -147,8 +136,7 @@ def test_the_tables_show_each_setup_its_bursts_and_the_propagation() -> None:
     b.propagation = Propagation([0.002] * 98 + [0.030, 1.5], purges=50, missed=1)
     report = Report("2026-12-01 00:00:00 UTC", {"repeat": "1"})
     report.replicas = ReplicaReport(3, 64, 1.0, [a, b])
-    data: dict[str, Any] = json.loads(json.dumps(report.as_dict()))
-    text = render(data)
+    text = rendered(report)
     setups = section(text, "3 replicas behind nginx: 3,000 requests, 500 distinct images")
     assert table_row(setups, "(a) round-robin, no Redis")[1:] == [
         "900", "1.80", "70.0%", "-", "2,000", "1.00", "40.00", "0", "33.3% / 33.3% / 33.3%",

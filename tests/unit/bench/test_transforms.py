@@ -4,34 +4,17 @@ library and to thumbor) and its tables (`bench.transforms.rows`), rendered from 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from bench.client import Answer
 from bench.markdown import to_markdown
-from bench.render import render
 from bench.report import Report
 from bench.transforms.figures import MIB, CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
 from bench.transforms.limit import LimitRow, OverheadRow, Rate, as_cases
 from bench.transforms.rows import limit_tables
 from bench.wrk import WrkResult
+from tests.helpers import rendered, section, table_row, wrk_run
 
 NAME = "12 MP JPEG -> 300x200 JPEG q80"
-
-
-def wrk(rps: float, p50_ms: float, p99_ms: float) -> WrkResult:
-    return WrkResult(
-        requests=int(rps * 10),
-        wire_bytes=0,
-        duration_s=10.0,
-        errors=0,
-        p50_ms=p50_ms,
-        p90_ms=p50_ms,
-        p99_ms=p99_ms,
-        p999_ms=p99_ms,
-        mean_ms=p50_ms,
-        max_ms=p99_ms,
-        raw="",
-    )
 
 
 def limit_row(pyvips_wall: float, pillow_wall: float) -> LimitRow:
@@ -47,30 +30,20 @@ def transform_case() -> CaseFigures:
     figures = CaseFigures("12mp-jpeg", NAME)
     # Limit medians: pyvips 25, Pillow 40 (the faster); the 90 and 5 outliers must not count.
     figures.limits = [limit_row(25, 40), limit_row(90, 5), limit_row(24, 41)]
-    figures.imgproxy_cold = loads(wrk(36, 200, 400), wrk(30, 250, 500), wrk(1, 900, 990))
+    figures.imgproxy_cold = loads(wrk_run(36, 200, 400), wrk_run(30, 250, 500), wrk_run(1, 900, 990))
     figures.imgproxy_cold.cpu_rates = [70, 72, 10]
-    figures.thumbor_cold = loads(wrk(24, 300, 600), wrk(24, 300, 600), wrk(24, 300, 600))
+    figures.thumbor_cold = loads(wrk_run(24, 300, 600), wrk_run(24, 300, 600), wrk_run(24, 300, 600))
     figures.thumbor_cold.cpu_rates = [36, 36, 36]
-    figures.imgproxy_warm = loads(wrk(9_000, 5, 9), wrk(9_500, 5, 9), wrk(9_000, 5, 9))
-    figures.original_hits = loads(wrk(20_000, 2, 4), wrk(20_000, 2, 4), wrk(20_000, 2, 4))
-    figures.thumbor_warm = loads(wrk(1_000, 50, 90), wrk(1_000, 50, 90), wrk(1_000, 50, 90))
+    figures.imgproxy_warm = loads(wrk_run(9_000, 5, 9), wrk_run(9_500, 5, 9), wrk_run(9_000, 5, 9))
+    figures.original_hits = loads(wrk_run(20_000, 2, 4), wrk_run(20_000, 2, 4), wrk_run(20_000, 2, 4))
+    figures.thumbor_warm = loads(wrk_run(1_000, 50, 90), wrk_run(1_000, 50, 90), wrk_run(1_000, 50, 90))
     return figures
 
 
-def rendered(transforms: TransformReport) -> str:
+def with_transforms(transforms: TransformReport) -> Report:
     report = Report("2026-12-01 00:00:00 UTC", {"repeat": "3"})
     report.transforms = transforms
-    data: dict[str, Any] = json.loads(json.dumps(report.as_dict()))
-    return render(data)
-
-
-def section(text: str, title: str) -> str:
-    return text.split(f"## {title}\n")[1].split("\n## ")[0]
-
-
-def table_row(text: str, first_cell: str) -> list[str]:
-    line = next(x for x in text.splitlines() if x.startswith(f"| {first_cell} |"))
-    return [cell.strip() for cell in line.strip("|").split("|")]
+    return report
 
 
 def test_transform_ratios_are_of_medians_to_the_faster_library_and_to_thumbor() -> None:
@@ -99,7 +72,7 @@ def test_transform_ratios_are_of_medians_to_the_faster_library_and_to_thumbor() 
 
 def test_cold_and_warm_tables_give_the_medians_and_plain_ratios() -> None:
     """The ratios are numbers, no verdict: the targets they are read against are in the docs."""
-    text = rendered(TransformReport(cases=[transform_case()]))
+    text = rendered(with_transforms(TransformReport(cases=[transform_case()])))
     assert "MISSED" not in text and " met" not in text and ">=" not in text
     cold = table_row(section(text, "Transforms, cold: every request a new variant"), NAME)
     assert cold[1:5] == ["30.0 (250 / 500)", "70.0", "24.0 (300 / 600)", "36.0"]
@@ -122,7 +95,10 @@ def test_a_missing_anchor_is_n_a() -> None:
     figures = transform_case()
     figures.thumbor_cold = Load()
     cold = table_row(
-        section(rendered(TransformReport(cases=[figures])), "Transforms, cold: every request a new variant"),
+        section(
+            rendered(with_transforms(TransformReport(cases=[figures]))),
+            "Transforms, cold: every request a new variant",
+        ),
         NAME,
     )
     assert cold[3] == "n/a (n/a / n/a)" and cold[11:13] == ["n/a", "n/a"]
@@ -133,13 +109,13 @@ def test_peak_rss_is_the_sum_over_serving_processes_and_hit_p99_is_loaded_over_i
     report = TransformReport(
         rss=RssFigure({1: 100 * MIB, 2: 100 * MIB}, {1: 350 * MIB, 2: 260 * MIB}, answers, 4.0),
         hits=HitsUnderLoad(
-            idle=loads(wrk(400, 0.5, 2.0), wrk(400, 0.5, 4.0), wrk(400, 0.5, 3.0)),
-            loaded=loads(wrk(300, 1.0, 30.0), wrk(300, 1.0, 60.0), wrk(300, 1.0, 90.0)),
-            transforms=loads(wrk(25, 300, 600)),
+            idle=loads(wrk_run(400, 0.5, 2.0), wrk_run(400, 0.5, 4.0), wrk_run(400, 0.5, 3.0)),
+            loaded=loads(wrk_run(300, 1.0, 30.0), wrk_run(300, 1.0, 60.0), wrk_run(300, 1.0, 90.0)),
+            transforms=loads(wrk_run(25, 300, 600)),
         ),
     )
     assert report.hits is not None and report.hits.p99_ratio() == 20.0
-    text = rendered(report)
+    text = rendered(with_transforms(report))
     memory = section(text, "Transforms: memory of 16 concurrent cold transforms of 24 MP JPEGs")
     assert table_row(memory, "peak RSS (VmHWM, MiB, sum over the serving processes)")[1] == "610.0"
     assert table_row(memory, "per process (MiB)")[1] == "pid 1: 350.0, pid 2: 260.0"

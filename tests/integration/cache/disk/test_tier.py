@@ -28,6 +28,7 @@ from tests.helpers import (
     payload,
     settled,
     sha256,
+    stream_digest,
     upload,
     wait_until,
 )
@@ -117,17 +118,8 @@ async def test_ten_clients_of_a_large_blob_make_one_origin_download(
     await upload(container, "big.bin", data)
     del data
     client = await app_client()
-
-    async def read() -> str:
-        digest = hashlib.sha256()
-        async with client.get("/images/big.bin") as response:
-            assert response.status == 200
-            async for chunk in response.content.iter_chunked(MIB):
-                digest.update(chunk)
-        return digest.hexdigest()
-
-    digests = await asyncio.gather(*(read() for _ in range(10)))
-    assert digests == [expected] * 10
+    answers = await asyncio.gather(*(stream_digest(client, "/images/big.bin") for _ in range(10)))
+    assert answers == [(200, expected)] * 10
     assert origin.body_bytes("big.bin") == size  # once: the first GET's bytes start the fill
     await settled(client, 1)
 
