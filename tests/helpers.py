@@ -1,5 +1,5 @@
 """What the tests share: the admin token, configs and blobs, waiting, requests (whole and raw),
-the disk tier's files and process memory.
+the disk tier's files, the bench's rendered reports and process memory.
 
 Fixtures are in `tests/conftest.py` (`app_client` serves an app as `python -m imgproxy` does);
 servers, fakes and processes in `tests/support/`.
@@ -14,6 +14,7 @@ import io
 import json
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,24 @@ async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> 
     async with asyncio.timeout(timeout_s):
         while not condition():  # noqa: ASYNC110 - see docstring
             await asyncio.sleep(0.001)
+
+
+POLL_INTERVAL_S: Final = 0.005
+
+
+async def poll(condition: Callable[[], Awaitable[bool]], bound_s: float, what: str) -> float:
+    """Ask until `condition()` holds (another process: no event to wait on); seconds it took.
+
+    Raises AssertionError naming `what` if it does not hold within `bound_s`.
+    """
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(bound_s):
+            while not await condition():  # noqa: ASYNC110 - another process: no event (see docstring)
+                await asyncio.sleep(POLL_INTERVAL_S)
+    except TimeoutError:
+        raise AssertionError(f"{what}: not within {bound_s} s") from None
+    return time.perf_counter() - started
 
 
 # --- requests -----------------------------------------------------------------------------------

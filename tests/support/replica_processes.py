@@ -6,8 +6,8 @@ a thread that flags the "serving on" line for the event loop (an event, not a po
 output). `Replicas` starts several at once and stops every one it started (SIGTERM, then SIGKILL
 after a bound), also when the test fails.
 
-Other processes have no events to wait on, so `poll` asks one over HTTP until a condition holds:
-a few milliseconds apart, and bounded.
+Other processes have no events to wait on, so tests `poll` (tests/helpers.py) one over HTTP until
+a condition holds: a few milliseconds apart, and bounded.
 """
 
 from __future__ import annotations
@@ -18,20 +18,18 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import aiohttp
 
 from devtools.azurite import connection_string, free_port
-from tests.helpers import admin_headers, cache_stats
+from tests.helpers import admin_headers, cache_stats, poll
 from tests.support.processes import CONFIG
 
 TOKEN: Final = "replica-admin-token"
 START_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 30.0
-POLL_INTERVAL_S: Final = 0.005
 SERVING: Final = "serving on"
 
 
@@ -160,21 +158,6 @@ async def purge(session: aiohttp.ClientSession, base: str, path: str | None) -> 
     async with asyncio.timeout(10), session.delete(url, headers=admin_headers(TOKEN)) as response:
         answer: dict[str, Any] = await response.json()
         return response.status, answer
-
-
-async def poll(condition: Callable[[], Awaitable[bool]], bound_s: float, what: str) -> float:
-    """Ask until `condition()` holds (another process: no event to wait on); seconds it took.
-
-    Raises AssertionError naming `what` if it does not hold within `bound_s`.
-    """
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(bound_s):
-            while not await condition():  # noqa: ASYNC110 - another process: no event (see docstring)
-                await asyncio.sleep(POLL_INTERVAL_S)
-    except TimeoutError:
-        raise AssertionError(f"{what}: not within {bound_s} s") from None
-    return time.perf_counter() - started
 
 
 async def wait_following(session: aiohttp.ClientSession, replicas: list[ReplicaProcess]) -> None:

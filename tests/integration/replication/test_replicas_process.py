@@ -29,7 +29,7 @@ from devtools.redis_server import RedisServer
 from imgproxy import client as admin
 from imgproxy.replication.codec import entry_keys
 from imgproxy.replication.purge_log import log_keys
-from tests.helpers import cache_stats, fetch_image, payload, sha256, upload
+from tests.helpers import cache_stats, fetch_image, payload, poll, sha256, upload
 from tests.support.images import jpeg
 from tests.support.origin_proxy import OriginProxy
 from tests.support.processes import disk_env
@@ -38,7 +38,6 @@ from tests.support.replica_processes import (
     TOKEN,
     ReplicaProcess,
     Replicas,
-    poll,
     purge,
     wait_following,
 )

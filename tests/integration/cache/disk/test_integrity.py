@@ -29,6 +29,7 @@ from tests.helpers import (
     data_files,
     fetch_image,
     payload,
+    poll,
     settled,
     sha256,
     upload,
@@ -304,14 +305,13 @@ def disk_env_small_items(root: Path) -> dict[str, str]:
 
 
 async def process_settled(session: aiohttp.ClientSession, base: str, entries: int) -> None:
-    """Poll (bounded) until the server's disk tier holds `entries` and fills nothing: it is
-    another process, with no event to wait on."""
-    async with asyncio.timeout(30):
-        while True:
-            body = await cache_stats(session, base, WORKER_TOKEN)
-            if body["disk_size"] == entries and not body["disk_fills"]:
-                return
-            await asyncio.sleep(0.02)
+    """Until the server's disk tier holds `entries` and fills nothing (another process: polled)."""
+
+    async def settled_there() -> bool:
+        body = await cache_stats(session, base, WORKER_TOKEN)
+        return bool(body["disk_size"] == entries and not body["disk_fills"])
+
+    await poll(settled_there, 30, f"{entries} entries on disk")
 
 
 async def exact_or_aborted(session: aiohttp.ClientSession, url: str, data: bytes) -> str:
