@@ -345,7 +345,7 @@ async def settled(client: AppClient, entries: int) -> None:
 # --- the bench's reports, rendered ---------------------------------------------------------------
 
 
-def wrk_run(
+def wrk(
     rps: float, p50_ms: float = 1.0, p99_ms: float = 4.0, errors: int = 0, mean_ms: float | None = None
 ) -> WrkResult:
     """A 10 s wrk run at `rps` with these latencies (p90 = p50, p99.9 = max = p99; mean: p50)."""

@@ -17,7 +17,7 @@ from bench.context import Run, Settings
 from bench.report import LoadRow, Report
 from bench.wrk import WrkResult
 from devtools.azurite import ROOT
-from tests.helpers import rendered, section, table_row, wrk_run
+from tests.helpers import rendered, section, table_row, wrk
 
 
 def load(target: str, workload: str, *runs: WrkResult) -> LoadRow:
@@ -41,18 +41,10 @@ def test_ratios_are_of_the_medians_and_of_each_repetitions_back_to_back_pair() -
         "hit-20k",
         # Medians: new 30,000 req/s, p99 4 ms; base 25,000 req/s, p99 5 ms.
         load(
-            "imgproxy",
-            "hit-20k",
-            wrk_run(30_000, p99_ms=4.0),
-            wrk_run(10_000, p99_ms=40.0),
-            wrk_run(33_000, p99_ms=3.0),
+            "imgproxy", "hit-20k", wrk(30_000, p99_ms=4.0), wrk(10_000, p99_ms=40.0), wrk(33_000, p99_ms=3.0)
         ),
         load(
-            BASE_NAME,
-            "hit-20k",
-            wrk_run(25_000, p99_ms=5.0),
-            wrk_run(10_000, p99_ms=50.0),
-            wrk_run(30_000, p99_ms=4.0),
+            BASE_NAME, "hit-20k", wrk(25_000, p99_ms=5.0), wrk(10_000, p99_ms=50.0), wrk(30_000, p99_ms=4.0)
         ),
     )
     assert pair.rps_ratio == 30_000 / 25_000
@@ -65,8 +57,8 @@ def test_per_repetition_ratios_are_left_out_when_a_run_is_missing() -> None:
     """With a failed run on one side the pairs cannot be matched: no per-repetition ratios."""
     pair = Pair(
         "zipf",
-        load("imgproxy", "zipf", wrk_run(30_000), wrk_run(31_000)),
-        load(BASE_NAME, "zipf", wrk_run(30_000)),
+        load("imgproxy", "zipf", wrk(30_000), wrk(31_000)),
+        load(BASE_NAME, "zipf", wrk(30_000)),
     )
     assert pair.per_repetition() == []
     assert pair.rps_ratio == 30_500 / 30_000
@@ -74,17 +66,14 @@ def test_per_repetition_ratios_are_left_out_when_a_run_is_missing() -> None:
 
 def test_pairs_match_workloads_of_both_revisions_and_name_the_unpaired() -> None:
     loads = [
-        load("imgproxy", "hit-20k", wrk_run(30_000)),
-        load(BASE_NAME, "hit-20k", wrk_run(29_000)),
-        load("nginx", "hit-20k", wrk_run(60_000)),
-        load("imgproxy", "hit-2m", wrk_run(2_000)),
-        load("imgproxy", "pass-1k", wrk_run(20_000)),
-        load(BASE_NAME, "pass-1k", wrk_run(21_000)),
+        load("imgproxy", "hit-20k", wrk(30_000)),
+        load(BASE_NAME, "hit-20k", wrk(29_000)),
+        load("nginx", "hit-20k", wrk(60_000)),
+        load("imgproxy", "hit-2m", wrk(2_000)),
+        load("imgproxy", "pass-1k", wrk(20_000)),
+        load(BASE_NAME, "pass-1k", wrk(21_000)),
     ]
-    single = [
-        load("imgproxy", "pass-1k", wrk_run(5_000, 0.2)),
-        load(BASE_NAME, "pass-1k", wrk_run(5_000, 0.1)),
-    ]
+    single = [load("imgproxy", "pass-1k", wrk(5_000, 0.2)), load(BASE_NAME, "pass-1k", wrk(5_000, 0.1))]
     found = pairs(loads, single)
     assert [(p.workload, p.new.rps, p.base.rps) for p in found] == [
         ("hit-20k", 30_000, 29_000),
@@ -103,27 +92,17 @@ def test_tables_name_both_revisions_and_give_medians_and_ratios() -> None:
     report.baseline = info(dirty=True)
     report.loads = [
         load(
-            "imgproxy",
-            "hit-20k",
-            wrk_run(30_000, p99_ms=4.0),
-            wrk_run(27_000, p99_ms=5.0),
-            wrk_run(33_000, p99_ms=3.0),
+            "imgproxy", "hit-20k", wrk(30_000, p99_ms=4.0), wrk(27_000, p99_ms=5.0), wrk(33_000, p99_ms=3.0)
         ),
-        load(
-            BASE_NAME,
-            "hit-20k",
-            wrk_run(25_000, p99_ms=5.0),
-            wrk_run(30_000, p99_ms=4.0),
-            wrk_run(30_000, p99_ms=4.0),
-        ),
-        load("nginx", "hit-20k", wrk_run(60_000), wrk_run(60_000), wrk_run(60_000)),
-        load("imgproxy", "pass-1k", wrk_run(20_000, p99_ms=6.0, errors=2)),
-        load(BASE_NAME, "pass-1k", wrk_run(16_000, p99_ms=8.0)),
-        load("imgproxy", "hit-2m", wrk_run(2_000)),
+        load(BASE_NAME, "hit-20k", wrk(25_000, p99_ms=5.0), wrk(30_000, p99_ms=4.0), wrk(30_000, p99_ms=4.0)),
+        load("nginx", "hit-20k", wrk(60_000), wrk(60_000), wrk(60_000)),
+        load("imgproxy", "pass-1k", wrk(20_000, p99_ms=6.0, errors=2)),
+        load(BASE_NAME, "pass-1k", wrk(16_000, p99_ms=8.0)),
+        load("imgproxy", "hit-2m", wrk(2_000)),
     ]
     report.single = [
-        load("imgproxy", "pass-1k", wrk_run(5_000, 0.150)),
-        load(BASE_NAME, "pass-1k", wrk_run(6_000, 0.120)),
+        load("imgproxy", "pass-1k", wrk(5_000, 0.150)),
+        load(BASE_NAME, "pass-1k", wrk(6_000, 0.120)),
     ]
     burst = BurstResult(100, 100, 0.01, 0.2, 0.1, Counter({200: 100}), Counter({"MISS": 100}))
     slow = BurstResult(100, 100, 0.01, 0.25, 0.1, Counter({200: 100}), Counter({"MISS": 100}))
@@ -165,7 +144,7 @@ def test_tables_name_both_revisions_and_give_medians_and_ratios() -> None:
 
 def test_no_tables_without_the_knob_and_a_row_saying_so_when_nothing_pairs() -> None:
     report = Report("2026-12-02 00:00:00 UTC", {"repeat": "1"})
-    report.loads = [load("imgproxy", "hit-20k", wrk_run(30_000))]
+    report.loads = [load("imgproxy", "hit-20k", wrk(30_000))]
     assert "Against the baseline" not in rendered(report)
     assert report.as_dict()["baseline"] is None
     report.baseline = info()

@@ -10,7 +10,7 @@ from bench.client import BurstResult, StreamsResult
 from bench.render import render
 from bench.report import LoadRow, Report
 from bench.wrk import WrkResult
-from tests.helpers import as_written, rendered, section, table_row, wrk_run
+from tests.helpers import as_written, rendered, section, table_row, wrk
 
 MIB = 1024 * 1024
 
@@ -27,10 +27,10 @@ def test_medians_and_ratios_to_each_anchor_of_the_same_run() -> None:
     report = Report("2026-11-28 00:00:00 UTC", {"repeat": "3"})
     report.loads = [
         # Medians: imgproxy 30,000 req/s, p50 2 ms, p99 4 ms; the outlier runs must not count.
-        row("imgproxy", wrk_run(30_000, 2.0, 4.0), wrk_run(1_000, 50.0, 90.0), wrk_run(31_000, 1.0, 3.0)),
-        row("nginx", wrk_run(60_000, 1.0, 2.0), wrk_run(60_000, 1.0, 2.0), wrk_run(60_000, 1.0, 2.0)),
-        row("varnish", wrk_run(40_000, 4.0, 8.0), wrk_run(40_000, 4.0, 8.0), wrk_run(40_000, 4.0, 8.0)),
-        row("bare", wrk_run(20_000, 2.0, 4.0), wrk_run(20_000, 2.0, 4.0), wrk_run(20_000, 2.0, 4.0)),
+        row("imgproxy", wrk(30_000, 2.0, 4.0), wrk(1_000, 50.0, 90.0), wrk(31_000, 1.0, 3.0)),
+        row("nginx", wrk(60_000, 1.0, 2.0), wrk(60_000, 1.0, 2.0), wrk(60_000, 1.0, 2.0)),
+        row("varnish", wrk(40_000, 4.0, 8.0), wrk(40_000, 4.0, 8.0), wrk(40_000, 4.0, 8.0)),
+        row("bare", wrk(20_000, 2.0, 4.0), wrk(20_000, 2.0, 4.0), wrk(20_000, 2.0, 4.0)),
     ]
     data = as_written(report)
     assert data["loads"][0]["median"] == {
@@ -61,10 +61,10 @@ def test_medians_and_ratios_to_each_anchor_of_the_same_run() -> None:
 
 def test_only_the_anchors_that_ran_get_a_ratio_column() -> None:
     report = Report("2026-12-04 00:00:00 UTC", {"repeat": "1"})
-    report.loads = [row("imgproxy", wrk_run(30_000, 2.0, 4.0)), row("nginx", wrk_run(40_000, 1.0, 5.0))]
+    report.loads = [row("imgproxy", wrk(30_000, 2.0, 4.0)), row("nginx", wrk(40_000, 1.0, 5.0))]
     ratios = section(rendered(report), "Cache: imgproxy / anchor (same run)")
     assert table_row(ratios, "hit-20k") == ["hit-20k", "0.75", "2.00", "0.80"]
-    report.loads = [row("imgproxy", wrk_run(30_000, 2.0, 4.0))]
+    report.loads = [row("imgproxy", wrk(30_000, 2.0, 4.0))]
     assert "imgproxy / anchor" not in rendered(report)
 
 
@@ -120,15 +120,15 @@ def test_pass_through_has_its_own_table_with_added_latency_and_the_nginx_ratio()
     adds over `direct` (median latency difference) and the req/s ratio to nginx, all of medians."""
     report = Report("2026-12-01 00:00:00 UTC", {"repeat": "1", "connections": "64"})
     report.loads = [
-        row("imgproxy", wrk_run(30_000, 2.0, 4.0)),
-        pass_row("imgproxy", "pass-1k", wrk_run(30_000, 2.0, 6.0)),
-        pass_row("nginx", "pass-1k", wrk_run(50_000, 1.0, 2.0)),
-        pass_row("direct", "pass-1k", wrk_run(80_000, 0.5, 1.0)),
+        row("imgproxy", wrk(30_000, 2.0, 4.0)),
+        pass_row("imgproxy", "pass-1k", wrk(30_000, 2.0, 6.0)),
+        pass_row("nginx", "pass-1k", wrk(50_000, 1.0, 2.0)),
+        pass_row("direct", "pass-1k", wrk(80_000, 0.5, 1.0)),
     ]
     report.single = [
-        pass_row("imgproxy", "pass-1k", wrk_run(6_000, 0.15, 0.3, mean_ms=0.2)),
-        pass_row("nginx", "pass-1k", wrk_run(12_000, 0.08, 0.2)),
-        pass_row("direct", "pass-1k", wrk_run(30_000, 0.03, 0.1)),
+        pass_row("imgproxy", "pass-1k", wrk(6_000, 0.15, 0.3, mean_ms=0.2)),
+        pass_row("nginx", "pass-1k", wrk(12_000, 0.08, 0.2)),
+        pass_row("direct", "pass-1k", wrk(30_000, 0.03, 0.1)),
     ]
     text = rendered(report)
     assert "pass-1k" not in section(text, "Cache: hits (wrk, medians)")

@@ -12,7 +12,7 @@ from bench.transforms.figures import MIB, CaseFigures, HitsUnderLoad, Load, RssF
 from bench.transforms.limit import LimitRow, OverheadRow, Rate, as_cases
 from bench.transforms.rows import limit_tables
 from bench.wrk import WrkResult
-from tests.helpers import rendered, section, table_row, wrk_run
+from tests.helpers import rendered, section, table_row, wrk
 
 NAME = "12 MP JPEG -> 300x200 JPEG q80"
 
@@ -30,13 +30,13 @@ def transform_case() -> CaseFigures:
     figures = CaseFigures("12mp-jpeg", NAME)
     # Limit medians: pyvips 25, Pillow 40 (the faster); the 90 and 5 outliers must not count.
     figures.limits = [limit_row(25, 40), limit_row(90, 5), limit_row(24, 41)]
-    figures.imgproxy_cold = loads(wrk_run(36, 200, 400), wrk_run(30, 250, 500), wrk_run(1, 900, 990))
+    figures.imgproxy_cold = loads(wrk(36, 200, 400), wrk(30, 250, 500), wrk(1, 900, 990))
     figures.imgproxy_cold.cpu_rates = [70, 72, 10]
-    figures.thumbor_cold = loads(wrk_run(24, 300, 600), wrk_run(24, 300, 600), wrk_run(24, 300, 600))
+    figures.thumbor_cold = loads(wrk(24, 300, 600), wrk(24, 300, 600), wrk(24, 300, 600))
     figures.thumbor_cold.cpu_rates = [36, 36, 36]
-    figures.imgproxy_warm = loads(wrk_run(9_000, 5, 9), wrk_run(9_500, 5, 9), wrk_run(9_000, 5, 9))
-    figures.original_hits = loads(wrk_run(20_000, 2, 4), wrk_run(20_000, 2, 4), wrk_run(20_000, 2, 4))
-    figures.thumbor_warm = loads(wrk_run(1_000, 50, 90), wrk_run(1_000, 50, 90), wrk_run(1_000, 50, 90))
+    figures.imgproxy_warm = loads(wrk(9_000, 5, 9), wrk(9_500, 5, 9), wrk(9_000, 5, 9))
+    figures.original_hits = loads(wrk(20_000, 2, 4), wrk(20_000, 2, 4), wrk(20_000, 2, 4))
+    figures.thumbor_warm = loads(wrk(1_000, 50, 90), wrk(1_000, 50, 90), wrk(1_000, 50, 90))
     return figures
 
 
@@ -109,9 +109,9 @@ def test_peak_rss_is_the_sum_over_serving_processes_and_hit_p99_is_loaded_over_i
     report = TransformReport(
         rss=RssFigure({1: 100 * MIB, 2: 100 * MIB}, {1: 350 * MIB, 2: 260 * MIB}, answers, 4.0),
         hits=HitsUnderLoad(
-            idle=loads(wrk_run(400, 0.5, 2.0), wrk_run(400, 0.5, 4.0), wrk_run(400, 0.5, 3.0)),
-            loaded=loads(wrk_run(300, 1.0, 30.0), wrk_run(300, 1.0, 60.0), wrk_run(300, 1.0, 90.0)),
-            transforms=loads(wrk_run(25, 300, 600)),
+            idle=loads(wrk(400, 0.5, 2.0), wrk(400, 0.5, 4.0), wrk(400, 0.5, 3.0)),
+            loaded=loads(wrk(300, 1.0, 30.0), wrk(300, 1.0, 60.0), wrk(300, 1.0, 90.0)),
+            transforms=loads(wrk(25, 300, 600)),
         ),
     )
     assert report.hits is not None and report.hits.p99_ratio() == 20.0
