@@ -1,6 +1,6 @@
 """What the kernel says about a running process: its peak memory, its CPU time, its children.
 
-Shared by the tests (`tests/process_support.py`) and the bench (`bench/`); Linux only (`/proc`).
+Shared by the tests (`tests/helpers.py`) and the bench (`bench/`); Linux only (`/proc`).
 """
 
 from __future__ import annotations

@@ -1,37 +1,34 @@
-"""Fixtures shared by every test: a real Azurite for the run, a counting proxy, fresh containers."""
+"""Fixtures shared by every test: a real Azurite for the run, a counting proxy, fresh containers,
+and `app_client`: the app served as production serves it (helpers are in `tests/helpers.py`)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
-import hashlib
-import io
-import random
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient
-from azure.storage.blob import ContentSettings
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient
-from yarl import URL
 
-from devtools.azurite import ROOT, AzuriteServer, connection_string, free_port, run_azurite
+from devtools.azurite import AzuriteServer, run_azurite
+from devtools.redis_server import RedisServer
 from imgproxy.app import create_app
-from imgproxy.config import Config, load_config
-from tests.origin_proxy import OriginProxy
+from imgproxy.config import Config
+from imgproxy.web.keys import REPLICATION
+from imgproxy.web.siblings import Siblings
+from tests.helpers import AppClient, AppClientFactory, make_test_config
+from tests.support.app_server import ImgproxyTestServer, record_routed
+from tests.support.origin_proxy import OriginProxy
+from tests.support.upstream_app import UpstreamApp, run_upstream_app
+
+if TYPE_CHECKING:  # (imported by pytest as the plugin below: not before, so that it is rewritten)
+    from tests.support.redis_fixtures import RedisTarget
 
 # Redis servers, started only by the tests that use them.
-pytest_plugins = ["tests.redis_fixtures"]
+pytest_plugins = ["tests.support.redis_fixtures"]
 
 AiohttpClient = Callable[..., Any]
-ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="session")
@@ -67,105 +64,112 @@ async def origin(azurite: AzuriteServer) -> AsyncIterator[OriginProxy]:
     await proxy.close()
 
 
-def make_test_config(endpoint: str, container_name: str, **overrides: Any) -> Config:
-    """Config pointing at `endpoint`; overrides are `section__key=value`."""
-    env = {
-        "IMGPROXY_ORIGIN_CONNECTION_STRING": connection_string(endpoint),
-        "IMGPROXY_ORIGIN_CONTAINER": container_name,
-        "IMGPROXY_ORIGIN_TIMEOUT_S": "5",
-        "IMGPROXY_ORIGIN_RETRY_BACKOFF_S": "0.01",
-        "IMGPROXY_ORIGIN_READY_CHECK_INTERVAL_S": "0",
-        "IMGPROXY_ADMIN_TOKEN": ADMIN_TOKEN,
-    }
-    config = load_config(None, env)
-    sections: dict[str, dict[str, Any]] = {}
-    for name, value in overrides.items():
-        section, key = name.split("__")
-        sections.setdefault(section, {})[key] = value
-    for section, values in sections.items():
-        config = dataclasses.replace(
-            config, **{section: dataclasses.replace(getattr(config, section), **values)}
-        )
-    return config
-
-
 @pytest.fixture
 def config(origin: OriginProxy, container: ContainerClient) -> Config:
+    """The default config of the test's app (origin, container and admin token only)."""
     return make_test_config(origin.endpoint, container.container_name)
 
 
 @pytest.fixture
-async def client(aiohttp_client: AiohttpClient, config: Config) -> TestClient[Any, Any]:
-    """The whole app, as production builds it, behind an aiohttp test client."""
-    test_client: TestClient[Any, Any] = await aiohttp_client(create_app(config))
-    return test_client
+def disk_dir(tmp_path: Path) -> Path:
+    """The disk tier's directory of `app_client(disk=True)`."""
+    return tmp_path / "disk"
 
 
-async def upload(container: ContainerClient, name: str, data: bytes, content_type: str = "image/png") -> None:
-    """Put a blob straight into Azurite (not through the counting proxy)."""
-    # A BytesIO: aiohttp warns (an error here) about large raw bytes bodies.
-    await container.upload_blob(
-        name,
-        io.BytesIO(data),
-        length=len(data),
-        overwrite=True,
-        content_settings=ContentSettings(content_type=content_type),
-    )
+@pytest.fixture
+def app_settings() -> dict[str, Any]:
+    """What every `app_client()` of a test starts from (features and `section__key` settings, as
+    `app_client` takes them; its own arguments win). Empty here; a module or a directory that
+    gives all its apps the same settings overrides this fixture (tests/integration/cache/disk/)."""
+    return {}
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+@pytest.fixture
+def app_client(
+    request: pytest.FixtureRequest,
+    aiohttp_client: AiohttpClient,
+    origin: OriginProxy,
+    container: ContainerClient,
+    app_settings: dict[str, Any],
+) -> AppClientFactory:
+    """`await app_client(**features)`: a test client of `create_app(config)`, served with the
+    production server (`ImgproxyTestServer`: `imgproxy.server.start_runner`, handler cancellation
+    off); closed at the end of the test. Call it again for another app (a restart, a sibling).
 
+    The config is `make_test_config` (the test's origin proxy and container) with `section__key`
+    settings and these features (explicit settings win over what a feature sets):
 
-def payload(size: int, seed: int = 0) -> bytes:
-    """Deterministic pseudo-random bytes of `size` (a different seed gives different bytes)."""
-    return random.Random(seed).randbytes(size)
+    - `disk=True`: the disk tier in `disk_dir`; a `Path`: in that directory.
+    - `transforms=True`: transforms on, unsigned parameters allowed.
+    - `upstream=URL`: pass what is not ours through to URL; `True`: to the `upstream_app`.
+    - `redis=RedisTarget | RedisServer`: the Redis tier on it, with a key prefix shared by every
+      app of the test (they are replicas of one deployment); returns once the app follows the
+      purge log.
 
-
-async def raw_request(client: TestClient[Any, Any], method: str, raw_path: str) -> ClientResponse:
-    """Send `raw_path` exactly as written (the test client would resolve '..' segments)."""
-    url = URL(str(client.make_url("/")).rstrip("/") + raw_path, encoded=True)
-    return await client.session.request(method, url)
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Yield to the event loop until `condition()` holds (the app runs in this same loop).
-
-    For conditions on the app's plain counters, which have no event to wait on; bounded.
+    Or `config=`: serve that Config as it is. And for the app and its server: `shared_disk`,
+    `siblings` (to `create_app`), `routed` (a list that records each request reaching the router,
+    past the lanes: `record_routed`), `server_kwargs` (to `ImgproxyTestServer`: `ssl`,
+    `handler_cancellation`, `start_runner`'s), `client_kwargs` (to aiohttp's `TestClient`).
     """
-    async with asyncio.timeout(timeout_s):
-        while not condition():  # noqa: ASYNC110 - see docstring
-            await asyncio.sleep(0.001)
+    redis_prefix = f"t{uuid.uuid4().hex[:12]}:"
+
+    def settings_of(
+        disk: bool | Path = False,
+        transforms: bool = False,
+        upstream: str | bool | None = None,
+        redis: RedisTarget | RedisServer | None = None,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        made: dict[str, Any] = {}
+        if disk:
+            path = request.getfixturevalue("disk_dir") if disk is True else disk
+            made.update(disk__enabled=True, disk__path=str(path))
+        if transforms:
+            made.update(transform__enabled=True, transform__allow_unsigned=True)
+        if upstream:
+            made.update(
+                upstream__url=request.getfixturevalue("upstream_app").url if upstream is True else upstream
+            )
+        if redis is not None:
+            cluster = False if isinstance(redis, RedisServer) else redis.cluster
+            # A generous bound on a call: the machine is shared with other test runs.
+            made.update(
+                redis__url=redis.url, redis__cluster=cluster, redis__prefix=redis_prefix, redis__timeout_s=1.0
+            )
+        return {**made, **settings}
+
+    async def make(
+        *,
+        config: Config | None = None,
+        shared_disk: bool = False,
+        siblings: Siblings | None = None,
+        routed: list[str] | None = None,
+        server_kwargs: dict[str, Any] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
+        **features: Any,
+    ) -> AppClient:
+        if config is None:
+            features = {**app_settings, **features}
+            config = make_test_config(origin.endpoint, container.container_name, **settings_of(**features))
+        elif features:
+            raise TypeError(f"app_client: config= or settings, not both ({sorted(features)})")
+        app = create_app(config, shared_disk=shared_disk, siblings=siblings)
+        if routed is not None:
+            record_routed(app, routed)
+        client: AppClient = await aiohttp_client(
+            ImgproxyTestServer(app, **(server_kwargs or {})), **(client_kwargs or {})
+        )
+        if features.get("redis") is not None:
+            await client.app[REPLICATION].log.wait_following()
+        return client
+
+    return make
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamApp:
-    """The small real application behind the proxy (`tests/upstream_app.py`), in its own process."""
-
-    url: str
-    proc: subprocess.Popen[str]
-
-
-@contextlib.contextmanager
-def run_upstream_app() -> Iterator[UpstreamApp]:
-    """Start `python -m tests.upstream_app` on a free loopback port; stop it on exit."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.upstream_app", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # printed once it listens
-        assert line.startswith("upstream app on"), line
-        yield UpstreamApp(f"http://127.0.0.1:{port}", proc)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+@pytest.fixture
+async def client(app_client: AppClientFactory) -> AppClient:
+    """The whole app, as production builds and serves it, behind an aiohttp test client."""
+    return await app_client()
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import free_port
 from imgproxy import client as admin
-from tests.conftest import ADMIN_TOKEN, payload, upload
+from tests.helpers import ADMIN_TOKEN, AppClient, base_url, payload, upload, x_cache
 
-Client = TestClient[Any, Any]
 Stats = Callable[..., Awaitable[dict[str, Any]]]
 Clear = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -35,19 +34,10 @@ FLAVOURS = [
 ]
 
 
-def base_url(client: Client) -> str:
-    return str(client.make_url("/")).rstrip("/")
-
-
-async def x_cache(client: Client, path: str) -> str:
-    async with client.get("/images/" + path) as response:
-        assert response.status == 200
-        await response.read()
-        return response.headers["X-Cache"]
-
-
 @pytest.mark.parametrize("calls", FLAVOURS)
-async def test_get_cache_stats_returns_the_phase_one_keys(client: Client, calls: tuple[Stats, Clear]) -> None:
+async def test_get_cache_stats_returns_the_phase_one_keys(
+    client: AppClient, calls: tuple[Stats, Clear]
+) -> None:
     """The stats dict has cache_size, cache_bytes, cache_limit and cache_bytes_limit (and more)."""
     stats = await calls[0](base_url=base_url(client), token=ADMIN_TOKEN)
     assert {"cache_size", "cache_bytes", "cache_limit", "cache_bytes_limit"} <= stats.keys()
@@ -56,32 +46,32 @@ async def test_get_cache_stats_returns_the_phase_one_keys(client: Client, calls:
 
 @pytest.mark.parametrize("calls", FLAVOURS)
 async def test_clear_cache_of_a_path_purges_that_blob(
-    client: Client, container: ContainerClient, calls: tuple[Stats, Clear]
+    client: AppClient, container: ContainerClient, calls: tuple[Stats, Clear]
 ) -> None:
     """After clear_cache(path) the next request for it is a MISS; another blob stays a HIT."""
     for name in ("dir/a b ü.png", "other.png"):
         await upload(container, name, payload(100))
-        await x_cache(client, name.replace(" ", "%20"))
+        await x_cache(client, "/images/" + name.replace(" ", "%20"))
     answer = await calls[1]("dir/a b ü.png", base_url=base_url(client), token=ADMIN_TOKEN)
     assert answer == {"path": "dir/a b ü.png", "purged": True}
-    assert await x_cache(client, "dir/a%20b%20%C3%BC.png") == "MISS"
-    assert await x_cache(client, "other.png") == "HIT"
+    assert await x_cache(client, "/images/dir/a%20b%20%C3%BC.png") == "MISS"
+    assert await x_cache(client, "/images/other.png") == "HIT"
 
 
 @pytest.mark.parametrize("calls", FLAVOURS)
 async def test_clear_cache_without_a_path_purges_everything(
-    client: Client, container: ContainerClient, calls: tuple[Stats, Clear]
+    client: AppClient, container: ContainerClient, calls: tuple[Stats, Clear]
 ) -> None:
     for name in ("a.png", "b.png"):
         await upload(container, name, payload(100))
-        await x_cache(client, name)
+        await x_cache(client, f"/images/{name}")
     assert await calls[1](base_url=base_url(client), token=ADMIN_TOKEN) == {"purged": 2}
     assert (await calls[0](base_url=base_url(client), token=ADMIN_TOKEN))["cache_size"] == 0
 
 
 @pytest.mark.parametrize("calls", FLAVOURS)
 async def test_url_and_token_come_from_the_environment(
-    client: Client, monkeypatch: pytest.MonkeyPatch, calls: tuple[Stats, Clear]
+    client: AppClient, monkeypatch: pytest.MonkeyPatch, calls: tuple[Stats, Clear]
 ) -> None:
     """IMGPROXY_URL and IMGPROXY_ADMIN_TOKEN stand in for the arguments."""
     monkeypatch.setenv(admin.URL_ENV, base_url(client))
@@ -90,7 +80,7 @@ async def test_url_and_token_come_from_the_environment(
 
 
 @pytest.mark.parametrize("calls", FLAVOURS)
-async def test_a_wrong_token_raises_admin_unauthorized(client: Client, calls: tuple[Stats, Clear]) -> None:
+async def test_a_wrong_token_raises_admin_unauthorized(client: AppClient, calls: tuple[Stats, Clear]) -> None:
     with pytest.raises(admin.AdminUnauthorized) as excinfo:
         await calls[1]("a.png", base_url=base_url(client), token="wrong")
     assert excinfo.value.status == 401
@@ -98,7 +88,7 @@ async def test_a_wrong_token_raises_admin_unauthorized(client: Client, calls: tu
 
 @pytest.mark.parametrize("calls", FLAVOURS)
 async def test_a_bad_path_is_an_admin_error_naming_the_status(
-    client: Client, calls: tuple[Stats, Clear]
+    client: AppClient, calls: tuple[Stats, Clear]
 ) -> None:
     with pytest.raises(admin.AdminError) as excinfo:
         await calls[1]("../x.png", base_url=base_url(client), token=ADMIN_TOKEN)

@@ -13,18 +13,17 @@ import asyncio
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import aiohttp
 import pytest
 from azure.storage.blob.aio import ContainerClient
-from yarl import URL
 
 from devtools.azurite import AzuriteServer
-from tests.conftest import UpstreamApp
-from tests.images import jpeg
-from tests.process_support import MIB, start_server
+from tests.helpers import MIB, raw_url, rss_bytes
+from tests.support.images import jpeg
+from tests.support.processes import start_server
+from tests.support.upstream_app import UpstreamApp
 
 WARM_UP: Final = 512  # requests of each shape before the first reading
 MEASURED: Final = 4096  # requests of each shape between the two readings
@@ -32,14 +31,6 @@ FILL: Final = 7900  # bytes of each long value: under aiohttp's 8,190 per field 
 CONCURRENCY: Final = 8
 BLOB: Final = "memo.jpg"
 VARIANT: Final = f"/images/{BLOB}?w=16&fm=auto"
-
-
-def rss_bytes(pid: int) -> int:
-    """The process's resident memory now (VmRSS), from the kernel."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def long_value(tag: str, n: int) -> str:
@@ -75,7 +66,7 @@ async def send_all(session: aiohttp.ClientSession, base: str, shape: Shape, numb
     async def one_lane() -> None:
         for n in queue:
             target, headers = shape.request(n)
-            async with session.get(URL(base + target, encoded=True), headers=headers) as response:
+            async with session.get(raw_url(base, target), headers=headers) as response:
                 await response.read()
                 assert response.status == shape.status, (shape.name, n, response.status)
 

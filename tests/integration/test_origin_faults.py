@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from azure.storage.blob.aio import ContainerClient
 
-from imgproxy.app import create_app
 from imgproxy.config import Config
-from tests.conftest import ADMIN_TOKEN, AiohttpClient, make_test_config, payload, sha256, upload
-from tests.origin_proxy import OriginProxy, reads_from
-
-Client = TestClient[Any, Any]
-MIB = 1024 * 1024
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+from tests.helpers import AUTH, MIB, AppClient, AppClientFactory, payload, sha256, upload
+from tests.support.origin_proxy import OriginProxy, reads_from
 
 
 @pytest.fixture
-async def impatient_client(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
-) -> Client:
+async def impatient_client(app_client: AppClientFactory) -> AppClient:
     """An app that gives the origin 0.5 s per call."""
-    config = make_test_config(origin.endpoint, container.container_name, origin__timeout_s=0.5)
-    client: Client = await aiohttp_client(create_app(config))
-    return client
+    return await app_client(origin__timeout_s=0.5)
 
 
-async def test_origin_5xx_is_502(client: Client, container: ContainerClient, origin: OriginProxy) -> None:
+async def test_origin_5xx_is_502(client: AppClient, container: ContainerClient, origin: OriginProxy) -> None:
     """When Azure answers 500 (after the SDK's bounded retries), the client gets 502."""
     await upload(container, "e.png", payload(10))
     origin.fail_with(500)
@@ -42,21 +31,20 @@ async def test_origin_5xx_is_502(client: Client, container: ContainerClient, ori
 
 
 async def test_origin_auth_failure_is_502(
-    aiohttp_client: AiohttpClient, origin: OriginProxy, container: ContainerClient
+    app_client: AppClientFactory, config: Config, container: ContainerClient
 ) -> None:
     """A wrong account key is an origin failure (502), not a missing blob."""
-    config = make_test_config(origin.endpoint, container.container_name)
     bad_key = config.origin.connection_string.replace("AccountKey=Eby8", "AccountKey=Xby8")
     import dataclasses
 
     bad = dataclasses.replace(config, origin=dataclasses.replace(config.origin, connection_string=bad_key))
-    client: Client = await aiohttp_client(create_app(bad))
+    client = await app_client(config=bad)
     await upload(container, "k.png", payload(10))
     assert (await client.get("/images/k.png")).status == 502
 
 
 async def test_slow_origin_is_504_and_nothing_cached(
-    impatient_client: Client, container: ContainerClient, origin: OriginProxy
+    impatient_client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """An origin that does not answer within origin.timeout_s gives every waiter a 504."""
     await upload(container, "slow.png", payload(10))
@@ -72,7 +60,7 @@ async def test_slow_origin_is_504_and_nothing_cached(
 
 
 async def test_stall_between_chunks_aborts_the_stream(
-    impatient_client: Client, container: ContainerClient, config: Config, origin: OriginProxy
+    impatient_client: AppClient, container: ContainerClient, config: Config, origin: OriginProxy
 ) -> None:
     """A stream whose next chunk does not come in time is cut short, never completed wrongly."""
     data = payload(config.cache.max_item_bytes + 3 * MIB, seed=3)
@@ -88,7 +76,7 @@ async def test_stall_between_chunks_aborts_the_stream(
 
 
 async def test_blob_overwritten_mid_stream_aborts_response(
-    client: Client, container: ContainerClient, config: Config, origin: OriginProxy
+    client: AppClient, container: ContainerClient, config: Config, origin: OriginProxy
 ) -> None:
     """If the blob changes while streaming, the response is aborted and the new bytes served next."""
     old = payload(config.cache.max_item_bytes + 3 * MIB, seed=4)
@@ -111,7 +99,7 @@ async def test_blob_overwritten_mid_stream_aborts_response(
 
 
 async def test_blob_overwritten_before_stream_starts_is_served_fresh(
-    client: Client, container: ContainerClient, config: Config
+    client: AppClient, container: ContainerClient, config: Config
 ) -> None:
     """A large blob replaced since its metadata was learnt is looked up again, not failed."""
     first = payload(config.cache.max_item_bytes + MIB, seed=6)
@@ -125,7 +113,7 @@ async def test_blob_overwritten_before_stream_starts_is_served_fresh(
 
 
 async def test_truncated_origin_body_is_not_cached(
-    client: Client, container: ContainerClient, origin: OriginProxy
+    client: AppClient, container: ContainerClient, origin: OriginProxy
 ) -> None:
     """A body cut short by the origin never becomes a cache entry or a complete-looking 200."""
     data = payload(200_000, seed=12)

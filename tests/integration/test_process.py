@@ -18,20 +18,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.azurite import AzuriteServer, connection_string
 from imgproxy.web.siblings import RELAYED_HEADER
-from tests.conftest import UpstreamApp, payload
-from tests.disk_support import data_files
-from tests.images import decode, jpeg
-from tests.origin_proxy import OriginProxy
-from tests.process_support import (
-    CONFIG,
+from tests.helpers import (
     MIB,
-    WORKER_TOKEN,
-    get_ok,
+    admin_headers,
+    cache_stats,
+    data_files,
+    fetch_ok,
+    payload,
     peak_rss_bytes,
-    server_env,
-    start_server,
-    two_workers,
+    stream_digest,
 )
+from tests.support.images import decode, jpeg
+from tests.support.origin_proxy import OriginProxy
+from tests.support.processes import CONFIG, WORKER_TOKEN, disk_env, server_env, start_server, two_workers
+from tests.support.upstream_app import UpstreamApp
 
 
 @pytest.fixture
@@ -89,15 +89,10 @@ async def test_twenty_streams_of_200_mib_keep_peak_rss_under_300_mib(
     del data
     base, pid = server
 
-    async def stream(session: aiohttp.ClientSession) -> tuple[int, str]:
-        digest = hashlib.sha256()
-        async with session.get(f"{base}/images/huge.bin") as response:
-            async for chunk in response.content.iter_chunked(MIB):
-                digest.update(chunk)
-            return response.status, digest.hexdigest()
-
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-        results = await asyncio.gather(*(stream(session) for _ in range(20)))
+        results = await asyncio.gather(
+            *(stream_digest(session, f"{base}/images/huge.bin") for _ in range(20))
+        )
 
     peak = peak_rss_bytes(pid)
     with capsys.disabled():
@@ -178,20 +173,13 @@ async def test_disk_fill_for_ten_clients_keeps_memory_bounded(
     expected = hashlib.sha256(data).hexdigest()
     await container.upload_blob("filled.bin", io.BytesIO(data), length=size, max_concurrency=4)
     del data
-    disk = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")}
-
-    async def read(session: aiohttp.ClientSession, base: str) -> str:
-        digest = hashlib.sha256()
-        async with session.get(f"{base}/images/filled.bin") as response:
-            async for chunk in response.content.iter_chunked(MIB):
-                digest.update(chunk)
-        return digest.hexdigest()
-
+    disk = disk_env(tmp_path / "disk")
     with start_server(
         connection_string(origin.endpoint), container.container_name, IMGPROXY_SERVER_DRAIN_S="0", **disk
     ) as running:
+        url = f"{running.base}/images/filled.bin"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-            digests = await asyncio.gather(*(read(session, running.base) for _ in range(10)))
+            answers = await asyncio.gather(*(stream_digest(session, url) for _ in range(10)))
         peak = peak_rss_bytes(running.proc.pid)
     moved = origin.body_bytes("filled.bin")
     with capsys.disabled():
@@ -200,7 +188,7 @@ async def test_disk_fill_for_ten_clients_keeps_memory_bounded(
             f"origin body bytes {moved} ({moved / size:.3f} x the blob), "
             f"{origin.count('filled.bin')} requests"
         )
-    assert digests == [expected] * 10
+    assert answers == [(200, expected)] * 10
     assert peak < 300 * MIB
     # One download, and the bytes the first GET moved are kept for the fill, not read twice.
     assert moved == size
@@ -214,11 +202,10 @@ async def test_workers_share_the_port_and_coalesce(
     and exactly one when the workers share the disk tier (they coalesce through its lock files)."""
     data = payload(2 * MIB, seed=22)
     await container.upload_blob("burst.bin", io.BytesIO(data), length=len(data))
-    disk_env = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")} if disk else {}
-    with two_workers(origin, container, **disk_env) as running:
+    with two_workers(origin, container, **(disk_env(tmp_path / "disk") if disk else {})) as running:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             url = f"{running.base}/images/burst.bin"
-            bodies = await asyncio.gather(*(get_ok(session, url) for _ in range(40)))
+            bodies = await asyncio.gather(*(fetch_ok(session, url) for _ in range(40)))
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
     assert {hashlib.sha256(b).hexdigest() for b in bodies} == {hashlib.sha256(data).hexdigest()}
@@ -232,21 +219,21 @@ async def test_a_purge_on_one_worker_reaches_every_worker(
     worker, is relayed to the other: every later request gets the new bytes."""
     old, new = payload(30_000, seed=23), payload(30_000, seed=24)
     await container.upload_blob("purged.png", io.BytesIO(old), length=len(old))
-    auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+    auth = admin_headers(WORKER_TOKEN)
     with two_workers(origin, container) as running:
         # A new connection per request, so the kernel spreads them over both workers.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             url = f"{running.base}/images/purged.png"
 
             for _ in range(200):  # until both workers hold it (one origin GET each)
-                assert await get_ok(session, url) == old
+                assert await fetch_ok(session, url) == old
                 if origin.count("purged.png") == 2:
                     break
             assert origin.count("purged.png") == 2
             await container.upload_blob("purged.png", io.BytesIO(new), length=len(new), overwrite=True)
             async with session.delete(f"{running.base}/admin/cache/purged.png", headers=auth) as response:
                 status, answer = response.status, await response.json()
-            after = [await get_ok(session, url) for _ in range(30)]
+            after = [await fetch_ok(session, url) for _ in range(30)]
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
     assert [hashlib.sha256(body).hexdigest() for body in after] == [hashlib.sha256(new).hexdigest()] * 30
@@ -266,18 +253,16 @@ async def test_metrics_and_stats_cover_every_worker(
     shared disk directory's one file is counted once."""
     data = payload(10_000, seed=25)
     await container.upload_blob("counted.png", io.BytesIO(data), length=len(data))
-    disk_env = {"IMGPROXY_DISK_ENABLED": "true", "IMGPROXY_DISK_PATH": str(tmp_path / "disk")} if disk else {}
+    env = disk_env(tmp_path / "disk") if disk else {}
     requests = 60  # on new connections: both workers get some (all on one: odds 2 in 2**60)
-    with two_workers(origin, container, **disk_env) as running:
+    with two_workers(origin, container, **env) as running:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             for _ in range(requests):  # one at a time: each worker's first is its only miss
                 async with session.get(f"{running.base}/images/counted.png") as response:
                     assert (response.status, await response.read()) == (200, data)
             async with session.get(f"{running.base}/metrics") as response:
                 exposition = await response.text()
-            auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
-            async with session.get(f"{running.base}/admin/cache", headers=auth) as response:
-                stats = await response.json()
+            stats = await cache_stats(session, running.base, WORKER_TOKEN)
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
 
@@ -325,7 +310,7 @@ async def test_with_a_metrics_token_two_workers_answer_one_authorised_scrape_tog
                 for _ in range(10):
                     async with session.get(url, headers=headers) as response:
                         refused.append((response.status, "WWW-Authenticate" in response.headers))
-            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+            async with session.get(url, headers=admin_headers(token)) as response:
                 status, exposition = response.status, await response.text()
         running.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(running.proc.wait, 60) == 0
@@ -393,23 +378,23 @@ async def test_a_purge_with_two_workers_removes_variants_in_memory_and_on_disk(
     await container.upload_blob("photo.jpg", io.BytesIO(jpeg(400, 300)), overwrite=True)
     disk = tmp_path / "disk"
     env = {
-        "IMGPROXY_DISK_ENABLED": "true",
-        "IMGPROXY_DISK_PATH": str(disk),
+        **disk_env(disk),
         "IMGPROXY_TRANSFORM_ENABLED": "true",
         "IMGPROXY_TRANSFORM_ALLOW_UNSIGNED": "true",
     }
-    auth = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+    auth = admin_headers(WORKER_TOKEN)
     with two_workers(origin, container, **env) as running:
         url = f"{running.base}/images/photo.jpg?w=100"
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
 
             async def stats() -> dict[str, dict[str, int]]:
-                async with session.get(f"{running.base}/admin/cache", headers=auth) as response:
-                    per_worker: dict[str, dict[str, int]] = (await response.json())["per_worker"]
-                    return per_worker
+                per_worker: dict[str, dict[str, int]] = (
+                    await cache_stats(session, running.base, WORKER_TOKEN)
+                )["per_worker"]
+                return per_worker
 
             for _ in range(200):  # new connections until both workers hold the variant (bounded)
-                assert decode(await get_ok(session, url)).size == (100, 75)
+                assert decode(await fetch_ok(session, url)).size == (100, 75)
                 if all(w["cache_variants"] == 1 for w in (await stats()).values()):
                     break
             assert all(w["cache_variants"] == 1 for w in (await stats()).values())
