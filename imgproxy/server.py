@@ -50,11 +50,24 @@ class ImgproxyRunner(FrontDoorRunner):
         install_lanes(self)
 
 
-async def start_runner(app: web.Application, **runner_kwargs: Any) -> ImgproxyRunner:
-    """`app`'s server, set up (sites not started yet); `runner_kwargs` go to aiohttp's `AppRunner`."""
-    door = FrontDoor(app[CONFIG])
+def make_runner(app: web.Application, **runner_kwargs: Any) -> ImgproxyRunner:
+    """`app`'s server, not set up yet: the shutdown timeout and the access log from its config
+    (`server.shutdown_timeout_s`, `server.access_log`); `runner_kwargs` (aiohttp's `AppRunner`'s)
+    win over them."""
+    config = app[CONFIG]
+    door = FrontDoor(config)
     app[METRICS].watch_frontdoor(door.stats)
-    runner = ImgproxyRunner(app, door, **runner_kwargs)
+    kwargs: dict[str, Any] = {
+        "shutdown_timeout": config.server.shutdown_timeout_s,
+        "access_log": logging.getLogger("aiohttp.access") if config.server.access_log else None,
+        **runner_kwargs,
+    }
+    return ImgproxyRunner(app, door, **kwargs)
+
+
+async def start_runner(app: web.Application, **runner_kwargs: Any) -> ImgproxyRunner:
+    """`make_runner`, set up (sites not started yet)."""
+    runner = make_runner(app, **runner_kwargs)
     await runner.setup()
     return runner
 
@@ -82,11 +95,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGTERM, stop, True)
     loop.add_signal_handler(signal.SIGINT, stop, False)
     app = create_app(config, shared_disk=shared_disk, siblings=siblings)
-    runner = await start_runner(
-        app,
-        shutdown_timeout=config.server.shutdown_timeout_s,
-        access_log=logging.getLogger("aiohttp.access") if config.server.access_log else None,
-    )
+    runner = await start_runner(app)
     tune_gc()
     try:
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port or None)

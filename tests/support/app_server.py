@@ -8,7 +8,6 @@ the router (`web.lanes`). The `app_client` fixture (`tests/conftest.py`) serves 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import Any
@@ -16,8 +15,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from imgproxy.server import start_runner
-from imgproxy.web.keys import CONFIG
+from imgproxy.server import make_runner
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -28,10 +26,9 @@ class ImgproxyTestServer(TestServer):
     - `handler_cancellation` is off unless asked for, as in production (a client that goes away
       does not cancel its handler: the response's writes fail instead). aiohttp's own TestServer
       turns it on.
-    - The access log and the shutdown timeout come from the app's config (`server.access_log`,
-      `server.shutdown_timeout_s`), as `serve` takes them.
+    - The access log and the shutdown timeout come from the app's config, as in `serve`.
     - `ssl`: serve TLS with this context.
-    - `runner_kwargs` go to `start_runner` (aiohttp's `AppRunner`) and win over the above.
+    - `runner_kwargs` go to `make_runner` (aiohttp's `AppRunner`) and win over the above.
     """
 
     def __init__(
@@ -43,14 +40,8 @@ class ImgproxyTestServer(TestServer):
         **runner_kwargs: Any,
     ) -> None:
         super().__init__(app)
-        server = app[CONFIG].server
         self._tls = ssl
-        self._runner_kwargs: dict[str, Any] = {
-            "handler_cancellation": handler_cancellation,
-            "shutdown_timeout": server.shutdown_timeout_s,
-            "access_log": logging.getLogger("aiohttp.access") if server.access_log else None,
-            **runner_kwargs,
-        }
+        self._runner_kwargs: dict[str, Any] = {"handler_cancellation": handler_cancellation, **runner_kwargs}
 
     async def start_server(self, loop: Any = None, **kwargs: Any) -> None:
         if self._tls is not None:
@@ -59,15 +50,7 @@ class ImgproxyTestServer(TestServer):
 
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
         # aiohttp's start_server asks for handler_cancellation=True; ours (production's) wins.
-        runner = await start_runner(self.app, **{**kwargs, **self._runner_kwargs})
-        # start_server calls setup() next; start_runner has done it, and a second one would start
-        # the app again. (A `start_runner` that could leave setup to its caller would spare this.)
-        runner.setup = _already_set_up  # type: ignore[method-assign]
-        return runner
-
-
-async def _already_set_up() -> None:
-    pass
+        return make_runner(self.app, **{**kwargs, **self._runner_kwargs})
 
 
 def record_routed(app: web.Application, into: list[str]) -> None:
