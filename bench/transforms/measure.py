@@ -149,8 +149,8 @@ class TransformBench:
         del blobs
         env = transform_env()
         r.settings["imgproxy"] = " ".join(f"{k}={v}" for k, v in env.items()) + (
-            f"; transform.max_concurrency 0 (per worker: its usable cores, {cores()}), memory tier only, "
-            "sources from Azurite"
+            f"; transform.max_concurrency 0 (per worker: 2 per usable core, {2 * cores()}), "
+            "memory tier only, sources from Azurite"
         )
         r.settings["load"] = (
             f"cold: wrk -t1 -c{s.connections}, {s.duration_s} s, a new variant per request (unsigned URLs); "

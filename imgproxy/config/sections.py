@@ -112,7 +112,7 @@ class TransformConfig:
     max_src_pixels: int = 50_000_000
     max_src_bytes: int = 64 * MIB
     max_frames: int = 100
-    max_concurrency: int = 0  # 0: the machine's cores (per worker)
+    max_concurrency: int = 0  # 0: two per core of the machine (per worker)
     max_queue: int = 64
     timeout_s: float = 10.0
     # name -> query string, e.g. "thumb" -> "w=200&h=200&fit=cover"; read-only once loaded.
