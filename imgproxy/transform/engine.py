@@ -8,11 +8,12 @@ releases the GIL). The steps, in a fixed order:
    `max_src_pixels` (one frame, and all frames kept), so a decompression bomb is refused from
    its header without its pixels being allocated;
 2. load with shrink-on-load (JPEG: the largest 1/2, 1/4, 1/8 DCT scale still at least the
-   resized size, like Pillow's `draft()`; WebP: libwebp's scaled decode), sequential access,
-   `fail_on=warning` as in sharp (truncated or damaged -> `NotAnImage`);
-3. to sRGB (an embedded ICC profile is applied; CMYK, 16-bit and Lab converted), then resize with
-   premultiplied alpha (Lanczos 3), then EXIF auto-rotation (on the small image), then `cover`'s
-   crop (side, corner, or libvips' attention/entropy smart crop) or `contain`'s letterbox;
+   resized size, of `rect` when given, like Pillow's `draft()`; WebP: libwebp's scaled decode, not
+   with `rect`), sequential access, `fail_on=warning` as in sharp (truncated or damaged -> `NotAnImage`);
+3. `rect` cut (mapped into stored pixels: `framing`), to sRGB (an embedded ICC profile is applied;
+   CMYK, 16-bit and Lab converted), then resize with premultiplied alpha (Lanczos 3), then EXIF
+   auto-rotation, `rot` and `flip` (on the small image), then `cover`'s crop (side, corner, focal
+   point, or libvips' attention/entropy smart crop) or `contain`'s letterbox, then `blur`, `sharp`;
 4. alpha flattened onto `bg` for JPEG; encode with every piece of metadata dropped (`keep=none`:
    no EXIF, GPS, XMP, IPTC, nor ICC: the pixels are sRGB, the web's default).
 
@@ -30,6 +31,7 @@ from typing import Any, Final
 import pyvips
 
 from imgproxy.core.errors import BadTransformParameter, NotAnImage, SourceTooLarge
+from imgproxy.transform.framing import Size, rect_shrink, region, shrunk_rect, stored_rect
 from imgproxy.transform.geometry import Finish, Plan, jpeg_shrink, plan
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import DEFAULT_QUALITY, TransformOptions
@@ -44,7 +46,8 @@ from imgproxy.transform.result import (
     SourceInfo,
     TransformResult,
 )
-from imgproxy.transform.vips_ops import crop, flatten, ink, resize, to_srgb, with_colour
+from imgproxy.transform.values import Rect
+from imgproxy.transform.vips_ops import blur, crop, flatten, ink, resize, sharpen, to_srgb, turn, with_colour
 
 ANIMATED_SOURCES: Final = frozenset({ImageFormat.GIF, ImageFormat.WEBP})
 CANNOT_DECODE: Final = "cannot decode (damaged, truncated or unsupported)"  # libvips' words go to the log
@@ -202,6 +205,8 @@ class _Job:
     ) -> None:
         self.source, self.options, self.bucket, self.limits = source, options, bucket, limits
         self.cancel = cancel
+        self.box = Rect(0, 0, 0, 0)  # the upright box worked on (rect, or the whole source): set by run
+        self.unturned = Size(0, 0)  # the resized size before `rot`: set by run
 
     def check(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -210,7 +215,10 @@ class _Job:
     def run(self) -> TransformResult:
         loader, info = _probe(self.source, self.limits)
         output = resolve_format(self.bucket, info)
-        target = plan(info.width, info.height, self.options)
+        self.box = region(self.options.rect, info.width, info.height)
+        turned = Size(self.box.width, self.box.height).turned(self.options.rotate)
+        target = plan(turned.width, turned.height, self.options)
+        self.unturned = Size(target.resized_width, target.resized_height).turned(self.options.rotate)
         self._check_output(target)
         frames = 1
         # Pages of a TIFF are documents, not an animation (and may differ in size): first page.
@@ -223,8 +231,9 @@ class _Job:
             image = _load(self.source, loader, n=frames)
             image = self._animation(image, frames, target)
         else:
-            image = _load(self.source, loader, access="sequential", **_shrink_on_load(info, target))
-            image = self._still(image, info, target)
+            shrink = self._shrink_on_load(info)
+            image = _load(self.source, loader, access="sequential", **shrink)
+            image = self._still(image, info, target, shrink.get("shrink", 1))
         image = flatten(image, output, self.options.background)
         self.check()
         return self._encode(image, output, target, frames)
@@ -243,16 +252,20 @@ class _Job:
                 f"({limits.max_width}x{limits.max_height})",
             )
 
-    def _still(self, image: pyvips.Image, info: SourceInfo, target: Plan) -> pyvips.Image:
+    def _still(self, image: pyvips.Image, info: SourceInfo, target: Plan, shrink: int) -> pyvips.Image:
+        options = self.options
+        if options.rect is not None:
+            # Cut in stored pixels before anything else (see framing: why not turn first).
+            box = stored_rect(options.rect, info.orientation, info.width, info.height)
+            if shrink > 1:
+                box = shrunk_rect(box, shrink, Size(image.width, image.height))
+            image = image.crop(box.x, box.y, box.width, box.height)
         image = to_srgb(image)
         # Resized in the stored orientation, rotated after: rotating needs the whole image, and
         # the resized one is small.
-        width, height = target.resized_width, target.resized_height
-        if info.orientation >= 5:
-            width, height = height, width
-        image = resize(image, width, height)
-        if info.orientation != 1:
-            image = image.copy_memory().autorot()
+        image = resize(image, *_fields(self.unturned.turned(90 if info.orientation >= 5 else 0)))
+        if info.orientation != 1 or options.rotate or options.flip is not None:
+            image = turn(image.copy_memory().autorot(), options.rotate, options.flip)
         return self._finish(image, target)
 
     def _animation(self, image: pyvips.Image, frames: int, target: Plan) -> pyvips.Image:
@@ -261,11 +274,13 @@ class _Job:
         delays = [int(delay) for delay in found] if isinstance(found, list) else []
         loop = _field(image, "loop", 0)
         image = to_srgb(image)
-        pages = [image.crop(0, index * page_height, image.width, page_height) for index in range(frames)]
+        box = self.box  # animations have no EXIF orientation: rect is in stored pixels
+        pages = [image.crop(box.x, n * page_height + box.y, box.width, box.height) for n in range(frames)]
         done = []
         for page in pages:
             self.check()
-            done.append(self._finish(resize(page, target.resized_width, target.resized_height), target))
+            resized = turn(resize(page, *_fields(self.unturned)), self.options.rotate, self.options.flip)
+            done.append(self._finish(resized, target))
         strip = pyvips.Image.arrayjoin(done, across=1).copy()
         strip.set_type(pyvips.GValue.gint_type, "page-height", done[0].height)
         strip.set_type(pyvips.GValue.gint_type, "loop", loop)
@@ -275,8 +290,17 @@ class _Job:
 
     def _finish(self, image: pyvips.Image, target: Plan) -> pyvips.Image:
         options = self.options
+        image = self._finish_box(image, target)
+        if options.blur is not None:
+            image = blur(image, options.blur)
+        if options.sharpen is not None:
+            image = sharpen(image, options.sharpen)
+        return image
+
+    def _finish_box(self, image: pyvips.Image, target: Plan) -> pyvips.Image:
+        options = self.options
         if target.finish is Finish.CROP:
-            return crop(image, target.out_width, target.out_height, options.position)
+            return crop(image, target.out_width, target.out_height, options.position, options.focal)
         if target.finish is Finish.EMBED:
             background = options.background
             if background.alpha < 255 and not image.hasalpha():
@@ -317,15 +341,23 @@ class _Job:
         height = image.height // frames
         return TransformResult(bytes(body), CONTENT_TYPES[output], output, image.width, height, frames)
 
+    def _shrink_on_load(self, info: SourceInfo) -> dict[str, Any]:
+        needed, rect = self.unturned, self.options.rect
+        if info.format is ImageFormat.JPEG:
+            if rect is not None:
+                shrink = rect_shrink(rect, needed)
+            else:
+                shrink = jpeg_shrink(info.width, info.height, needed.width, needed.height)
+            return {"shrink": shrink} if shrink > 1 else {}
+        # libwebp's scaled size is rounded: a box cut from it would be off by a fraction of a pixel.
+        if info.format is ImageFormat.WEBP and rect is None:
+            scale = max(needed.width / info.width, needed.height / info.height)
+            return {"scale": scale} if scale < 1 else {}
+        return {}
 
-def _shrink_on_load(info: SourceInfo, target: Plan) -> dict[str, Any]:
-    if info.format is ImageFormat.JPEG:
-        shrink = jpeg_shrink(info.width, info.height, target.resized_width, target.resized_height)
-        return {"shrink": shrink} if shrink > 1 else {}
-    if info.format is ImageFormat.WEBP:
-        scale = max(target.resized_width / info.width, target.resized_height / info.height)
-        return {"scale": scale} if scale < 1 else {}
-    return {}
+
+def _fields(size: Size) -> tuple[int, int]:
+    return size.width, size.height
 
 
 __all__ = [

@@ -17,31 +17,37 @@ Rules decided here (docs/transforms.md repeats them):
   decides; when false, only `preset` is accepted (and `s` is ignored).
 - `dpr` is folded into the pixel size (`w=300&dpr=2` is `w=600`): the output box after `dpr` must
   fit `max_width` x `max_height`.
+
+Reading each value is `values`' job (its types, `Color`, `Rect`, `Flip`, `FocalPoint`, are
+importable from here too).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Final, TypeVar
+from typing import Final
 from urllib.parse import unquote
 
 from imgproxy.config import ConfigError, TransformConfig
 from imgproxy.core.errors import BadSignature, BadTransformParameter
+from imgproxy.transform import values as read
 from imgproxy.transform.negotiate import FormatBucket, negotiate
 from imgproxy.transform.signing import PARAMETERS, SIGNATURE, sign, sign_url, split_query, verify
+from imgproxy.transform.values import WHITE, Color, Fit, Flip, FocalPoint, Position, Rect, RequestedFormat
 
 __all__ = [
     "DEFAULT_QUALITY",
     "Color",
     "Fit",
+    "Flip",
+    "FocalPoint",
     "Position",
     "QueryParser",
+    "Rect",
     "RequestedFormat",
     "TransformOptions",
     "apply_auto_format",
@@ -57,64 +63,8 @@ PARSE_MEMO_ITEMS: Final = 4096  # (path, query) pairs whose options are remember
 PARSE_MEMO_MAX_CHARS: Final = 512
 
 
-class Fit(enum.StrEnum):
-    """sharp's meanings: fit within, fill and crop, letterbox, stretch, cover without crop."""
-
-    INSIDE = "inside"
-    COVER = "cover"
-    CONTAIN = "contain"
-    FILL = "fill"
-    OUTSIDE = "outside"
-
-
-class Position(enum.StrEnum):
-    """What `cover` keeps: a side or corner, the centre, or one of libvips' smart crops."""
-
-    CENTER = "center"
-    NORTH = "north"
-    NORTHEAST = "northeast"
-    EAST = "east"
-    SOUTHEAST = "southeast"
-    SOUTH = "south"
-    SOUTHWEST = "southwest"
-    WEST = "west"
-    NORTHWEST = "northwest"
-    ATTENTION = "attention"
-    ENTROPY = "entropy"
-
-
-class RequestedFormat(enum.StrEnum):
-    """`fm` as asked: a format, `auto` (negotiated from `Accept`), or absent (`original`)."""
-
-    JPEG = "jpeg"
-    PNG = "png"
-    WEBP = "webp"
-    AVIF = "avif"
-    AUTO = "auto"
-    ORIGINAL = "original"
-
-
 # Encoder quality when `q` is absent; PNG is lossless (zlib compression instead).
 DEFAULT_QUALITY: Final[Mapping[str, int]] = {"jpeg": 80, "webp": 80, "avif": 60, "gif": 80}
-
-
-@dataclass(frozen=True, slots=True)
-class Color:
-    """An sRGB colour with alpha, 0-255 each."""
-
-    red: int
-    green: int
-    blue: int
-    alpha: int = 255
-
-    @property
-    def hex(self) -> str:
-        """`rrggbb`, or `rrggbbaa` when not opaque."""
-        rgb = f"{self.red:02x}{self.green:02x}{self.blue:02x}"
-        return rgb if self.alpha == 255 else f"{rgb}{self.alpha:02x}"
-
-
-WHITE: Final = Color(255, 255, 255)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +79,12 @@ class TransformOptions:
     format: RequestedFormat = RequestedFormat.ORIGINAL
     quality: int | None = None
     background: Color = WHITE
+    rect: Rect | None = None  # in the source's upright pixels; applied first
+    rotate: int = 0  # clockwise degrees, after `rect`
+    flip: Flip | None = None  # after `rotate`
+    focal: FocalPoint | None = None  # `pos=fp:X,Y` (then `position` stays CENTER)
+    blur: Decimal | None = None  # gaussian sigma, on the output
+    sharpen: Decimal | None = None  # sigma, after `blur`
 
     @property
     def canonical(self) -> str:
@@ -154,7 +110,9 @@ class TransformOptions:
             parts.append(f"h={self.height}")
         if self.fit is not Fit.INSIDE:
             parts.append(f"fit={self.fit.value}")
-        if self.position is not Position.CENTER:
+        if self.focal is not None:
+            parts.append(f"pos={self.focal.text}")
+        elif self.position is not Position.CENTER:
             parts.append(f"pos={self.position.value}")
         if self.enlarge:
             parts.append("enlarge=1")
@@ -164,6 +122,21 @@ class TransformOptions:
             parts.append(f"q={quality}")
         if self.background != WHITE:
             parts.append(f"bg={self.background.hex}")
+        return parts + self._operation_parts()
+
+    def _operation_parts(self) -> list[str]:
+        # After the older parameters, so that the keys of variants made before these existed stay.
+        parts: list[str] = []
+        if self.rect is not None:
+            parts.append(f"rect={self.rect.text}")
+        if self.rotate:
+            parts.append(f"rot={self.rotate}")
+        if self.flip is not None:
+            parts.append(f"flip={self.flip.value}")
+        if self.blur is not None:
+            parts.append(f"blur={read.decimal_text(self.blur)}")
+        if self.sharpen is not None:
+            parts.append(f"sharp={read.decimal_text(self.sharpen)}")
         return parts
 
     @property
@@ -172,9 +145,17 @@ class TransformOptions:
         return self.width is not None or self.height is not None
 
     @property
+    def changes_pixels(self) -> bool:
+        """Whether a crop, turn, mirror or filter is asked for (besides any resize)."""
+        operations = (self.rect, self.flip, self.blur, self.sharpen)
+        return self.rotate != 0 or any(value is not None for value in operations)
+
+    @property
     def reencodes_only(self) -> bool:
-        """No size, quality or background: the source itself is right when the format matches."""
-        return not self.resizes and self.quality is None and self.background == WHITE
+        """No size, quality, background nor operation: the source itself is right when the format matches."""
+        return (
+            not self.resizes and self.quality is None and self.background == WHITE and not self.changes_pixels
+        )
 
     @property
     def varies_with_accept(self) -> bool:
@@ -196,44 +177,26 @@ def _normalised(options: TransformOptions) -> TransformOptions:
         if not options.resizes:
             options = dataclasses.replace(options, enlarge=False)
     if options.fit is not Fit.COVER:
-        options = dataclasses.replace(options, position=Position.CENTER)
-    return options
+        options = dataclasses.replace(options, position=Position.CENTER, focal=None)
+    return _turned(options)
 
 
-_INTEGER: Final = re.compile(r"[0-9]{1,6}")
-_DECIMAL: Final = re.compile(r"[0-9]{1,2}(\.[0-9]{1,3})?")
-_HEX_COLOR: Final = re.compile(r"[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8}")
+def _turned(options: TransformOptions) -> TransformOptions:
+    """One form per turn and mirror: a vertical mirror after turning by r is a horizontal one after
+    turning by r + 180, and both mirrors are a half turn; so only `flip=h` remains, and a half turn
+    with both mirrors is nothing at all."""
+    rotate, flip = options.rotate, options.flip
+    if flip in (Flip.V, Flip.HV):
+        rotate = (rotate + 180) % 360
+        flip = Flip.H if flip is Flip.V else None
+    return dataclasses.replace(options, rotate=rotate, flip=flip)
+
+
 _FORMAT_ALIASES: Final = {"jpg": "jpeg"}
 _POSITION_ALIASES: Final = {"centre": "center"}
 MAX_DPR: Final = Decimal(4)
-
-
-def _integer(name: str, value: str, low: int, high: int, high_name: str = "") -> int:
-    if not _INTEGER.fullmatch(value) or not low <= int(value) <= high:
-        bound = f"{high} (transform.{high_name})" if high_name else str(high)
-        raise BadTransformParameter(name, f"must be an integer from {low} to {bound}")
-    return int(value)
-
-
-_Choice = TypeVar("_Choice", bound=enum.StrEnum)
-
-
-def _choice(name: str, value: str, kind: type[_Choice], aliases: Mapping[str, str]) -> _Choice:
-    lowered = value.lower()
-    try:
-        return kind(aliases.get(lowered, lowered))
-    except ValueError:
-        allowed = ", ".join(member.value for member in kind if member.value != "original")
-        raise BadTransformParameter(name, f"must be one of {allowed}") from None
-
-
-def _color(name: str, value: str) -> Color:
-    if not _HEX_COLOR.fullmatch(value):
-        raise BadTransformParameter(name, "must be a hex colour (rgb, rrggbb or rrggbbaa)")
-    if len(value) == 3:
-        value = "".join(digit * 2 for digit in value)
-    channels = [int(value[i : i + 2], 16) for i in range(0, len(value), 2)]
-    return Color(*channels)
+# The readers' old private names (the parsing of values lives in `values`).
+_integer, _choice, _color = read.integer, read.choice, read.color
 
 
 def _box_side(values: Mapping[str, str], name: str, dpr: Decimal, limit: int, limit_name: str) -> int | None:
@@ -251,12 +214,7 @@ def _box_side(values: Mapping[str, str], name: str, dpr: Decimal, limit: int, li
 
 def build_options(values: Mapping[str, str], max_width: int, max_height: int) -> TransformOptions:
     """Validate decoded parameter values (name -> value, without `preset` and `s`) into options."""
-    dpr = Decimal(1)
-    if "dpr" in values:
-        text = values["dpr"]
-        if not _DECIMAL.fullmatch(text) or not 1 <= Decimal(text) <= MAX_DPR:
-            raise BadTransformParameter("dpr", "must be a number from 1 to 4")
-        dpr = Decimal(text)
+    dpr = read.dpr(values["dpr"], MAX_DPR) if "dpr" in values else Decimal(1)
     width = _box_side(values, "w", dpr, max_width, "max_width")
     height = _box_side(values, "h", dpr, max_height, "max_height")
     enlarge = False
@@ -266,9 +224,7 @@ def build_options(values: Mapping[str, str], max_width: int, max_height: int) ->
         width=width,
         height=height,
         fit=_choice("fit", values["fit"], Fit, {}) if "fit" in values else Fit.INSIDE,
-        position=(
-            _choice("pos", values["pos"], Position, _POSITION_ALIASES) if "pos" in values else Position.CENTER
-        ),
+        position=_position(values),
         enlarge=enlarge,
         format=(
             _choice("fm", values["fm"], RequestedFormat, _FORMAT_ALIASES)
@@ -277,10 +233,23 @@ def build_options(values: Mapping[str, str], max_width: int, max_height: int) ->
         ),
         quality=_integer("q", values["q"], 1, 100) if "q" in values else None,
         background=_color("bg", values["bg"]) if "bg" in values else WHITE,
+        rect=read.rect(values["rect"]) if "rect" in values else None,
+        rotate=read.rotation(values["rot"]) if "rot" in values else 0,
+        flip=_choice("flip", values["flip"], Flip, {}) if "flip" in values else None,
+        focal=read.focal_point(values["pos"]) if "pos" in values else None,
+        blur=read.sigma("blur", values["blur"], read.MAX_BLUR) if "blur" in values else None,
+        sharpen=read.sigma("sharp", values["sharp"], read.MAX_SHARPEN) if "sharp" in values else None,
     )
     if "fm" in values and options.format is RequestedFormat.ORIGINAL:  # "original" is not a value of fm
         raise BadTransformParameter("fm", "must be one of jpeg, png, webp, avif, auto")
     return _normalised(options)
+
+
+def _position(values: Mapping[str, str]) -> Position:
+    # `fp:X,Y` is read into `focal`; `position` then keeps its default.
+    if "pos" not in values or read.focal_point(values["pos"]) is not None:
+        return Position.CENTER
+    return _choice("pos", values["pos"], Position, _POSITION_ALIASES)
 
 
 def _recognised(raw_query: str) -> dict[str, str]:

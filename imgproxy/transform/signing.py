@@ -19,7 +19,10 @@ from typing import Final
 from urllib.parse import quote
 
 # Every query parameter a transform reads; any other name is ignored.
-PARAMETERS: Final = frozenset({"w", "h", "dpr", "fit", "pos", "enlarge", "fm", "q", "bg", "preset", "s"})
+PARAMETERS: Final = frozenset(
+    {"w", "h", "dpr", "fit", "pos", "enlarge", "fm", "q", "bg", "preset", "s"}
+    | {"rect", "rot", "flip", "blur", "sharp"}  # the geometry and filter operations
+)
 SIGNATURE: Final = "s"
 ROUTE_PREFIX: Final = "/images/"
 

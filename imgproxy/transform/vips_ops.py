@@ -1,13 +1,15 @@
 """The pixel operations of a transform, on libvips images (the engine's; with `engine`, the only
-modules that import pyvips): colour to sRGB, resize, crop, flatten."""
+modules that import pyvips): colour to sRGB, resize, crop, turn and mirror, blur, sharpen, flatten."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Final
 
 import pyvips
 
-from imgproxy.transform.params import Color, Position
+from imgproxy.transform.framing import focal_offset
+from imgproxy.transform.params import Color, Flip, FocalPoint, Position
 from imgproxy.transform.result import ALPHA_OUTPUTS, ImageFormat
 
 _GRAVITY: Final = {
@@ -56,13 +58,44 @@ def resize(image: pyvips.Image, width: int, height: int) -> pyvips.Image:
     return image
 
 
-def crop(image: pyvips.Image, width: int, height: int, position: Position) -> pyvips.Image:
+def crop(
+    image: pyvips.Image, width: int, height: int, position: Position, focal: FocalPoint | None = None
+) -> pyvips.Image:
+    if focal is not None:
+        left = focal_offset(image.width, width, float(focal.x))
+        top = focal_offset(image.height, height, float(focal.y))
+        return image.crop(left, top, width, height)
     if position in (Position.ATTENTION, Position.ENTROPY):
         return image.copy_memory().smartcrop(width, height, interesting=position.value)
     fx, fy = _GRAVITY.get(position, (0.5, 0.5))
     left = round((image.width - width) * fx)
     top = round((image.height - height) * fy)
     return image.crop(left, top, width, height)
+
+
+def turn(image: pyvips.Image, degrees: int, flip: Flip | None) -> pyvips.Image:
+    """Turned clockwise by `degrees`, then mirrored (params leaves only `flip=h`; v and hv still work)."""
+    if degrees:
+        image = image.rot(f"d{degrees}")
+    if flip in (Flip.H, Flip.HV):
+        image = image.fliphor()
+    if flip in (Flip.V, Flip.HV):
+        image = image.flipver()
+    return image
+
+
+def blur(image: pyvips.Image, sigma: Decimal) -> pyvips.Image:
+    if not image.hasalpha():
+        return image.gaussblur(float(sigma))
+    # Premultiplied, so that the colour of transparent pixels does not bleed into visible ones.
+    band_format = image.format
+    blurred = image.premultiply().gaussblur(float(sigma)).unpremultiply()
+    return blurred.cast(band_format)
+
+
+def sharpen(image: pyvips.Image, sigma: Decimal) -> pyvips.Image:
+    # libvips sharpens the lightness only (in LabS), so colours do not fringe; alpha is kept.
+    return image.sharpen(sigma=float(sigma))
 
 
 def ink(color: Color, alpha: bool) -> list[float]:
