@@ -94,8 +94,10 @@ def blur(image: pyvips.Image, sigma: Decimal) -> pyvips.Image:
 
 
 def sharpen(image: pyvips.Image, sigma: Decimal) -> pyvips.Image:
-    # libvips sharpens the lightness only (in LabS), so colours do not fringe; alpha is kept.
-    return image.sharpen(sigma=float(sigma))
+    # libvips sharpens the lightness only (in LabS), so colours do not fringe; alpha is kept. sharp's
+    # slopes: libvips' m1=0 leaves gentle slopes (most of a photo) untouched, so a small sigma
+    # did nothing visible on a soft edge.
+    return image.sharpen(sigma=float(sigma), m1=1.0, m2=2.0)
 
 
 def ink(color: Color, alpha: bool) -> list[float]:

@@ -11,7 +11,7 @@ import struct
 import zlib
 from typing import Final
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 RGB = tuple[int, int, int]
 RED: Final[RGB] = (220, 30, 30)
@@ -65,6 +65,65 @@ def jpeg_rotated_with_gps(upright_width: int, upright_height: int) -> bytes:
     gps[3] = "E"
     gps[4] = (2.0, 17.0, 40.0)
     return encode(stored, "JPEG", quality=92, exif=exif.tobytes())
+
+
+# What Pillow applies to a stored image with each EXIF orientation to show it upright (as in
+# `ImageOps.exif_transpose`); each is undone by `_UNDO`.
+_UPRIGHT: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_UNDO: Final = {
+    Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
+    Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
+}
+
+
+def jpeg_oriented(upright: Image.Image, orientation: int, quality: int = 92) -> bytes:
+    """A JPEG stored so that EXIF `orientation` (1-8) shows it as `upright`."""
+    stored = upright
+    if orientation != 1:
+        transpose = _UPRIGHT[orientation]
+        stored = upright.transpose(_UNDO.get(transpose, transpose))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    return encode(stored, "JPEG", quality=quality, exif=exif.tobytes())
+
+
+def square_on_grey(width: int, height: int, left: int, top: int, side: int) -> Image.Image:
+    """A mid-grey image with one red `side` x `side` square at (`left`, `top`)."""
+    image = Image.new("RGB", (width, height), (128, 128, 128))
+    image.paste(RED, (left, top, left + side, top + side))
+    return image
+
+
+def photo_like(width: int, height: int) -> Image.Image:
+    """Smooth gradients under a grid of coloured discs: content where crops and resizes can be
+    compared by mean difference (an offset or a turn shows; not flat, not noise)."""
+    gradient = Image.linear_gradient("L")
+    turned = gradient.transpose(Image.Transpose.ROTATE_90)
+    image = Image.merge("RGB", (gradient, turned, Image.blend(gradient, turned, 0.5))).resize((width, height))
+    draw = ImageDraw.Draw(image)
+    step = max(8, min(width, height) // 6)
+    colours = [RED, GREEN, BLUE, WHITE, (0, 0, 0)]
+    for row, top in enumerate(range(step // 4, height, step)):
+        for column, left in enumerate(range(step // 4, width, step)):
+            radius = step // 4 + (row + column) % 3 * step // 12
+            box = (left, top, left + radius * 2, top + radius)
+            draw.ellipse(box, fill=colours[(row * 7 + column) % len(colours)])
+    return image
+
+
+def mean_difference(first: Image.Image, second: Image.Image) -> float:
+    """The mean absolute difference of two same-size RGB images, per channel, 0-255."""
+    assert first.size == second.size
+    a, b = first.convert("RGB").tobytes(), second.convert("RGB").tobytes()
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
 
 
 def animated_gif(width: int, height: int, frames: int) -> bytes:
