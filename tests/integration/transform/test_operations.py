@@ -149,6 +149,31 @@ def test_rect_of_a_large_jpeg_keeps_its_detail_under_shrink_on_load(
     assert mean_difference(decode(result.body), expected) < CLOSE
 
 
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_rect_of_a_large_turned_jpeg_is_cut_in_stored_pixels_under_shrink_on_load(
+    large_photo: Image.Image, orientation: int
+) -> None:
+    """A 12 MP JPEG stored turned (EXIF 3, 6, 8) with rect and rot: the upright box, mapped into
+    stored pixels and scaled by the 1/2 decode, is Pillow's crop and turn of the upright photo."""
+    source = images.jpeg_oriented(large_photo, orientation, quality=95)
+    result = run(source, "rect=1000,800,800,600&rot=90&w=300")
+    assert (result.width, result.height) == (300, 400)
+    expected = upright_reference(large_photo, (1000, 800, 800, 600), 90, size=(300, 400))
+    assert mean_difference(decode(result.body), expected) < CLOSE
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG", "GIF"])
+def test_rect_of_other_formats(fmt: str) -> None:
+    """WebP (decoded whole with rect), PNG and GIF sources give the box, resized."""
+    upright = images.photo_like(600, 400)
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    result = run(images.encode(upright, fmt, **options), "rect=60,40,300,200&w=150")
+    assert (result.width, result.height) == (150, 100)
+    expected = upright_reference(upright, (60, 40, 300, 200), size=(150, 100))
+    # a GIF has 256 colours: its dithering differs from the reference more than a resize does
+    assert mean_difference(decode(result.body), expected) < (12 if fmt == "GIF" else CLOSE)
+
+
 # --- rot and flip ----------------------------------------------------------------------------------
 
 
