@@ -18,8 +18,8 @@ Rules decided here (docs/transforms.md repeats them):
 - `dpr` is folded into the pixel size (`w=300&dpr=2` is `w=600`): the output box after `dpr` must
   fit `max_width` x `max_height`.
 
-Reading each value is `values`' job (its types, `Color`, `Rect`, `Flip`, `FocalPoint`, are
-importable from here too).
+Reading each value is `values`' job; its types (`Fit`, `Position`, `RequestedFormat`, `Color`,
+`Rect`, `Flip`, `FocalPoint`) stay importable from here.
 """
 
 from __future__ import annotations
