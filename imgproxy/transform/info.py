@@ -90,7 +90,8 @@ def _thumbnail(source: Source, cancel: threading.Event | None) -> pyvips.Image:
     """At most THUMBHASH_SIDE a side (never enlarged), upright, sRGB, 8-bit RGBA, in memory."""
     # fail_on=warning as in the engine: a damaged image is refused, not described half-grey.
     if isinstance(source, Path):
-        image = pyvips.Image.thumbnail(f"{source}[fail_on=warning]", THUMBHASH_SIDE, height=THUMBHASH_SIDE, size="down"
+        image = pyvips.Image.thumbnail(
+            f"{source}[fail_on=warning]", THUMBHASH_SIDE, height=THUMBHASH_SIDE, size="down"
         )
     else:
         image = pyvips.Image.thumbnail_buffer(
@@ -122,7 +123,9 @@ def _blurhash(thumb: pyvips.Image) -> str:
     small = thumb.thumbnail_image(BLURHASH_SIDE, height=BLURHASH_SIDE, size="down")
     rgb = small.flatten(background=[255, 255, 255]).cast("uchar")
     x_components, y_components = BLURHASH_COMPONENTS
-    return fast_blurhash.encode(bytes(rgb.write_to_memory()), x_components, y_components, rgb.width, rgb.height)
+    return fast_blurhash.encode(
+        bytes(rgb.write_to_memory()), x_components, y_components, rgb.width, rgb.height
+    )
 
 
 def _dominant(thumb: pyvips.Image) -> str | None:
@@ -135,7 +138,7 @@ def _dominant(thumb: pyvips.Image) -> str | None:
     most, x, _ = counts.maxpos()
     if most == 0:
         return None
-    members = (index == x) / 255  # 1 where a pixel is in the winning bin, else 0
+    members = index.relational_const("equal", [x]) / 255  # 1 where a pixel is in the winning bin, else 0
     share = members.avg()
     mean = [round((band * members).avg() / share) for band in (red, green, blue)]
     return "#" + "".join(f"{min(255, max(0, value)):02x}" for value in mean)
