@@ -52,6 +52,9 @@ INERT_IMAGE_TYPES: Final = frozenset(
         "image/heic",
         "image/heif",
         "image/jxl",
+        # Not an image, but as inert: data a browser shows as text and never runs (nosniff keeps
+        # it from being read as a script). `fm=json` answers it.
+        "application/json",
     }
 )
 _ATTACHMENT: Final = (

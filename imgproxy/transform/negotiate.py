@@ -24,6 +24,7 @@ class FormatBucket(enum.StrEnum):
     PNG = "png"
     WEBP = "webp"
     AVIF = "avif"
+    JSON = "json"  # `fm=json`: the source described, never negotiated
     SOURCE = "source"  # the safe family: JPEG, PNG (alpha) or GIF; never WebP/AVIF
     ORIGINAL = "original"  # no `fm`: the source's own format where we can write it
 

@@ -171,6 +171,9 @@ class TransformOptions:
 
 def _normalised(options: TransformOptions) -> TransformOptions:
     """One form per distinct output: options that cannot matter are set to their defaults."""
+    if options.format is RequestedFormat.JSON:
+        # The answer describes the source: no other option changes it, so none keys the cache.
+        return TransformOptions(format=RequestedFormat.JSON)
     if options.width is None or options.height is None:
         # With one side (or none) every fit scales to it: there is no box to crop or fill.
         options = dataclasses.replace(options, fit=Fit.INSIDE)
@@ -241,7 +244,7 @@ def build_options(values: Mapping[str, str], max_width: int, max_height: int) ->
         sharpen=read.sigma("sharp", values["sharp"], read.MAX_SHARPEN) if "sharp" in values else None,
     )
     if "fm" in values and options.format is RequestedFormat.ORIGINAL:  # "original" is not a value of fm
-        raise BadTransformParameter("fm", "must be one of jpeg, png, webp, avif, auto")
+        raise BadTransformParameter("fm", "must be one of jpeg, png, webp, avif, auto, json")
     return _normalised(options)
 
 

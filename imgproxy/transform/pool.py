@@ -120,11 +120,11 @@ class TransformPool:
     def __init__(self, config: TransformConfig, work: Work | None = None) -> None:
         self._slots = default_slots(config)
         if work is None:
-            from imgproxy.transform import engine  # the first pyvips import of the process
+            from imgproxy.transform import engine, info  # the first pyvips import of the process
 
             engine.configure(threads_per_transform=1)
             lower_libvips_threads()
-            work = engine.transform
+            work = info.work  # the engine's transform, or fm=json's description
         self._work: Work = work
         self._limits = Limits.from_config(config)
         self._timeout_s = config.timeout_s

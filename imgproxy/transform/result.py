@@ -22,6 +22,7 @@ class ImageFormat(enum.StrEnum):
     WEBP = "webp"
     GIF = "gif"
     AVIF = "avif"
+    JSON = "json"  # not an image: `fm=json`'s description of the source (transform/info.py)
     HEIC = "heic"
     TIFF = "tiff"
 

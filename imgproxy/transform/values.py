@@ -66,6 +66,7 @@ class RequestedFormat(enum.StrEnum):
     WEBP = "webp"
     AVIF = "avif"
     AUTO = "auto"
+    JSON = "json"  # facts about the source, not pixels (transform/info.py)
     ORIGINAL = "original"
 
 
