@@ -1,12 +1,12 @@
-"""The image engine: with `vips_ops`, the only modules that import pyvips (libvips, shipped in pyvips-binary).
+"""The image engine: with `vips_ops` and `decoders`, the only modules that import pyvips (libvips, shipped in pyvips-binary).
 
 `probe` reads a source's header and checks the limits before anything is decoded; `transform`
 makes one variant, synchronously (the pool in `pool.py` runs it off the event loop; libvips
 releases the GIL). The steps, in a fixed order:
 
-1. header: loader allow-list (JPEG, PNG, WebP, GIF, HEIF/AVIF, TIFF), `max_src_bytes`,
-   `max_src_pixels` (one frame, and all frames kept), so a decompression bomb is refused from
-   its header without its pixels being allocated;
+1. header: loader allow-list (JPEG, PNG, WebP, GIF, HEIF/AVIF, TIFF, SVG), `max_src_bytes`,
+   `max_src_pixels` (one frame, and all frames kept; an SVG's drawn size), so a decompression
+   bomb is refused from its header without its pixels being allocated (HEIC and SVG: `decoders`);
 2. load with shrink-on-load (JPEG: the largest 1/2, 1/4, 1/8 DCT scale still at least the
    resized size, like Pillow's `draft()`; WebP: libwebp's scaled decode), sequential access,
    `fail_on=warning` as in sharp (truncated or damaged -> `NotAnImage`);
@@ -30,7 +30,9 @@ from typing import Any, Final
 import pyvips
 
 from imgproxy.core.errors import BadTransformParameter, NotAnImage, SourceTooLarge
-from imgproxy.transform.geometry import Finish, Plan, jpeg_shrink, plan
+from imgproxy.transform import decoders
+from imgproxy.transform.decoders import CANNOT_DECODE
+from imgproxy.transform.geometry import Finish, Plan, jpeg_shrink
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import DEFAULT_QUALITY, TransformOptions
 from imgproxy.transform.result import (
@@ -47,7 +49,6 @@ from imgproxy.transform.result import (
 from imgproxy.transform.vips_ops import crop, flatten, ink, resize, to_srgb, with_colour
 
 ANIMATED_SOURCES: Final = frozenset({ImageFormat.GIF, ImageFormat.WEBP})
-CANNOT_DECODE: Final = "cannot decode (damaged, truncated or unsupported)"  # libvips' words go to the log
 # libvips loader class names (less their Buffer/File/Source suffix) we accept; anything else
 # (CSV, matrix, PPM, FITS, ...) is "not an image" here even though libvips could read it.
 _LOADERS: Final = {
@@ -57,6 +58,7 @@ _LOADERS: Final = {
     "VipsForeignLoadNsgif": ImageFormat.GIF,
     "VipsForeignLoadHeif": ImageFormat.HEIC,  # AVIF when its compression is av1
     "VipsForeignLoadTiff": ImageFormat.TIFF,
+    decoders.SVG_LOADER: ImageFormat.SVG,  # rasterised from memory only (decoders)
 }
 # Below this many pixels an optimised baseline JPEG is smaller than a progressive one; above it
 # progressive wins (measured on photo-like sources at q80: 267x200 baseline 2 % smaller,
@@ -82,6 +84,7 @@ def configure(threads_per_transform: int) -> None:
     pyvips.cache_set_max_files(0)
     pyvips.voperation.concurrency_set(max(1, threads_per_transform))
     pyvips.block_untrusted_set(True)
+    decoders.configure(threads_per_transform)
 
 
 def _loader(source: Source) -> tuple[str, ImageFormat]:
@@ -127,17 +130,19 @@ def _probe(source: Source, limits: Limits) -> tuple[str, SourceInfo]:
             f"more bytes than transform.max_src_bytes ({limits.max_src_bytes})", f"{size} bytes"
         )
     loader, image_format = _loader(source)
-    header = _load(source, loader, access="sequential")
+    header = decoders.read_header(source, image_format)
+    if header is None:
+        header = _load(source, loader, access="sequential")
     heif_compression = header.get("heif-compression") if header.get_typeof("heif-compression") else ""
     if image_format is ImageFormat.HEIC and heif_compression == "av1":
         image_format = ImageFormat.AVIF
     width, height = header.width, header.height
-    if width * height > limits.max_src_pixels:
+    if width * height > limits.max_src_pixels and image_format not in decoders.VECTOR:  # drawn size: later
         raise SourceTooLarge(
             f"more pixels than transform.max_src_pixels ({limits.max_src_pixels})", f"{width}x{height} pixels"
         )
     orientation = _field(header, "orientation", 1)
-    if not 1 <= orientation <= 8:
+    if not 1 <= orientation <= 8 or image_format in decoders.CONTAINER_ORIENTED:
         orientation = 1
     if orientation >= 5:
         width, height = height, width
@@ -210,7 +215,7 @@ class _Job:
     def run(self) -> TransformResult:
         loader, info = _probe(self.source, self.limits)
         output = resolve_format(self.bucket, info)
-        target = plan(info.width, info.height, self.options)
+        target = decoders.plan_source(info, self.options, self.limits)
         self._check_output(target)
         frames = 1
         # Pages of a TIFF are documents, not an animation (and may differ in size): first page.
@@ -223,7 +228,9 @@ class _Job:
             image = _load(self.source, loader, n=frames)
             image = self._animation(image, frames, target)
         else:
-            image = _load(self.source, loader, access="sequential", **_shrink_on_load(info, target))
+            image = decoders.load(self.source, info, target)  # HEIC, SVG
+            if image is None:
+                image = _load(self.source, loader, access="sequential", **_shrink_on_load(info, target))
             image = self._still(image, info, target)
         image = flatten(image, output, self.options.background)
         self.check()

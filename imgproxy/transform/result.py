@@ -15,7 +15,7 @@ Source = bytes | Path
 
 
 class ImageFormat(enum.StrEnum):
-    """Formats the engine reads (all) and writes (all but TIFF and HEIC)."""
+    """Formats the engine reads (all) and writes (all but TIFF, HEIC and SVG)."""
 
     JPEG = "jpeg"
     PNG = "png"
@@ -24,6 +24,7 @@ class ImageFormat(enum.StrEnum):
     AVIF = "avif"
     HEIC = "heic"
     TIFF = "tiff"
+    SVG = "svg"  # rasterised: a transform source only
 
 
 CONTENT_TYPES: Final[dict[ImageFormat, str]] = {
