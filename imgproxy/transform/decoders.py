@@ -27,7 +27,8 @@ from imgproxy.transform.geometry import Plan, plan
 from imgproxy.transform.params import TransformOptions
 from imgproxy.transform.result import ImageFormat, Limits, Source, SourceInfo
 
-CANNOT_DECODE: Final = "cannot decode (damaged, truncated or unsupported)"  # the decoder's words go to the log
+# The decoder's own words go to the log, never to the client.
+CANNOT_DECODE: Final = "cannot decode (damaged, truncated or unsupported)"
 SVG_LOADER: Final = "VipsForeignLoadSvg"  # libvips' class; its Buffer, File and Source loaders below it
 VECTOR: Final = frozenset({ImageFormat.SVG})
 # The decoder applies the container's orientation (irot/imir); EXIF's must not turn it again.
@@ -95,7 +96,8 @@ def _decode_heic(source: Source) -> pyvips.Image:
     profile = heif.info.get("icc_profile")
     if isinstance(profile, bytes | bytearray) and profile:
         # An iPhone's Display P3 profile: `to_srgb` applies it as for any other source.
-        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", bytes(profile))
+        # pyvips' annotations omit bytes, which set_type takes for a blob.
+        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", bytes(profile))  # type: ignore[arg-type]
     return image
 
 

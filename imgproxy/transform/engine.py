@@ -1,4 +1,5 @@
-"""The image engine: with `vips_ops` and `decoders`, the only modules that import pyvips (libvips, shipped in pyvips-binary).
+"""The image engine: with `vips_ops` and `decoders`, the only modules that import pyvips (libvips,
+shipped in pyvips-binary).
 
 `probe` reads a source's header and checks the limits before anything is decoded; `transform`
 makes one variant, synchronously (the pool in `pool.py` runs it off the event loop; libvips
@@ -31,7 +32,7 @@ import pyvips
 
 from imgproxy.core.errors import BadTransformParameter, NotAnImage, SourceTooLarge
 from imgproxy.transform import decoders
-from imgproxy.transform.decoders import CANNOT_DECODE
+from imgproxy.transform.decoders import CANNOT_DECODE as CANNOT_DECODE
 from imgproxy.transform.geometry import Finish, Plan, jpeg_shrink
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import DEFAULT_QUALITY, TransformOptions
@@ -228,10 +229,10 @@ class _Job:
             image = _load(self.source, loader, n=frames)
             image = self._animation(image, frames, target)
         else:
-            image = decoders.load(self.source, info, target)  # HEIC, SVG
-            if image is None:
-                image = _load(self.source, loader, access="sequential", **_shrink_on_load(info, target))
-            image = self._still(image, info, target)
+            loaded = decoders.load(self.source, info, target)  # HEIC, SVG
+            if loaded is None:
+                loaded = _load(self.source, loader, access="sequential", **_shrink_on_load(info, target))
+            image = self._still(loaded, info, target)
         image = flatten(image, output, self.options.background)
         self.check()
         return self._encode(image, output, target, frames)
