@@ -73,16 +73,22 @@ def load(source: Source, info: SourceInfo, target: Plan) -> pyvips.Image | None:
         scale = max(target.resized_width / info.width, target.resized_height / info.height)
         return pyvips.Image.svgload_buffer(_bytes(source), scale=scale, fail_on="warning")
     if info.format is ImageFormat.HEIC:
-        return _decode_heic(source)
+        return _decode_heic(source, info)
     return None
 
 
-def _decode_heic(source: Source) -> pyvips.Image:
+def _decode_heic(source: Source, info: SourceInfo) -> pyvips.Image:
     try:
-        # 10- and 12-bit pixels become 8-bit in libheif's colour conversion (rounded, not
-        # truncated): the output is 8-bit sRGB anyway, and the one decoded buffer is half the size.
+        # 10- and 12-bit pixels are scaled to 8 bits in libheif's colour conversion: the output is
+        # 8-bit sRGB anyway, and the one decoded buffer is half the size of a 16-bit one.
         heif = pillow_heif.open_heif(source, convert_hdr_to_8bit=True)
         width, height = heif.size
+        if (width, height) != (info.width, info.height):
+            # Two libheifs read this header (libvips' and pillow-heif's): decode only the size the
+            # limits were checked against, whatever a crafted file makes one of them believe.
+            raise NotAnImage(
+                CANNOT_DECODE, f"HEIC header {width}x{height}, probed {info.width}x{info.height}"
+            )
         bands, interpretation = _BANDS[heif.mode]
         pixels = heif.data  # the decode: one buffer, which libvips then reads without a copy
     except KeyError:

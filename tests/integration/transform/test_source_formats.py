@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from imgproxy.core.errors import NotAnImage, SourceTooLarge
-from imgproxy.transform import engine
+from imgproxy.transform import decoders, engine
+from imgproxy.transform.geometry import Finish, Plan
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import Fit, TransformOptions
 from imgproxy.transform.result import ImageFormat, Limits, TransformResult
@@ -149,6 +151,15 @@ def test_a_60000_square_heic_header_is_refused_without_allocating() -> None:
     assert excinfo.value.detail == "60000x60000 pixels"
     assert elapsed < 1.0, f"{elapsed:.2f} s"
     assert grown < 16 * 1024 * 1024, f"peak RSS grew by {grown / 2**20:.1f} MiB"
+
+
+def test_a_heic_is_not_decoded_at_another_size_than_the_one_probed() -> None:
+    """libvips' libheif probed the size the limits allow; pillow-heif's must agree before decoding."""
+    body = source_formats.heic_quadrants(64, 64)
+    probed = dataclasses.replace(engine.probe(body, LIMITS), width=32, height=32)
+    with pytest.raises(NotAnImage, match="cannot decode") as excinfo:
+        decoders.load(body, probed, Plan(16, 16, 16, 16, Finish.NONE))
+    assert excinfo.value.detail == "HEIC header 64x64, probed 32x32"
 
 
 def test_avif_is_still_decoded_by_libvips() -> None:
