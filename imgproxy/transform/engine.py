@@ -1,12 +1,13 @@
-"""The image engine: with `vips_ops`, the only modules that import pyvips (libvips, shipped in pyvips-binary).
+"""The image engine: with `vips_ops`, `decoders` and `info`, the only modules that import pyvips (libvips,
+shipped in pyvips-binary).
 
 `probe` reads a source's header and checks the limits before anything is decoded; `transform`
 makes one variant, synchronously (the pool in `pool.py` runs it off the event loop; libvips
 releases the GIL). The steps, in a fixed order:
 
-1. header: loader allow-list (JPEG, PNG, WebP, GIF, HEIF/AVIF, TIFF), `max_src_bytes`,
-   `max_src_pixels` (one frame, and all frames kept), so a decompression bomb is refused from
-   its header without its pixels being allocated;
+1. header: loader allow-list (JPEG, PNG, WebP, GIF, HEIF/AVIF, TIFF, SVG), `max_src_bytes`,
+   `max_src_pixels` (one frame, and all frames kept; an SVG's drawn size), so a decompression
+   bomb is refused from its header without its pixels being allocated (HEIC and SVG: `decoders`);
 2. load with shrink-on-load (JPEG: the largest 1/2, 1/4, 1/8 DCT scale still at least the
    resized size, of `rect` when given, like Pillow's `draft()`; WebP: libwebp's scaled decode, not
    with `rect`), sequential access, `fail_on=warning` as in sharp (truncated or damaged -> `NotAnImage`);
@@ -31,8 +32,10 @@ from typing import Any, Final
 import pyvips
 
 from imgproxy.core.errors import BadTransformParameter, NotAnImage, SourceTooLarge
+from imgproxy.transform import decoders
+from imgproxy.transform.decoders import CANNOT_DECODE as CANNOT_DECODE
 from imgproxy.transform.framing import Size, rect_shrink, region, shrunk_rect, stored_rect
-from imgproxy.transform.geometry import Finish, Plan, jpeg_shrink, plan
+from imgproxy.transform.geometry import Finish, Plan, jpeg_shrink
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import DEFAULT_QUALITY, TransformOptions
 from imgproxy.transform.result import (
@@ -50,7 +53,6 @@ from imgproxy.transform.values import Rect
 from imgproxy.transform.vips_ops import blur, crop, flatten, ink, resize, sharpen, to_srgb, turn, with_colour
 
 ANIMATED_SOURCES: Final = frozenset({ImageFormat.GIF, ImageFormat.WEBP})
-CANNOT_DECODE: Final = "cannot decode (damaged, truncated or unsupported)"  # libvips' words go to the log
 # libvips loader class names (less their Buffer/File/Source suffix) we accept; anything else
 # (CSV, matrix, PPM, FITS, ...) is "not an image" here even though libvips could read it.
 _LOADERS: Final = {
@@ -60,6 +62,7 @@ _LOADERS: Final = {
     "VipsForeignLoadNsgif": ImageFormat.GIF,
     "VipsForeignLoadHeif": ImageFormat.HEIC,  # AVIF when its compression is av1
     "VipsForeignLoadTiff": ImageFormat.TIFF,
+    decoders.SVG_LOADER: ImageFormat.SVG,  # rasterised from memory only (decoders)
 }
 # Below this many pixels an optimised baseline JPEG is smaller than a progressive one; above it
 # progressive wins (measured on photo-like sources at q80: 267x200 baseline 2 % smaller,
@@ -85,6 +88,7 @@ def configure(threads_per_transform: int) -> None:
     pyvips.cache_set_max_files(0)
     pyvips.voperation.concurrency_set(max(1, threads_per_transform))
     pyvips.block_untrusted_set(True)
+    decoders.configure(threads_per_transform)
 
 
 def _loader(source: Source) -> tuple[str, ImageFormat]:
@@ -130,17 +134,19 @@ def _probe(source: Source, limits: Limits) -> tuple[str, SourceInfo]:
             f"more bytes than transform.max_src_bytes ({limits.max_src_bytes})", f"{size} bytes"
         )
     loader, image_format = _loader(source)
-    header = _load(source, loader, access="sequential")
+    header = decoders.read_header(source, image_format)
+    if header is None:
+        header = _load(source, loader, access="sequential")
     heif_compression = header.get("heif-compression") if header.get_typeof("heif-compression") else ""
     if image_format is ImageFormat.HEIC and heif_compression == "av1":
         image_format = ImageFormat.AVIF
     width, height = header.width, header.height
-    if width * height > limits.max_src_pixels:
+    if width * height > limits.max_src_pixels and image_format not in decoders.VECTOR:  # drawn size: later
         raise SourceTooLarge(
             f"more pixels than transform.max_src_pixels ({limits.max_src_pixels})", f"{width}x{height} pixels"
         )
     orientation = _field(header, "orientation", 1)
-    if not 1 <= orientation <= 8:
+    if not 1 <= orientation <= 8 or image_format in decoders.CONTAINER_ORIENTED:
         orientation = 1
     if orientation >= 5:
         width, height = height, width
@@ -205,6 +211,7 @@ class _Job:
     ) -> None:
         self.source, self.options, self.bucket, self.limits = source, options, bucket, limits
         self.cancel = cancel
+        self.owner: object = None  # memory a decoded image reads (decoders.Loaded.owner)
         self.box = Rect(0, 0, 0, 0)  # the upright box worked on (rect, or the whole source): set by run
         self.unturned = Size(0, 0)  # the resized size before `rot`: set by run
 
@@ -217,7 +224,7 @@ class _Job:
         output = resolve_format(self.bucket, info)
         self.box = region(self.options.rect, info.width, info.height)
         turned = Size(self.box.width, self.box.height).turned(self.options.rotate)
-        target = plan(turned.width, turned.height, self.options)
+        target = decoders.plan_source(info, self.box, turned, self.options, self.limits)
         self.unturned = Size(target.resized_width, target.resized_height).turned(self.options.rotate)
         self._check_output(target)
         frames = 1
@@ -231,9 +238,14 @@ class _Job:
             image = _load(self.source, loader, n=frames)
             image = self._animation(image, frames, target)
         else:
-            shrink = self._shrink_on_load(info)
-            image = _load(self.source, loader, access="sequential", **shrink)
-            image = self._still(image, info, target, shrink.get("shrink", 1))
+            loaded = decoders.load(self.source, info, self.box, self.unturned)  # HEIC, SVG
+            if loaded is not None:
+                self.owner = loaded.owner  # a HEIC's pixels: kept as long as the job, past its encode
+                image = self._still(loaded.image, info, target, 1, cut=not loaded.cut)
+            else:
+                shrink = self._shrink_on_load(info)
+                image = _load(self.source, loader, access="sequential", **shrink)
+                image = self._still(image, info, target, shrink.get("shrink", 1))
         image = flatten(image, output, self.options.background)
         self.check()
         return self._encode(image, output, target, frames)
@@ -252,9 +264,11 @@ class _Job:
                 f"({limits.max_width}x{limits.max_height})",
             )
 
-    def _still(self, image: pyvips.Image, info: SourceInfo, target: Plan, shrink: int) -> pyvips.Image:
+    def _still(
+        self, image: pyvips.Image, info: SourceInfo, target: Plan, shrink: int, cut: bool = True
+    ) -> pyvips.Image:
         options = self.options
-        if options.rect is not None:
+        if options.rect is not None and cut:
             # Cut in stored pixels before anything else (see framing: why not turn first).
             box = stored_rect(options.rect, info.orientation, info.width, info.height)
             if shrink > 1:

@@ -15,7 +15,7 @@ Source = bytes | Path
 
 
 class ImageFormat(enum.StrEnum):
-    """Formats the engine reads (all) and writes (all but TIFF and HEIC)."""
+    """Formats the engine reads (all) and writes (all but TIFF, HEIC and SVG)."""
 
     JPEG = "jpeg"
     PNG = "png"
@@ -25,6 +25,7 @@ class ImageFormat(enum.StrEnum):
     JSON = "json"  # not an image: `fm=json`'s description of the source (transform/info.py)
     HEIC = "heic"
     TIFF = "tiff"
+    SVG = "svg"  # rasterised: a transform source only
 
 
 CONTENT_TYPES: Final[dict[ImageFormat, str]] = {

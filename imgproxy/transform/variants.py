@@ -36,6 +36,7 @@ from imgproxy.config import TransformConfig
 from imgproxy.core.blob import BlobMeta, Entry, variant_key
 from imgproxy.core.errors import BlobNotFound, ImgproxyError, NotAnImage, TransformError
 from imgproxy.core.lru import LRU
+from imgproxy.http.content_policy import is_inert_image
 from imgproxy.http.paths import parse_blob_path_cached
 from imgproxy.transform.negotiate import FormatBucket, negotiate
 from imgproxy.transform.params import QueryParser, TransformOptions, apply_auto_format
@@ -189,8 +190,10 @@ class Variants:
         own = _may_be_original(request.options, request.bucket)
         if own or request.automatic:
             content_type = (await self._fetcher.metadata(path)).content_type
-            if request.automatic and not content_type.startswith("image/"):
-                return await self._fetcher.find(path)  # what is not an image never varies
+            if request.automatic and not is_inert_image(content_type):
+                # What is not a raster image never varies: an SVG (which the engine would draw)
+                # stays the original, served under `http.active_content`.
+                return await self._fetcher.find(path)
             if own and content_type in _OWN_FORMAT:
                 return dataclasses.replace(await self._fetcher.find(path), vary_accept=vary)
         name = request.options.key(request.bucket)
