@@ -14,6 +14,9 @@ exceptions, never a silent success:
 - `PurgeIncomplete` (502): the purge was applied where it landed but not everywhere: Redis did
   not log it (`logged` false) or a worker did not confirm. Purges are idempotent: send it again.
 - `AdminError` for anything else (404: admin API disabled; 400: a bad path; not JSON).
+
+And for pages: `srcset(path, widths, key=..., **params)`, an `<img srcset>` of signed variant URLs
+(`transform.signing.sign_url`, standard library only too).
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
+from imgproxy.transform.signing import sign_url
+
 URL_ENV: Final = "IMGPROXY_URL"
 TOKEN_ENV: Final = "IMGPROXY_ADMIN_TOKEN"
+SIGNING_KEY_ENV: Final = "IMGPROXY_TRANSFORM_SIGNING_KEY"  # the server's own setting's variable
 DEFAULT_TIMEOUT_S: Final = 5.0
 MAX_ANSWER_BYTES: Final = 1024 * 1024  # a stats answer is a few KiB; refuse to buffer more
 
@@ -165,3 +172,30 @@ def _answer(status: int, body: bytes) -> dict[str, Any]:
     if answer is None:
         raise AdminError(f"admin API answered {status} without a JSON object", status)
     return answer
+
+
+def srcset(
+    path: str,
+    widths: Iterable[int],
+    *,
+    key: str | bytes | None = None,
+    base_url: str = "",
+    **params: str | int,
+) -> str:
+    """An `<img srcset>` value, `url 320w, url 640w`: a signed URL of `path` per width (ascending,
+    each once) with `params` (`fm="webp"`, `q=70`: as for `sign_url`, percent-encoded here).
+
+    `key` is `transform.signing_key` (else the `IMGPROXY_TRANSFORM_SIGNING_KEY` variable);
+    `base_url` goes in front (default: path-only URLs, for pages the proxy itself serves).
+    Raises `ValueError` for no key, no width, a width below 1, or a `w` or `s` in `params`.
+    """
+    secret = key if key is not None else os.environ.get(SIGNING_KEY_ENV, "")
+    if not secret:
+        raise ValueError(f"no signing key: pass key or set {SIGNING_KEY_ENV}")
+    if "w" in params or "s" in params:
+        raise ValueError("params must not hold w (the widths set it) or s (the signature)")
+    chosen = sorted(set(widths))
+    if not chosen or chosen[0] < 1:
+        raise ValueError(f"widths must be at least one integer from 1 up, got {chosen}")
+    values = {name: str(value) for name, value in params.items()}
+    return ", ".join(f"{sign_url(base_url, path, {'w': str(w), **values}, secret)} {w}w" for w in chosen)

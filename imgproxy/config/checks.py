@@ -7,6 +7,7 @@ transform parameter.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from typing import Final
@@ -172,6 +173,21 @@ def check_transform_section(transform: TransformConfig) -> None:
     for name in transform.presets:
         if not PRESET_NAME.fullmatch(name):
             raise ConfigError(f"transform.presets.{name}: a preset name is 1-64 of A-Z a-z 0-9 _ -")
+    _check_width_ladder(transform.width_ladder, transform.max_width if transform.client_hints else None)
+
+
+def _check_width_ladder(ladder: tuple[int, ...], max_width: int | None) -> None:
+    # The rungs bound the variants a hint can make: each must be a width the server may make. The
+    # maximum is checked only with hints on: a lowered max_width must not need a ladder unused.
+    if not ladder:
+        raise ConfigError("transform.width_ladder: must not be empty")
+    if ladder[0] < 1 or any(low >= high for low, high in itertools.pairwise(ladder)):
+        raise ConfigError(f"transform.width_ladder: must be ascending positive integers, got {list(ladder)}")
+    if max_width is not None and ladder[-1] > max_width:
+        raise ConfigError(
+            f"transform.width_ladder: rungs must be at most transform.max_width ({max_width}), "
+            f"got {ladder[-1]}"
+        )
 
 
 def _check_redis(redis: RedisConfig) -> None:

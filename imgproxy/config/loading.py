@@ -23,6 +23,9 @@ from imgproxy.config.sections import CONNECTION_STRING_ENV, Config, ConfigError,
 # The one non-scalar kind of setting (`transform.presets`): a TOML table of strings, or in the
 # environment a JSON object of strings. Annotations are strings (`from __future__ import annotations`).
 _STRING_TABLE: Final = "Mapping[str, str]"
+# And a list of integers (`transform.width_ladder`): a TOML array, or in the environment a JSON
+# array or comma-separated integers.
+_INTEGER_LIST: Final = "tuple[int, ...]"
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -103,6 +106,8 @@ def _field_type(annotation: object) -> type[Any]:
 def _check_type(key: str, value: object, annotation: object) -> object:
     if annotation == _STRING_TABLE:
         return _check_string_table(key, value)
+    if annotation == _INTEGER_LIST:
+        return _check_integer_list(key, value)
     expected = _field_type(annotation)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -120,6 +125,16 @@ def _coerce_env(key: str, text: str, annotation: object) -> object:
         except ValueError:
             raise ConfigError(f"{key}: expected a JSON object of strings, got {text!r}") from None
         return _check_string_table(key, decoded)
+    if annotation == _INTEGER_LIST:
+        stripped = text.strip()
+        try:
+            if stripped.startswith("["):
+                items = json.loads(stripped)
+            else:
+                items = [int(item) for item in stripped.split(",")]
+        except ValueError:
+            raise ConfigError(f"{key}: expected integers (a JSON array or a, b, c), got {text!r}") from None
+        return _check_integer_list(key, items)
     expected = _field_type(annotation)
     try:
         if expected is int:
@@ -145,3 +160,9 @@ def _check_string_table(key: str, value: object) -> Mapping[str, str]:
         if not isinstance(item, str):
             raise ConfigError(f"{key}.{name}: expected str, got {item!r}")
     return types.MappingProxyType(dict(value))
+
+
+def _check_integer_list(key: str, value: object) -> tuple[int, ...]:
+    if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in value):
+        raise ConfigError(f"{key}: expected an array of integers, got {value!r}")
+    return tuple(value)

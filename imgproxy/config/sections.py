@@ -25,6 +25,8 @@ class ActiveContent(enum.StrEnum):
 
 
 MIB: Final = 1024 * 1024
+# The widths a Client Hint may choose (`transform.width_ladder`): a bounded set of variants.
+DEFAULT_WIDTH_LADDER: Final = (160, 320, 480, 640, 800, 1080, 1280, 1600, 1920, 2560)
 CONNECTION_STRING_ENV: Final = "AZURE_STORAGE_CONNECTION_STRING"
 
 
@@ -115,6 +117,9 @@ class TransformConfig:
     max_concurrency: int = 0  # 0: two per core of the machine (per worker)
     max_queue: int = 64
     timeout_s: float = 10.0
+    # Sec-CH-Width / Width choose the width of a sizeless transform, rounded up to a rung.
+    client_hints: bool = False
+    width_ladder: tuple[int, ...] = DEFAULT_WIDTH_LADDER
     # name -> query string, e.g. "thumb" -> "w=200&h=200&fit=cover"; read-only once loaded.
     presets: Mapping[str, str] = field(default_factory=_no_presets)
 

@@ -38,6 +38,7 @@ from imgproxy.core.errors import BlobNotFound, ImgproxyError, NotAnImage, Transf
 from imgproxy.core.lru import LRU
 from imgproxy.http.content_policy import is_inert_image
 from imgproxy.http.paths import parse_blob_path_cached
+from imgproxy.transform.hints import hint_rung, takes_hints, with_width
 from imgproxy.transform.negotiate import FormatBucket, negotiate
 from imgproxy.transform.params import QueryParser, TransformOptions, apply_auto_format
 from imgproxy.transform.result import CONTENT_TYPES, SOURCE_FAMILY, Source
@@ -56,16 +57,30 @@ HOT_MEMO_ITEMS: Final = 4096  # (path, query) pairs the hot path remembers
 # remembered: 4,096 keys of 512 characters and their answers (the path, and a key per output
 # format: three at most) stay under about 10 MiB with Python's overhead.
 HOT_MEMO_MAX_CHARS: Final = 512
+# Answers (keys) remembered per query: its output buckets (three at most) or, with client hints,
+# (bucket, rung) pairs; the others are made for each request, so memory stays as bounded as before.
+HOT_ANSWERS_PER_QUERY: Final = 4
+
+
+@dataclass(frozen=True, slots=True)
+class HotKey:
+    """The cache key of a request's answer, and the request headers it varies with."""
+
+    key: str
+    vary_accept: bool
+    vary_hints: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class VariantRequest:
-    """What one request asks for: the options, the bucket its `Accept` chose, and whether the
-    options came from `transform.auto_format` alone (a plain request: it must never fail)."""
+    """What one request asks for: the options, the bucket its `Accept` chose, whether the
+    options came from `transform.auto_format` alone (a plain request: it must never fail), and
+    whether a width hint may choose its size (`transform.hints`: the answer varies with it)."""
 
     options: TransformOptions
     bucket: FormatBucket
     automatic: bool = False
+    vary_hints: bool = False
 
     @property
     def vary_accept(self) -> bool:
@@ -80,27 +95,31 @@ def _may_be_original(options: TransformOptions, bucket: FormatBucket) -> bool:
 
 class _HotQuery:
     """What the hot path remembers of one (path, query) asking for a variant: its keys, made once
-    per output bucket (one when the answer does not vary with `Accept`, a few when it does)."""
+    per output bucket (one when the answer does not vary with `Accept`, a few when it does) and,
+    when a width hint may size it (`hintable`), per rung."""
 
-    __slots__ = ("answers", "fixed", "options", "path", "vary")
+    __slots__ = ("answers", "fixed", "hintable", "options", "path", "vary")
 
-    def __init__(self, path: str, options: TransformOptions, auto_avif: bool) -> None:
+    def __init__(self, path: str, options: TransformOptions, auto_avif: bool, hintable: bool) -> None:
         self.path = path
         self.options = options
         self.vary = options.varies_with_accept
+        self.hintable = hintable
         self.fixed = None if self.vary else options.bucket(None, auto_avif)  # the bucket, if one
-        self.answers: dict[FormatBucket, tuple[str, bool] | None] = {}
+        self.answers: dict[tuple[FormatBucket, int | None], HotKey | None] = {}
 
-    def answer(self, bucket: FormatBucket) -> tuple[str, bool] | None:
-        """The variant key for `bucket` and whether it varies with `Accept`, or None when the full
-        path must answer (it may be the original)."""
+    def answer(self, bucket: FormatBucket, width: int | None = None) -> HotKey | None:
+        """The variant key for `bucket` (at the hinted `width`), or None when the full path must
+        answer (it may be the original)."""
         try:
-            return self.answers[bucket]
+            return self.answers[bucket, width]
         except KeyError:
             found = None
-            if not _may_be_original(self.options, bucket):
-                found = variant_key(self.path, self.options.key(bucket)), self.vary
-            self.answers[bucket] = found
+            options = with_width(self.options, width)
+            if not _may_be_original(options, bucket):
+                found = HotKey(variant_key(self.path, options.key(bucket)), self.vary, self.hintable)
+            if len(self.answers) < HOT_ANSWERS_PER_QUERY:
+                self.answers[bucket, width] = found
             return found
 
 
@@ -117,9 +136,10 @@ class HotKeys:
         # A _HotQuery; a path: the original (no transform parameter); None: the full path answers.
         self._queries: LRU[_HotQuery | str | None] = LRU(HOT_MEMO_ITEMS, 1, lambda _: 0)
 
-    def key(self, raw_path: str, raw_query: str, headers: Mapping[str, str]) -> tuple[str, bool] | None:
-        """The key of this request's answer and whether it varies with `Accept`; None when the
-        full path must answer (a bad or unsigned query, perhaps the original of a variant)."""
+    def key(self, raw_path: str, raw_query: str, headers: Mapping[str, str]) -> HotKey | None:
+        """The key of this request's answer (with a width hint's rung where one sizes it) and the
+        headers it varies with; None when the full path must answer (a bad or unsigned query,
+        perhaps the original of a variant)."""
         if len(raw_path) + len(raw_query) > HOT_MEMO_MAX_CHARS:
             hot = self._parse(raw_path, raw_query)
         else:
@@ -133,11 +153,12 @@ class HotKeys:
         if hot is None:
             return None
         if isinstance(hot, str):
-            return hot, False
+            return HotKey(hot, False)
         accept_bucket = hot.fixed
         if accept_bucket is None:
             accept_bucket = negotiate(headers.get("Accept"), self._config.auto_avif)
-        return hot.answer(accept_bucket)
+        width = hint_rung(headers, self._config.width_ladder) if hot.hintable else None
+        return hot.answer(accept_bucket, width)
 
     def _parse(self, raw_path: str, raw_query: str) -> _HotQuery | str | None:
         try:
@@ -150,7 +171,8 @@ class HotKeys:
             return path
         if given is None:
             return None  # a plain request under auto_format: its answer depends on the blob's type
-        return _HotQuery(path, options, self._config.auto_avif)
+        hintable = self._config.client_hints and takes_hints(given)
+        return _HotQuery(path, options, self._config.auto_avif, hintable)
 
 
 @dataclass(frozen=True, slots=True)

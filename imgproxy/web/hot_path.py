@@ -40,7 +40,9 @@ def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) 
     # original by its type: such requests go to the application, which knows.
     plain_to_app = transforms is not None and app[CONFIG].transform.auto_format
 
-    def answer(request: web.BaseRequest, key: str, vary_accept: bool) -> web.StreamResponse | None:
+    def answer(
+        request: web.BaseRequest, key: str, vary_accept: bool, vary_hints: bool = False
+    ) -> web.StreamResponse | None:
         hit = fetcher.fresh_hit(key)
         if hit is None:
             return None
@@ -48,13 +50,16 @@ def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) 
         try:
             if (
                 pre_serialize
+                and not vary_hints  # the stored heads know Vary: Accept only
                 and body is not None
                 and write_plain_hit(request, hit.meta, body, policy, vary_accept)
             ):
                 metrics.count_response(200)
                 metrics.bytes_served += len(body)
                 return SENT
-            response = plain_hit_response(app, hit, policy, head=False, vary_accept=vary_accept)
+            response = plain_hit_response(
+                app, hit, policy, head=False, vary_accept=vary_accept, vary_hints=vary_hints
+            )
         except ActiveContentRefused as exc:  # http.active_content = "refuse"
             response = on_error(exc)
         metrics.count_response(response.status)
@@ -71,7 +76,7 @@ def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) 
             # A variant (or the original, for a query without transform parameters): its key from
             # the query (remembered), then a fresh hit of it in memory.
             hot = transforms.hot.key(raw[len(PREFIX) :], query, request.headers)
-            found = answer(request, *hot) if hot is not None else None
+            found = answer(request, hot.key, hot.vary_accept, hot.vary_hints) if hot is not None else None
             return found if found is not None else await full(request)
         if plain_to_app:
             return await full(request)

@@ -25,6 +25,7 @@ from imgproxy.http.semantics import (
     not_modified_headers,
 )
 from imgproxy.http.streaming import send_file, send_stream
+from imgproxy.transform.hints import hint_headers, hint_rung, takes_hints, with_width
 from imgproxy.transform.params import apply_auto_format
 from imgproxy.transform.signing import ROUTE_PREFIX
 from imgproxy.transform.variants import VariantRequest
@@ -42,8 +43,9 @@ def blob_path_after(prefix: str, request: web.Request) -> str:
 
 
 def variant_request(request: web.Request) -> VariantRequest | None:
-    """The variant a request asks for (query parameters, `transform.auto_format`), or None for the
-    original: transforms off, or no recognised parameter. Raises for bad or unsigned parameters."""
+    """The variant a request asks for (query parameters, `transform.auto_format`, a width hint), or
+    None for the original: transforms off, or no recognised parameter. Raises for bad or unsigned
+    parameters."""
     transforms = request.app.get(TRANSFORMS)
     if transforms is None:
         return None
@@ -53,17 +55,28 @@ def variant_request(request: web.Request) -> VariantRequest | None:
     options = apply_auto_format(given, config)
     if options is None:
         return None
+    # Only options the request gave (a parameter or a preset) take a hint: never a plain request.
+    vary_hints = config.client_hints and given is not None and takes_hints(given)
+    if vary_hints:
+        options = with_width(options, hint_rung(request.headers, config.width_ladder))
     bucket = options.bucket(request.headers.get("Accept"), config.auto_avif)
-    return VariantRequest(options, bucket, automatic=given is None)
+    return VariantRequest(options, bucket, automatic=given is None, vary_hints=vary_hints)
 
 
 def plain_hit_response(
-    app: web.Application, hit: Found, policy: ResponsePolicy, head: bool, vary_accept: bool = False
+    app: web.Application,
+    hit: Found,
+    policy: ResponsePolicy,
+    head: bool,
+    vary_accept: bool = False,
+    vary_hints: bool = False,
 ) -> web.Response:
     """The 200 for a fresh in-memory blob asked for without conditional or Range headers.
     Raises `ActiveContentRefused` for a blob `policy` refuses."""
     assert hit.body is not None  # fresh hits come from the memory cache, which holds bodies
     headers = hit_headers(hit.meta, policy, vary_accept)
+    if vary_hints:  # hit_headers' dict is shared: extend a copy
+        headers = {**headers, **hint_headers(vary_accept)}
     if not head:
         app[METRICS].bytes_served += len(hit.body)
     return web.Response(body=hit.body, headers=headers)
@@ -82,6 +95,7 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     conditions = Conditions.from_request(request)
     head = request.method == "HEAD"
     variant = variant_request(request)
+    vary_hints = variant is not None and variant.vary_hints
     if variant is None and conditions.plain:
         hit = fetcher.fresh_hit(path)
         if hit is not None:
@@ -93,7 +107,7 @@ async def get_image(request: web.Request) -> web.StreamResponse:
         decision = decide(conditions, found.meta)
         if not decision.has_body or head:
             fetcher.count(found.status)
-            return answer_without_body(found, decision, policy)
+            return answer_without_body(found, decision, policy, vary_hints)
         try:
             opened = await fetcher.open(found, (decision.start, decision.end))
         except Superseded as exc:
@@ -101,25 +115,29 @@ async def get_image(request: web.Request) -> web.StreamResponse:
                 raise exc.failure from exc
             continue
         fetcher.count(opened.status)
-        return await send(request, found, decision, opened, policy)
+        return await send(request, found, decision, opened, policy, vary_hints)
     raise AssertionError("unreachable")
 
 
-def _headers(found: Found, status: CacheStatus, policy: ResponsePolicy) -> dict[str, str]:
+def _headers(found: Found, status: CacheStatus, policy: ResponsePolicy, vary_hints: bool) -> dict[str, str]:
     headers = blob_headers(found.meta, policy)
     headers[X_CACHE] = status.value
     if found.vary_accept:
         headers[VARY] = "Accept"  # the bytes depend on Accept: shared caches must key on it
+    if vary_hints:  # the width depends on Sec-CH-Width / Width (with Accept when it does too)
+        headers.update(hint_headers(found.vary_accept))
     return headers
 
 
-def answer_without_body(found: Found, decision: Decision, policy: ResponsePolicy) -> web.StreamResponse:
+def answer_without_body(
+    found: Found, decision: Decision, policy: ResponsePolicy, vary_hints: bool = False
+) -> web.StreamResponse:
     """A 304, 412 or 416 (as errors), or the headers of a 200/206 to a HEAD or of an empty span."""
     if decision.outcome is AnswerKind.PRECONDITION_FAILED:
         raise PreconditionFailed(found.key)
     if decision.outcome is AnswerKind.RANGE_NOT_SATISFIABLE:
         raise RangeNotSatisfiable(found.meta.size)
-    headers = _headers(found, found.status, policy)
+    headers = _headers(found, found.status, policy, vary_hints)
     if decision.outcome is AnswerKind.NOT_MODIFIED:
         return web.Response(status=304, headers=not_modified_headers(headers))
     if decision.outcome is AnswerKind.PARTIAL:
@@ -130,11 +148,16 @@ def answer_without_body(found: Found, decision: Decision, policy: ResponsePolicy
 
 
 async def send(
-    request: web.Request, found: Found, decision: Decision, opened: Opened, policy: ResponsePolicy
+    request: web.Request,
+    found: Found,
+    decision: Decision,
+    opened: Opened,
+    policy: ResponsePolicy,
+    vary_hints: bool = False,
 ) -> web.StreamResponse:
     """The 200 or 206 with the bytes `opened` holds: a body held in memory, the disk file (sendfile
     or a bounded copy), or a stream (from Azure or a disk fill) written chunk by chunk."""
-    headers = _headers(found, opened.status, policy)
+    headers = _headers(found, opened.status, policy, vary_hints)
     if decision.outcome is AnswerKind.PARTIAL:
         headers["Content-Range"] = content_range(decision, found.meta.size)
     status = decision.outcome.value

@@ -30,7 +30,8 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "web": BASE | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics"},
     "app": BASE | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "web"},
     "server": BASE | {"app", "web"},
-    "client": frozenset(),  # the main application's admin client: standard library and aiohttp only
+    # The main application's client: standard library and aiohttp, and transform.signing (stdlib only).
+    "client": frozenset({"transform"}),
     "__main__": BASE | {"cache", "transform", "web", "server"},
 }
 
