@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from imgproxy.transform.params import TransformOptions
+from imgproxy.transform.params import RequestedFormat, TransformOptions
 
 SEC_CH_WIDTH: Final = "Sec-CH-Width"
 WIDTH: Final = "Width"  # the legacy name (Chrome before 67, the 2015-2017 drafts)
@@ -61,11 +61,12 @@ def hint_rung(headers: Mapping[str, str], ladder: Sequence[int]) -> int | None:
 
 
 def takes_hints(options: TransformOptions) -> bool:
-    """Whether these (explicitly given) options leave the size to a hint: neither `w` nor `h`.
+    """Whether these (explicitly given) options leave the size to a hint: neither `w` nor `h`, and
+    pixels asked for (`fm=json` describes the source whatever the width).
 
     A request that names `h` chose its box (a hint beside it would change what `fit` meant).
     """
-    return not options.resizes
+    return not options.resizes and options.format is not RequestedFormat.JSON
 
 
 def with_width(options: TransformOptions, width: int | None) -> TransformOptions:

@@ -77,6 +77,7 @@ def test_hint_rung_combines_reading_and_rounding() -> None:
         ({"w": "300"}, False),
         ({"h": "200"}, False),  # h chose the box: a hint would change what fit means
         ({"w": "300", "h": "200", "fit": "cover"}, False),
+        ({"fm": "json"}, False),  # describes the source: one variant whatever the width
     ],
 )
 def test_only_options_without_a_size_take_a_hint(values: dict[str, str], takes: bool) -> None:
