@@ -62,7 +62,7 @@ def describe(source: Source, limits: Limits, cancel: threading.Event | None = No
     SourceTooLarge), or `engine.Cancelled` once `cancel` is set."""
     info = engine.probe(source, limits)
     try:
-        thumb = _thumbnail(source, cancel)
+        thumb = _thumbnail(source, info.format, limits, cancel)
         facts = {
             "width": info.width,
             "height": info.height,
@@ -86,10 +86,18 @@ def describe(source: Source, limits: Limits, cancel: threading.Event | None = No
     return TransformResult(body, CONTENT_TYPE, ImageFormat.JSON, info.width, info.height, info.frames)
 
 
-def _thumbnail(source: Source, cancel: threading.Event | None) -> pyvips.Image:
+def _thumbnail(
+    source: Source, image_format: ImageFormat, limits: Limits, cancel: threading.Event | None
+) -> pyvips.Image:
     """At most THUMBHASH_SIDE a side (never enlarged), upright, sRGB, 8-bit RGBA, in memory."""
+    if image_format in (ImageFormat.HEIC, ImageFormat.SVG):
+        # libvips alone cannot decode HEVC, and an SVG is drawn only by the engine's rules (from
+        # memory, no references): the engine's own small PNG of it, read back (about a millisecond).
+        box = TransformOptions(width=THUMBHASH_SIDE, height=THUMBHASH_SIDE)
+        small = engine.transform(source, box, FormatBucket.PNG, limits, cancel)
+        image = pyvips.Image.pngload_buffer(small.body)
     # fail_on=warning as in the engine: a damaged image is refused, not described half-grey.
-    if isinstance(source, Path):
+    elif isinstance(source, Path):
         image = pyvips.Image.thumbnail(
             f"{source}[fail_on=warning]", THUMBHASH_SIDE, height=THUMBHASH_SIDE, size="down"
         )

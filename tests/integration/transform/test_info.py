@@ -22,7 +22,7 @@ from imgproxy.transform import engine, info
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import RequestedFormat, TransformOptions
 from imgproxy.transform.result import ImageFormat, Limits
-from tests.support import images
+from tests.support import images, source_formats
 from tests.support.images import BLUE, GREEN, RED, near, sniff
 
 LIMITS = Limits()
@@ -245,3 +245,35 @@ def test_work_sends_the_json_bucket_to_describe_and_the_rest_to_the_engine() -> 
 def _hex(colour: str) -> tuple[int, int, int]:
     assert len(colour) == 7 and colour[0] == "#"
     return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def test_a_heic_is_described_upright_from_its_own_decoder() -> None:
+    """An iPhone-like HEIC (its container turned, an EXIF orientation of 6 inside that must not turn
+    it again): upright size, format heic, orientation 1 (the container's turn is the picture), and
+    placeholders from the pixels pi-heif decodes (libvips alone has no HEVC decoder)."""
+    body = source_formats.heic_rotated(400, 300)
+    facts = described(body)
+    assert {
+        key: facts[key] for key in ("width", "height", "format", "frames", "has_alpha", "orientation")
+    } == {
+        "width": 400,
+        "height": 300,
+        "format": "heic",
+        "frames": 1,
+        "has_alpha": False,
+        "orientation": 1,
+    }
+    assert facts["bytes"] == len(body)
+    pixels = fast_blurhash.decode(facts["blurhash"], 40, 30)
+    top_left = tuple(pixels[(3 * 40 + 3) * 3 : (3 * 40 + 3) * 3 + 3])
+    assert near(top_left, RED, 90), top_left
+
+
+def test_an_svg_is_described_from_its_drawing() -> None:
+    """A 200x100 SVG, left half red, right half blue: its declared size, and placeholders from the
+    engine's own drawing (from memory, no references)."""
+    facts = described(source_formats.svg_halves(200, 100))
+    assert (facts["width"], facts["height"], facts["format"], facts["frames"]) == (200, 100, "svg", 1)
+    pixels = fast_blurhash.decode(facts["blurhash"], 40, 20)
+    left, right = (tuple(pixels[(10 * 40 + x) * 3 : (10 * 40 + x) * 3 + 3]) for x in (3, 36))
+    assert near(left, RED, 90) and near(right, BLUE, 90), (left, right)
