@@ -4,6 +4,7 @@ No container registry is reachable from the build machines, so the base is made 
 packages (mmdebstrap with the machine's apt sources, then `podman import`) unless `IMAGE_TEST_BASE`
 names another (e.g. `python:3.11-slim-bookworm`, the Containerfile's default, where a registry is
 reachable). Then: Azurite on the host, seeded; the image run with `--network host` against it;
+read-only root and the disk tier on its volume, as deploy/kubernetes runs it;
 an original fetched twice (MISS, HIT), a variant (`?w=100&fm=webp`, unsigned transforms on); the
 image's HEALTHCHECK, user and PID 1 checked; `podman stop` (the image's STOPSIGNAL) and the drain:
 `/readyz` 503 at once, exit status 0 within `drain_s` + a margin.
@@ -200,6 +201,8 @@ def check_container(base_url: str, original: bytes) -> None:
     _expect("imgproxy" in pid1, f"PID 1 is the server ({pid1.replace(chr(0), ' ').strip()})")
     environ = _run([*PODMAN, "exec", CONTAINER, "cat", "/proc/1/environ"], capture=True).stdout
     _expect("MALLOC_ARENA_MAX=2" in environ.split("\0"), "MALLOC_ARENA_MAX=2 in the server's environment")
+    files = _run([*PODMAN, "exec", CONTAINER, "find", "/var/cache/imgproxy", "-type", "f"], capture=True)
+    _expect(bool(files.stdout.strip()), "the disk tier wrote to its volume on a read-only root")
 
 
 def check_drain(base_url: str) -> None:
@@ -245,6 +248,11 @@ def main() -> int:
                     "--network",
                     "host",
                     *ULIMITS,
+                    # As deploy/kubernetes runs it: a read-only root (podman mounts /tmp as tmpfs),
+                    # the disk tier on the image's volume.
+                    "--read-only",
+                    "--env",
+                    "IMGPROXY_DISK_ENABLED=true",
                     "--env",
                     f"IMGPROXY_ORIGIN_CONNECTION_STRING={azurite.connection_string}",
                     "--env",
