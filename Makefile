@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install run test test-fast lint constraints clean bench
+.PHONY: install run test test-fast lint constraints clean bench image-test
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -53,3 +53,9 @@ clean:
 # every BENCH_* knob: docs/benchmarks.md.
 bench: install
 	$(BIN)/python -m bench.run
+
+# Builds the container image (Containerfile) on a local Debian base and checks it against Azurite:
+# MISS, HIT, a variant, the health check, SIGTERM's drain. Needs root, podman, runc and mmdebstrap
+# (apt-get installs them when missing), so it is not part of `make test`. devtools/image_test.py.
+image-test: install
+	$(BIN)/python -m devtools.image_test
