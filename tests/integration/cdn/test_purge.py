@@ -7,18 +7,37 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Final
 
+import aiohttp
 import pytest
+from aiohttp import web
 from azure.storage.blob.aio import ContainerClient
 
+from devtools.azurite import free_port
 from devtools.redis_server import RedisServer
+from imgproxy.app import create_app
 from imgproxy.config import load_config
 from imgproxy.core.cdn_stats import CdnPurgeStats
+from imgproxy.server import start_runner
 from imgproxy.web.keys import CDN_PURGER, REPLICATION
-from tests.helpers import AUTH, AppClient, AppClientFactory, fetch, payload, upload, wait_until
+from imgproxy.web.siblings import Siblings
+from tests.helpers import (
+    AUTH,
+    AppClient,
+    AppClientFactory,
+    fetch,
+    make_test_config,
+    payload,
+    upload,
+    wait_until,
+)
 from tests.integration.cdn.test_tags import expected_tags
 from tests.support.cdn_standin import CdnStandIn
+from tests.support.origin_proxy import OriginProxy
 
 SECRET: Final = "s3cret-cdn-token-value"
 
@@ -103,6 +122,36 @@ async def test_a_purge_reaches_the_cdn_once_across_three_replicas(
     assert len(cdn.received) == 1
     assert json.loads(cdn.received[0].body) == {"tags": [expected_tags(container.container_name, "r.png")[0]]}
     assert purger_stats(a) == purger_stats(c) == CdnPurgeStats()
+
+
+async def test_a_purge_relayed_to_sibling_workers_is_sent_once(
+    origin: OriginProxy, container: ContainerClient, cdn: CdnStandIn
+) -> None:
+    """Two workers of one replica (in this process): the purge accepted by worker 0 is relayed to
+    worker 1, which applies it and leaves the CDN to worker 0; the endpoint receives it once."""
+    config = make_test_config(origin.endpoint, container.container_name, **cdn_settings(cdn))
+    sockets = Path(tempfile.mkdtemp(prefix="imgproxy-test-"))  # short: Unix socket paths are limited
+    runners: list[web.AppRunner] = []
+    try:
+        for index in range(2):
+            runner = await start_runner(create_app(config, siblings=Siblings(sockets, index, 2)))
+            await web.UnixSite(runner, str(sockets / f"{index}.sock")).start()
+            runners.append(runner)
+        port = free_port()
+        await web.TCPSite(runners[0], "127.0.0.1", port).start()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.delete(f"http://127.0.0.1:{port}/admin/cache/s.png", headers=AUTH) as response,
+        ):
+            assert (response.status, (await response.json())["workers"]) == (200, 2)
+        purgers = [runner.app[CDN_PURGER] for runner in runners]
+        await wait_until(lambda: purgers[0].stats().sent == 1)
+        assert len(cdn.received) == 1
+        assert purgers[1].stats() == CdnPurgeStats()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 @pytest.mark.parametrize("outage", ["503", "refused"])
