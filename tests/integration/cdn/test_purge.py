@@ -144,13 +144,13 @@ async def test_a_purge_relayed_to_sibling_workers_is_sent_once(
             session.delete(f"http://127.0.0.1:{port}/admin/cache/s.png", headers=AUTH) as response,
         ):
             assert (response.status, (await response.json())["workers"]) == (200, 2)
-        purgers = [runner.app[CDN_PURGER] for runner in runners]
+        purgers = [started.app[CDN_PURGER] for started in runners]
         await wait_until(lambda: purgers[0].stats().sent == 1)
         assert len(cdn.received) == 1
         assert purgers[1].stats() == CdnPurgeStats()
     finally:
-        for runner in runners:
-            await runner.cleanup()
+        for started in runners:
+            await started.cleanup()
         shutil.rmtree(sockets, ignore_errors=True)
 
 
