@@ -6,10 +6,11 @@ after it was accepted (other replicas apply a logged purge within about a second
 refetched sooner could get the old bytes from one of them). A failed attempt (refused, timed out
 within `cdn.purge_timeout_s`, 408, 425, 429 or 5xx) is tried again after an exponential backoff
 (`cdn.purge_backoff_s` doubled each time, at most `cdn.purge_max_backoff_s`), up to
-`cdn.purge_attempts` in all; another 4xx is given up at once (the endpoint refuses the request
-itself). The queue holds `cdn.purge_queue` purges: one more replaces them all with one purge of
-everything (the container's tag), so the CDN never keeps bytes we were told to forget. On
-shutdown the queue gets `cdn.purge_drain_s` to empty; what is left is dropped and logged.
+`cdn.purge_attempts` in all (a longer `Retry-After` in seconds is waited instead, within the same
+maximum); another 4xx is given up at once (the endpoint refuses the request itself). The queue
+holds `cdn.purge_queue` purges: one more replaces them all with one purge of everything (the
+container's tag), so the CDN never keeps bytes we were told to forget. On shutdown the queue gets
+`cdn.purge_drain_s` to empty; what is left is dropped and logged.
 
 Which process sends: the one that accepted the admin call (not its sibling workers, which get it
 relayed, nor the replicas that follow it in the purge log), so a purge is sent once.
@@ -38,6 +39,13 @@ log = logging.getLogger(__name__)
 class _Purge:
     path: str | None  # None: everything
     not_before: float  # loop time
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    retryable: bool
+    reason: str  # for the log: a status or an exception's name
+    retry_after_s: float = 0.0
 
 
 class CdnPurger:
@@ -119,32 +127,39 @@ class CdnPurger:
     async def _send(self, request: PurgeRequest) -> None:
         config = self._config
         for attempt in range(1, config.purge_attempts + 1):
-            outcome = await self._attempt(request)
-            if outcome is None:
+            failure = await self._attempt(request)
+            if failure is None:
                 self._count(sent=1)
                 return
-            retryable, reason = outcome
-            if not retryable or attempt == config.purge_attempts:
+            if not failure.retryable or attempt == config.purge_attempts:
                 self._count(failed=1)
                 log.warning(
-                    "CDN purge of tag %s given up after %d attempt(s): %s", request.tag, attempt, reason
+                    "CDN purge of tag %s given up after %d attempt(s): %s",
+                    request.tag,
+                    attempt,
+                    failure.reason,
                 )
                 return
             self._count(retried=1)
-            await asyncio.sleep(min(config.purge_backoff_s * 2 ** (attempt - 1), config.purge_max_backoff_s))
+            # The endpoint's Retry-After (a rate limit) if longer than the backoff; both bounded.
+            backoff_s = max(config.purge_backoff_s * 2 ** (attempt - 1), failure.retry_after_s)
+            await asyncio.sleep(min(backoff_s, config.purge_max_backoff_s))
 
-    async def _attempt(self, request: PurgeRequest) -> tuple[bool, str] | None:
-        """None when the CDN took the purge; else whether to try again, and why not (no secret)."""
+    async def _attempt(self, request: PurgeRequest) -> _Failure | None:
+        """None when the CDN took the purge; else why not (never a header: they hold the secret)."""
         try:
             async with self._session.request(
                 request.method, request.url, headers=request.headers, data=request.body or None
             ) as response:
-                status = response.status
+                status, retry_after = response.status, response.headers.get("Retry-After", "")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return True, type(exc).__name__
+            return _Failure(True, type(exc).__name__)
         if 200 <= status < 300:
             return None
-        return status in (408, 425, 429) or status >= 500, f"status {status}"
+        retryable = status in (408, 425, 429) or status >= 500
+        # Seconds only (RFC 9110 section 10.2.3 also allows a date: then the backoff alone).
+        seconds = float(retry_after) if retry_after.isdigit() else 0.0
+        return _Failure(retryable, f"status {status}", seconds)
 
     def _count(self, sent: int = 0, failed: int = 0, retried: int = 0, dropped: int = 0) -> None:
         stats = self._stats

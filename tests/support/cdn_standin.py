@@ -3,6 +3,7 @@ request it takes, and that can answer 503 or refuse connections for a while (`fa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ class CdnStandIn:
         self.received: list[Received] = []
         self.refused = 0  # requests answered with failing_status
         self.failing_status: int | None = None
+        self.retry_after = ""  # sent with failing_status when set
+        self.arrivals: list[float] = []  # loop time of every request
         self.port = free_port()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -38,9 +41,11 @@ class CdnStandIn:
         return f"http://127.0.0.1:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.arrivals.append(asyncio.get_running_loop().time())
         if self.failing_status is not None:
             self.refused += 1
-            return web.Response(status=self.failing_status)
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return web.Response(status=self.failing_status, headers=headers)
         body = await request.read()
         self.received.append(Received(request.method, request.path_qs, dict(request.headers), body))
         return web.json_response({"success": True})

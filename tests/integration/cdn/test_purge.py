@@ -229,6 +229,22 @@ async def test_attempts_are_bounded_and_a_refusal_is_not_tried_again(
     assert "after 1 attempt(s): status 400" in warnings[1]
 
 
+async def test_a_rate_limits_retry_after_is_waited_within_the_maximum_backoff(
+    app_client: AppClientFactory, cdn: CdnStandIn
+) -> None:
+    """A 429 with `Retry-After: 1` is tried again after a second, not the 0.02 s backoff; with a
+    `purge_max_backoff_s` of 0.1 the wait stays within it."""
+    cdn.failing_status, cdn.retry_after = 429, "1"
+    client = await app_client(**cdn_settings(cdn, purge_attempts=2, purge_max_backoff_s=5.0))
+    assert await purge(client, "limited.png") == 200
+    await wait_until(lambda: purger_stats(client).failed == 1)
+    assert cdn.arrivals[1] - cdn.arrivals[0] >= 0.95
+    capped = await app_client(**cdn_settings(cdn, purge_attempts=2))
+    assert await purge(capped, "capped.png") == 200
+    await wait_until(lambda: purger_stats(capped).failed == 1)
+    assert cdn.arrivals[3] - cdn.arrivals[2] < 0.9
+
+
 async def test_shutdown_sends_what_is_queued_without_waiting_for_the_delay(
     app_client: AppClientFactory, cdn: CdnStandIn
 ) -> None:
