@@ -32,6 +32,13 @@ def check_cdn(cdn: CdnConfig) -> None:
         raise ConfigError("cdn.purge_url: must be an http:// or https:// URL")
     _check_template("cdn.purge_url", cdn.purge_url)
     _check_template("cdn.purge_body", cdn.purge_body)
+    uses_tags = any("tag" in Template(text).get_identifiers() for text in (cdn.purge_url, cdn.purge_body))
+    if uses_tags and not cdn.tag_headers:
+        # A purge by tag with answers that carry none would purge nothing, silently.
+        raise ConfigError(
+            "cdn.tag_headers: empty, but cdn.purge_url or cdn.purge_body purges by $tag "
+            '(name the headers, e.g. ["Cache-Tag"], or purge by $path)'
+        )
     if not TOKEN.fullmatch(cdn.purge_method):
         raise ConfigError(f"cdn.purge_method: not a method: {cdn.purge_method!r}")
     for name in cdn.purge_headers:

@@ -47,8 +47,10 @@ def purger_stats(client: AppClient) -> CdnPurgeStats:
 
 
 def cdn_settings(cdn: CdnStandIn, **overrides: Any) -> dict[str, Any]:
-    """`[cdn]` for the stand-in: no delay (one replica), short backoffs, and overrides."""
+    """`[cdn]` for the stand-in: tags in `Cache-Tag`, no delay (one replica), short backoffs, and
+    overrides."""
     return {
+        "cdn__tag_headers": ("Cache-Tag",),
         "cdn__purge_url": f"{cdn.url}/zones/z1/purge_cache",
         "cdn__purge_delay_s": 0.0,
         "cdn__purge_backoff_s": 0.02,
@@ -77,14 +79,14 @@ async def test_a_purge_reaches_the_cdn_once_as_configured(
         None,
         {
             "IMGPROXY_ORIGIN_CONNECTION_STRING": "UseDevelopmentStorage=true",
+            "IMGPROXY_CDN_TAG_HEADERS": "Cache-Tag",
+            "IMGPROXY_CDN_PURGE_URL": "https://cdn.example/purge",
             "IMGPROXY_CDN_PURGE_HEADERS": json.dumps({"Authorization": "Bearer ${CDN_TOKEN}"}),
             "CDN_TOKEN": SECRET,
         },
     )
     await upload(container, "p.png", payload(500, seed=3))
-    client = await app_client(
-        cdn__tag_headers=("Cache-Tag",), **cdn_settings(cdn, purge_headers=loaded.cdn.purge_headers)
-    )
+    client = await app_client(**cdn_settings(cdn, purge_headers=loaded.cdn.purge_headers))
     blob, whole = expected_tags(container.container_name, "p.png")
     status, headers, _ = await fetch(client, "/images/p.png")
     assert (status, headers["Cache-Tag"]) == (200, f"{blob},{whole}")

@@ -30,12 +30,22 @@ def test_a_header_value_takes_the_named_environment_variable(tmp_path: Path) -> 
     """`${CDN_TOKEN}` in the file is the variable's value; `$$` is a dollar sign; the repr hides it."""
     path = tmp_path / "config.toml"
     path.write_text(
-        '[cdn]\npurge_url = "https://cdn.example/purge"\n'
+        '[cdn]\npurge_url = "https://cdn.example/purge"\ntag_headers = ["Cache-Tag"]\n'
         '[cdn.purge_headers]\nAuthorization = "Bearer ${CDN_TOKEN}"\nX-Price = "$$5"\n'
     )
     cdn = load_config(path, {**BASE, "CDN_TOKEN": "t0ken-value"}).cdn
     assert dict(cdn.purge_headers) == {"Authorization": "Bearer t0ken-value", "X-Price": "$5"}
     assert "t0ken-value" not in repr(cdn)
+
+
+def test_a_purge_by_path_needs_no_tag_headers() -> None:
+    """A URL and body without `$tag` (a purge by URL prefix) load with no tag headers."""
+    env = {
+        **BASE,
+        "IMGPROXY_CDN_PURGE_URL": "https://cdn.example/invalidate",
+        "IMGPROXY_CDN_PURGE_BODY": '{"paths": ["/images/$path*"]}',
+    }
+    assert load_config(None, env).cdn.tag_headers == ()
 
 
 def test_an_unset_variable_stops_start_up_naming_it() -> None:
@@ -67,11 +77,17 @@ def test_a_secret_with_a_line_break_is_refused_without_echoing_it() -> None:
         ("PURGE_TIMEOUT_S", "0", "at least 0.01"),
         ("PURGE_QUEUE", "0", "at least 1"),
         ("PURGE_ATTEMPTS", "0", "at least 1"),
+        ("TAG_HEADERS", "", "purges by $tag"),  # nothing carries the tags the default body purges
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(setting: str, value: str, message: str) -> None:
     """Each bad value stops start-up with the key named."""
-    env = {**BASE, "IMGPROXY_CDN_PURGE_URL": "https://cdn.example/purge", f"IMGPROXY_CDN_{setting}": value}
+    env = {
+        **BASE,
+        "IMGPROXY_CDN_PURGE_URL": "https://cdn.example/purge",
+        "IMGPROXY_CDN_TAG_HEADERS": "Cache-Tag",
+        f"IMGPROXY_CDN_{setting}": value,
+    }
     with pytest.raises(ConfigError, match=f"cdn.{setting.lower()}") as caught:
         load_config(None, env)
     assert message in str(caught.value)
