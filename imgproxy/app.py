@@ -22,6 +22,7 @@ from imgproxy.passthrough.pool import open_upstream
 from imgproxy.replication.service import follow_purges, open_redis, replica_factory
 from imgproxy.transform.params import QueryParser
 from imgproxy.transform.variants import HotKeys, Transforms, Variants
+from imgproxy.web.cdn import cdn_ctx, install_tags
 from imgproxy.web.frontdoor import handler_args, hide_versions
 from imgproxy.web.keys import (
     CONFIG,
@@ -189,6 +190,8 @@ def create_app(
         contexts.append(_transforms_ctx)
     if config.upstream.url:
         contexts.append(_upstream_ctx)
+    contexts.append(cdn_ctx)  # nothing without cdn.purge_url
+    install_tags(app)
     app.cleanup_ctx.extend(contexts)
     add_routes(app.router, config)
     return app

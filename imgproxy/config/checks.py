@@ -13,6 +13,7 @@ import re
 from typing import Final
 from urllib.parse import urlsplit
 
+from imgproxy.config.cdn_checks import check_cdn
 from imgproxy.config.sections import (
     CONNECTION_STRING_ENV,
     ActiveContent,
@@ -84,6 +85,13 @@ MINIMUM: Final[dict[str, float]] = {
     "redis.log_block_s": 0.01,
     "redis.announce_ttl_s": 1,
     "redis.catch_up_s": 0,
+    "cdn.purge_timeout_s": 0.01,
+    "cdn.purge_attempts": 1,
+    "cdn.purge_backoff_s": 0,
+    "cdn.purge_max_backoff_s": 0,
+    "cdn.purge_delay_s": 0,
+    "cdn.purge_queue": 1,
+    "cdn.purge_drain_s": 0,
 }
 PRESET_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
@@ -118,6 +126,7 @@ def check_consistency(config: Config) -> None:
     if config.disk.enabled and not config.disk.path:
         raise ConfigError("disk.path: must not be empty when disk.enabled is true")
     _check_redis(config.redis)
+    check_cdn(config.cdn)
     if config.http.cache_control != config.http.cache_control.strip() or any(
         ord(ch) < 0x20 or ord(ch) == 0x7F for ch in config.http.cache_control
     ):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from imgproxy.config.checks import check_consistency, check_minimum, check_transform_section
+from imgproxy.config.secrets import with_cdn_secrets
 from imgproxy.config.sections import CONNECTION_STRING_ENV, Config, ConfigError, TransformConfig
 
 # The one non-scalar kind of setting (`transform.presets`): a TOML table of strings, or in the
@@ -26,6 +27,9 @@ _STRING_TABLE: Final = "Mapping[str, str]"
 # And a list of integers (`transform.width_ladder`): a TOML array, or in the environment a JSON
 # array or comma-separated integers.
 _INTEGER_LIST: Final = "tuple[int, ...]"
+# And a list of strings (`cdn.tag_headers`): a TOML array, or in the environment a JSON array or
+# comma-separated names.
+_STRING_LIST: Final = "tuple[str, ...]"
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
@@ -46,7 +50,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             origin=dataclasses.replace(config.origin, connection_string=env[CONNECTION_STRING_ENV]),
         )
     check_consistency(config)
-    return config
+    return with_cdn_secrets(config, env)
 
 
 def load_transform_config(path: Path | None, environ: Mapping[str, str] | None = None) -> TransformConfig:
@@ -108,6 +112,8 @@ def _check_type(key: str, value: object, annotation: object) -> object:
         return _check_string_table(key, value)
     if annotation == _INTEGER_LIST:
         return _check_integer_list(key, value)
+    if annotation == _STRING_LIST:
+        return _check_string_list(key, value)
     expected = _field_type(annotation)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -135,6 +141,14 @@ def _coerce_env(key: str, text: str, annotation: object) -> object:
         except ValueError:
             raise ConfigError(f"{key}: expected integers (a JSON array or a, b, c), got {text!r}") from None
         return _check_integer_list(key, items)
+    if annotation == _STRING_LIST:
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                return _check_string_list(key, json.loads(stripped))
+            except ValueError:
+                raise ConfigError(f"{key}: expected a JSON array of strings, got {text!r}") from None
+        return tuple(item.strip() for item in stripped.split(",") if item.strip())
     expected = _field_type(annotation)
     try:
         if expected is int:
@@ -165,4 +179,10 @@ def _check_string_table(key: str, value: object) -> Mapping[str, str]:
 def _check_integer_list(key: str, value: object) -> tuple[int, ...]:
     if not isinstance(value, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in value):
         raise ConfigError(f"{key}: expected an array of integers, got {value!r}")
+    return tuple(value)
+
+
+def _check_string_list(key: str, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or any(not isinstance(i, str) for i in value):
+        raise ConfigError(f"{key}: expected an array of strings, got {value!r}")
     return tuple(value)

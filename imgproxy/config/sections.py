@@ -168,6 +168,28 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CdnConfig:
+    """A CDN in front: tags on answers, and purges forwarded to it (`cdn.tags`, `cdn.purger`)."""
+
+    # Response headers carrying the blob's tags, e.g. ("Surrogate-Key", "Cache-Tag"); empty: none.
+    tag_headers: tuple[str, ...] = ()
+    tag_prefix: str = "imgproxy-"
+    purge_url: str = ""  # empty: purges stay ours; `$tag`, `$path`, `$container` expanded
+    purge_method: str = "POST"
+    # name -> value; `${VAR}` is the environment variable VAR, read once at start (a secret: kept
+    # out of reprs and logs).
+    purge_headers: Mapping[str, str] = field(default_factory=_no_presets, repr=False)
+    purge_body: str = '{"tags": ["$tag"]}'
+    purge_timeout_s: float = 10.0
+    purge_attempts: int = 8
+    purge_backoff_s: float = 0.5
+    purge_max_backoff_s: float = 30.0
+    purge_delay_s: float = 1.0  # after the purge is accepted: the other replicas apply it first
+    purge_queue: int = 1000
+    purge_drain_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
@@ -178,3 +200,4 @@ class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    cdn: CdnConfig = field(default_factory=CdnConfig)

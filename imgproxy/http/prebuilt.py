@@ -24,18 +24,21 @@ from aiohttp.http import HttpVersion11
 from imgproxy.core.blob import BlobMeta
 from imgproxy.http.content_policy import ResponsePolicy
 from imgproxy.http.semantics import SERVER_NAME, hit_headers
+from imgproxy.http.tags import NO_TAGS, Headers
 
 MAX_BODY: Final = 256 * 1024  # larger bodies are bound by bandwidth, not by per-request work
 _STATUS_LINE: Final = b"HTTP/1.1 200 OK\r\n"
 
 
 @functools.lru_cache(maxsize=8192)
-def serialized_head(meta: BlobMeta, policy: ResponsePolicy, vary_accept: bool = False) -> bytes | None:
+def serialized_head(
+    meta: BlobMeta, policy: ResponsePolicy, vary_accept: bool = False, tags: Headers = NO_TAGS
+) -> bytes | None:
     """Status line and headers of the plain hit (without `Date` and the blank line), or None if a
-    value cannot be sent as is (a CR or LF in it: the ordinary path refuses those). Raises
-    `ActiveContentRefused` for a blob `policy` refuses."""
+    value cannot be sent as is (a CR or LF in it: the ordinary path refuses those). `tags`: the
+    blob's CDN tag headers (`http.tags`). Raises `ActiveContentRefused` for a blob `policy` refuses."""
     lines = [_STATUS_LINE]
-    extra = (("Content-Length", str(meta.size)), ("Server", SERVER_NAME))
+    extra = (*tags, ("Content-Length", str(meta.size)), ("Server", SERVER_NAME))
     for name, value in (*hit_headers(meta, policy, vary_accept).items(), *extra):
         if "\r" in value or "\n" in value:
             return None
@@ -80,7 +83,12 @@ SENT: Final = sent(200, True)  # the one pass-through's keep-alive 200s return t
 
 
 def write_plain_hit(
-    request: web.BaseRequest, meta: BlobMeta, body: bytes, policy: ResponsePolicy, vary_accept: bool = False
+    request: web.BaseRequest,
+    meta: BlobMeta,
+    body: bytes,
+    policy: ResponsePolicy,
+    vary_accept: bool = False,
+    tags: Headers = NO_TAGS,
 ) -> bool:
     """Write the plain 200 hit of `meta` with `body` straight to the transport; False if declined.
     Raises `ActiveContentRefused` (nothing written) for a blob `policy` refuses."""
@@ -94,7 +102,7 @@ def write_plain_hit(
         or not request.keep_alive
     ):
         return False
-    head = serialized_head(meta, policy, vary_accept)
+    head = serialized_head(meta, policy, vary_accept, tags)
     if head is None or len(body) != meta.size:
         return False
     transport.writelines((head, _date_tail(int(time.time())), body))

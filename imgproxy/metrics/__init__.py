@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from imgproxy.core.cdn_stats import CdnPurgeStats
 from imgproxy.core.lru import CacheStats
 from imgproxy.core.stats import (
     LATENCY_BUCKETS_S,
@@ -28,6 +29,7 @@ from imgproxy.core.stats import (
     TransformStats,
     UpstreamStats,
 )
+from imgproxy.metrics.cdn import CdnCollector
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -339,6 +341,10 @@ class Metrics:
     def watch_frontdoor(self, stats: FrontDoorStats) -> None:
         """Report the server's client connections and cut-offs at every scrape."""
         self.registry.register(_FrontDoorCollector(stats))
+
+    def watch_cdn(self, stats: Callable[[], CdnPurgeStats]) -> None:
+        """Report the purges forwarded to a CDN at every scrape."""
+        self.registry.register(CdnCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from imgproxy.core.stats import CacheFigures
 from imgproxy.web.bearer import require_bearer
+from imgproxy.web.cdn import forward_purge
 from imgproxy.web.images import blob_path_after
 from imgproxy.web.keys import CONFIG, FETCHER, REPLICATION, SIBLINGS
 from imgproxy.web.siblings import RELAYED_HEADER, relay_to_siblings
@@ -61,6 +62,7 @@ async def purge_one(request: web.Request) -> web.Response:
     path = blob_path_after(request.app[CONFIG].server.ops_prefix + PURGE_PREFIX, request)
     purged = await request.app[FETCHER].purge(path)
     logged = await _log_purge(request, path)
+    forward_purge(request, path)
     # The path is echoed: the authenticated admin's own input, validated and sent as JSON (not
     # a client's, and never in an HTML or text body).
     return await _everywhere(
@@ -76,6 +78,7 @@ async def purge_all(request: web.Request) -> web.Response:
     _require_token(request)
     purged = await request.app[FETCHER].purge_all()
     logged = await _log_purge(request, None)
+    forward_purge(request, None)
     return await _everywhere(
         request, {"purged": purged}, lambda answers: purged + sum(a["purged"] for a in answers), logged
     )

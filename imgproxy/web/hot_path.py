@@ -21,8 +21,9 @@ from imgproxy.core.errors import ActiveContentRefused, BadPath, ImgproxyError
 from imgproxy.http.paths import parse_blob_path_cached
 from imgproxy.http.prebuilt import SENT, write_plain_hit
 from imgproxy.http.semantics import Conditions
+from imgproxy.http.tags import NO_TAGS
 from imgproxy.web.images import PREFIX, plain_hit_response
-from imgproxy.web.keys import CONFIG, FETCHER, METRICS, RESPONSE_POLICY, TRANSFORMS
+from imgproxy.web.keys import CDN_TAGS, CONFIG, FETCHER, METRICS, RESPONSE_POLICY, TRANSFORMS
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 ErrorAnswer = Callable[[ImgproxyError], web.Response]
@@ -36,6 +37,7 @@ def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) 
     # leaves empty: with the log on, hits take aiohttp's Response so each line is true.
     pre_serialize = not app[CONFIG].server.access_log
     transforms = app.get(TRANSFORMS)
+    tags = app.get(CDN_TAGS)  # cdn.tag_headers: each hit's head carries its blob's tags
     # With auto_format on, a plain request's answer depends on Accept and may be a variant or the
     # original by its type: such requests go to the application, which knows.
     plain_to_app = transforms is not None and app[CONFIG].transform.auto_format
@@ -52,7 +54,14 @@ def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) 
                 pre_serialize
                 and not vary_hints  # the stored heads know Vary: Accept only
                 and body is not None
-                and write_plain_hit(request, hit.meta, body, policy, vary_accept)
+                and write_plain_hit(
+                    request,
+                    hit.meta,
+                    body,
+                    policy,
+                    vary_accept,
+                    NO_TAGS if tags is None else tags.headers(key),
+                )
             ):
                 metrics.count_response(200)
                 metrics.bytes_served += len(body)

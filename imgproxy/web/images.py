@@ -25,11 +25,12 @@ from imgproxy.http.semantics import (
     not_modified_headers,
 )
 from imgproxy.http.streaming import send_file, send_stream
+from imgproxy.http.tags import NO_TAGS, Headers
 from imgproxy.transform.hints import hint_headers, hint_rung, takes_hints, with_width
 from imgproxy.transform.params import apply_auto_format
 from imgproxy.transform.signing import ROUTE_PREFIX
 from imgproxy.transform.variants import VariantRequest
-from imgproxy.web.keys import CONFIG, FETCHER, METRICS, RESPONSE_POLICY, TRANSFORMS
+from imgproxy.web.keys import CDN_TAGS, CONFIG, FETCHER, METRICS, RESPONSE_POLICY, TRANSFORMS
 
 PREFIX: Final = ROUTE_PREFIX  # what a signature covers follows it
 
@@ -77,6 +78,9 @@ def plain_hit_response(
     headers = hit_headers(hit.meta, policy, vary_accept)
     if vary_hints:  # hit_headers' dict is shared: extend a copy
         headers = {**headers, **hint_headers(vary_accept)}
+    tags = tag_headers(app, hit.key)
+    if tags:
+        headers = {**headers, **dict(tags)}
     if not head:
         app[METRICS].bytes_served += len(hit.body)
     return web.Response(body=hit.body, headers=headers)
@@ -107,7 +111,7 @@ async def get_image(request: web.Request) -> web.StreamResponse:
         decision = decide(conditions, found.meta)
         if not decision.has_body or head:
             fetcher.count(found.status)
-            return answer_without_body(found, decision, policy, vary_hints)
+            return answer_without_body(found, decision, policy, vary_hints, tag_headers(app, found.key))
         try:
             opened = await fetcher.open(found, (decision.start, decision.end))
         except Superseded as exc:
@@ -115,12 +119,21 @@ async def get_image(request: web.Request) -> web.StreamResponse:
                 raise exc.failure from exc
             continue
         fetcher.count(opened.status)
-        return await send(request, found, decision, opened, policy, vary_hints)
+        return await send(request, found, decision, opened, policy, vary_hints, tag_headers(app, found.key))
     raise AssertionError("unreachable")
 
 
-def _headers(found: Found, status: CacheStatus, policy: ResponsePolicy, vary_hints: bool) -> dict[str, str]:
+def tag_headers(app: web.Application, key: str) -> Headers:
+    """The CDN tag headers of the answer for `key` (none unless `cdn.tag_headers` is set)."""
+    tags = app.get(CDN_TAGS)
+    return NO_TAGS if tags is None else tags.headers(key)
+
+
+def _headers(
+    found: Found, status: CacheStatus, policy: ResponsePolicy, vary_hints: bool, tags: Headers
+) -> dict[str, str]:
     headers = blob_headers(found.meta, policy)
+    headers.update(tags)
     headers[X_CACHE] = status.value
     if found.vary_accept:
         headers[VARY] = "Accept"  # the bytes depend on Accept: shared caches must key on it
@@ -130,16 +143,21 @@ def _headers(found: Found, status: CacheStatus, policy: ResponsePolicy, vary_hin
 
 
 def answer_without_body(
-    found: Found, decision: Decision, policy: ResponsePolicy, vary_hints: bool = False
+    found: Found,
+    decision: Decision,
+    policy: ResponsePolicy,
+    vary_hints: bool = False,
+    tags: Headers = NO_TAGS,
 ) -> web.StreamResponse:
     """A 304, 412 or 416 (as errors), or the headers of a 200/206 to a HEAD or of an empty span."""
     if decision.outcome is AnswerKind.PRECONDITION_FAILED:
         raise PreconditionFailed(found.key)
     if decision.outcome is AnswerKind.RANGE_NOT_SATISFIABLE:
         raise RangeNotSatisfiable(found.meta.size)
-    headers = _headers(found, found.status, policy, vary_hints)
+    headers = _headers(found, found.status, policy, vary_hints, tags)
     if decision.outcome is AnswerKind.NOT_MODIFIED:
-        return web.Response(status=304, headers=not_modified_headers(headers))
+        # The tags too: a CDN refreshing its copy with this 304 keeps them (RFC 9111 section 4.3.4).
+        return web.Response(status=304, headers={**not_modified_headers(headers), **dict(tags)})
     if decision.outcome is AnswerKind.PARTIAL:
         headers["Content-Range"] = content_range(decision, found.meta.size)
     response = web.StreamResponse(status=decision.outcome.value, headers=headers)
@@ -154,10 +172,11 @@ async def send(
     opened: Opened,
     policy: ResponsePolicy,
     vary_hints: bool = False,
+    tags: Headers = NO_TAGS,
 ) -> web.StreamResponse:
     """The 200 or 206 with the bytes `opened` holds: a body held in memory, the disk file (sendfile
     or a bounded copy), or a stream (from Azure or a disk fill) written chunk by chunk."""
-    headers = _headers(found, opened.status, policy, vary_hints)
+    headers = _headers(found, opened.status, policy, vary_hints, tags)
     if decision.outcome is AnswerKind.PARTIAL:
         headers["Content-Range"] = content_range(decision, found.meta.size)
     status = decision.outcome.value

@@ -7,8 +7,10 @@ from aiohttp import web
 
 from imgproxy.cache.disk.tier import DiskTier
 from imgproxy.cache.fetcher import Fetcher
+from imgproxy.cdn.purger import CdnPurger
 from imgproxy.config import Config
 from imgproxy.http.content_policy import ResponsePolicy
+from imgproxy.http.tags import CdnTags
 from imgproxy.metrics import Metrics
 from imgproxy.origin import Origin
 from imgproxy.passthrough.lane import Passthrough
@@ -31,3 +33,5 @@ UPSTREAM = web.AppKey("upstream", Upstream)  # set only when upstream.url is set
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)  # set with UPSTREAM
 TRANSFORMS = web.AppKey("transforms", Transforms)  # set only when transform.enabled
 REPLICATION = web.AppKey("replication", Replication)  # set only when redis.url is set
+CDN_TAGS = web.AppKey("cdn_tags", CdnTags)  # set only when cdn.tag_headers is set
+CDN_PURGER = web.AppKey("cdn_purger", CdnPurger)  # set only when cdn.purge_url is set

@@ -2,8 +2,9 @@
 packages points down the layers (TYPE_CHECKING and function-local imports count, as for
 `devtools.layout_check`'s cycles).
 
-    server -> app -> web -> {passthrough, transform, replication, metrics} -> cache
-    cache -> {origin, http} -> {config, core};   replication -> cache;   metrics -> core
+    server -> app -> web -> {passthrough, transform, replication, metrics, cdn} -> cache
+    cache -> {origin, http} -> {config, core};   replication -> cache;   metrics -> core;
+    cdn -> http
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "replication": BASE | {"http", "origin", "cache"},
     "transform": BASE | {"http", "origin", "cache"},
     "passthrough": BASE | {"http"},
-    "web": BASE | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics"},
-    "app": BASE | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "web"},
+    "cdn": BASE | {"http"},
+    "web": BASE | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "cdn"},
+    "app": BASE
+    | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "web", "cdn"},
     "server": BASE | {"app", "web"},
     # The main application's client: standard library and aiohttp, and transform.signing (stdlib only).
     "client": frozenset({"transform"}),
