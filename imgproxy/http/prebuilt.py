@@ -80,9 +80,15 @@ SENT: Final = sent(200, True)  # the one pass-through's keep-alive 200s return t
 
 
 def write_plain_hit(
-    request: web.BaseRequest, meta: BlobMeta, body: bytes, policy: ResponsePolicy, vary_accept: bool = False
+    request: web.BaseRequest,
+    meta: BlobMeta,
+    body: bytes,
+    policy: ResponsePolicy,
+    vary_accept: bool = False,
+    request_id: str | None = None,
 ) -> bool:
     """Write the plain 200 hit of `meta` with `body` straight to the transport; False if declined.
+    `request_id` (checked safe by `core.request_context`) goes in `X-Request-ID`.
     Raises `ActiveContentRefused` (nothing written) for a blob `policy` refuses."""
     transport = request.transport
     if (
@@ -97,7 +103,11 @@ def write_plain_hit(
     head = serialized_head(meta, policy, vary_accept)
     if head is None or len(body) != meta.size:
         return False
-    transport.writelines((head, _date_tail(int(time.time())), body))
+    date_tail = _date_tail(int(time.time()))
+    if request_id is None:
+        transport.writelines((head, date_tail, body))
+    else:  # the id's line between the stored head and the Date line: no copy of either
+        transport.writelines((head, b"X-Request-ID: %s\r\n" % request_id.encode(), date_tail, body))
     return True
 
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from imgproxy.core.errors import ActiveContentRefused, BadPath, ImgproxyError
+from imgproxy.core.request_context import current, current_id
 from imgproxy.http.paths import parse_blob_path_cached
 from imgproxy.http.prebuilt import SENT, write_plain_hit
 from imgproxy.http.semantics import Conditions
@@ -52,11 +53,13 @@ def hot_path(app: web.Application, full: RequestHandler, on_error: ErrorAnswer) 
                 pre_serialize
                 and not vary_hints  # the stored heads know Vary: Accept only
                 and body is not None
-                and write_plain_hit(request, hit.meta, body, policy, vary_accept)
+                and write_plain_hit(request, hit.meta, body, policy, vary_accept, current_id())
             ):
                 metrics.count_response(200)
                 metrics.bytes_served += len(body)
                 return SENT
+            if "\0" in key and (context := current()) is not None:  # for the access log's line
+                context.variant = True
             response = plain_hit_response(
                 app, hit, policy, head=False, vary_accept=vary_accept, vary_hints=vary_hints
             )
