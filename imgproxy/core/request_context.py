@@ -29,7 +29,7 @@ class RequestContext:
     origin_s: float = 0.0  # time in calls to Azure made for this request (its own, not others')
     upstream_s: float | None = None  # pass-through: until the app's answer head arrived
     cache: str | None = None  # "pass" for the pass-through; otherwise the answer's X-Cache
-    body_bytes: int | None = None  # pass-through: body bytes relayed (aiohttp's response never saw them)
+    sent_bytes: int | None = None  # pass-through: head and body bytes relayed (past aiohttp's count)
     variant: bool = False  # the answer is a transform's (a variant), not the original
 
 

@@ -215,12 +215,12 @@ class Passthrough:
             message.code, message.reason, message.raw_headers, chunked, connection,
             request_id=None if context is None else context.request_id,
         )  # fmt: skip
-        body_bytes = 0
+        sent_bytes = len(head)
         try:
             first = exchange.buffered()
             done = exchange.at_eof()
             transport.writelines(framed(head, first, chunked, done))
-            body_bytes += len(first)
+            sent_bytes += len(first)
             while not done:
                 await self._drain(request)
                 chunk = await exchange.read()
@@ -228,14 +228,14 @@ class Passthrough:
                 if transport.is_closing():
                     raise _ClientFailure("client_gone")
                 transport.writelines(framed(b"", chunk, chunked, done))
-                body_bytes += len(chunk)
+                sent_bytes += len(chunk)
         except (UpstreamError, _ClientFailure) as exc:  # either side failed mid-body: never a
             self.upstream.stats.count_error(exc.kind)  # complete-looking body
             transport.abort()
             return sent(message.code, False)
         finally:
             if context is not None:
-                context.body_bytes = body_bytes
+                context.sent_bytes = sent_bytes
         if not request.content.is_eof():  # the app answered before reading the whole body
             request.protocol.force_close()
             return sent(message.code, False)

@@ -35,7 +35,7 @@ class JsonAccessLogger(AbstractAccessLogger):
             "path": url.raw_path,  # as sent (percent-encoded): what the client asked for, unambiguous
             "query": url.raw_query_string,
             "status": response.status,
-            "bytes": response.body_length,
+            "bytes": response.body_length,  # sent, head included (aiohttp's %b, nginx's $bytes_sent)
             "duration_ms": round(time * 1000, 3),
             "remote": request.remote,
         }
@@ -47,8 +47,8 @@ class JsonAccessLogger(AbstractAccessLogger):
                 fields["origin_ms"] = round(context.origin_s * 1000, 3)
             if context.upstream_s is not None:
                 fields["upstream_ms"] = round(context.upstream_s * 1000, 3)
-            if context.body_bytes is not None:  # relayed by the pass-through, past aiohttp's count
-                fields["bytes"] = context.body_bytes
+            if context.sent_bytes is not None:  # relayed by the pass-through, past aiohttp's count
+                fields["bytes"] = context.sent_bytes
         else:
             fields["cache"] = response.headers.get(X_CACHE)
         self.logger.info("%s %s %d", request.method, url.raw_path, response.status, extra=fields)
