@@ -1,6 +1,6 @@
-"""The request lanes ahead of aiohttp's router: a request id for every request (`request_ids`), hits
-answered from memory (`hot_path`), then the pass-through to the main application for every path
-that is not ours; the router takes the rest.
+"""The request lanes ahead of aiohttp's router: hits answered from memory (`hot_path`, which also
+gives every request its id), then the pass-through to the main application for every path that
+is not ours; the router takes the rest.
 
 `install_lanes(runner)` puts them on a runner's low-level server (after `setup()`); the server
 `python -m imgproxy` runs and the tests' servers both come from `server.start_runner`, which
@@ -19,7 +19,6 @@ from imgproxy.core.request_context import current
 from imgproxy.http.statuses import error_response
 from imgproxy.web.hot_path import hot_path
 from imgproxy.web.keys import METRICS, PASSTHROUGH
-from imgproxy.web.request_ids import identified
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -34,7 +33,7 @@ def install_lanes(runner: web.AppRunner) -> None:
     handler = server.request_handler
     if PASSTHROUGH in app:
         handler = passthrough_lane(app, handler)
-    server.request_handler = identified(hot_path(app, handler, error_response))
+    server.request_handler = hot_path(app, handler, error_response)
 
 
 def passthrough_lane(app: web.Application, full: RequestHandler) -> RequestHandler:
