@@ -10,16 +10,17 @@ import aiohttp
 from azure.storage.blob.aio import ContainerClient
 
 from devtools.azurite import AzuriteServer
-from tests.helpers import fetch, payload, upload
+from tests.helpers import admin_headers, fetch, payload, upload
 from tests.support.origin_proxy import OriginProxy
-from tests.support.processes import start_server, two_workers
+from tests.support.processes import WORKER_TOKEN, start_server, two_workers
 
 
 async def test_every_worker_writes_json_lines_with_its_index_and_the_request_ids(
     origin: OriginProxy, container: ContainerClient
 ) -> None:
     """Two workers: every stderr line is one JSON object; each worker says where it serves with
-    its index; each access line carries the id the client sent (or the one it was answered with)."""
+    its index; each access line carries the id the client sent (or the one it was answered with);
+    a purge relayed to the sibling worker is logged by both under the caller's id."""
     data = payload(3000)
     await upload(container, "j.png", data)
     answered: list[tuple[str, int]] = []
@@ -34,6 +35,9 @@ async def test_every_worker_writes_json_lines_with_its_index_and_the_request_ids
                 assert (status, body) == (200, data)
                 answered.append((headers["X-Request-ID"], status))
             assert (await fetch(session, f"{server.base}/healthz"))[0] == 200
+            purge = {"X-Request-ID": "proc-purge", **admin_headers(WORKER_TOKEN)}
+            status, headers, _ = await fetch(session, f"{server.base}/admin/cache/j.png", "DELETE", **purge)
+            assert (status, headers["X-Request-ID"]) == (200, "proc-purge")
         server.proc.terminate()
         server.proc.wait(timeout=60)
     lines = [line for line in server.log if line.strip()]
@@ -44,6 +48,11 @@ async def test_every_worker_writes_json_lines_with_its_index_and_the_request_ids
     assert sorted((r["request_id"], r["status"]) for r in access) == sorted(answered)
     assert {r["request_id"] for r in access} >= {f"proc-{n}" for n in range(1, 8, 2)}
     assert all({"time", "level", "logger", "message", "worker"} <= set(r) for r in records)
+    purges = [r for r in records if r.get("method") == "DELETE"]
+    assert sorted((r["worker"], r["request_id"], r["status"]) for r in purges) == [
+        (0, "proc-purge", 200),
+        (1, "proc-purge", 200),
+    ]
 
 
 async def test_the_default_lines_are_text_as_before(

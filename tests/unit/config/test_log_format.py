@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imgproxy.config import ConfigError, load_config
-from imgproxy.config.loading import CONNECTION_STRING_ENV
+from imgproxy.config import CONNECTION_STRING_ENV, ConfigError, load_config
 
 CONN = {CONNECTION_STRING_ENV: "x"}
 
