@@ -12,6 +12,7 @@ from azure.storage.blob.aio import ContainerClient
 
 from tests.helpers import AppClientFactory, base_url, fetch, payload, raw_answer, upload
 from tests.integration.passthrough.test_passthrough import header_values
+from tests.support.images import jpeg
 from tests.support.origin_proxy import OriginProxy
 
 MADE: Final = re.compile(r"[0-9a-f]{32}")  # an id of ours
@@ -133,3 +134,19 @@ async def test_pass_through_error_answers_carry_the_id(app_client: AppClientFact
     async with client.post("/echo/big", data=b"x" * 100, headers={"X-Request-ID": GIVEN}) as response:
         assert response.status == 413
         assert response.headers["X-Request-ID"] == GIVEN
+
+
+async def test_a_variant_hit_from_the_hot_path_carries_the_id(
+    app_client: AppClientFactory, container: ContainerClient
+) -> None:
+    """A transform's answer, and its hit written by the hot path, carry the client's id."""
+    routed: list[str] = []
+    client = await app_client(routed=routed, transforms=True)
+    await upload(container, "v.jpg", jpeg(64, 48), "image/jpeg")
+    given = {"X-Request-ID": GIVEN}
+    status, miss, _ = await fetch(client, "/images/v.jpg?w=16&fm=png", **given)
+    assert (status, miss["X-Cache"], miss["X-Request-ID"]) == (200, "MISS", GIVEN)
+    routed.clear()
+    status, hit, _ = await fetch(client, "/images/v.jpg?w=16&fm=png", **given)
+    assert (status, hit["X-Cache"], hit["X-Request-ID"]) == (200, "HIT", GIVEN)
+    assert routed == []  # answered by the hot path
