@@ -21,6 +21,7 @@ from imgproxy.core.errors import BadTransformParameter
 from imgproxy.server import run, serve, supervise, worker_config
 from imgproxy.transform.params import QueryParser, check_presets
 from imgproxy.transform.signing import sign_url
+from imgproxy.web.logs import configure_logging
 from imgproxy.web.siblings import Siblings
 
 log = logging.getLogger("imgproxy")
@@ -80,12 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"imgproxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The SDK logs every request and response at INFO: far too much for a request path; libvips
-    # (through pyvips) reports each operation's plan at INFO: eight lines per transform.
-    logging.getLogger("azure").setLevel(logging.WARNING)
-    logging.getLogger("pyvips").setLevel(logging.WARNING)
     workers = config.server.workers
+    # Every worker logs alike (the same configuration), with its index; null for the supervisor.
+    supervisor = workers > 1 and args.worker is None
+    configure_logging(config.server, None if supervisor else (args.worker or 0))
     if workers > 1 and args.worker is None:
         if config.disk.enabled:
             discarded = clean_disk(config.disk, config.origin.container)

@@ -41,6 +41,7 @@ from imgproxy.web.keys import (
 )
 from imgproxy.web.lanes import passthrough_middleware
 from imgproxy.web.readiness import Readiness
+from imgproxy.web.request_ids import echo_request_id
 from imgproxy.web.routes import add_routes, own_routes
 from imgproxy.web.siblings import Siblings
 
@@ -193,5 +194,6 @@ def create_app(
     contexts.append(cdn_ctx)  # nothing without cdn.purge_url
     install_tags(app)
     app.cleanup_ctx.extend(contexts)
+    app.on_response_prepare.append(echo_request_id)  # routed answers carry X-Request-ID
     add_routes(app.router, config)
     return app

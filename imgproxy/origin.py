@@ -17,6 +17,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from azure.core.exceptions import (
     ServiceRequestTimeoutError,
     ServiceResponseTimeoutError,
 )
+from azure.core.pipeline import PipelineRequest
 from azure.storage.blob.aio import BlobServiceClient, ContainerClient, LinearRetry, StorageStreamDownloader
 
 from imgproxy.config import OriginConfig
@@ -50,6 +52,7 @@ from imgproxy.core.errors import (
     OriginTimeout,
     OriginUnavailable,
 )
+from imgproxy.core.request_context import current, current_id
 from imgproxy.core.stats import OriginStats
 
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
@@ -225,6 +228,7 @@ class Origin:
             self._breaker.abandoned()
             raise
         self._in_flight += 1
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self._config.timeout_s):
                 with _translate(path):
@@ -246,6 +250,8 @@ class Origin:
         finally:
             self._in_flight -= 1
             self._slots.release()
+            if (context := current()) is not None:  # the access log's origin_ms
+                context.origin_s += time.monotonic() - started
 
     async def _take_slot(self) -> None:
         """Wait for one of origin.max_concurrency slots, or shed if origin.max_queue already wait."""
@@ -328,6 +334,15 @@ def _verify(path: str, meta: BlobMeta, body: bytes) -> None:
         raise IncompleteBody(f"{path}: body does not match its Content-MD5")
 
 
+def _tag_request(request: PipelineRequest[Any]) -> None:
+    """The SDK's `raw_request_hook`, run for every try after it set its own random
+    `x-ms-client-request-id`: the request's id instead, so a line of Azure's storage log names it.
+    (The SDK's per-call `client_request_id=` is used on the first try only.)"""
+    request_id = current_id()
+    if request_id is not None:
+        request.http_request.headers["x-ms-client-request-id"] = request_id
+
+
 def _retry_policy(config: OriginConfig) -> LinearRetry:
     # The SDK default waits ~15 s, 18 s, 24 s between tries: far too slow for a request path.
     # The overall bound is origin.timeout_s, enforced around every call by Origin._call.
@@ -349,6 +364,7 @@ async def open_origin(config: OriginConfig, max_whole_bytes: int) -> AsyncIterat
         # One GET reads any blob we may cache whole; larger ones are streamed in ranges.
         "max_single_get_size": max(max_whole_bytes, 1),
         "max_chunk_get_size": config.download_chunk_bytes,
+        "raw_request_hook": _tag_request,
     }
     async with contextlib.AsyncExitStack() as stack:
         if config.connection_string:

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from imgproxy.app import create_app
 from imgproxy.config import Config
+from imgproxy.web.access_log import JsonAccessLogger
 from imgproxy.web.frontdoor import FrontDoor, FrontDoorRunner
 from imgproxy.web.keys import CONFIG, METRICS, READINESS
 from imgproxy.web.lanes import install_lanes
@@ -52,8 +53,8 @@ class ImgproxyRunner(FrontDoorRunner):
 
 def make_runner(app: web.Application, **runner_kwargs: Any) -> ImgproxyRunner:
     """`app`'s server, not set up yet: the shutdown timeout and the access log from its config
-    (`server.shutdown_timeout_s`, `server.access_log`); `runner_kwargs` (aiohttp's `AppRunner`'s)
-    win over them."""
+    (`server.shutdown_timeout_s`, `server.access_log`, `server.log_format`); `runner_kwargs`
+    (aiohttp's `AppRunner`'s) win over them."""
     config = app[CONFIG]
     door = FrontDoor(config)
     app[METRICS].watch_frontdoor(door.stats)
@@ -62,6 +63,8 @@ def make_runner(app: web.Application, **runner_kwargs: Any) -> ImgproxyRunner:
         "access_log": logging.getLogger("aiohttp.access") if config.server.access_log else None,
         **runner_kwargs,
     }
+    if config.server.log_format == "json":  # the access log's fields as JSON (`web.access_log`)
+        kwargs.setdefault("access_log_class", JsonAccessLogger)
     return ImgproxyRunner(app, door, **kwargs)
 
 

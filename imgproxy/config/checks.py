@@ -93,6 +93,7 @@ MINIMUM: Final[dict[str, float]] = {
     "cdn.purge_queue": 1,
     "cdn.purge_drain_s": 0,
 }
+LOG_FORMATS: Final = ("text", "json")
 PRESET_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 REDIS_SCHEMES: Final = ("redis://", "rediss://", "unix://")
 MIN_SIGNING_KEY_CHARS: Final = 16  # a short key is guessable offline from one signed value
@@ -137,6 +138,10 @@ def check_consistency(config: Config) -> None:
             f"http.active_content: must be one of {', '.join(choices)}, got {config.http.active_content!r}"
         )
     _check_ops_prefix(config.server.ops_prefix)
+    if config.server.log_format not in LOG_FORMATS:
+        raise ConfigError(
+            f"server.log_format: must be one of {', '.join(LOG_FORMATS)}, got {config.server.log_format!r}"
+        )
     if config.upstream.url:
         upstream_address(config.upstream.url)
 

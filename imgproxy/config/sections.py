@@ -38,6 +38,7 @@ class ServerConfig:
     shutdown_timeout_s: float = 30.0
     workers: int = 1
     access_log: bool = False
+    log_format: str = "text"  # "text" (one line of words) or "json" (one object a line)
     ops_prefix: str = ""
     header_timeout_s: float = 15.0
     keepalive_timeout_s: float = 75.0

@@ -31,8 +31,12 @@ _FORWARDED: Final = b"forwarded"
 _REQUEST_OWN: Final = frozenset(
     {b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", _FORWARDED}
 )
-_REQUEST_SKIP: Final = HOP_BY_HOP | _REQUEST_OWN | {b"content-length", b"expect"}
-_RESPONSE_SKIP_CHUNKED: Final = HOP_BY_HOP | {b"content-length"}
+# The request id (`core.request_context`) replaces the client's `X-Request-ID` (which may be invalid)
+# on the way to the app, and the app's on the way back: every side sees the one id.
+_REQUEST_ID: Final = b"x-request-id"
+_REQUEST_SKIP: Final = HOP_BY_HOP | _REQUEST_OWN | {b"content-length", b"expect", _REQUEST_ID}
+_RESPONSE_SKIP: Final = HOP_BY_HOP | {_REQUEST_ID}
+_RESPONSE_SKIP_CHUNKED: Final = _RESPONSE_SKIP | {b"content-length"}
 _CRLF: Final = b"\r\n"
 LAST_CHUNK: Final = b"0\r\n\r\n"
 # RFC 3986 section 3.2.2-3.2.3 as a browser or a proxy sends it: a name or an IPv4 or IPv6 address
@@ -187,7 +191,7 @@ class _Filter:
 
 
 _REQUEST_FIELDS: Final = _Filter(_REQUEST_SKIP, _REQUEST_OWN)
-_RESPONSE_FIELDS: Final = _Filter(HOP_BY_HOP)
+_RESPONSE_FIELDS: Final = _Filter(_RESPONSE_SKIP)
 _RESPONSE_FIELDS_CHUNKED: Final = _Filter(_RESPONSE_SKIP_CHUNKED)
 
 
@@ -234,6 +238,7 @@ def request_head(
     chunked: bool,
     upgrade: bytes | None = None,
     authority: bytes | None = None,
+    request_id: str | None = None,
 ) -> bytes:
     """The request head we send the app: `method target HTTP/1.1` and the rewritten fields.
 
@@ -242,6 +247,7 @@ def request_head(
     client's `Host` (see `origin_form`).
     The body is framed by `content_length`, or by `chunked` (we re-chunk what aiohttp de-chunked).
     `upgrade` (a websocket handshake) asks the app to switch to that protocol on this connection.
+    `request_id` (safe characters only: `core.request_context`) is sent as `X-Request-ID`.
     """
     lines = [f"{method} {target} HTTP/1.1\r\n".encode("utf-8", "surrogateescape")]
     own: list[tuple[bytes, bytes]] = []
@@ -282,6 +288,8 @@ def request_head(
         lines.append(b"Content-Length: %d\r\n" % content_length)
     if upgrade is not None:
         lines += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, _CRLF)
+    if request_id is not None:
+        lines += (b"X-Request-ID: ", request_id.encode(), _CRLF)
     lines.append(_CRLF)
     return b"".join(lines)
 
@@ -293,10 +301,12 @@ def response_head(
     chunked: bool,
     connection: bytes | None,
     upgrade: bytes | None = None,
+    request_id: str | None = None,
 ) -> bytes:
     """The head we send the client for the app's answer: its status and fields, hop-by-hop ones
-    dropped, then our framing (`chunked`: we chunk a body of unknown length), `Connection` and,
-    for a 101, `upgrade` (the protocol the app switched to)."""
+    (and the app's `X-Request-ID`) dropped, then our framing (`chunked`: we chunk a body of
+    unknown length), `Connection`, for a 101 `upgrade` (the protocol the app switched to), and
+    `request_id` as `X-Request-ID`."""
     lines = [_status_line(code, reason)]
     lines += (_RESPONSE_FIELDS_CHUNKED if chunked else _RESPONSE_FIELDS).lines(raw_headers)
     if chunked:
@@ -305,5 +315,7 @@ def response_head(
         lines += (b"Connection: ", connection, _CRLF)
     if upgrade is not None:
         lines += (b"Upgrade: ", upgrade, _CRLF)
+    if request_id is not None:
+        lines += (b"X-Request-ID: ", request_id.encode(), _CRLF)
     lines.append(_CRLF)
     return b"".join(lines)

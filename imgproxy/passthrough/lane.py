@@ -17,6 +17,7 @@ it as a middleware for what the router does not know.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
@@ -26,6 +27,7 @@ from aiohttp.http import HttpVersion11
 
 from imgproxy.config import Config
 from imgproxy.core.errors import BodyTooLarge, ImgproxyError, PassthroughBusy, RequestTimeout, UpstreamError
+from imgproxy.core.request_context import current, current_id
 from imgproxy.http.prebuilt import closing_answer, sent
 from imgproxy.passthrough import request_body
 from imgproxy.passthrough.connection import Exchange
@@ -160,8 +162,9 @@ class Passthrough:
                 body, chunked = request_body.stream(request, config), length is None
             head = request_head(
                 method, target, request.raw_headers, self._forwarding(request, tap), length, chunked,
-                authority=authority,
+                authority=authority, request_id=current_id(),
             )  # fmt: skip
+            started = time.monotonic()
             exchange = await self.upstream.exchange(
                 head,
                 body,
@@ -170,6 +173,8 @@ class Passthrough:
                 retryable=body is None and method in _IDEMPOTENT,
                 length=None if chunked or body is None else length,
             )
+            if (context := current()) is not None:  # for the access log: until the app's head came
+                context.upstream_s = time.monotonic() - started
         except BaseException as exc:
             if buffered is not None:
                 buffered.close()
@@ -205,11 +210,17 @@ class Passthrough:
             else:
                 keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
         connection = None if keep_alive == http11 else (b"keep-alive" if keep_alive else b"close")
-        head = response_head(message.code, message.reason, message.raw_headers, chunked, connection)
+        context = current()
+        head = response_head(
+            message.code, message.reason, message.raw_headers, chunked, connection,
+            request_id=None if context is None else context.request_id,
+        )  # fmt: skip
+        sent_bytes = len(head)
         try:
             first = exchange.buffered()
             done = exchange.at_eof()
             transport.writelines(framed(head, first, chunked, done))
+            sent_bytes += len(first)
             while not done:
                 await self._drain(request)
                 chunk = await exchange.read()
@@ -217,10 +228,14 @@ class Passthrough:
                 if transport.is_closing():
                     raise _ClientFailure("client_gone")
                 transport.writelines(framed(b"", chunk, chunked, done))
+                sent_bytes += len(chunk)
         except (UpstreamError, _ClientFailure) as exc:  # either side failed mid-body: never a
             self.upstream.stats.count_error(exc.kind)  # complete-looking body
             transport.abort()
             return sent(message.code, False)
+        finally:
+            if context is not None:
+                context.sent_bytes = sent_bytes
         if not request.content.is_eof():  # the app answered before reading the whole body
             request.protocol.force_close()
             return sent(message.code, False)
@@ -260,6 +275,7 @@ class Passthrough:
             False,
             upgrade=b"websocket",
             authority=authority,
+            request_id=current_id(),
         )
         self._handshakes += 1
         try:
@@ -276,8 +292,9 @@ class Passthrough:
         stats.websockets += 1
         try:
             head_101 = response_head(
-                101, exchange.message.reason, exchange.message.raw_headers, False, b"Upgrade", b"websocket"
-            )
+                101, exchange.message.reason, exchange.message.raw_headers, False, b"Upgrade", b"websocket",
+                current_id(),
+            )  # fmt: skip
             tunnel = Tunnel(tap, transport, exchange.conn.proto, self.config.idle_timeout_s)
             if await tunnel.run(head_101):
                 stats.count_error("idle")

@@ -35,6 +35,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from imgproxy.config import Config
+from imgproxy.core.request_context import HEADER as REQUEST_ID
+from imgproxy.core.request_context import current_id, new_request_id
 from imgproxy.core.stats import FrontDoorStats
 from imgproxy.http.prebuilt import closing_answer
 from imgproxy.http.semantics import SERVER_NAME
@@ -158,10 +160,13 @@ class FrontDoorHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """aiohttp's answer to a request its parser refused quotes the offending bytes: ours is the
-        status in fixed words (a client's input is never echoed)."""
+        status in fixed words (a client's input is never echoed). It carries the request's id
+        (a new one for a request that never reached the lanes)."""
         if status != HTTPStatus.INTERNAL_SERVER_ERROR:
             message = f"{status} {HTTPStatus(status).phrase}\n"
-        return super().handle_error(request, status, exc, message)
+        response = super().handle_error(request, status, exc, message)
+        response.headers[REQUEST_ID] = current_id() or new_request_id()
+        return response
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         """A malformed request is the client's mistake, one line at INFO; aiohttp logs each with a

@@ -10,6 +10,7 @@ from aiohttp import web
 from imgproxy.cache.fetcher import ATTEMPTS
 from imgproxy.cache.representation import CacheStatus, Found, Opened, Superseded
 from imgproxy.core.errors import BadPath, PreconditionFailed, RangeNotSatisfiable
+from imgproxy.core.request_context import current
 from imgproxy.http.content_policy import ResponsePolicy
 from imgproxy.http.paths import parse_blob_path_cached
 from imgproxy.http.semantics import (
@@ -99,6 +100,8 @@ async def get_image(request: web.Request) -> web.StreamResponse:
     conditions = Conditions.from_request(request)
     head = request.method == "HEAD"
     variant = variant_request(request)
+    if variant is not None and (context := current()) is not None:
+        context.variant = True  # for the access log's line
     vary_hints = variant is not None and variant.vary_hints
     if variant is None and conditions.plain:
         hit = fetcher.fresh_hit(path)

@@ -1,5 +1,6 @@
-"""The request lanes ahead of aiohttp's router: hits answered from memory (`hot_path`), then the
-pass-through to the main application for every path that is not ours; the router takes the rest.
+"""The request lanes ahead of aiohttp's router: hits answered from memory (`hot_path`, which also
+gives every request its id), then the pass-through to the main application for every path that
+is not ours; the router takes the rest.
 
 `install_lanes(runner)` puts them on a runner's low-level server (after `setup()`); the server
 `python -m imgproxy` runs and the tests' servers both come from `server.start_runner`, which
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from imgproxy.core.errors import ImgproxyError
+from imgproxy.core.request_context import current
 from imgproxy.http.statuses import error_response
 from imgproxy.web.hot_path import hot_path
 from imgproxy.web.keys import METRICS, PASSTHROUGH
@@ -22,7 +24,8 @@ RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 def install_lanes(runner: web.AppRunner) -> None:
-    """Answer hits first, then forward what is not ours, then route (call after `setup()`)."""
+    """Give the request its id, answer hits, then forward what is not ours, then route (call
+    after `setup()`)."""
     server = runner.server
     if server is None:
         raise RuntimeError("install_lanes needs runner.setup() first")
@@ -41,6 +44,9 @@ def passthrough_lane(app: web.Application, full: RequestHandler) -> RequestHandl
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         if not passthrough.forwards(request):
             return await full(request)
+        context = current()
+        if context is not None:
+            context.cache = "pass"
         try:
             response = await passthrough.forward(request, send_continue=True)
         except ImgproxyError as exc:
@@ -62,5 +68,8 @@ async def passthrough_middleware(
         and isinstance(request.match_info.http_exception, web.HTTPNotFound)
         and passthrough.forwards(request)
     ):
+        context = current()
+        if context is not None:
+            context.cache = "pass"
         return await passthrough.forward(request, send_continue=False)
     return await handler(request)

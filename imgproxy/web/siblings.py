@@ -20,6 +20,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from imgproxy.core.request_context import HEADER as REQUEST_ID
+from imgproxy.core.request_context import current_id
+
 RELAYED_HEADER: Final = "X-Imgproxy-Relayed"
 RELAY_TIMEOUT_S: Final = 5.0
 
@@ -59,7 +62,7 @@ async def relay_to_siblings(request: web.BaseRequest, workers: Siblings | None) 
 
 
 async def relay(workers: Siblings, method: str, raw_path: str, authorization: str | None = None) -> Relayed:
-    """Send `method raw_path` to every sibling at once."""
+    """Send `method raw_path` to every sibling at once, with the current request's id."""
 
     async def one(index: int) -> bytes | str:
         connector = aiohttp.UnixConnector(path=str(workers.socket(index)))
@@ -67,6 +70,8 @@ async def relay(workers: Siblings, method: str, raw_path: str, authorization: st
         headers = {RELAYED_HEADER: "1"}
         if authorization is not None:
             headers["Authorization"] = authorization
+        if request_id is not None:  # each worker's lines about this call name the caller's request
+            headers[REQUEST_ID] = request_id
         url = URL("http://worker" + raw_path, encoded=True)  # the path as the caller sent it
         try:
             async with (
@@ -79,6 +84,7 @@ async def relay(workers: Siblings, method: str, raw_path: str, authorization: st
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             return f"worker {index}: {type(exc).__name__}"
 
+    request_id = current_id()
     others = workers.others()
     results = await asyncio.gather(*(one(index) for index in others))
     return Relayed(

@@ -47,6 +47,7 @@ class Recorded:
     conditional: bool  # carried If-None-Match (a revalidation)
     status: int = 0
     body_bytes: int = 0
+    client_request_id: str | None = None  # x-ms-client-request-id as it went to Azure
 
 
 @dataclass(slots=True)
@@ -154,6 +155,7 @@ class OriginProxy:
             byte_range,
             pinned="If-Match" in request.headers,
             conditional="If-None-Match" in request.headers,
+            client_request_id=request.headers.get("x-ms-client-request-id"),
         )
         self.requests.append(record)
         if self.hook is not None:

@@ -32,7 +32,7 @@ from tests.helpers import (
 from tests.support.images import jpeg
 from tests.support.origin_proxy import OriginProxy
 
-VARYING: Final = {"date", "server"}
+VARYING: Final = {"date", "server", "x-request-id"}  # x-request-id: a new one per request
 
 
 @pytest.fixture
@@ -194,10 +194,11 @@ async def test_pipelined_hits_come_back_whole_and_in_order(
     assert to_app == ["GET /images/small.png"]
     application = answers[conditional].headers
     for headers in (answers[0].headers, answers[2].headers, answers[4].headers):
-        assert {k: v for k, v in headers.items() if k != "date"} == {
-            k: v for k, v in application.items() if k != "date"
+        assert {k: v for k, v in headers.items() if k not in VARYING} == {
+            k: v for k, v in application.items() if k not in VARYING
         }
         assert headers["date"]
+        assert len(headers["x-request-id"]) == 32
 
 
 @pytest.mark.parametrize(
