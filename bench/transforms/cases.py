@@ -67,7 +67,8 @@ class TransformCase:
             raise ValueError(f"thumbor cannot do {self.slug}")
         box = f"{PLACEHOLDER}x{case.height}" if self.varies == "width" else f"{case.width}x{PLACEHOLDER}"
         filters = []
-        if case.fmt != "jpeg":  # a JPEG source stays JPEG in thumbor unless told otherwise
+        # Only a JPEG source stays JPEG in thumbor unless told otherwise (a HEIC's answer is HEIF).
+        if case.fmt != "jpeg" or not case.source.endswith(".jpg"):
             filters.append(f"format({case.fmt})")
         if case.quality:
             filters.append(f"quality({case.quality})")

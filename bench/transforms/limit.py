@@ -226,14 +226,15 @@ def as_cases(rows: list[LimitRow], overheads: list[OverheadRow]) -> list[dict[st
 
 def main() -> int:
     from ..markdown import to_markdown
-    from .cases import TRANSFORM_CASES
+    from .cases import DEFAULT_CASES, TRANSFORM_CASES
     from .rows import limit_tables
 
     seconds = float(os.environ.get("BENCH_TRANSFORM_SECONDS", "3"))
     processes = int(os.environ.get("BENCH_TRANSFORM_PROCESSES", "0")) or len(os.sched_getaffinity(0))
     wanted = [name.strip() for name in os.environ.get("BENCH_TRANSFORM_CASES", "").split(",") if name.strip()]
     names = {TRANSFORM_CASES[w].limit.name if w in TRANSFORM_CASES else w for w in wanted}  # slugs or names
-    cases = tuple(case for case in CASES if not names or case.name in names) or CASES
+    defaults = {TRANSFORM_CASES[slug].limit.name for slug in DEFAULT_CASES}  # as `make bench`'s
+    cases = tuple(case for case in CASES if case.name in (names or defaults))
     rounds = int(os.environ.get("BENCH_TRANSFORM_ROUNDS", "3"))
     rows, overheads = measure(seconds, processes, cases, rounds)
     import PIL

@@ -87,7 +87,7 @@ def test_thumbor_urls_are_fit_in_with_the_same_box_and_format_filters() -> None:
         "/fit-in/300x200/filters:format(png)/h:1/logo-alpha.png"
     )
     heic = TRANSFORM_CASES["heic-12mp-jpeg"].thumbor_template("h:1")
-    assert fill(heic, 301) == "/unsafe/fit-in/301x200/filters:quality(80)/h:1/photo-12mp.heic"
+    assert fill(heic, 301) == "/unsafe/fit-in/301x200/filters:format(jpeg):quality(80)/h:1/photo-12mp.heic"
 
 
 @pytest.mark.parametrize("slug", ["svg-512-png", "2.5mp-json"])
