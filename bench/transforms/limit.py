@@ -123,8 +123,8 @@ def _request(case: Case) -> tuple[TransformOptions, FormatBucket]:
     from imgproxy.transform.negotiate import FormatBucket
     from imgproxy.transform.params import TransformOptions
 
-    size = {"width": case.width or None, "height": case.height or None, "quality": case.quality or None}
-    return TransformOptions(**size), FormatBucket(case.fmt)
+    width, height, quality = case.width or None, case.height or None, case.quality or None
+    return TransformOptions(width=width, height=height, quality=quality), FormatBucket(case.fmt)
 
 
 async def _pool_rate(case: Case, source: bytes, seconds: float, slots: int) -> Rate:

@@ -120,7 +120,7 @@ def raw_like_engine(case: Case, source: bytes) -> Callable[[], bytes] | None:
     scale = min(case.width / header.width, (case.height or BIG) / header.height)
     width, height = round(header.width * scale), round(header.height * scale)
     jpeg = source[:2] == b"\xff\xd8"
-    svg = header.get("vips-loader").startswith("svgload")
+    svg = str(header.get("vips-loader")).startswith("svgload")
     shrink = jpeg_shrink(header.width, header.height, width, height) if jpeg else 1
 
     def run() -> bytes:
