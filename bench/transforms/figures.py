@@ -114,7 +114,9 @@ class CaseFigures:
         return ratio(self.imgproxy_warm.rps, self.thumbor_warm.rps)
 
     def as_dict(self) -> dict[str, Any]:
-        limits = {lib: self.limit(lib) for lib in ("pyvips", "Pillow", "engine", "pool")}
+        # The libraries that did the case (the others could not: n/a), and the pool.
+        names = dict.fromkeys(lib for row in self.limits for lib in row.rates)
+        limits = {lib: self.limit(lib) for lib in names}
         o = self.overhead
         return {
             "slug": self.slug,

@@ -17,12 +17,11 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import json
 import os
-import shlex
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -33,88 +32,38 @@ from .. import client
 from ..context import Run, log, one_line
 from ..targets import Target, run_imgproxy
 from ..wrk import counter_script, fixed_script, paced_script, run_wrk
-from .cases import RSS_QUERIES, RSS_REQUESTS, TRANSFORM_CASES, TransformCase, fill, rss_blob, split
+from .cases import (
+    JSON_COPIES_PER_REPEAT,
+    RSS_QUERIES,
+    RSS_REQUESTS,
+    TRANSFORM_CASES,
+    TransformCase,
+    fill,
+    rss_blob,
+    split,
+)
 from .figures import CaseFigures, HitsUnderLoad, Load, RssFigure, TransformReport
 from .limit import measure
-from .seed import HIT_BLOB, HIT_SIZE, source_blobs, upload, write_files
+from .seed import HIT_BLOB, HIT_SIZE, source_blobs, upload, upload_copies, write_files
+from .settings import TransformSettings, ambient_busy, cores, transform_env
 from .thumbor import ThumborCluster, run_thumbor, versions
 
-TRANSFORM_ENV_VAR: Final = "IMGPROXY_BENCH_TRANSFORM_ENV"
-ALL_TRANSFORM_TARGETS: Final = ("imgproxy", "thumbor", "limit")
 PROBER_CONNECTIONS: Final = 4
 PROBER_DELAY_MS: Final = 10
 WARM_PASSES: Final = 20  # new connections per warm-up: every worker's own cache gets the entry
 T = TypeVar("T")
-EXTENSIONS: Final = {"jpeg": ".jpg", "webp": ".webp", "png": ".png", "avif": ".avif"}
+EXTENSIONS: Final = {"jpeg": ".jpg", "webp": ".webp", "png": ".png", "avif": ".avif", "json": ".json"}
 
 
-@dataclass(frozen=True, slots=True)
-class TransformSettings:
-    """BENCH_TRANSFORM_* knobs (docs/benchmarks.md)."""
+def pixel_size(case: TransformCase, body: bytes) -> tuple[int, int]:
+    """The answer's pixel size; for fm=json, the size the description gives for the source."""
+    if case.limit.fmt == "json":
+        facts = json.loads(body)
+        return int(facts["width"]), int(facts["height"])
+    import pyvips
 
-    cases: list[str]
-    targets: list[str]
-    connections: int
-    limit_seconds: float
-    duration_s: int
-    repeat: int
-    warm_connections: int
-    rss: bool
-
-    @classmethod
-    def from_env(cls, duration_s: int, repeat: int, warm_connections: int, rss: bool) -> TransformSettings:
-        def listing(name: str, allowed: tuple[str, ...]) -> list[str]:
-            items = [x.strip() for x in os.environ.get(name, ",".join(allowed)).split(",") if x.strip()]
-            if unknown := [x for x in items if x not in allowed]:
-                raise SystemExit(f"{name}: unknown {unknown}; choose from {', '.join(allowed)}")
-            return items
-
-        return cls(
-            cases=listing("BENCH_TRANSFORM_CASES", tuple(TRANSFORM_CASES)),
-            targets=listing("BENCH_TRANSFORM_TARGETS", ALL_TRANSFORM_TARGETS),
-            connections=int(os.environ.get("BENCH_TRANSFORM_CONNECTIONS", "8")),
-            limit_seconds=float(os.environ.get("BENCH_TRANSFORM_SECONDS", "3")),
-            duration_s=duration_s,
-            repeat=repeat,
-            warm_connections=warm_connections,
-            rss=rss,
-        )
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def transform_env() -> dict[str, str]:
-    """imgproxy for the transform workloads; IMGPROXY_BENCH_TRANSFORM_ENV="K=V ..." overrides."""
-    env = {
-        "IMGPROXY_SERVER_WORKERS": str(cores()),
-        "IMGPROXY_TRANSFORM_ENABLED": "true",
-        "IMGPROXY_TRANSFORM_ALLOW_UNSIGNED": "true",
-        # The cold runs' counter is a box side: room for it, the output size does not change.
-        "IMGPROXY_TRANSFORM_MAX_WIDTH": "100000",
-        "IMGPROXY_TRANSFORM_MAX_HEIGHT": "100000",
-    }
-    for item in shlex.split(os.environ.get(TRANSFORM_ENV_VAR, "")):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{TRANSFORM_ENV_VAR}: {item!r} is not KEY=VALUE")
-        env[key] = value
-    return env
-
-
-def ambient_busy(seconds: float = 2.0) -> float:
-    """The share of all cores busy over `seconds` (from /proc/stat): others' load before we start."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + fields[4]  # idle + iowait
-        return sum(fields) - idle, sum(fields)
-
-    busy0, total0 = sample()
-    time.sleep(seconds)
-    busy1, total1 = sample()
-    return (busy1 - busy0) / max(1, total1 - total0)
+    image = pyvips.Image.new_from_buffer(body, "")
+    return image.width, image.height
 
 
 class TransformBench:
@@ -141,12 +90,21 @@ class TransformBench:
         busy = ambient_busy()
         r.settings["machine before the transform workloads"] = f"{busy:.0%} of the cores busy over 2 s"
         self.mark("start")
-        blobs = source_blobs(rss=s.rss)
+        # The hits-under-load figure runs cold 12mp-jpeg transforms whatever the cases.
+        blobs = source_blobs([*self.cases, TRANSFORM_CASES["12mp-jpeg"]], rss=s.rss)
         self.source_sizes = {name: len(data) for name, data in blobs.items()}
         sources = workdir / "sources"
-        write_files(blobs, sources)
+        write_files(self.cases, sources)
         client.run(upload(connection_string, blobs))
         del blobs
+        for case in self.cases:
+            if case.varies == "source":  # enough copies that no cold request meets one twice
+                copies = JSON_COPIES_PER_REPEAT * s.repeat
+                client.run(upload_copies(connection_string, case, copies))
+                r.settings[f"{case.slug} sources"] = (
+                    f"{copies} copies of {case.limit.source} as distinct blobs; a cold request is the "
+                    "description of a source no worker holds yet (its Azurite GET included)"
+                )
         env = transform_env()
         r.settings["imgproxy"] = " ".join(f"{k}={v}" for k, v in env.items()) + (
             f"; transform.max_concurrency 0 (per worker: 2 per usable core, {2 * cores()}), "
@@ -216,8 +174,6 @@ class TransformBench:
     def check(self, imgproxy: Target | None, thumbor: ThumborCluster | None) -> None:
         """Sources into every imgproxy worker; each case's answer (status, type, pixel size) per server;
         and that a cold URL (another `n`) gives the same pixel size as the warm one."""
-        import pyvips
-
         if imgproxy is not None:
             sizes = {case.blob: self.source_sizes[case.blob] for case in self.cases}
             client.run(client.warm(imgproxy.base, sizes, [], passes=WARM_PASSES))
@@ -225,21 +181,22 @@ class TransformBench:
             servers: list[tuple[str, str]] = []
             if imgproxy is not None:
                 servers.append(("imgproxy", imgproxy.base + case.imgproxy_template()))
-            if thumbor is not None:
+            if thumbor is not None and case.thumbor:
                 servers.append(("thumbor", thumbor.base + case.thumbor_template(thumbor.static_host)))
             for server, template in servers:
-                urls = [fill(template, case.first), fill(template, case.first + 99_000)]
+                urls = [fill(template, case.first)]
+                if case.varies != "source":  # a copy's description is a cold request: not spent here
+                    urls.append(fill(template, case.first + 99_000))
                 bodies: dict[str, bytes] = {}
                 answers = client.run(client.get_all(urls, body_to=bodies))
                 shapes = []
                 for answer in answers:
-                    if answer.status != 200 or answer.content_type != f"image/{case.limit.fmt}":
+                    if answer.status != 200 or answer.content_type != case.content_type:
                         self.report.notes.append(
                             f"{server} {case.slug}: {answer.status} {answer.content_type} for {answer.url}"
                         )
                         continue
-                    image = pyvips.Image.new_from_buffer(bodies[answer.url], "")
-                    shapes.append((image.width, image.height))
+                    shapes.append(pixel_size(case, bodies[answer.url]))
                 if len(shapes) == 2 and shapes[0] != shapes[1]:
                     self.report.notes.append(f"{server} {case.slug}: cold {shapes[1]} != warm {shapes[0]}")
                 if shapes:
@@ -263,7 +220,7 @@ class TransformBench:
             self.cold_run(
                 "imgproxy", case, imgproxy.base, case.imgproxy_template(), figures.imgproxy_cold, pids
             )
-        if thumbor is not None:
+        if thumbor is not None and case.thumbor:
             template = case.thumbor_template(thumbor.static_host)
             self.cold_run("thumbor", case, thumbor.base, template, figures.thumbor_cold, thumbor.pids())
 
@@ -318,7 +275,7 @@ class TransformBench:
                 (figures.imgproxy_warm, imgproxy.base + path),
                 (figures.original_hits, f"{imgproxy.base}/images/{original}"),
             ]
-        if thumbor is not None:
+        if thumbor is not None and case.thumbor:
             url = thumbor.base + fill(case.thumbor_template(thumbor.static_host), case.first)
             answers = client.run(client.get_all([url] * WARM_PASSES))
             if any(a.status != 200 for a in answers):

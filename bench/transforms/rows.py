@@ -8,9 +8,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ..markdown import Table, columns, num, pair, ratio
+from .limit_cases import JPEG_REFERENCE
 
 MIB: Final = 1024 * 1024
 LIBRARIES: Final = ("pyvips", "Pillow")
+NA: Final = "n/a"  # a target or library that cannot do the case (or did not run)
 
 
 def _load(figure: Mapping[str, Any], rps_digits: int, ms_digits: int) -> str:
@@ -22,6 +24,11 @@ def _load(figure: Mapping[str, Any], rps_digits: int, ms_digits: int) -> str:
 def _rate(case: Mapping[str, Any], library: str, key: str) -> float | None:
     rate = case["limit_median"].get(library)
     return None if rate is None else float(rate[key])
+
+
+def _errors(figure: Mapping[str, Any]) -> str:
+    """A figure's error count; n/a when it has no runs (its target cannot do the case)."""
+    return str(figure["errors"]) if figure["runs"] else NA
 
 
 def tables(data: Mapping[str, Any]) -> list[Table]:
@@ -77,7 +84,7 @@ def _cold(c: Mapping[str, Any]) -> list[str]:
         num(ratios.get("cold_to_faster_limit_cpu"), 2),
         num(ratios.get("cold_to_thumbor"), 2),
         num(ratios.get("cold_to_thumbor_cpu"), 2),
-        pair(str(c["imgproxy_cold"]["errors"]), str(c["thumbor_cold"]["errors"])),
+        pair(_errors(c["imgproxy_cold"]), _errors(c["thumbor_cold"])),
     ]
 
 
@@ -94,7 +101,7 @@ def _warm(c: Mapping[str, Any]) -> list[str]:
         *(_load(figure, 0, 2) for figure in loads),
         num(c["ratios"]["warm_to_original"], 2),
         num(c["ratios"]["warm_to_thumbor"], 1),
-        " / ".join(str(figure["errors"]) for figure in loads),
+        " / ".join(_errors(figure) for figure in loads),
     ]
 
 
@@ -145,32 +152,61 @@ def _hits(hits: Mapping[str, Any] | None) -> Table:
     return Table(title, header, rows)
 
 
-def limit_tables(cases: Sequence[Mapping[str, Any]], processes: int) -> list[Table]:
-    """The in-process limit per case (`limit_median`, `output_bytes` "in-process <library>",
-    `overhead_ms`): img/s by the wall clock / per CPU second x cores, and one request's latency."""
-    libraries = (*LIBRARIES, "engine")
-    rates = []
+def _pair_of(rate: Mapping[str, float] | None) -> str:
+    """`wall / cpu` of a limit rate; n/a for a library that cannot do the case."""
+    return NA if rate is None else pair(num(rate["wall"], 1), num(rate["cpu"], 1))
+
+
+def _limit_row(c: Mapping[str, Any], libraries: tuple[str, ...]) -> list[str]:
+    r, out = c["limit_median"], c["output_bytes"]
+    pool = r.get("pool")
+    pool_cell = NA if pool is None else f"{_pair_of(pool)} ({pool['parallelism']:.2f})"
+    faster = [r[lib]["cpu"] for lib in LIBRARIES if lib in r]
+    engine = r.get("engine")
+    to_faster = ratio(engine["cpu"], max(faster)) if engine and faster else None
+    sizes = (out.get(f"in-process {lib}") for lib in libraries)
+    return [
+        c["name"],
+        *(_pair_of(r.get(lib)) for lib in libraries),
+        pool_cell,
+        num(to_faster, 2),
+        " / ".join(NA if size is None else f"{size:,}" for size in sizes),
+    ]
+
+
+def _describe_rows(cases: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """fm=json's description (the engine's column) beside the engine's 300x200 JPEG of its source."""
+    rows = []
     for c in cases:
-        if not all(lib in c["limit_median"] for lib in (*libraries, "pool")):
+        r, out = c["limit_median"], c["output_bytes"]
+        if JPEG_REFERENCE not in r or "engine" not in r:
             continue
-        r, out, pool = c["limit_median"], c["output_bytes"], c["limit_median"]["pool"]
-        faster_cpu = max(r[lib]["cpu"] for lib in LIBRARIES)
-        rates.append(
+        rows.append(
             [
                 c["name"],
-                *(pair(num(r[lib]["wall"], 1), num(r[lib]["cpu"], 1)) for lib in libraries),
-                f"{pair(num(pool['wall'], 1), num(pool['cpu'], 1))} ({pool['parallelism']:.2f})",
-                num(ratio(r["engine"]["cpu"], faster_cpu), 2),
-                " / ".join(f"{out.get(f'in-process {lib}', 0):,}" for lib in libraries),
+                _pair_of(r["engine"]),
+                _pair_of(r[JPEG_REFERENCE]),
+                num(ratio(r["engine"]["cpu"], r[JPEG_REFERENCE]["cpu"]), 2),
+                pair(*(f"{out.get(f'in-process {lib}', 0):,}" for lib in ("engine", JPEG_REFERENCE))),
             ]
         )
+    return rows
+
+
+def limit_tables(cases: Sequence[Mapping[str, Any]], processes: int) -> list[Table]:
+    """The in-process limit per case (`limit_median`, `output_bytes` "in-process <library>",
+    `overhead_ms`): img/s by the wall clock / per CPU second x cores, and one request's latency.
+    A library that cannot do a case (no HEVC in libvips, no SVG in Pillow) is n/a, and left out of
+    the ratio to the faster library."""
+    libraries = (*LIBRARIES, "engine")
+    rates = [_limit_row(c, libraries) for c in cases if c["limit_median"]]
     overheads = [
         [
             c["name"],
             num(o["raw"], 2),
             num(o["engine"], 2),
             num(o["pool"], 2),
-            f"{o['engine'] / o['raw'] - 1:+.1%}",
+            NA if o["raw"] is None else f"{o['engine'] / o['raw'] - 1:+.1%}",
             f"{o['pool'] / o['engine'] - 1:+.1%}",
         ]
         for c in cases
@@ -186,7 +222,17 @@ def limit_tables(cases: Sequence[Mapping[str, Any]], processes: int) -> list[Tab
     overhead_header = columns(
         "case | raw pyvips calls | engine.transform | pool.run | engine overhead | pool overhead"
     )
+    describe_header = columns(
+        f"case | description (engine) | {JPEG_REFERENCE} | description / JPEG (CPU) | "
+        "bytes description / JPEG"
+    )
     return [
         Table(title, header, rates),
         Table("In-process limit: one request, one slot (median ms)", overhead_header, overheads),
+        Table(
+            "In-process limit: fm=json's description against a 300x200 JPEG of the same source "
+            "(img/s, wall clock / per CPU second x cores)",
+            describe_header,
+            _describe_rows(cases),
+        ),
     ]

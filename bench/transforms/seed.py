@@ -2,8 +2,9 @@
 
 Blobs go under `tx/` in the bench container: the three sources of `bench.sources`, a 20 KiB
 original for the hit-latency figure, and sixteen 24 MP JPEGs for the memory figure (one encode,
-sixteen distinct blobs through a COM segment each). The same source bytes are written as files
-into a directory that thumbor's static server serves.
+sixteen distinct blobs through a COM segment each), and for `fm=json` copies of its source under
+`tx/json/` (distinct bytes, same pixels; uploaded in batches, never all held at once). The same
+source bytes are written as files into a directory that thumbor's static server serves.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from azure.storage.blob.aio import BlobServiceClient
 
 from ..dataset import CONTAINER
 from ..sources import source_bytes
-from .cases import RSS_REQUESTS, RSS_SOURCE, SOURCE_PREFIX, TRANSFORM_CASES, rss_blob, with_comment
+from .cases import RSS_REQUESTS, RSS_SOURCE, SOURCE_PREFIX, TransformCase, json_blob, rss_blob, with_comment
 
 HIT_BLOB: Final = SOURCE_PREFIX + "hit-20k.bin"
 HIT_SIZE: Final = 20 * 1024
@@ -30,16 +31,22 @@ CONTENT_TYPES: Final = {
     ".png": "image/png",
     ".webp": "image/webp",
     ".avif": "image/avif",
+    ".svg": "image/svg+xml",
+    ".heic": "image/heic",
+    ".json": "application/json",
 }
+COPY_BATCH: Final = 50
 
 
 def content_type(name: str) -> str:
     return CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
 
 
-def source_blobs(rss: bool) -> dict[str, bytes]:
-    """Blob name -> bytes: every case's source, the 20 KiB original, and (with `rss`) the 24 MP set."""
-    blobs = {case.blob: source_bytes(case.limit.source) for case in TRANSFORM_CASES.values()}
+def source_blobs(cases: list[TransformCase], rss: bool) -> dict[str, bytes]:
+    """Blob name -> bytes: the cases' sources (fm=json's: its copy 0), the 20 KiB original, and
+    (with `rss`) the 24 MP set."""
+    blobs = {case.blob: json_copy(case, 0) for case in cases if case.varies == "source"}
+    blobs |= {SOURCE_PREFIX + case.limit.source: source_bytes(case.limit.source) for case in cases}
     blobs[HIT_BLOB] = random.Random(20).randbytes(HIT_SIZE)
     if rss:
         big = source_bytes(RSS_SOURCE)
@@ -48,11 +55,23 @@ def source_blobs(rss: bool) -> dict[str, bytes]:
     return blobs
 
 
-def write_files(blobs: dict[str, bytes], directory: Path) -> None:
-    """The sources (not the 20 KiB original, nor the 24 MP set) as files under `directory`."""
+def json_copy(case: TransformCase, n: int) -> bytes:
+    """Copy `n` of the case's source: the same pixels, other bytes (a JPEG comment)."""
+    return with_comment(source_bytes(case.limit.source), f"imgproxy bench fm=json source {n}")
+
+
+def write_files(cases: list[TransformCase], directory: Path) -> None:
+    """The cases' sources (not the 20 KiB original, nor the 24 MP set) as files under `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    for case in TRANSFORM_CASES.values():
-        (directory / case.limit.source).write_bytes(blobs[case.blob])
+    for case in cases:
+        (directory / case.limit.source).write_bytes(source_bytes(case.limit.source))
+
+
+async def upload_copies(connection_string: str, case: TransformCase, count: int) -> None:
+    """Copies 1 to `count` of fm=json's source (copy 0 is the warm one, in `source_blobs`)."""
+    for start in range(1, count + 1, COPY_BATCH):
+        end = min(count + 1, start + COPY_BATCH)
+        await upload(connection_string, {json_blob(n): json_copy(case, n) for n in range(start, end)})
 
 
 async def upload(connection_string: str, blobs: dict[str, bytes]) -> None:

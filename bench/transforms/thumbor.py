@@ -2,8 +2,9 @@
 
 thumbor's dependencies (its own Pillow, tornado, ...) must not reach our environment, so
 `ensure_venv()` makes `.cache/bench/thumbor-venv` with `python -m venv` and installs the exact
-versions of `bench/transforms/thumbor-requirements.txt` (thumbor 7.8.0 with Pillow 12.3.0), once;
-a venv whose `pip freeze` differs is rebuilt.
+versions of `bench/transforms/thumbor-requirements.txt` (thumbor 7.8.0 with Pillow 12.3.0, and
+pillow-heif 1.9.0, whose plugin thumbor's Pillow engine imports to read HEIC), once; a venv whose
+`pip freeze` differs is rebuilt.
 
 `run_thumbor()` starts one nginx and `cores` single-process thumbors. nginx serves the source
 files as a static server (thumbor's HTTP loader reads them from it, as from any web origin) and

@@ -8,7 +8,7 @@ import pytest
 import pyvips
 
 from bench.sources import SOURCES, photo_jpeg
-from bench.transforms.cases import TRANSFORM_CASES, TransformCase, fill, split, with_comment
+from bench.transforms.cases import TRANSFORM_CASES, TransformCase, fill, json_blob, split, with_comment
 from bench.wrk import counter_script
 from imgproxy.config import TransformConfig
 from imgproxy.transform.geometry import plan
@@ -28,7 +28,7 @@ def options_for(case: TransformCase, n: int) -> tuple[str, tuple[int, int]]:
     return options.key(FormatBucket(case.limit.fmt)), (out.out_width, out.out_height)
 
 
-@pytest.mark.parametrize("slug", list(TRANSFORM_CASES))
+@pytest.mark.parametrize("slug", [slug for slug, case in TRANSFORM_CASES.items() if case.varies != "source"])
 def test_every_cold_request_is_a_new_imgproxy_variant_of_the_warm_size(slug: str) -> None:
     """Request n of a cold run has its own cache key, yet the pixel size of the warm case."""
     case = TRANSFORM_CASES[slug]
@@ -42,15 +42,36 @@ def test_every_cold_request_is_a_new_imgproxy_variant_of_the_warm_size(slug: str
 
 
 def test_the_warm_sizes_are_the_cases_boxes() -> None:
-    """300x200 from 4:3 is 267x200; 3:2 PNG is 300x200; 1920x1280 to 800 wide is 800x533."""
-    sizes = {slug: options_for(case, case.first)[1] for slug, case in TRANSFORM_CASES.items()}
+    """300x200 from 4:3 is 267x200; 3:2 PNG is 300x200; 1920x1280 to 800 wide is 800x533; the
+    1600x1000 SVG to 512 wide is 512x320."""
+    sizes = {
+        slug: options_for(case, case.first)[1]
+        for slug, case in TRANSFORM_CASES.items()
+        if case.varies != "source"
+    }
     assert sizes == {
         "12mp-jpeg": (267, 200),
         "12mp-webp": (267, 200),
         "2.5mp-800-jpeg": (800, 533),
         "png-alpha": (300, 200),
         "12mp-avif": (267, 200),
+        "heic-12mp-jpeg": (267, 200),
+        "svg-512-png": (512, 320),
     }
+
+
+def test_every_cold_fm_json_request_describes_another_blob() -> None:
+    """fm=json's key is the same for every URL (all else normalised away): the blob is what varies."""
+    case = TRANSFORM_CASES["2.5mp-json"]
+    assert case.blob == "tx/json/0.jpg" and not case.thumbor
+    blobs = set()
+    for n in (case.first, case.first + 1, case.first + 2, case.first + 499):
+        path, _, query = fill(case.imgproxy_template(), n).removeprefix("/images/").partition("?")
+        options = QueryParser(CONFIG).parse(path, query)
+        assert options is not None and options.key(FormatBucket.JSON) == "fm=json"
+        assert path == json_blob(n)
+        blobs.add(path)
+    assert len(blobs) == 4
 
 
 def test_thumbor_urls_are_fit_in_with_the_same_box_and_format_filters() -> None:
@@ -65,6 +86,17 @@ def test_thumbor_urls_are_fit_in_with_the_same_box_and_format_filters() -> None:
     assert fill(TRANSFORM_CASES["png-alpha"].thumbor_template("h:1"), 300).endswith(
         "/fit-in/300x200/filters:format(png)/h:1/logo-alpha.png"
     )
+    heic = TRANSFORM_CASES["heic-12mp-jpeg"].thumbor_template("h:1")
+    assert fill(heic, 301) == "/unsafe/fit-in/301x200/filters:format(jpeg):quality(80)/h:1/photo-12mp.heic"
+
+
+@pytest.mark.parametrize("slug", ["svg-512-png", "2.5mp-json"])
+def test_cases_thumbor_cannot_do_have_no_thumbor_url(slug: str) -> None:
+    """No cairosvg in thumbor's venv, and no placeholders in its /meta: n/a, never a wrong URL."""
+    case = TRANSFORM_CASES[slug]
+    assert not case.thumbor
+    with pytest.raises(ValueError, match=slug):
+        case.thumbor_template("h:1")
 
 
 def test_a_template_holds_its_counter_exactly_once() -> None:
