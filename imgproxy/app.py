@@ -35,6 +35,7 @@ from imgproxy.web.keys import (
     REPLICATION,
     RESPONSE_POLICY,
     SIBLINGS,
+    TRACER,
     TRANSFORMS,
     UPSTREAM,
 )
@@ -68,6 +69,15 @@ async def error_middleware(
 # aiohttp cleans them up in reverse order, and only those that were set up.
 
 
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Imported here: OpenTelemetry loads only when otel.enabled is true.
+    from imgproxy.tracing import open_tracing
+
+    with open_tracing() as tracer:
+        app[TRACER] = tracer
+        yield
+
+
 async def _disk_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[None]:
     config = app[CONFIG]
     if not config.disk.enabled:
@@ -87,14 +97,14 @@ async def _disk_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[No
 
 async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
+    async with open_origin(config.origin, config.cache.max_item_bytes, app.get(TRACER)) as origin:
         app[ORIGIN] = origin
         app[METRICS].watch_origin(origin.stats)
         yield
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with open_redis(app[CONFIG]) as redis:
+    async with open_redis(app[CONFIG], app.get(TRACER)) as redis:
         if redis is not None:
             app[REDIS] = redis
         yield
@@ -139,7 +149,7 @@ async def _transforms_ctx(app: web.Application) -> AsyncIterator[None]:
     # Imported here: pyvips loads only when transforms are on.
     from imgproxy.transform.pool import TransformPool
 
-    pool = TransformPool(config.transform)
+    pool = TransformPool(config.transform, tracer=app.get(TRACER))
     app[METRICS].watch_transforms(pool.stats)
     variants = Variants(app[FETCHER], pool, config.transform, config.cache.max_item_bytes)
     parser = QueryParser(config.transform)
@@ -154,7 +164,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with open_upstream(config.upstream) as upstream:
         app[UPSTREAM] = upstream
-        app[PASSTHROUGH] = Passthrough(config, upstream, own_routes(config))
+        app[PASSTHROUGH] = Passthrough(config, upstream, own_routes(config), app.get(TRACER))
         app[METRICS].watch_upstream(upstream.stats)
         yield
 
@@ -177,7 +187,8 @@ def create_app(
     if siblings is not None:
         app[SIBLINGS] = siblings
     app[METRICS] = Metrics()
-    contexts: list[CleanupContext] = [
+    contexts: list[CleanupContext] = [_tracing_ctx] if config.otel.enabled else []
+    contexts += [
         functools.partial(_disk_ctx, shared_disk=shared_disk),
         _origin_ctx,
         _redis_ctx,

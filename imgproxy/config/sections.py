@@ -168,6 +168,13 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OtelConfig:
+    """OpenTelemetry traces (the `otel` extra); the exporter is set by the standard `OTEL_*` variables."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
@@ -178,3 +185,4 @@ class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     transform: TransformConfig = field(default_factory=TransformConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    otel: OtelConfig = field(default_factory=OtelConfig)

@@ -32,6 +32,7 @@ from imgproxy.cache.fetcher import Fetcher
 from imgproxy.config import Config
 from imgproxy.core.background import Background, stop_task
 from imgproxy.core.errors import RedisFailure
+from imgproxy.core.tracing import Tracer
 from imgproxy.replication.flight import ReplicaFlight
 from imgproxy.replication.link import RedisLink
 from imgproxy.replication.notify import Notifier
@@ -59,13 +60,14 @@ class RedisParts:
 
 
 @contextlib.asynccontextmanager
-async def open_redis(config: Config) -> AsyncIterator[RedisParts | None]:
+async def open_redis(config: Config, tracer: Tracer | None = None) -> AsyncIterator[RedisParts | None]:
     """The Redis link and shared tier, or None when `redis.url` is empty. Never fails for Redis
     being down: the link connects lazily and probes in the background."""
     if not config.redis.url:
         yield None
         return
-    async with RedisLink(config.redis, config.origin.container) as link, Notifier(link) as notifier:
+    link = RedisLink(config.redis, config.origin.container, tracer=tracer)
+    async with link, Notifier(link) as notifier:
         tier = RedisStore(link)
         yield RedisParts(link, tier, ReplicaFlight(tier, notifier))
 

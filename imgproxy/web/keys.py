@@ -8,6 +8,7 @@ from aiohttp import web
 from imgproxy.cache.disk.tier import DiskTier
 from imgproxy.cache.fetcher import Fetcher
 from imgproxy.config import Config
+from imgproxy.core.tracing import Tracer
 from imgproxy.http.content_policy import ResponsePolicy
 from imgproxy.metrics import Metrics
 from imgproxy.origin import Origin
@@ -31,3 +32,4 @@ UPSTREAM = web.AppKey("upstream", Upstream)  # set only when upstream.url is set
 PASSTHROUGH = web.AppKey("passthrough", Passthrough)  # set with UPSTREAM
 TRANSFORMS = web.AppKey("transforms", Transforms)  # set only when transform.enabled
 REPLICATION = web.AppKey("replication", Replication)  # set only when redis.url is set
+TRACER: web.AppKey[Tracer] = web.AppKey("tracer")  # set only when otel.enabled

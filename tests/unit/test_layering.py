@@ -28,7 +28,10 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "transform": BASE | {"http", "origin", "cache"},
     "passthrough": BASE | {"http"},
     "web": BASE | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics"},
-    "app": BASE | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "web"},
+    "app": BASE
+    | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "web", "tracing"},
+    # OpenTelemetry behind core.tracing's protocol: only app imports it (when otel.enabled).
+    "tracing": BASE,
     "server": BASE | {"app", "web"},
     # The main application's client: standard library and aiohttp, and transform.signing (stdlib only).
     "client": frozenset({"transform"}),
