@@ -19,7 +19,6 @@ from imgproxy.metrics import Metrics
 from imgproxy.origin import open_origin
 from imgproxy.passthrough.lane import Passthrough
 from imgproxy.passthrough.pool import open_upstream
-from imgproxy.replication.service import follow_purges, open_redis, replica_factory
 from imgproxy.transform.params import QueryParser
 from imgproxy.transform.variants import HotKeys, Transforms, Variants
 from imgproxy.web.frontdoor import handler_args, hide_versions
@@ -104,6 +103,13 @@ async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    if not app[CONFIG].redis.url:
+        yield
+        return
+    # Imported here: redis-py loads only when Redis is configured (and with it, if installed, the
+    # OpenTelemetry SDK its own metrics import: none of it when otel and Redis are off).
+    from imgproxy.replication.service import open_redis
+
     async with open_redis(app[CONFIG], app.get(TRACER)) as redis:
         if redis is not None:
             app[REDIS] = redis
@@ -112,8 +118,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
     config, metrics = app[CONFIG], app[METRICS]
+    redis = app.get(REDIS)
     fetcher = Fetcher(
-        app[ORIGIN], config.cache, metrics.fetch, app.get(DISK), replica_factory(app.get(REDIS))
+        app[ORIGIN], config.cache, metrics.fetch, app.get(DISK), None if redis is None else redis.shared_tier
     )
     metrics.watch_cache(fetcher.memory_stats)
     app[FETCHER] = fetcher
@@ -128,6 +135,8 @@ async def _replication_ctx(app: web.Application) -> AsyncIterator[None]:
     if redis is None:
         yield
         return
+    from imgproxy.replication.service import follow_purges
+
     async with follow_purges(app[CONFIG], redis, app[FETCHER]) as replication:
         app[REPLICATION] = replication
         app[METRICS].watch_redis(app[FETCHER].stats, replication.log.stats)

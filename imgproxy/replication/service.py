@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -178,8 +178,3 @@ def _read_cursor(file: Path) -> LogCursor | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("purge log cursor %s unreadable (%s): following from the end", file, exc)
         return None
-
-
-def replica_factory(parts: RedisParts | None) -> Callable[[Background], ReplicatedTier] | None:
-    """The fetcher's shared tier, when Redis is configured."""
-    return None if parts is None else parts.shared_tier
