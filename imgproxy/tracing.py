@@ -86,8 +86,8 @@ class OtelTracer:
         self.provider.shutdown()
 
 
-def _exporter(environ: Mapping[str, str]) -> SpanExporter | None:
-    choice = environ.get(EXPORTER_ENV, "otlp").strip().lower()
+def _exporter() -> SpanExporter | None:
+    choice = os.environ.get(EXPORTER_ENV, "otlp").strip().lower()
     if choice == "otlp":
         # Imported here: the console and "none" choices need no protobuf.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -109,10 +109,10 @@ def _resource() -> Resource:
 
 
 @contextmanager
-def open_tracing(environ: Mapping[str, str] | None = None) -> Iterator[OtelTracer]:
-    """The application's tracer, per the `OTEL_*` variables of `environ` (default: the process's);
-    flushed and shut down on exit."""
-    exporter = _exporter(os.environ if environ is None else environ)
+def open_tracing() -> Iterator[OtelTracer]:
+    """The application's tracer, per the process's `OTEL_*` variables (which the SDK reads itself,
+    so they are not an argument); flushed and shut down on exit."""
+    exporter = _exporter()
     provider = TracerProvider(resource=_resource())
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
