@@ -19,7 +19,6 @@ from imgproxy.metrics import Metrics
 from imgproxy.origin import open_origin
 from imgproxy.passthrough.lane import Passthrough
 from imgproxy.passthrough.pool import open_upstream
-from imgproxy.replication.service import follow_purges, open_redis, replica_factory
 from imgproxy.transform.params import QueryParser
 from imgproxy.transform.variants import HotKeys, Transforms, Variants
 from imgproxy.web.cdn import cdn_ctx, install_tags
@@ -36,6 +35,7 @@ from imgproxy.web.keys import (
     REPLICATION,
     RESPONSE_POLICY,
     SIBLINGS,
+    TRACER,
     TRANSFORMS,
     UPSTREAM,
 )
@@ -70,6 +70,15 @@ async def error_middleware(
 # aiohttp cleans them up in reverse order, and only those that were set up.
 
 
+async def _tracing_ctx(app: web.Application) -> AsyncIterator[None]:
+    # Imported here: OpenTelemetry loads only when otel.enabled is true.
+    from imgproxy.tracing import open_tracing
+
+    with open_tracing() as tracer:
+        app[TRACER] = tracer
+        yield
+
+
 async def _disk_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[None]:
     config = app[CONFIG]
     if not config.disk.enabled:
@@ -89,14 +98,21 @@ async def _disk_ctx(app: web.Application, shared_disk: bool) -> AsyncIterator[No
 
 async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    async with open_origin(config.origin, config.cache.max_item_bytes) as origin:
+    async with open_origin(config.origin, config.cache.max_item_bytes, app.get(TRACER)) as origin:
         app[ORIGIN] = origin
         app[METRICS].watch_origin(origin.stats)
         yield
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with open_redis(app[CONFIG]) as redis:
+    if not app[CONFIG].redis.url:
+        yield
+        return
+    # Imported here: redis-py loads only when Redis is configured (and with it, if installed, the
+    # OpenTelemetry SDK its own metrics import: none of it when otel and Redis are off).
+    from imgproxy.replication.service import open_redis
+
+    async with open_redis(app[CONFIG], app.get(TRACER)) as redis:
         if redis is not None:
             app[REDIS] = redis
         yield
@@ -104,8 +120,9 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _fetcher_ctx(app: web.Application) -> AsyncIterator[None]:
     config, metrics = app[CONFIG], app[METRICS]
+    redis = app.get(REDIS)
     fetcher = Fetcher(
-        app[ORIGIN], config.cache, metrics.fetch, app.get(DISK), replica_factory(app.get(REDIS))
+        app[ORIGIN], config.cache, metrics.fetch, app.get(DISK), None if redis is None else redis.shared_tier
     )
     metrics.watch_cache(fetcher.memory_stats)
     app[FETCHER] = fetcher
@@ -120,6 +137,8 @@ async def _replication_ctx(app: web.Application) -> AsyncIterator[None]:
     if redis is None:
         yield
         return
+    from imgproxy.replication.service import follow_purges
+
     async with follow_purges(app[CONFIG], redis, app[FETCHER]) as replication:
         app[REPLICATION] = replication
         app[METRICS].watch_redis(app[FETCHER].stats, replication.log.stats)
@@ -141,7 +160,7 @@ async def _transforms_ctx(app: web.Application) -> AsyncIterator[None]:
     # Imported here: pyvips loads only when transforms are on.
     from imgproxy.transform.pool import TransformPool
 
-    pool = TransformPool(config.transform)
+    pool = TransformPool(config.transform, tracer=app.get(TRACER))
     app[METRICS].watch_transforms(pool.stats)
     variants = Variants(app[FETCHER], pool, config.transform, config.cache.max_item_bytes)
     parser = QueryParser(config.transform)
@@ -156,7 +175,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     async with open_upstream(config.upstream) as upstream:
         app[UPSTREAM] = upstream
-        app[PASSTHROUGH] = Passthrough(config, upstream, own_routes(config))
+        app[PASSTHROUGH] = Passthrough(config, upstream, own_routes(config), app.get(TRACER))
         app[METRICS].watch_upstream(upstream.stats)
         yield
 
@@ -179,7 +198,8 @@ def create_app(
     if siblings is not None:
         app[SIBLINGS] = siblings
     app[METRICS] = Metrics()
-    contexts: list[CleanupContext] = [
+    contexts: list[CleanupContext] = [_tracing_ctx] if config.otel.enabled else []
+    contexts += [
         functools.partial(_disk_ctx, shared_disk=shared_disk),
         _origin_ctx,
         _redis_ctx,

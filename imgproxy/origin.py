@@ -54,6 +54,7 @@ from imgproxy.core.errors import (
 )
 from imgproxy.core.request_context import current, current_id
 from imgproxy.core.stats import OriginStats
+from imgproxy.core.tracing import SpanKind, Tracer
 
 DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
 
@@ -85,9 +86,12 @@ class TooLarge:
 class Origin:
     """Reads blobs of one container, admitting calls through a breaker and a bounded queue."""
 
-    def __init__(self, container: ContainerClient, config: OriginConfig) -> None:
+    def __init__(
+        self, container: ContainerClient, config: OriginConfig, tracer: Tracer | None = None
+    ) -> None:
         self._container = container
         self._config = config
+        self._tracer = tracer  # None: tracing off
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s)
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._queued = 0
@@ -115,7 +119,7 @@ class Origin:
         conditions: dict[str, Any] = {}
         if if_none_match is not None:
             conditions = {"etag": if_none_match, "match_condition": MatchConditions.IfModified}
-        async with self._call(path):
+        async with self._call(path, "GetBlob"):
             try:
                 downloader = await blob.download_blob(max_concurrency=1, **conditions)
             except (ResourceNotModifiedError, ResourceModifiedError) as exc:
@@ -136,7 +140,7 @@ class Origin:
     async def properties(self, path: str, if_none_match: str) -> BlobMeta | NotModified:
         """Metadata only (one HEAD): `NotModified` if the blob still has ETag `if_none_match`."""
         blob = self._container.get_blob_client(path)
-        async with self._call(path):
+        async with self._call(path, "GetBlobProperties"):
             try:
                 props = await blob.get_blob_properties(
                     etag=if_none_match, match_condition=MatchConditions.IfModified
@@ -168,7 +172,7 @@ class Origin:
 
         async def get(offset: int) -> bytes:
             length = min(chunk_bytes, end + 1 - offset)
-            async with self._call(path):
+            async with self._call(path, "GetBlobRange"):
                 downloader = await blob.download_blob(
                     offset=offset,
                     length=length,
@@ -197,7 +201,7 @@ class Origin:
 
     async def check(self) -> None:
         """A cheap request proving the container is reachable (readiness)."""
-        async with self._call(""):
+        async with self._call("", "GetContainerProperties"):
             await self._container.get_container_properties()
 
     def stats(self) -> OriginStats:
@@ -215,8 +219,20 @@ class Origin:
         return self._breaker.is_open()
 
     @asynccontextmanager
-    async def _call(self, path: str) -> AsyncIterator[None]:
-        """Admit one origin call: breaker, then a bounded queue for a connection slot, then a timeout."""
+    async def _call(self, path: str, operation: str) -> AsyncIterator[None]:
+        """Admit one origin call (`operation`, Azure's name of it): breaker, then a bounded queue
+        for a connection slot, then a timeout. Traced: one span per call (the SDK's retries inside)."""
+        if self._tracer is None:
+            async with self._admitted(path):
+                yield
+            return
+        attributes = {"az.operation": operation, "az.container": self._config.container, "az.blob": path}
+        with self._tracer.span(f"azure {operation}", SpanKind.CLIENT, attributes, only_in_trace=True):
+            async with self._admitted(path):
+                yield
+
+    @asynccontextmanager
+    async def _admitted(self, path: str) -> AsyncIterator[None]:
         try:
             self._breaker.before_call()
         except CircuitOpen:
@@ -355,7 +371,9 @@ def _retry_policy(config: OriginConfig) -> LinearRetry:
 
 
 @asynccontextmanager
-async def open_origin(config: OriginConfig, max_whole_bytes: int) -> AsyncIterator[Origin]:
+async def open_origin(
+    config: OriginConfig, max_whole_bytes: int, tracer: Tracer | None = None
+) -> AsyncIterator[Origin]:
     """Open the one `BlobServiceClient` of the app and close it (and its credential) on exit."""
     options: dict[str, Any] = {
         "retry_policy": _retry_policy(config),
@@ -375,4 +393,4 @@ async def open_origin(config: OriginConfig, max_whole_bytes: int) -> AsyncIterat
             credential = await stack.enter_async_context(DefaultAzureCredential())
             client = BlobServiceClient(config.account_url, credential=credential, **options)
         await stack.enter_async_context(client)
-        yield Origin(client.get_container_client(config.container), config)
+        yield Origin(client.get_container_client(config.container), config, tracer)

@@ -7,6 +7,7 @@ transform parameter.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import re
@@ -144,6 +145,18 @@ def check_consistency(config: Config) -> None:
         )
     if config.upstream.url:
         upstream_address(config.upstream.url)
+    _check_otel(config)
+
+
+def _check_otel(config: Config) -> None:
+    if not config.otel.enabled:
+        return  # looking for the SDK imports the `opentelemetry` namespace package: only when on
+    try:
+        found = importlib.util.find_spec("opentelemetry.sdk") is not None
+    except ModuleNotFoundError:  # not even the API
+        found = False
+    if not found:
+        raise ConfigError("otel.enabled: needs the otel extra (pip install 'imgproxy[otel]')")
 
 
 def _check_ops_prefix(prefix: str) -> None:

@@ -191,6 +191,13 @@ class CdnConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OtelConfig:
+    """OpenTelemetry traces (the `otel` extra); the exporter is set by the standard `OTEL_*` variables."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
@@ -202,3 +209,4 @@ class Config:
     transform: TransformConfig = field(default_factory=TransformConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     cdn: CdnConfig = field(default_factory=CdnConfig)
+    otel: OtelConfig = field(default_factory=OtelConfig)

@@ -28,6 +28,7 @@ from aiohttp.http import HttpVersion11
 from imgproxy.config import Config
 from imgproxy.core.errors import BodyTooLarge, ImgproxyError, PassthroughBusy, RequestTimeout, UpstreamError
 from imgproxy.core.request_context import current, current_id
+from imgproxy.core.tracing import RawHeaders, SpanKind, Tracer
 from imgproxy.http.prebuilt import closing_answer, sent
 from imgproxy.passthrough import request_body
 from imgproxy.passthrough.connection import Exchange
@@ -79,8 +80,11 @@ class Passthrough:
     """Forwards the requests for paths not in `own` to the app of one worker (`upstream`), per
     `config.upstream`: one per application, made with the upstream pool."""
 
-    def __init__(self, config: Config, upstream: Upstream, own: OwnRoutes) -> None:
+    def __init__(
+        self, config: Config, upstream: Upstream, own: OwnRoutes, tracer: Tracer | None = None
+    ) -> None:
         self.config = config.upstream
+        self.tracer = tracer  # None: tracing off
         self.send_timeout_s = config.http.send_timeout_s
         self.upstream = upstream
         self.own = own
@@ -108,7 +112,9 @@ class Passthrough:
 
         tap.on_lost = cancel
         try:
-            return await self._forward(request, transport, tap, send_continue)
+            if self.tracer is None:
+                return await self._forward(request, transport, tap, send_continue)
+            return await self._traced(request, transport, tap, send_continue)
         except asyncio.CancelledError:
             if not tap.lost:
                 raise
@@ -117,6 +123,26 @@ class Passthrough:
             return _CLOSED
         finally:
             tap.on_lost = None  # a tunnel clears what it set itself
+
+    async def _traced(
+        self, request: web.BaseRequest, transport: asyncio.Transport, tap: ClientTap, send_continue: bool
+    ) -> web.StreamResponse:
+        """`_forward` in a client span, whose `traceparent` the app receives (`_raw_headers`)."""
+        assert self.tracer is not None
+        attributes = {
+            "http.request.method": request.method,
+            "server.address": self.upstream.host_header.decode(),
+        }
+        with self.tracer.span("passthrough", SpanKind.CLIENT, attributes) as span:
+            response = await self._forward(request, transport, tap, send_continue)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    def _raw_headers(self, request: web.BaseRequest) -> RawHeaders:
+        """The client's header fields (traced: the pass-through span's trace context, not theirs)."""
+        if self.tracer is None:
+            return request.raw_headers
+        return self.tracer.propagated(request.raw_headers)
 
     def _forwarding(self, request: web.BaseRequest, tap: ClientTap) -> Forwarding:
         """The connection's `Forwarding`: its peer and scheme do not change, nor does our config."""
@@ -161,7 +187,7 @@ class Passthrough:
             elif has_body:
                 body, chunked = request_body.stream(request, config), length is None
             head = request_head(
-                method, target, request.raw_headers, self._forwarding(request, tap), length, chunked,
+                method, target, self._raw_headers(request), self._forwarding(request, tap), length, chunked,
                 authority=authority, request_id=current_id(),
             )  # fmt: skip
             started = time.monotonic()
@@ -269,7 +295,7 @@ class Passthrough:
         head = request_head(
             request.method,
             target,
-            request.raw_headers,
+            self._raw_headers(request),
             self._forwarding(request, tap),
             None,
             False,

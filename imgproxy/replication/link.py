@@ -36,6 +36,7 @@ from imgproxy.config import RedisConfig
 from imgproxy.core.background import stop_task
 from imgproxy.core.breaker import BreakerState, CircuitBreaker
 from imgproxy.core.errors import CircuitOpen, RedisBadReply, RedisFailure, RedisTimeout, RedisUnavailable
+from imgproxy.core.tracing import SpanKind, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,14 @@ class RedisLink:
     """The process's Redis client behind a timeout and a breaker; an async context manager."""
 
     def __init__(
-        self, config: RedisConfig, container: str, clock: Callable[[], float] = time.monotonic
+        self,
+        config: RedisConfig,
+        container: str,
+        clock: Callable[[], float] = time.monotonic,
+        tracer: Tracer | None = None,
     ) -> None:
         self.config = config
+        self._tracer = tracer  # None: tracing off
         # Every key this deployment writes starts with this (the container keeps deployments apart).
         self.base = f"{config.prefix}{container}:"
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, clock)
@@ -173,7 +179,17 @@ class RedisLink:
         Raises `RedisUnavailable` at once while the breaker is open or after the link closed.
         An error reply (e.g. WRONGTYPE) means Redis is up but the data is not what we expect:
         `RedisBadReply`, without counting against the breaker.
+        Traced: one span per call, named after `op` (a lambda: after the function that made it).
         """
+        if self._tracer is None:
+            return await self._call(op, timeout_s, client)
+        name = getattr(op, "__qualname__", "call").split(".<locals>", 1)[0]
+        with self._tracer.span(f"redis {name}", SpanKind.CLIENT, {"db.system.name": "redis"}, True):
+            return await self._call(op, timeout_s, client)
+
+    async def _call(
+        self, op: Callable[[Client], Awaitable[T]], timeout_s: float | None, client: Client | None
+    ) -> T:
         if self._stop.is_set():
             raise RedisUnavailable("the Redis link is closed")
         pooled = self.client  # outside the try: used outside its `async with` is a bug, not Redis

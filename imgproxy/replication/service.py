@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -32,6 +32,7 @@ from imgproxy.cache.fetcher import Fetcher
 from imgproxy.config import Config
 from imgproxy.core.background import Background, stop_task
 from imgproxy.core.errors import RedisFailure
+from imgproxy.core.tracing import Tracer
 from imgproxy.replication.flight import ReplicaFlight
 from imgproxy.replication.link import RedisLink
 from imgproxy.replication.notify import Notifier
@@ -59,13 +60,14 @@ class RedisParts:
 
 
 @contextlib.asynccontextmanager
-async def open_redis(config: Config) -> AsyncIterator[RedisParts | None]:
+async def open_redis(config: Config, tracer: Tracer | None = None) -> AsyncIterator[RedisParts | None]:
     """The Redis link and shared tier, or None when `redis.url` is empty. Never fails for Redis
     being down: the link connects lazily and probes in the background."""
     if not config.redis.url:
         yield None
         return
-    async with RedisLink(config.redis, config.origin.container) as link, Notifier(link) as notifier:
+    link = RedisLink(config.redis, config.origin.container, tracer=tracer)
+    async with link, Notifier(link) as notifier:
         tier = RedisStore(link)
         yield RedisParts(link, tier, ReplicaFlight(tier, notifier))
 
@@ -176,8 +178,3 @@ def _read_cursor(file: Path) -> LogCursor | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("purge log cursor %s unreadable (%s): following from the end", file, exc)
         return None
-
-
-def replica_factory(parts: RedisParts | None) -> Callable[[Background], ReplicatedTier] | None:
-    """The fetcher's shared tier, when Redis is configured."""
-    return None if parts is None else parts.shared_tier

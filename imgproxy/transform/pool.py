@@ -47,6 +47,7 @@ from imgproxy.core.errors import (
     TransformTimeout,
 )
 from imgproxy.core.stats import ORIGIN_BUCKETS_S, TransformStats
+from imgproxy.core.tracing import Tracer
 from imgproxy.transform.negotiate import FormatBucket
 from imgproxy.transform.params import TransformOptions
 from imgproxy.transform.result import Limits, Source, TransformResult
@@ -117,8 +118,11 @@ def lower_libvips_threads() -> None:
 class TransformPool:
     """Runs transforms in at most `slots` threads; see the module docstring for the bounds."""
 
-    def __init__(self, config: TransformConfig, work: Work | None = None) -> None:
+    def __init__(
+        self, config: TransformConfig, work: Work | None = None, tracer: Tracer | None = None
+    ) -> None:
         self._slots = default_slots(config)
+        self._tracer = tracer  # None: tracing off
         if work is None:
             from imgproxy.transform import engine, info  # the first pyvips import of the process
 
@@ -142,6 +146,8 @@ class TransformPool:
 
     async def run(self, source: Source, options: TransformOptions, bucket: FormatBucket) -> TransformResult:
         """The variant, made in a slot; TransformBusy, TransformTimeout or the engine's errors."""
+        if self._tracer is not None:
+            return await self._traced(None, source, options, bucket)
         await self._take_slot()
         return await self._run_in_slot(source, options, bucket)
 
@@ -150,6 +156,8 @@ class TransformPool:
     ) -> TransformResult:
         """`run` for a source read only once a slot is ours (`load`), so that jobs waiting for a
         slot hold no source bytes: for sources the caches do not hold already."""
+        if self._tracer is not None:
+            return await self._traced(load, None, options, bucket)
         await self._take_slot()
         try:
             source = await load()
@@ -157,6 +165,32 @@ class TransformPool:
             self._give_back()
             raise
         return await self._run_in_slot(source, options, bucket)
+
+    async def _traced(
+        self,
+        load: Callable[[], Awaitable[Source]] | None,
+        source: Source | None,
+        options: TransformOptions,
+        bucket: FormatBucket,
+    ) -> TransformResult:
+        """`run` (a `source`) or `run_loaded` (a `load`) in a "transform" span, whose children are
+        the wait for a slot ("transform.queue") and the work in it ("transform.run")."""
+        assert self._tracer is not None
+        with self._tracer.span("transform") as span:
+            with self._tracer.span("transform.queue", attributes={"transform.queued": self._queued}):
+                await self._take_slot()
+            if load is not None:
+                try:
+                    source = await load()  # the source's own spans (origin, Redis) go here
+                except BaseException:
+                    self._give_back()
+                    raise
+            assert source is not None
+            with self._tracer.span("transform.run", attributes={"transform.slots": self._slots}) as run:
+                result = await self._run_in_slot(source, options, bucket)
+                run.set_attribute("transform.output_bytes", len(result.body))
+            span.set_attribute("transform.format", result.format.value)
+            return result
 
     async def _run_in_slot(
         self, source: Source, options: TransformOptions, bucket: FormatBucket

@@ -18,7 +18,8 @@ from imgproxy.core.errors import ImgproxyError
 from imgproxy.core.request_context import current
 from imgproxy.http.statuses import error_response
 from imgproxy.web.hot_path import hot_path
-from imgproxy.web.keys import METRICS, PASSTHROUGH
+from imgproxy.web.keys import METRICS, PASSTHROUGH, TRACER
+from imgproxy.web.traced import traced_requests
 
 RequestHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -33,7 +34,11 @@ def install_lanes(runner: web.AppRunner) -> None:
     handler = server.request_handler
     if PASSTHROUGH in app:
         handler = passthrough_lane(app, handler)
-    server.request_handler = hot_path(app, handler, error_response)
+    handler = hot_path(app, handler, error_response)
+    tracer = app.get(TRACER)
+    if tracer is not None:  # [otel] enabled: every request in a server span (nothing when off)
+        handler = traced_requests(tracer, handler)
+    server.request_handler = handler
 
 
 def passthrough_lane(app: web.Application, full: RequestHandler) -> RequestHandler:

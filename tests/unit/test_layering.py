@@ -31,7 +31,10 @@ ALLOWED: Final[dict[str, frozenset[str]]] = {
     "cdn": BASE | {"http"},
     "web": BASE | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "cdn"},
     "app": BASE
-    | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "web", "cdn"},
+    | {"http", "origin", "cache", "replication", "transform", "passthrough", "metrics", "web", "cdn"}
+    | {"tracing"},
+    # OpenTelemetry behind core.tracing's protocol: only app imports it (when otel.enabled).
+    "tracing": BASE,
     "server": BASE | {"app", "web"},
     # The main application's client: standard library and aiohttp, and transform.signing (stdlib only).
     "client": frozenset({"transform"}),
