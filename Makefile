@@ -53,3 +53,12 @@ clean:
 # every BENCH_* knob: docs/benchmarks.md.
 bench: install
 	$(BIN)/python -m bench.run
+
+# Memory over time (bench/soak, docs/benchmarks.md#memory-over-time): SOAK_SECONDS (1800) of mixed
+# load on two workers with a Redis outage halfway, then the variant churn under each allocator
+# (glibc's defaults, the server's default, jemalloc where Debian's libjemalloc2 is installed).
+# Writes bench/results/soak-*.{json,md} and churn-*.{json,md}.
+.PHONY: soak
+soak: install
+	$(BIN)/python -m bench.soak.run
+	$(BIN)/python -m bench.soak.churn

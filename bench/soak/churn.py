@@ -28,10 +28,11 @@ import aiohttp
 
 from devtools.azurite import run_azurite
 
+from ..markdown import Table, columns, num, to_markdown
 from ..sources import source_bytes
 from ..targets import new_workdir, run_imgproxy
 from ..transforms.seed import upload
-from .sampler import MIB, Sampler
+from .sampler import MIB, Sampler, write_result
 
 JEMALLOC: Final = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 SOURCES: Final = {"soak/photo-12mp.jpg": "photo-12mp.jpg", "soak/photo-2.5mp.jpg": "photo-2.5mp.jpg"}
@@ -54,6 +55,8 @@ def mode_env(mode: str) -> dict[str, str]:
         env["IMGPROXY_SERVER_MALLOC_ARENA_MAX"] = "0"
     elif mode == "jemalloc":
         env["LD_PRELOAD"] = str(JEMALLOC)
+    elif mode == "mmap":  # the server's default, and every allocation of 128 KiB or more mmapped
+        env["MALLOC_MMAP_THRESHOLD_"] = str(128 * 1024)
     elif mode == "jemalloc-plain":
         env |= {"LD_PRELOAD": str(JEMALLOC), "IMGPROXY_SERVER_MALLOC_ARENA_MAX": "0"}
     return env
@@ -61,7 +64,13 @@ def mode_env(mode: str) -> dict[str, str]:
 
 def clear_allocator_env() -> None:
     """This process's allocator variables removed: imgproxy inherits the environment."""
-    for name in ("MALLOC_ARENA_MAX", "MALLOC_CONF", "LD_PRELOAD", "IMGPROXY_SERVER_MALLOC_ARENA_MAX"):
+    for name in (
+        "MALLOC_ARENA_MAX",
+        "MALLOC_CONF",
+        "MALLOC_MMAP_THRESHOLD_",
+        "LD_PRELOAD",
+        "IMGPROXY_SERVER_MALLOC_ARENA_MAX",
+    ):
         os.environ.pop(name, None)
 
 
@@ -175,10 +184,37 @@ def run_churn(connection_string: str, modes: Sequence[str]) -> list[dict[str, An
     return results
 
 
+def table(results: list[dict[str, Any]]) -> Table:
+    head = (
+        "allocator | cache.max_bytes MiB | RSS anon idle MiB | after cold MiB | peak MiB | end MiB"
+        " | evictions | disk hits"
+    )
+    rows = [
+        [
+            r["mode"],
+            num(r["cache_max_bytes"] / MIB),
+            num(r["rss_anon_start"] / MIB, 1),
+            num(r["rss_anon_after_cold"] / MIB, 1),
+            num(r["rss_anon_peak"] / MIB, 1),
+            num(r["rss_anon_end"] / MIB, 1),
+            num(r["evictions"]),
+            num(r["disk_hits"]),
+        ]
+        for r in results
+    ]
+    return Table(
+        f"Variant churn: {results[0]['variants']} cold variants, then their hits", columns(head), rows
+    )
+
+
 def main(argv: list[str]) -> int:
     modes = argv or modes_available()
     with run_azurite() as azurite:
-        print(json.dumps(run_churn(azurite.connection_string, modes), indent=1))
+        results = run_churn(azurite.connection_string, modes)
+    markdown = to_markdown([table(results)])
+    path = write_result(results, "churn", markdown)
+    print(markdown)
+    print(f"written: {path}", file=sys.stderr)
     return 0
 
 

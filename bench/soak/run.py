@@ -17,8 +17,6 @@ bench/results/soak-<UTC time>.json and its Markdown (.md).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -39,9 +37,8 @@ from ..targets import new_workdir, run_imgproxy
 from ..transforms.seed import upload
 from .churn import clear_allocator_env, knob, mode_env
 from .load import BIG_BLOB, BIG_SIZE, POOL, Load, blob_bytes, pool_blob
-from .sampler import MIB, Sample, Sampler
+from .sampler import MIB, Sample, Sampler, write_result
 
-RESULTS: Final = ROOT / "bench" / "results"
 TOKEN: Final = "soak-admin-token"
 WARMUP_S: Final = 300.0
 
@@ -204,15 +201,6 @@ def tables(result: dict[str, Any]) -> list[Table]:
     ]
 
 
-def write(result: dict[str, Any], prefix: str, markdown: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
-    path = RESULTS / f"{prefix}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    path.with_suffix(".md").write_text(markdown)
-    return path
-
-
 def main() -> int:
     duration = float(os.environ.get("SOAK_SECONDS", "1800"))
     mode = os.environ.get("SOAK_MODE", "default")
@@ -220,7 +208,7 @@ def main() -> int:
     with run_azurite() as azurite, run_redis() as redis:
         seed_blobs(azurite.connection_string)
         result = soak(azurite.connection_string, redis, duration, mode)
-    path = write(result, "soak", to_markdown(tables(result)))
+    path = write_result(result, "soak", to_markdown(tables(result)))
     print(to_markdown(tables(result)))
     print(f"written: {path}", file=sys.stderr)
     return 0

@@ -7,16 +7,29 @@ interpreter, libvips, the page cache of mapped files) is shared and reclaimable.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from devtools.processes import process_tree
 
 MIB: Final = 1024 * 1024
+RESULTS: Final = Path(__file__).resolve().parents[1] / "results"
+
+
+def write_result(result: Any, prefix: str, markdown: str) -> Path:
+    """bench/results/<prefix>-<UTC time>.json and its Markdown beside it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    path = RESULTS / f"{prefix}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    path.with_suffix(".md").write_text(markdown)
+    return path
 
 
 def status_field(pid: int, name: str) -> int:
