@@ -45,11 +45,14 @@ class Counts:
     caused_5xx: int = 0
     wrong_bodies: int = 0
     transport_errors: int = 0
-    caused_window: tuple[float, float] | None = None  # monotonic (start, end) of Redis down + settle
+    caused_window: tuple[float, float] | None = None  # monotonic (kill, every worker sees Redis again)
+    outage_s: float | None = None
+    five_xx_times: list[float] = field(default_factory=list)  # monotonic, when each 5xx's request began
 
     def record(self, action: str, status: int, began: float) -> None:
         self.statuses[f"{action} {status}"] += 1
         if status >= 500:
+            self.five_xx_times.append(began)
             window = self.caused_window
             if window is not None and window[0] <= began <= window[1]:
                 self.caused_5xx += 1

@@ -17,11 +17,13 @@ bench/results/soak-<UTC time>.json and its Markdown (.md).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,7 @@ from .sampler import MIB, Sample, Sampler, write_result
 
 TOKEN: Final = "soak-admin-token"
 WARMUP_S: Final = 300.0
+REDIS_BACK_S: Final = 30.0  # longest wait, after Redis restarts, for every worker to see it
 
 
 @contextmanager
@@ -88,15 +91,32 @@ def figures(samples: list[Sample], duration_s: float) -> dict[str, Any]:
     return {"warmup_s": warmup, "window_s": window, "workers": per_worker}
 
 
-def redis_outage(redis: RedisServer, load: Load, at: float, down_s: float, settle_s: float) -> None:
-    """At monotonic time `at`: kill Redis, start it again `down_s` later; 5xx meanwhile (and for
-    `settle_s` after) are the run's own doing."""
+def redis_up_everywhere(base: str) -> bool:
+    """Whether every worker says its link to Redis is up again (`/admin/cache`'s `redis_up`)."""
+    request = urllib.request.Request(f"{base}/admin/cache", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            stats = json.load(response)
+    except (OSError, ValueError):
+        return False
+    workers = stats.get("per_worker", {"0": stats})  # worker index -> its own figures
+    return all(worker.get("redis_up") for worker in workers.values())
+
+
+def redis_outage(redis: RedisServer, load: Load, at: float, down_s: float) -> None:
+    """At monotonic time `at`: kill Redis, start it again `down_s` later; 5xx from the kill until
+    every worker says Redis is up again (polled, at most REDIS_BACK_S) are the run's own doing."""
     time.sleep(max(0.0, at - time.monotonic()))  # a scheduled moment in a background thread
     began = time.monotonic()
-    load.counts.caused_window = (began, began + down_s + settle_s)
+    load.counts.caused_window = (began, began + down_s + REDIS_BACK_S)
     redis.kill()
     time.sleep(down_s)  # the outage itself
     redis.start()
+    deadline = time.monotonic() + REDIS_BACK_S
+    while not redis_up_everywhere(load.base) and time.monotonic() < deadline:
+        time.sleep(0.2)  # a poll of another process's state, bounded by REDIS_BACK_S
+    load.counts.caused_window = (began, time.monotonic())
+    load.counts.outage_s = round(time.monotonic() - began, 2)
 
 
 def soak(
@@ -130,7 +150,7 @@ def soak(
             began = time.monotonic()
             until = began + duration_s
             outage = threading.Thread(
-                target=redis_outage, args=(redis, load, began + duration_s / 2, down_s, 5.0), daemon=True
+                target=redis_outage, args=(redis, load, began + duration_s / 2, down_s), daemon=True
             )
             outage.start()
             asyncio.run(load.run(knob("SOAK_CLIENTS", 6), until))
@@ -150,6 +170,9 @@ def soak(
         "wrong_bodies": counts.wrong_bodies,
         "transport_errors": counts.transport_errors,
         "redis_restarts": redis.starts - 1,
+        "redis_outage_s": counts.outage_s,
+        "outage_at_s": round(counts.caused_window[0] - began, 1) if counts.caused_window else None,
+        "five_xx_at_s": [round(t - began, 2) for t in counts.five_xx_times],
         "figures": figures(samples, duration_s),
         "samples": [[s.t, s.rss_anon, s.open_files, s.sockets] for s in samples],
         "log_tail": log_tail,

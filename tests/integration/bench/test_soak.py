@@ -42,7 +42,8 @@ def test_two_minute_soak_keeps_memory_flat_and_answers_right(
     print(f"\n[soak] {result['requests']} requests; per worker: {workers}")
     assert len(workers) == 2
     assert all(worker["growth"] < 0.10 for worker in workers), workers
-    assert result["unexpected_5xx"] == 0, result["statuses"]
+    unexpected = (result["statuses"], result["outage_at_s"], result["redis_outage_s"], result["five_xx_at_s"])
+    assert result["unexpected_5xx"] == 0, unexpected
     assert result["wrong_bodies"] == 0
     assert result["transport_errors"] == 0
     assert result["redis_restarts"] == 1
