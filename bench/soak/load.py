@@ -3,8 +3,9 @@
 The mix (weights per hundred actions): hits of hot originals and variants (55), misses of a pool of
 originals too large for the memory tier to keep (12), cold transforms of 12 MP and 2.5 MP JPEGs at
 any width 100-1,600 in JPEG, WebP or PNG (6), range requests (10), pass-through uploads of 64-512
-KiB (8) and pages (8), purges of pool originals (1). Statuses are counted by action; a 5xx is
-"caused" if it came while the run had Redis down on purpose (`Counts.caused_window`).
+KiB (8) and pages (8), purges of pool originals (1), a 502 sent again as the app does. Statuses
+are counted by action; a 5xx is "caused" if it came while the run had Redis down on purpose
+(`Counts.caused_window`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SOURCES: Final = ("soak/photo-12mp.jpg", "soak/photo-2.5mp.jpg")
 MIX: Final = {"hit": 55, "miss": 12, "cold": 6, "range": 10, "upload": 8, "page": 8, "purge": 1}
 FORMATS: Final = ("jpeg", "webp", "png")
 BIG_SIZE: Final = 2 * 1024 * 1024
+PURGE_ATTEMPTS: Final = 3
 
 
 def pool_blob(index: int) -> str:
@@ -47,6 +49,7 @@ class Counts:
     transport_errors: int = 0
     caused_window: tuple[float, float] | None = None  # monotonic (kill, every worker sees Redis again)
     outage_s: float | None = None
+    purge_retries: Counter[str] = field(default_factory=Counter)  # 502s sent again, by reason
     five_xx_times: list[float] = field(default_factory=list)  # monotonic, when each 5xx's request began
 
     def record(self, action: str, status: int, began: float) -> None:
@@ -121,11 +124,18 @@ class Load:
         return await self.get(session, f"/page/{rng.randrange(1000)}")
 
     async def do_purge(self, session: aiohttp.ClientSession, rng: random.Random) -> int:
+        """As the app does: a 502 (applied where it landed, not everywhere) is sent again, up to
+        PURGE_ATTEMPTS times; each 502's reason is counted."""
         headers = {"Authorization": f"Bearer {self.admin_token}"}
         path = f"{self.base}/admin/cache/{pool_blob(rng.randrange(POOL))}"
-        async with session.delete(path, headers=headers) as response:
-            await response.read()
-            return response.status
+        for attempt in range(PURGE_ATTEMPTS):
+            async with session.delete(path, headers=headers) as response:
+                answer = await response.json() if response.content_type == "application/json" else {}
+                if response.status != 502 or attempt == PURGE_ATTEMPTS - 1:
+                    return response.status
+                reason = "not logged" if answer.get("logged") is False else "worker unreached"
+                self.counts.purge_retries[reason] += 1
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def run(self, clients: int, until: float, seed: int = 22) -> None:
         """`clients` loops of actions until the monotonic time `until`."""

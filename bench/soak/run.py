@@ -168,6 +168,7 @@ def soak(
         "unexpected_5xx": counts.unexpected_5xx,
         "caused_5xx": counts.caused_5xx,
         "wrong_bodies": counts.wrong_bodies,
+        "purge_retries": dict(counts.purge_retries),
         "transport_errors": counts.transport_errors,
         "redis_restarts": redis.starts - 1,
         "redis_outage_s": counts.outage_s,
