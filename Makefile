@@ -59,3 +59,12 @@ bench: install
 # (apt-get installs them when missing), so it is not part of `make test`. devtools/image_test.py.
 image-test: install
 	$(BIN)/python -m devtools.image_test
+
+# Memory over time (bench/soak, docs/benchmarks.md#memory-over-time): SOAK_SECONDS (1800) of mixed
+# load on two workers with a Redis outage halfway, then the variant churn under each allocator
+# (glibc's defaults, the server's default, jemalloc where Debian's libjemalloc2 is installed).
+# Writes bench/results/soak-*.{json,md} and churn-*.{json,md}.
+.PHONY: soak
+soak: install
+	$(BIN)/python -m bench.soak.run
+	$(BIN)/python -m bench.soak.churn

@@ -12,11 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
 from imgproxy.cache.disk.scan import clean_disk
 from imgproxy.config import ConfigError, load_config, load_transform_config
+from imgproxy.core.allocator import REEXEC_MARK, allocator_settings, limit_arenas, needs_reexec
 from imgproxy.core.errors import BadTransformParameter
 from imgproxy.server import run, serve, supervise, worker_config
 from imgproxy.transform.params import QueryParser, check_presets
@@ -90,7 +92,13 @@ def main(argv: list[str] | None = None) -> int:
             discarded = clean_disk(config.disk, config.origin.container)
             log.info("disk tier at %s: %d incomplete entries discarded", config.disk.path, discarded)
         forwarded = ["--config", str(args.config)] if args.config is not None else []
-        return supervise(forwarded, workers)
+        return supervise(forwarded, workers, config.server.malloc_arena_max)
+    arena_max = config.server.malloc_arena_max
+    if needs_reexec(os.environ, arena_max):  # jemalloc reads MALLOC_CONF at start only: start again
+        environ = {**os.environ, **allocator_settings(os.environ, arena_max), REEXEC_MARK: "1"}
+        os.execve(sys.executable, [sys.executable, "-m", "imgproxy", *arguments], environ)
+    if limit_arenas(os.environ, arena_max):  # before the first thread (the transform pool, the SDK's)
+        log.info("malloc: at most %d arenas (server.malloc_arena_max)", arena_max)
     siblings: Siblings | None = None
     if args.worker is not None:
         config = worker_config(config)

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,7 @@ from aiohttp import web
 
 from imgproxy.app import create_app
 from imgproxy.config import Config
+from imgproxy.core.allocator import worker_environment
 from imgproxy.web.access_log import JsonAccessLogger
 from imgproxy.web.frontdoor import FrontDoor, FrontDoorRunner
 from imgproxy.web.keys import CONFIG, METRICS, READINESS
@@ -153,18 +155,19 @@ def worker_config(config: Config) -> Config:
     return dataclasses.replace(config, disk=share)
 
 
-def supervise(argv: list[str], workers: int) -> int:
-    """Start `workers` worker processes, forward stop signals, exit 0 if they all did."""
+def supervise(argv: list[str], workers: int, malloc_arena_max: int = 0) -> int:
+    """Start `workers` worker processes, forward stop signals, exit 0 if they all did. The workers'
+    environment carries the allocator's settings (`core.allocator`), read by the C library at start."""
     sockets = tempfile.mkdtemp(prefix="imgproxy-workers-")  # mode 0700: the workers' relay sockets
     try:
-        return _supervise(argv, workers, sockets)
+        return _supervise(argv, workers, sockets, worker_environment(os.environ, malloc_arena_max))
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
 
 
-def _supervise(argv: list[str], workers: int, sockets: str) -> int:
+def _supervise(argv: list[str], workers: int, sockets: str, env: dict[str, str]) -> int:
     worker_argv = [sys.executable, "-m", "imgproxy", *argv, "--siblings", sockets, "--worker"]
-    procs = [subprocess.Popen([*worker_argv, str(index)]) for index in range(workers)]
+    procs = [subprocess.Popen([*worker_argv, str(index)], env=env) for index in range(workers)]
 
     def forward(signum: int, frame: object) -> None:
         for proc in procs:

@@ -33,6 +33,7 @@ MINIMUM: Final[dict[str, float]] = {
     "server.header_timeout_s": 0.01,
     "server.keepalive_timeout_s": 0.01,
     "server.max_connections_per_ip": 0,
+    "server.malloc_arena_max": 0,
     "origin.max_concurrency": 1,
     "origin.max_queue": 0,
     "origin.breaker_failures": 1,

@@ -44,6 +44,7 @@ class ServerConfig:
     keepalive_timeout_s: float = 75.0
     max_connections_per_ip: int = 0  # 0: no cap
     metrics_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
+    malloc_arena_max: int = 2  # glibc arenas per process (core.allocator); 0: leave the allocator alone
 
 
 @dataclass(frozen=True, slots=True)

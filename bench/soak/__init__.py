@@ -1,0 +1,1 @@
+"""Memory over time: the churn of cold variants (`churn`) and the mixed-load soak (`run`)."""
