@@ -177,3 +177,20 @@ def upstream_app() -> Iterator[UpstreamApp]:
     """One upstream application for the whole run (its stateful routes take a per-test token)."""
     with run_upstream_app() as app:
         yield app
+
+
+@pytest.fixture
+def prebuilt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each call of `write_plain_hit` on the hot path returned (True: written pre-serialized)."""
+    from imgproxy.http import prebuilt
+    from imgproxy.web import hot_path
+
+    calls: list[bool] = []
+    real = prebuilt.write_plain_hit
+
+    def recorded(*args: Any) -> bool:
+        calls.append(real(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(hot_path, "write_plain_hit", recorded)
+    return calls

@@ -51,8 +51,7 @@ def valid_request_id(value: str | None) -> bool:
 def begin(header: str | None) -> RequestContext:
     """Start the current request's context: `header` (the client's `X-Request-ID`) if valid,
     else a new id; returns it."""
-    valid = header is not None and len(header) <= MAX_ID_CHARS and _SAFE_ID.fullmatch(header) is not None
-    context = RequestContext(header if valid and header is not None else new_request_id())
+    context = RequestContext(header if header is not None and valid_request_id(header) else new_request_id())
     _CURRENT.set(context)
     return context
 

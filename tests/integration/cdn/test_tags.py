@@ -9,11 +9,8 @@ import re
 from typing import Any, Final
 
 import aiohttp
-import pytest
 from azure.storage.blob.aio import ContainerClient
 
-from imgproxy.http import prebuilt
-from imgproxy.web import hot_path
 from tests.helpers import AppClientFactory, base_url, fetch, payload, upload
 from tests.support.images import jpeg
 
@@ -29,20 +26,6 @@ def expected_tags(container: str, path: str) -> tuple[str, str]:
 
 def tags_of(headers: Any) -> tuple[str | None, str | None]:
     return headers.get("Surrogate-Key"), headers.get("Cache-Tag")
-
-
-@pytest.fixture
-def prebuilt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each call of `write_plain_hit` on the hot path returned (True: written pre-serialized)."""
-    calls: list[bool] = []
-    real = prebuilt.write_plain_hit
-
-    def recorded(*args: Any) -> bool:
-        calls.append(real(*args))
-        return calls[-1]
-
-    monkeypatch.setattr(hot_path, "write_plain_hit", recorded)
-    return calls
 
 
 async def test_answers_carry_no_tags_by_default(

@@ -26,12 +26,6 @@ from tests.support.images import BLUE, GREEN, RED, WHITE, decode, near, pixel
 LIMITS = Limits()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _libvips() -> None:
-    """The settings a pool would make: no operation cache, one thread per transform."""
-    engine.configure(threads_per_transform=1)
-
-
 def run(
     source: bytes | Path,
     bucket: FormatBucket = FormatBucket.ORIGINAL,

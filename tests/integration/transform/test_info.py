@@ -28,12 +28,6 @@ from tests.support.images import BLUE, GREEN, RED, near, sniff
 LIMITS = Limits()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _libvips() -> None:
-    """The settings a pool would make: no operation cache, one thread per transform."""
-    engine.configure(threads_per_transform=1)
-
-
 def described(source: bytes | Path, limits: Limits = LIMITS) -> dict[str, Any]:
     result = info.describe(source, limits)
     assert (result.content_type, result.format) == ("application/json", ImageFormat.JSON)

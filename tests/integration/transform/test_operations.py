@@ -28,12 +28,6 @@ LIMITS = Limits()
 CLOSE = 4.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _libvips() -> None:
-    """The settings a pool would make: no operation cache, one thread per transform."""
-    engine.configure(threads_per_transform=1)
-
-
 def run(source: bytes, query: str, bucket: FormatBucket = FormatBucket.PNG) -> TransformResult:
     """`source` transformed by the options `query` parses to (as a request's would)."""
     values = dict(piece.split("=", 1) for piece in query.split("&"))

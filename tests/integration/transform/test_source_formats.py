@@ -34,12 +34,6 @@ LIMITS = Limits()
 TIMEOUT_S = 10.0  # transform.timeout_s's default
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _libvips() -> None:
-    """The settings a pool would make (SVG's loader unblocked, one thread per transform)."""
-    engine.configure(threads_per_transform=1)
-
-
 def run(
     source: bytes | Path,
     bucket: FormatBucket = FormatBucket.SOURCE,

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 import pytest
 from azure.storage.blob.aio import ContainerClient
 from yarl import URL
 
-from imgproxy.http import prebuilt
 from imgproxy.http.prebuilt import MAX_BODY
 from imgproxy.transform.signing import sign_url
 from imgproxy.transform.variants import HOT_MEMO_MAX_CHARS
-from imgproxy.web import hot_path
 from tests.helpers import (
     AppClient,
     AppClientFactory,
@@ -39,20 +37,6 @@ VARYING: Final = {"date", "server", "x-request-id"}  # x-request-id: a new one p
 def to_app() -> list[str]:
     """The requests (method and path) that went past the hot path to the application."""
     return []
-
-
-@pytest.fixture
-def prebuilt_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each call of `write_plain_hit` on the hot path returned (True: written pre-serialized)."""
-    calls: list[bool] = []
-    real = prebuilt.write_plain_hit
-
-    def recorded(*args: Any) -> bool:
-        calls.append(real(*args))
-        return calls[-1]
-
-    monkeypatch.setattr(hot_path, "write_plain_hit", recorded)
-    return calls
 
 
 @pytest.fixture
